@@ -1,0 +1,374 @@
+"""The federated learning round loop over the wireless uplink (SPEC sections 2-4).
+
+``Environment`` holds everything a seed fixes and all methods share (common random numbers):
+data split, device positions, initial weights.  ``simulate`` runs one method in it; each call
+re-creates the per-round random streams (mini-batches, fading) from the same seed, so methods
+differ only by what they do, never by luck.  Every round:
+
+    uploads -> importance -> allocation -> packets through fading -> aggregation -> SGD step
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from spfl import records
+from spfl.aggregation import Aggregator
+from spfl.allocation import AllocationProblem, allocate
+from spfl.channel import Cell, dbm_to_watt, draw_fading
+from spfl.data import Dataset, load_dataset, load_prepared
+from spfl.methods import Method, get_method
+from spfl.models import build_model, default_model
+from spfl.partition import label_histogram, partition
+from spfl.provenance import code_version, package_versions
+from spfl.spec import RunSpec
+from spfl.training import FlatModel, LocalTrainer, evaluate
+from spfl.transmission import Delivery, PacketLayout, packet_layout, transmit
+
+log = logging.getLogger("spfl")
+
+# Independent random streams, one per concern, all children of the run's seed.
+STREAMS = ("partition", "init", "geometry", "fading", "batches")
+
+
+def streams(seed: int) -> dict[str, np.random.SeedSequence]:
+    return dict(zip(STREAMS, np.random.SeedSequence(seed).spawn(len(STREAMS))))
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("run setting 'device' = 'cuda' is invalid here: no CUDA device; allowed cpu or auto")
+    return torch.device(name)
+
+
+@dataclass
+class Environment:
+    """What one seed fixes for every method: data, split, cell geometry and initial model."""
+
+    spec: RunSpec
+    dataset: Dataset
+    parts: list[np.ndarray]
+    alpha: np.ndarray
+    cell: Cell
+    model: FlatModel
+    initial_weights: torch.Tensor
+    device: torch.device
+
+    @property
+    def num_params(self) -> int:
+        return self.model.num_params
+
+
+def build_environment(spec: RunSpec) -> Environment:
+    device = resolve_device(spec.device)
+    dataset = load_prepared(spec.data_file) if spec.data_file else load_dataset(
+        spec.dataset, spec.data_dir, download=spec.download)
+    seeds = streams(spec.seed)
+    parts = partition(dataset.train_y.numpy(), spec.num_devices, spec.partition,
+                      np.random.default_rng(seeds["partition"]), beta=spec.dirichlet_beta,
+                      min_size=spec.min_samples_per_device, shards_per_device=spec.shards_per_device)
+    sizes = np.array([len(p) for p in parts], dtype=float)
+    cell = Cell.drop(spec.num_devices, spec.cell_inner_radius_m, spec.cell_outer_radius_m,
+                     np.random.default_rng(seeds["geometry"]))
+    generator = torch.Generator().manual_seed(int(seeds["init"].generate_state(1, np.uint64)[0] >> 1))
+    name = default_model(spec.dataset) if spec.model == "auto" else spec.model
+    module = build_model(name, dataset.input_shape, dataset.num_classes, generator=generator).to(device)
+    model = FlatModel.wrap(module)
+    on_device = Dataset(dataset.name, dataset.train_x.to(device), dataset.train_y.to(device),
+                        dataset.test_x.to(device), dataset.test_y.to(device), dataset.num_classes)
+    return Environment(spec, on_device, parts, sizes / sizes.sum(), cell, model,
+                       model.initial_vector(), device)
+
+
+@dataclass
+class RunState:
+    """Everything that changes during a run: enough to checkpoint and resume bit-exactly."""
+
+    round: int
+    weights: torch.Tensor
+    momentum: torch.Tensor | None
+    fading_rng: np.random.Generator
+    batch_rngs: list[np.random.Generator]
+    aggregator: Aggregator
+    metric_rows: list[dict[str, Any]] = field(default_factory=list)
+    allocation_rows: list[dict[str, Any]] = field(default_factory=list)
+    trace_rows: list[dict[str, Any]] = field(default_factory=list)
+    status: str = "ok"
+    diverged_round: int | None = None
+
+    def to_checkpoint(self) -> dict[str, Any]:
+        return {
+            "round": self.round, "weights": self.weights, "momentum": self.momentum,
+            "fading_rng": self.fading_rng.bit_generator.state,
+            "batch_rngs": [g.bit_generator.state for g in self.batch_rngs],
+            "aggregator": self.aggregator.state_dict(), "metric_rows": self.metric_rows,
+            "allocation_rows": self.allocation_rows, "trace_rows": self.trace_rows,
+        }
+
+    def restore(self, saved: dict[str, Any]) -> None:
+        self.round = saved["round"]
+        self.weights = saved["weights"]
+        self.momentum = saved["momentum"]
+        self.fading_rng.bit_generator.state = saved["fading_rng"]
+        for rng, state in zip(self.batch_rngs, saved["batch_rngs"]):
+            rng.bit_generator.state = state
+        self.aggregator.load_state_dict(saved["aggregator"])
+        self.metric_rows = saved["metric_rows"]
+        self.allocation_rows = saved["allocation_rows"]
+        self.trace_rows = saved["trace_rows"]
+
+
+class Simulation:
+    """One method run in an environment."""
+
+    def __init__(self, env: Environment, method: Method | str, batched: bool | None = None):
+        self.env = env
+        self.spec = env.spec.with_method(method if isinstance(method, str) else method.name)
+        self.method = get_method(self.spec.method)
+        spec = self.spec
+        self.layout: PacketLayout = packet_layout(
+            self.method.scheme, env.num_params, spec.modulus_bits, spec.compensation,
+            spec.deadline_ms / 1000.0, spec.slot_share)
+        self.total_bandwidth = spec.total_bandwidth_mhz * 1e6
+        self.max_power = dbm_to_watt(spec.max_power_dbm)
+        self.noise_psd = dbm_to_watt(spec.noise_psd_dbm_hz)
+        batched = env.device.type == "cuda" if batched is None else batched
+        self.trainer = LocalTrainer(env.model, spec.learning_rate, spec.local_steps, batched=batched)
+        self.snapshot_rounds = {1, spec.rounds} | set(range(spec.eval_every, spec.rounds + 1, spec.eval_every))
+
+    # -- state -------------------------------------------------------------------------------------
+    def initial_state(self) -> RunState:
+        seeds = streams(self.spec.seed)
+        aggregator = Aggregator(self.method.aggregation, self.env.alpha, compensation=self.spec.compensation,
+                                normalize=self.spec.normalize, modulus_bits=self.spec.modulus_bits,
+                                signsgd_aggregation=self.spec.signsgd_aggregation)
+        return RunState(
+            round=0, weights=self.env.initial_weights.clone(), momentum=None,
+            fading_rng=np.random.default_rng(seeds["fading"]),
+            batch_rngs=[np.random.default_rng(s) for s in seeds["batches"].spawn(self.spec.num_devices)],
+            aggregator=aggregator)
+
+    # -- one round ---------------------------------------------------------------------------------
+    def draw_batches(self, state: RunState) -> list[list[tuple[torch.Tensor, torch.Tensor]]]:
+        data = self.env.dataset
+        batches = []
+        for part, rng in zip(self.env.parts, state.batch_rngs):
+            steps = []
+            for _ in range(self.spec.local_steps):
+                pick = rng.choice(len(part), size=min(self.spec.batch_size, len(part)), replace=False)
+                index = torch.from_numpy(part[np.sort(pick)]).to(self.env.device)
+                steps.append((data.train_x[index], data.train_y[index]))
+            batches.append(steps)
+        return batches
+
+    def allocation_problem(self, uploads: torch.Tensor, aggregator: Aggregator) -> AllocationProblem:
+        """The one-step importance of every packet (SPEC section 5) as an allocation problem."""
+        eta, smooth = self.spec.learning_rate, self.spec.smoothness
+        squared_norm = uploads.double().square().sum(dim=1).cpu().numpy()
+        u_modulus = max(eta - smooth * eta**2 / 2, 0.0) * squared_norm
+        if self.method.aggregation == "sign_reuse":
+            inner, c_squared = aggregator.sign_importance_terms(uploads)
+            u_sign = np.maximum(eta * inner - smooth * eta**2 / 2 * c_squared, 0.0)
+        else:
+            u_sign = np.zeros_like(u_modulus)
+        if self.layout.modulus_bits > 0:
+            sign_bits, modulus_bits, slot_share = (self.layout.sign_bits, self.layout.modulus_bits,
+                                                   self.layout.slot_share)
+        else:  # one whole-gradient packet (scheduling): the allocation sends sign + modulus bits over T
+            sign_bits, modulus_bits, slot_share = (self.env.num_params,
+                                                   self.layout.sign_bits - self.env.num_params, None)
+        return AllocationProblem(
+            alpha=self.env.alpha, gain=self.env.cell.gain, u_sign=u_sign, u_modulus=u_modulus,
+            total_bandwidth=self.total_bandwidth, max_power=self.max_power, noise_psd=self.noise_psd,
+            deadline=self.spec.deadline_ms / 1000.0, sign_bits=sign_bits, modulus_bits=modulus_bits,
+            power_constraint=self.spec.power_constraint, per_model=self.spec.per_model,
+            waterfall_m=self.spec.waterfall_m, slot_share=slot_share)
+
+    def resources(self, uploads: torch.Tensor, state: RunState):
+        """Bandwidth and power per device (and the allocation, when one is solved)."""
+        num = self.spec.num_devices
+        fixed = self.method.policy in ("none", "uniform") and self.method.scheme != "sign_modulus"
+        if fixed:
+            bandwidth = np.full(num, self.total_bandwidth / num)
+            return bandwidth, np.full(num, self.max_power), np.zeros(num), None, None
+        problem = self.allocation_problem(uploads, state.aggregator)
+        allocation = allocate(problem, policy=self.method.policy)
+        if self.method.scheme == "digital":  # scheduling: one whole-gradient packet at full power
+            return allocation.bandwidth, allocation.power_sign, np.zeros(num), allocation, problem
+        return allocation.bandwidth, allocation.power_sign, allocation.power_modulus, allocation, problem
+
+    def step(self, state: RunState) -> None:
+        spec, env = self.spec, self.env
+        batches = self.draw_batches(state)
+        fading = draw_fading(state.fading_rng, spec.num_devices, 2)
+        uploads, losses = self.trainer.uploads(state.weights, batches)
+        bandwidth, power_sign, power_modulus, allocation, problem = self.resources(uploads, state)
+        delivery = transmit(self.layout, bandwidth, power_sign, power_modulus, env.cell.gain, fading,
+                            self.noise_psd, spec.per_model, spec.waterfall_m)
+        update = state.aggregator.aggregate(uploads, delivery)
+        state.round += 1
+        if update is not None:
+            if spec.server_momentum > 0:
+                state.momentum = update if state.momentum is None else spec.server_momentum * state.momentum + update
+                update = state.momentum
+            state.weights = state.weights - spec.learning_rate * update
+        train_loss = float(np.dot(env.alpha, losses))
+        row = self.round_row(state.round, train_loss, delivery, allocation, update)
+        if state.round in self.snapshot_rounds or not math.isfinite(train_loss):
+            row["test_loss"], row["test_accuracy"] = evaluate(env.model, state.weights, env.dataset.test_x,
+                                                              env.dataset.test_y)
+            if allocation is not None:
+                self.snapshot(state, bandwidth, power_sign, power_modulus, delivery, problem, allocation)
+        state.metric_rows.append(row)
+        finite = math.isfinite(train_loss) and bool(torch.isfinite(state.weights).all())
+        if not finite:
+            state.status, state.diverged_round = "diverged", state.round
+
+    def round_row(self, round_index: int, train_loss: float, delivery: Delivery, allocation,
+                  update: torch.Tensor | None) -> dict[str, Any]:
+        sent_s, sent_m = delivery.sent_sign, delivery.sent_modulus
+        return {
+            "round": round_index,
+            "train_loss": train_loss,
+            "sign_error_rate": _fraction(~delivery.sign_ok & sent_s, sent_s),
+            "modulus_error_rate": _fraction(~delivery.modulus_ok & sent_m, sent_m),
+            "devices_transmitting": int(sent_s.sum()),
+            "devices_sign_received": int(delivery.sign_ok.sum()),
+            "devices_both_received": int((delivery.both_ok if self.layout.modulus_bits > 0
+                                          else delivery.sign_ok).sum()),
+            "uplink_bits": delivery.uplink_bits,
+            "objective": None if allocation is None else float(allocation.objective),
+            "expected_sign_error": float(delivery.q_sign[sent_s].mean()) if sent_s.any() else None,
+            "expected_modulus_error": float(delivery.q_modulus[sent_m].mean()) if sent_m.any() else None,
+            "update_norm": 0.0 if update is None else float(update.double().norm()),
+        }
+
+    def snapshot(self, state, bandwidth, power_sign, power_modulus, delivery, problem, allocation) -> None:
+        for k in range(self.spec.num_devices):
+            state.allocation_rows.append({
+                "round": state.round, "device": k, "bandwidth_hz": float(bandwidth[k]),
+                "power_sign_w": float(power_sign[k]), "power_modulus_w": float(power_modulus[k]),
+                "q_sign": float(delivery.q_sign[k]), "q_modulus": float(delivery.q_modulus[k]),
+                "u_sign": float(problem.u_sign[k]), "u_modulus": float(problem.u_modulus[k]),
+            })
+        for iteration, value in enumerate(allocation.trace):
+            state.trace_rows.append({"round": state.round, "iteration": iteration, "objective": float(value)})
+
+    # -- the whole run -----------------------------------------------------------------------------
+    def run(self, out_dir: str | Path) -> dict[str, Any]:
+        """Run all rounds (resuming from a matching checkpoint) and write the records."""
+        out = Path(out_dir)
+        started = time.perf_counter()
+        state = self.train(out / "checkpoint.pt")
+        summary = self.write_records(out, state, time.perf_counter() - started)
+        (out / "checkpoint.pt").unlink(missing_ok=True)
+        return summary
+
+    def train(self, checkpoint: Path | None = None) -> RunState:
+        """The round loop; returns the final state (weights, metrics, buffers)."""
+        state = self.initial_state()
+        if checkpoint is not None and checkpoint.exists():
+            saved = torch.load(checkpoint, weights_only=False, map_location=self.env.device)
+            if saved.get("run_hash") == self.spec.run_hash:
+                state.restore(saved["state"])
+                log.info("%s: resumed from round %d", self.spec.method, state.round)
+        if state.round == 0:
+            test_loss, test_accuracy = evaluate(self.env.model, state.weights, self.env.dataset.test_x,
+                                                self.env.dataset.test_y)
+            state.metric_rows.append({"round": 0, "test_loss": test_loss, "test_accuracy": test_accuracy})
+        while state.round < self.spec.rounds and state.status == "ok":
+            self.step(state)
+            row = state.metric_rows[-1]
+            if row.get("test_accuracy") is not None:
+                log.info("%s round %d/%d: test accuracy %.4f, train loss %.4f, sign/modulus packet error "
+                         "%s/%s", self.spec.method, state.round, self.spec.rounds, row["test_accuracy"],
+                         row["train_loss"], _pct(row["sign_error_rate"]), _pct(row["modulus_error_rate"]))
+            if state.status == "diverged":
+                log.warning("%s diverged at round %d (non-finite loss or weights)", self.spec.method,
+                            state.round)
+            elif (checkpoint is not None and self.spec.checkpoint_every
+                  and state.round % self.spec.checkpoint_every == 0 and state.round < self.spec.rounds):
+                save_checkpoint(checkpoint, self.spec.run_hash, state)
+        return state
+
+    def write_records(self, out: Path, state: RunState, wall_time: float) -> dict[str, Any]:
+        records.write_json(out / "spec.json", self.spec.to_dict())
+        records.write_csv(out / "metrics.csv", records.METRIC_COLUMNS, state.metric_rows)
+        records.write_csv(out / "allocation.csv", records.ALLOCATION_COLUMNS, state.allocation_rows)
+        records.write_csv(out / "solver_trace.csv", records.TRACE_COLUMNS, state.trace_rows)
+        evaluated = [r for r in state.metric_rows if r.get("test_accuracy") is not None]
+        finite = [r["test_accuracy"] for r in evaluated if math.isfinite(r["test_accuracy"])]
+        rounds = [r for r in state.metric_rows if r["round"] > 0]
+        summary = {
+            "method": self.spec.method,
+            "status": state.status,
+            "diverged_round": state.diverged_round,
+            "final_accuracy": _finite_or_none(evaluated[-1]["test_accuracy"]),
+            "best_accuracy": max(finite) if finite else None,
+            "final_test_loss": _finite_or_none(evaluated[-1]["test_loss"]),
+            "rounds_completed": state.round,
+            "mean_sign_error": _mean(r.get("sign_error_rate") for r in rounds),
+            "mean_modulus_error": _mean(r.get("modulus_error_rate") for r in rounds),
+            "run_hash": self.spec.run_hash,
+            "code_version": code_version(),
+            "num_params": self.env.num_params,
+            "wall_time_s": round(wall_time, 3),
+            "versions": package_versions(),
+        }
+        records.write_json(out / "summary.json", summary)
+        return summary
+
+
+def save_checkpoint(path: Path, run_hash: str, state: RunState) -> None:
+    """torch.save to a temporary name, then rename: a kill never leaves a torn checkpoint."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save({"run_hash": run_hash, "state": state.to_checkpoint()}, tmp)
+    os.replace(tmp, path)
+
+
+def run_cell(spec: RunSpec, methods: list[str], out_dir: str | Path) -> dict[str, dict[str, Any]]:
+    """Run several methods on one seed's environment; write the shared and per-method records."""
+    methods = [get_method(m).name for m in methods]
+    out = Path(out_dir)
+    env = build_environment(spec)
+    log.info("environment: %s, %d devices, %d parameters, device %s", spec.dataset, spec.num_devices,
+             env.num_params, env.device)
+    hist = label_histogram(env.dataset.train_y.cpu().numpy(), env.parts, env.dataset.num_classes)
+    records.write_csv(out / "partition.csv", ("device", "label", "count"),
+                      ({"device": k, "label": c, "count": int(hist[k, c])}
+                       for k in range(hist.shape[0]) for c in range(hist.shape[1])))
+    records.write_csv(out / "devices.csv", ("device", "distance_m", "gain", "num_samples", "alpha"),
+                      ({"device": k, "distance_m": float(env.cell.distance[k]), "gain": float(env.cell.gain[k]),
+                        "num_samples": len(env.parts[k]), "alpha": float(env.alpha[k])}
+                       for k in range(spec.num_devices)))
+    return {m: Simulation(env, m).run(out / m) for m in methods}
+
+
+def _fraction(numerator: np.ndarray, denominator: np.ndarray) -> float | None:
+    total = int(denominator.sum())
+    return None if total == 0 else int(numerator.sum()) / total
+
+
+def _mean(values) -> float | None:
+    kept = [v for v in values if v is not None]
+    return float(np.mean(kept)) if kept else None
+
+
+def _finite_or_none(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"

@@ -1,0 +1,289 @@
+"""Run specifications: every setting of one simulation, its defaults, checks and identity.
+
+A run spec is a flat mapping of named settings.  ``SETTINGS`` is the single source of truth:
+defaults, allowed values and ranges, units and provenance ([paper] or [recon], see SPEC.md).
+The CLI, the Snakemake schema (``spfl schema``) and ``config/README.md`` all derive from it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+METHODS = (
+    "ideal", "digital", "digital_reuse", "scheduling", "signsgd",
+    "spfl", "spfl_uniform", "spfl_power", "spfl_bandwidth", "spfl_noreuse",
+)
+DATASETS = ("digits", "cifar10")
+PARTITIONS = ("iid", "dirichlet", "shards")
+MODELS = ("auto", "mlp", "cnn", "cifar_cnn")
+
+
+class SpecError(ValueError):
+    """A run setting is unknown, of the wrong type or out of range (one line, names the key)."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One run setting: its type, default and what is allowed."""
+
+    name: str
+    kind: type
+    default: Any
+    help: str
+    origin: str = "recon"  # "paper", "recon" or "run" (bookkeeping, not science)
+    choices: tuple | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+    exclusive_minimum: bool = False
+    nullable: bool = False
+    science: bool = True  # part of the run's identity (hash); False for paths and devices
+
+    def allowed(self) -> str:
+        if self.choices is not None:
+            return "one of " + ", ".join(map(str, self.choices))
+        lo = "" if self.minimum is None else (f"> {self.minimum}" if self.exclusive_minimum
+                                               else f">= {self.minimum}")
+        hi = "" if self.maximum is None else f"<= {self.maximum}"
+        kind = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}[self.kind]
+        bounds = " and ".join(b for b in (lo, hi) if b)
+        return kind + (f" {bounds}" if bounds else "") + (" or null" if self.nullable else "")
+
+    def check(self, value: Any) -> Any:
+        """Return the value coerced to the setting's type, or raise SpecError."""
+        if value is None and self.nullable:
+            return None
+        bad = SpecError(f"run setting '{self.name}' = {value!r} is invalid: allowed {self.allowed()}")
+        if self.kind is bool:
+            if not isinstance(value, bool):
+                raise bad
+        elif self.kind is int:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+                raise bad
+            value = int(value)
+        elif self.kind is float:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise bad
+            value = float(value)
+        elif not isinstance(value, str):
+            raise bad
+        if self.choices is not None and value not in self.choices:
+            raise bad
+        if self.minimum is not None and (value < self.minimum or (self.exclusive_minimum
+                                                                  and value == self.minimum)):
+            raise bad
+        if self.maximum is not None and value > self.maximum:
+            raise bad
+        return value
+
+
+def _s(name, kind, default, help, **kw) -> Setting:
+    return Setting(name, kind, default, help, **kw)
+
+
+SETTINGS: tuple[Setting, ...] = (
+    # data
+    _s("dataset", str, "digits", "Dataset: offline scikit-learn digits or CIFAR-10 (torchvision).",
+       choices=DATASETS, origin="paper"),
+    _s("data_dir", str, "data", "Folder holding raw dataset archives (CIFAR-10).", origin="run", science=False),
+    _s("data_file", str, None, "Prepared dataset file (from `spfl prepare`); null loads from data_dir.",
+       origin="run", nullable=True, science=False),
+    _s("download", bool, False, "Download CIFAR-10 when missing (needs a network).", origin="run",
+       science=False),
+    _s("partition", str, "dirichlet", "How samples are split across devices.", choices=PARTITIONS),
+    _s("dirichlet_beta", float, 0.5, "Dirichlet concentration over labels (smaller = more non-IID).",
+       minimum=0.0, exclusive_minimum=True),
+    _s("min_samples_per_device", int, 10, "Dirichlet minimum-size rule: redraw until every device has this.",
+       minimum=1),
+    _s("shards_per_device", int, 2, "Label shards per device for partition: shards.", minimum=1),
+    # learning
+    _s("model", str, "auto", "Model: auto picks mlp for digits and cifar_cnn for CIFAR-10.", choices=MODELS),
+    _s("num_devices", int, 20, "Number of devices K.", minimum=1, maximum=10000),
+    _s("batch_size", int, 64, "Mini-batch size per device and local step.", minimum=1),
+    _s("local_steps", int, 1, "Local SGD steps E per round (1 = FedSGD; >1 uploads model delta / lr).",
+       minimum=1),
+    _s("learning_rate", float, 0.05, "Learning rate eta (server and local).", minimum=0.0,
+       exclusive_minimum=True),
+    _s("server_momentum", float, 0.0, "Server heavy-ball momentum (0 = plain SGD).", minimum=0.0,
+       maximum=0.999),
+    _s("rounds", int, 100, "Communication rounds T.", minimum=1),
+    _s("eval_every", int, 10, "Evaluate test accuracy every this many rounds (and at the last).", minimum=1,
+       origin="run"),
+    _s("seed", int, 0, "Seed of every random draw (partition, init, batches, positions, fading).",
+       minimum=0, origin="run"),
+    # method
+    _s("method", str, "spfl", "Method (SPEC section 7).", choices=METHODS, origin="paper"),
+    _s("compensation", str, "received_mean", "Compensatory modulus for sign-only devices.",
+       choices=("received_mean", "previous_update", "scalar")),
+    _s("normalize", str, "received", "Aggregate divided by the weight of received devices or of all.",
+       choices=("received", "all")),
+    _s("smoothness", float, 10.0, "Smoothness constant L in the one-step objective.", minimum=0.0),
+    _s("signsgd_aggregation", str, "mean", "signsgd: alpha-weighted mean of scaled signs or majority vote.",
+       choices=("mean", "majority")),
+    _s("modulus_bits", int, 31, "Bits per modulus entry b: 31 float32 magnitudes, 15 float16, "
+       "otherwise a b-bit uniform quantizer.", minimum=1, maximum=31),
+    # channel
+    _s("total_bandwidth_mhz", float, 5.0, "Total uplink bandwidth B_tot (MHz).", minimum=0.0,
+       exclusive_minimum=True, origin="paper"),
+    _s("max_power_dbm", float, 23.0, "Per-device power budget P_max (dBm).", minimum=-50.0, maximum=60.0),
+    _s("noise_psd_dbm_hz", float, -174.0, "Noise power spectral density N0 (dBm/Hz).", minimum=-250.0,
+       maximum=0.0),
+    _s("deadline_ms", float, 100.0, "Round upload deadline T (ms); calibrate per experiment.", minimum=0.0,
+       exclusive_minimum=True),
+    _s("slot_share", float, None, "Sign slot share tau of T; null = D_s / (D_s + D_m).", minimum=0.0,
+       maximum=1.0, exclusive_minimum=True, nullable=True),
+    _s("cell_inner_radius_m", float, 50.0, "Inner radius of the device annulus (m).", minimum=1.0),
+    _s("cell_outer_radius_m", float, 500.0, "Outer radius of the device annulus (m).", minimum=1.0),
+    _s("per_model", str, "outage", "Packet error model: Shannon-rate outage or waterfall.",
+       choices=("outage", "waterfall")),
+    _s("waterfall_m", float, 1.0, "Waterfall threshold m.", minimum=0.0, exclusive_minimum=True),
+    _s("power_constraint", str, "energy", "Per-device power constraint: energy tau p_s + (1-tau) p_m <= P "
+       "or sum p_s + p_m <= P.", choices=("energy", "sum")),
+    # execution (not part of the run's identity)
+    _s("device", str, "cpu", "Torch device: cpu, cuda or auto (CUDA when present).",
+       choices=("cpu", "cuda", "auto"), origin="run", science=False),
+    _s("checkpoint_every", int, 0, "Save a resumable checkpoint every N rounds (0 = never).", minimum=0,
+       origin="run", science=False),
+)
+SETTING = {s.name: s for s in SETTINGS}
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """A validated run spec.  Build it with :func:`make_spec`, never directly."""
+
+    dataset: str = "digits"
+    data_dir: str = "data"
+    data_file: str | None = None
+    download: bool = False
+    partition: str = "dirichlet"
+    dirichlet_beta: float = 0.5
+    min_samples_per_device: int = 10
+    shards_per_device: int = 2
+    model: str = "auto"
+    num_devices: int = 20
+    batch_size: int = 64
+    local_steps: int = 1
+    learning_rate: float = 0.05
+    server_momentum: float = 0.0
+    rounds: int = 100
+    eval_every: int = 10
+    seed: int = 0
+    method: str = "spfl"
+    compensation: str = "received_mean"
+    normalize: str = "received"
+    smoothness: float = 10.0
+    signsgd_aggregation: str = "mean"
+    modulus_bits: int = 31
+    total_bandwidth_mhz: float = 5.0
+    max_power_dbm: float = 23.0
+    noise_psd_dbm_hz: float = -174.0
+    deadline_ms: float = 100.0
+    slot_share: float | None = None
+    cell_inner_radius_m: float = 50.0
+    cell_outer_radius_m: float = 500.0
+    per_model: str = "outage"
+    waterfall_m: float = 1.0
+    power_constraint: str = "energy"
+    device: str = "cpu"
+    checkpoint_every: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def science(self) -> dict[str, Any]:
+        """The settings that determine the run's numbers (its identity)."""
+        return {k: v for k, v in self.to_dict().items() if SETTING[k].science}
+
+    def with_method(self, method: str) -> RunSpec:
+        return replace(self, method=SETTING["method"].check(method))
+
+    @property
+    def run_hash(self) -> str:
+        return canonical_hash(self.science())
+
+
+def canonical_json(mapping: Mapping[str, Any]) -> str:
+    """Key-sorted compact JSON; floats by repr, so 5 and 5.0 hash alike after validation."""
+    return json.dumps(mapping, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def canonical_hash(mapping: Mapping[str, Any], length: int = 12) -> str:
+    return hashlib.sha256(canonical_json(mapping).encode()).hexdigest()[:length]
+
+
+def make_spec(values: Mapping[str, Any] | None = None, **overrides: Any) -> RunSpec:
+    """Validate settings (unknown keys, types, ranges, cross-field rules) into a RunSpec."""
+    merged = dict(values or {})
+    merged.update(overrides)
+    unknown = sorted(set(merged) - set(SETTING))
+    if unknown:
+        raise SpecError(f"unknown run setting '{unknown[0]}': allowed keys are {', '.join(SETTING)}")
+    checked = {name: SETTING[name].check(value) for name, value in merged.items()}
+    spec = RunSpec(**checked)
+    if spec.cell_outer_radius_m <= spec.cell_inner_radius_m:
+        raise SpecError(
+            f"run setting 'cell_outer_radius_m' = {spec.cell_outer_radius_m} is invalid: allowed a number "
+            f"> cell_inner_radius_m ({spec.cell_inner_radius_m})")
+    if spec.dataset == "digits" and spec.model == "cifar_cnn":
+        raise SpecError("run setting 'model' = 'cifar_cnn' is invalid for dataset 'digits': allowed mlp, cnn, auto")
+    return spec
+
+
+def load_spec(path: str | Path, **overrides: Any) -> RunSpec:
+    """Read a YAML or JSON run spec file; errors name the file."""
+    path = Path(path)
+    try:
+        values = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise SpecError(f"run spec file '{path}' not found") from None
+    except yaml.YAMLError as exc:
+        raise SpecError(f"run spec file '{path}' is not valid YAML/JSON: {str(exc).splitlines()[0]}") from None
+    if values is None:
+        values = {}
+    if not isinstance(values, dict):
+        raise SpecError(f"run spec file '{path}' must hold a mapping of settings, not {type(values).__name__}")
+    try:
+        return make_spec(values, **overrides)
+    except SpecError as exc:
+        raise SpecError(f"{path}: {exc}") from None
+
+
+def parse_assignment(text: str) -> tuple[str, Any]:
+    """'key=value' from the command line; the value is read as YAML (numbers, booleans, null)."""
+    if "=" not in text:
+        raise SpecError(f"--set {text!r} is invalid: allowed KEY=VALUE")
+    key, raw = text.split("=", 1)
+    return key.strip(), yaml.safe_load(raw)
+
+
+def json_schema() -> dict[str, Any]:
+    """JSON schema of one run's settings (enums for every named choice)."""
+    types = {int: "integer", float: "number", bool: "boolean", str: "string"}
+    props: dict[str, Any] = {}
+    for s in SETTINGS:
+        prop: dict[str, Any] = {"description": f"[{s.origin}] {s.help}"}
+        prop["type"] = [types[s.kind], "null"] if s.nullable else types[s.kind]
+        if s.choices is not None:
+            prop["enum"] = list(s.choices) + ([None] if s.nullable else [])
+        if s.minimum is not None:
+            prop["exclusiveMinimum" if s.exclusive_minimum else "minimum"] = s.minimum
+        if s.maximum is not None:
+            prop["maximum"] = s.maximum
+        prop["default"] = s.default
+        props[s.name] = prop
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "spfl run settings",
+        "description": "Generated by `spfl schema`; edit src/spfl/spec.py, not this file.",
+        "type": "object",
+        "additionalProperties": False,
+        "properties": props,
+    }

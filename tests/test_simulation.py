@@ -1,0 +1,142 @@
+"""The round loop: FedSGD to the bit, common random numbers, reproducibility, sanity."""
+
+import numpy as np
+import pytest
+import torch
+
+from spfl.simulation import Simulation, build_environment, run_cell, streams
+from spfl.spec import make_spec
+
+SMALL = dict(num_devices=5, batch_size=16, rounds=6, eval_every=3, learning_rate=0.1, partition="iid")
+# Resources so ample that a packet is lost with probability below 1e-9 (no loss in practice).
+PERFECT = dict(total_bandwidth_mhz=1000.0, deadline_ms=10_000.0, max_power_dbm=40.0)
+
+
+def fedsgd_reference(env, rounds: int) -> torch.Tensor:
+    """Plain FedSGD written the textbook way: module forward/backward per device, weighted average."""
+    spec = env.spec
+    module = env.model.module
+    torch.nn.utils.vector_to_parameters(env.initial_weights.clone(), module.parameters())
+    batch_rngs = [np.random.default_rng(s) for s in streams(spec.seed)["batches"].spawn(spec.num_devices)]
+    weights = torch.as_tensor(env.alpha / env.alpha.sum(), dtype=torch.float32)
+    w = env.initial_weights.clone()
+    for _ in range(rounds):
+        grads = []
+        for part, rng in zip(env.parts, batch_rngs):
+            pick = part[np.sort(rng.choice(len(part), size=min(spec.batch_size, len(part)), replace=False))]
+            index = torch.from_numpy(pick)
+            module.zero_grad()
+            loss = torch.nn.functional.cross_entropy(module(env.dataset.train_x[index]), env.dataset.train_y[index])
+            loss.backward()
+            grads.append(torch.nn.utils.parameters_to_vector(p.grad for p in module.parameters()))
+        w = w - spec.learning_rate * (weights @ torch.stack(grads))
+        torch.nn.utils.vector_to_parameters(w, module.parameters())
+    return w
+
+
+def test_ideal_is_plain_fedsgd_to_the_bit():
+    env = build_environment(make_spec(SMALL, method="ideal"))
+    state = Simulation(env, "ideal").train()
+    reference = fedsgd_reference(build_environment(make_spec(SMALL)), SMALL["rounds"])
+    assert torch.equal(state.weights, reference)
+
+
+@pytest.mark.parametrize("method", ["digital", "spfl", "spfl_uniform", "digital_reuse"])
+def test_with_every_packet_received_methods_equal_ideal(method):
+    env = build_environment(make_spec(SMALL, **PERFECT))
+    ideal = Simulation(env, "ideal").train()
+    other = Simulation(env, method).train()
+    assert all(r["devices_both_received"] == SMALL["num_devices"] for r in other.metric_rows[1:])
+    assert torch.equal(other.weights, ideal.weights)
+
+
+def test_environment_is_a_function_of_the_seed():
+    a, b = build_environment(make_spec(SMALL)), build_environment(make_spec(SMALL, method="digital"))
+    assert all(np.array_equal(x, y) for x, y in zip(a.parts, b.parts))
+    assert np.array_equal(a.cell.gain, b.cell.gain)
+    assert torch.equal(a.initial_weights, b.initial_weights)
+    c = build_environment(make_spec(SMALL, seed=1))
+    assert not torch.equal(a.initial_weights, c.initial_weights)
+    assert not np.array_equal(a.cell.gain, c.cell.gain)
+
+
+def test_methods_share_batches_and_fading():
+    """Common random numbers: every method consumes the same draws in the same order."""
+    env = build_environment(make_spec(SMALL))
+    draws = {}
+    for method in ("ideal", "digital", "scheduling", "signsgd", "spfl"):
+        sim = Simulation(env, method)
+        state = sim.initial_state()
+        sim.step(state)  # a full round, whatever the method does with it
+        batches = sim.draw_batches(state)
+        fading = state.fading_rng.random(3)
+        draws[method] = (torch.cat([y for device in batches for _, y in device]), fading)
+    first = draws["ideal"]
+    for method, (labels, fading) in draws.items():
+        assert torch.equal(labels, first[0]), method
+        assert np.array_equal(fading, first[1]), method
+
+
+def test_same_spec_twice_gives_identical_bytes(tmp_path):
+    spec = make_spec(SMALL, total_bandwidth_mhz=0.5, deadline_ms=20.0)
+    methods = ["spfl", "digital", "scheduling"]
+    run_cell(spec, methods, tmp_path / "a")
+    run_cell(spec, methods, tmp_path / "b")
+    for name in ["partition.csv", "devices.csv"] + [f"{m}/{f}" for m in methods
+                                                    for f in ("metrics.csv", "allocation.csv", "solver_trace.csv")]:
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+    assert not list(tmp_path.rglob("*.tmp")) and not list(tmp_path.rglob("checkpoint.pt"))
+
+
+def test_divergence_is_recorded_not_raised(tmp_path):
+    summary = run_cell(make_spec(SMALL, learning_rate=1e30, method="ideal"), ["ideal"], tmp_path)["ideal"]
+    assert summary["status"] == "diverged"
+    assert 1 <= summary["diverged_round"] <= SMALL["rounds"]
+    assert summary["rounds_completed"] == summary["diverged_round"]
+
+
+def final_accuracy(spec, methods):
+    env = build_environment(spec)
+    return {m: Simulation(env, m).train().metric_rows[-1]["test_accuracy"] for m in methods}
+
+
+MAIN = ["ideal", "digital", "digital_reuse", "scheduling", "signsgd", "spfl"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1])
+def test_ample_bandwidth_every_method_near_ideal(seed):
+    spec = make_spec(num_devices=10, rounds=60, eval_every=60, learning_rate=0.1, seed=seed,
+                     total_bandwidth_mhz=50.0, deadline_ms=100.0)
+    acc = final_accuracy(spec, MAIN)
+    assert acc["ideal"] > 0.8
+    for method, value in acc.items():
+        assert value >= acc["ideal"] - 0.06, (method, acc)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1])
+def test_scarce_bandwidth_stops_digital_but_not_ideal(seed):
+    spec = make_spec(num_devices=10, rounds=60, eval_every=60, learning_rate=0.1, seed=seed,
+                     total_bandwidth_mhz=0.01, deadline_ms=100.0)
+    env = build_environment(spec)
+    initial = Simulation(env, "digital").train()
+    assert all(r["devices_sign_received"] == 0 for r in initial.metric_rows[1:])
+    assert torch.equal(initial.weights, env.initial_weights)  # nothing ever arrives: no learning
+    assert Simulation(env, "ideal").train().metric_rows[-1]["test_accuracy"] > 0.8
+
+
+def mean_errors(spec, method):
+    rows = Simulation(build_environment(spec), method).train().metric_rows[1:]
+    return np.mean([r["sign_error_rate"] for r in rows]), np.mean([r["modulus_error_rate"] for r in rows])
+
+
+@pytest.mark.slow
+def test_packet_errors_fall_as_bandwidth_or_power_grow():
+    base = dict(num_devices=20, rounds=40, eval_every=40, deadline_ms=50.0, seed=3)
+    by_bandwidth = [mean_errors(make_spec(base, total_bandwidth_mhz=b), "spfl_uniform") for b in (0.5, 2.0, 8.0)]
+    by_power = [mean_errors(make_spec(base, total_bandwidth_mhz=2.0, max_power_dbm=p), "spfl_uniform")
+                for p in (0.0, 13.0, 26.0)]
+    for series in (by_bandwidth, by_power):
+        sign, modulus = zip(*series)
+        assert sign[0] > sign[1] > sign[2] and modulus[0] > modulus[1] > modulus[2], series
