@@ -16,8 +16,8 @@ ALPHA = np.array([0.5, 0.25, 0.25])
 def delivery(sign_ok, modulus_ok):
     sign_ok, modulus_ok = np.array(sign_ok, bool), np.array(modulus_ok, bool)
     zeros = np.zeros(len(sign_ok))
-    return Delivery(np.ones(len(sign_ok), bool), np.ones(len(sign_ok), bool), sign_ok, modulus_ok & sign_ok | modulus_ok,
-                    zeros, zeros, 0.0)
+    sent = np.ones(len(sign_ok), bool)
+    return Delivery(sent, sent, sign_ok, modulus_ok, zeros, zeros, 0.0)
 
 
 def test_sign_of_zero_is_plus_one():

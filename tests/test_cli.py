@@ -20,7 +20,8 @@ def write_spec(tmp_path, **settings):
 def test_run_writes_every_record(tmp_path, capsys):
     spec = write_spec(tmp_path, method="digital")
     out = tmp_path / "out"
-    assert main(["run", str(spec), "--methods", "ideal,digital", "--out", str(out), "--log", str(tmp_path / "run.log")]) == 0
+    argv = ["run", str(spec), "--methods", "ideal,digital", "--out", str(out), "--log", str(tmp_path / "run.log")]
+    assert main(argv) == 0
     for method in ("ideal", "digital"):
         for name in ("spec.json", "metrics.csv", "allocation.csv", "solver_trace.csv", "summary.json"):
             assert (out / method / name).is_file(), name

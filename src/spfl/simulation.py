@@ -70,10 +70,13 @@ class Environment:
         return self.model.num_params
 
 
-def build_environment(spec: RunSpec) -> Environment:
+def build_environment(spec: RunSpec, dataset: Dataset | None = None) -> Environment:
+    """Load (or take) the data and draw everything the seed fixes.  ``dataset`` lets benchmarks
+    and tests bring their own tensors instead of the spec's dataset."""
     device = resolve_device(spec.device)
-    dataset = load_prepared(spec.data_file) if spec.data_file else load_dataset(
-        spec.dataset, spec.data_dir, download=spec.download)
+    if dataset is None:
+        dataset = load_prepared(spec.data_file) if spec.data_file else load_dataset(
+            spec.dataset, spec.data_dir, download=spec.download)
     seeds = streams(spec.seed)
     parts = partition(dataset.train_y.numpy(), spec.num_devices, spec.partition,
                       np.random.default_rng(seeds["partition"]), beta=spec.dirichlet_beta,
@@ -144,7 +147,8 @@ class Simulation:
         self.max_power = dbm_to_watt(spec.max_power_dbm)
         self.noise_psd = dbm_to_watt(spec.noise_psd_dbm_hz)
         batched = env.device.type == "cuda" if batched is None else batched
-        self.trainer = LocalTrainer(env.model, spec.learning_rate, spec.local_steps, batched=batched)
+        self.trainer = LocalTrainer(env.model, spec.learning_rate, spec.local_steps, batched=batched,
+                                    precision=spec.precision)
         self.snapshot_rounds = {1, spec.rounds} | set(range(spec.eval_every, spec.rounds + 1, spec.eval_every))
 
     # -- state -------------------------------------------------------------------------------------

@@ -149,6 +149,8 @@ SETTINGS: tuple[Setting, ...] = (
     # execution (not part of the run's identity)
     _s("device", str, "cpu", "Torch device: cpu, cuda or auto (CUDA when present).",
        choices=("cpu", "cuda", "auto"), origin="run", science=False),
+    _s("precision", str, "float32", "Local computation precision: float32, or bfloat16 autocast (accelerators).",
+       choices=("float32", "bfloat16"), origin="run"),
     _s("checkpoint_every", int, 0, "Save a resumable checkpoint every N rounds (0 = never).", minimum=0,
        origin="run", science=False),
 )
@@ -193,6 +195,7 @@ class RunSpec:
     waterfall_m: float = 1.0
     power_constraint: str = "energy"
     device: str = "cpu"
+    precision: str = "float32"
     checkpoint_every: int = 0
 
     def to_dict(self) -> dict[str, Any]:

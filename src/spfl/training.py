@@ -53,8 +53,10 @@ class FlatModel:
 class LocalTrainer:
     """Computes every device's upload for one round from the same global model."""
 
-    def __init__(self, model: FlatModel, learning_rate: float, local_steps: int, batched: bool = False):
+    def __init__(self, model: FlatModel, learning_rate: float, local_steps: int, batched: bool = False,
+                 precision: str = "float32"):
         self.model = model
+        self.precision = precision
         self.learning_rate = learning_rate
         self.local_steps = local_steps
         self.batched = batched
