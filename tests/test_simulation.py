@@ -106,12 +106,14 @@ MAIN = ["ideal", "digital", "digital_reuse", "scheduling", "signsgd", "spfl"]
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1])
 def test_ample_bandwidth_every_method_near_ideal(seed):
-    spec = make_spec(num_devices=10, rounds=60, eval_every=60, learning_rate=0.1, seed=seed,
+    spec = make_spec(num_devices=10, rounds=100, eval_every=100, learning_rate=0.1, seed=seed,
                      total_bandwidth_mhz=50.0, deadline_ms=100.0)
     acc = final_accuracy(spec, MAIN)
-    assert acc["ideal"] > 0.8
+    assert acc["ideal"] > 0.85
     for method, value in acc.items():
-        assert value >= acc["ideal"] - 0.06, (method, acc)
+        # signSGD compresses even on a perfect link, so it gets a few points; the others lose nothing
+        tolerance = 0.06 if method == "signsgd" else 0.01
+        assert value >= acc["ideal"] - tolerance, (method, acc)
 
 
 @pytest.mark.slow
@@ -133,10 +135,11 @@ def mean_errors(spec, method):
 
 @pytest.mark.slow
 def test_packet_errors_fall_as_bandwidth_or_power_grow():
-    base = dict(num_devices=20, rounds=40, eval_every=40, deadline_ms=50.0, seed=3)
-    by_bandwidth = [mean_errors(make_spec(base, total_bandwidth_mhz=b), "spfl_uniform") for b in (0.5, 2.0, 8.0)]
-    by_power = [mean_errors(make_spec(base, total_bandwidth_mhz=2.0, max_power_dbm=p), "spfl_uniform")
-                for p in (0.0, 13.0, 26.0)]
+    base = dict(num_devices=20, rounds=40, eval_every=40, deadline_ms=800.0, seed=3)
+    by_bandwidth = [mean_errors(make_spec(base, total_bandwidth_mhz=b), "spfl_uniform") for b in (0.25, 0.3, 0.35)]
+    by_power = [mean_errors(make_spec(base, total_bandwidth_mhz=0.3, max_power_dbm=p), "spfl_uniform")
+                for p in (13.0, 18.0, 23.0)]
     for series in (by_bandwidth, by_power):
         sign, modulus = zip(*series)
         assert sign[0] > sign[1] > sign[2] and modulus[0] > modulus[1] > modulus[2], series
+        assert 0.0 < min(sign + modulus) and max(sign + modulus) < 1.0, series  # not saturated
