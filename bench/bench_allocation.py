@@ -1,0 +1,101 @@
+"""Solve time of SP-FL's allocation (policy ``spfl``) beside a generic solver on the same rounds.
+
+    python bench/bench_allocation.py [--sizes 10,20,100] [--seeds 5] [--repeats 7] [--json out.json]
+
+For each K and seed, one calibrated random round (:func:`spfl.allocation.reference.sample_problem`,
+budgets from scarce to ample) is solved by ``allocate`` (best wall time of ``--repeats`` runs) and
+by ``scipy.optimize.minimize`` (SLSQP, same variables and constraints, analytic gradient, started
+at the uniform point; timed once).  The table gives, over seeds: AO ms (median and max), generic
+ms (median), the time ratio generic / AO (median over all rounds, and over the rounds where
+SLSQP reached the AO's Phi within 1e-3: "equal objective"), the objective gap (AO - generic) /
+max(AO, generic) in [-1, 1] (>= 0: the AO is at least as good; median and min) and how many rounds
+SLSQP ended below half the AO's Phi (it stops at once where Phi is flat at its start, which also
+makes it "fast").
+Goal (issue #3): under 5 ms at K = 20 and at least 50x faster at equal or better objective.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+
+import numpy as np
+
+from spfl.allocation import allocate
+from spfl.allocation.reference import sample_problem, scipy_solve, scipy_starts
+
+SCARCITIES = (-1.0, -0.5, 0.0, 0.5, 1.0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="10,20,100", help="comma-separated device counts K")
+    parser.add_argument("--seeds", type=int, default=6, help="rounds per K")
+    parser.add_argument("--repeats", type=int, default=7, help="timed AO runs per round (best is kept)")
+    parser.add_argument("--generic-iterations", type=int, default=300, help="SLSQP iteration cap")
+    parser.add_argument("--json", help="write the rows and per-round records here")
+    args = parser.parse_args()
+    rows, records = [], []
+    load_before = os.getloadavg()
+    for num in (int(size) for size in args.sizes.split(",")):
+        cases = [_case(num, seed, args.repeats, args.generic_iterations) for seed in range(args.seeds)]
+        records.extend(cases)
+        rows.append(_summary(num, cases))
+    _print_table(rows)
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump({"machine": platform.platform(), "cpus": os.cpu_count(),
+                       "load_average_before": load_before, "load_average_after": os.getloadavg(),
+                       "rows": rows, "rounds": records}, handle, indent=2)
+
+
+def _case(num: int, seed: int, repeats: int, generic_iterations: int) -> dict:
+    """One round: AO best-of-repeats wall time, SLSQP wall time, both objectives."""
+    problem = sample_problem(num, 3000 + seed, scarcity=SCARCITIES[seed % len(SCARCITIES)],
+                             power_constraint=("energy", "sum")[seed % 2])
+    ao_seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = allocate(problem)
+        ao_seconds.append(time.perf_counter() - start)
+    start = time.perf_counter()
+    generic = scipy_solve(problem, scipy_starts(problem, 1, np.random.default_rng(seed)), generic_iterations)
+    generic_seconds = time.perf_counter() - start
+    return {
+        "K": num, "seed": seed, "ao_ms": 1e3 * min(ao_seconds),
+        "ao_ms_median": 1e3 * float(np.median(ao_seconds)),
+        "generic_ms": 1e3 * generic_seconds, "ao_objective": result.objective,
+        "generic_objective": generic.objective, "ao_iterations": result.iterations,
+    }
+
+
+def _summary(num: int, cases: list[dict]) -> dict:
+    ao = np.array([case["ao_ms"] for case in cases])
+    generic = np.array([case["generic_ms"] for case in cases])
+    gaps = np.array([(case["ao_objective"] - case["generic_objective"])
+                     / max(case["ao_objective"], case["generic_objective"], 1e-300) for case in cases])
+    equal = np.abs(gaps) <= 1e-3
+    return {
+        "K": num, "ao_ms": float(np.median(ao)), "ao_ms_max": float(ao.max()),
+        "generic_ms": float(np.median(generic)), "ratio": float(np.median(generic / ao)),
+        "ratio_equal": float(np.median(generic[equal] / ao[equal])) if equal.any() else float("nan"),
+        "equal_rounds": int(equal.sum()), "gap_median": float(np.median(gaps)),
+        "gap_min": float(gaps.min()), "generic_failures": int(np.sum(gaps > 0.5)),
+    }
+
+
+def _print_table(rows: list[dict]) -> None:
+    print(f"{'K':>5} {'AO ms':>8} {'AO max':>8} {'generic ms':>11} {'ratio':>7} {'ratio@equal':>12} "
+          f"{'gap median':>11} {'gap min':>10} {'failures':>9}")
+    for row in rows:
+        at_equal = f"{row['ratio_equal']:.0f} ({row['equal_rounds']})"
+        print(f"{row['K']:>5} {row['ao_ms']:>8.2f} {row['ao_ms_max']:>8.2f} {row['generic_ms']:>11.1f} "
+              f"{row['ratio']:>7.0f} {at_equal:>12} {row['gap_median']:>11.2e} {row['gap_min']:>10.2e} "
+              f"{row['generic_failures']:>9d}")
+
+
+if __name__ == "__main__":
+    main()
