@@ -1,0 +1,20 @@
+# SP-FL replication pipeline: data -> per-cell simulations -> tables -> figures.
+# Usage and layout: workflow/README-section.md; config keys: config/README.md.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/simulate.smk"
+include: "workflow/rules/tables.smk"
+include: "workflow/rules/plots.smk"
+
+
+# The default target lives here because Snakemake ignores `default_target` in included files.
+rule all:
+    input:
+        all_targets(),
+    default_target: True
+    localrule: True

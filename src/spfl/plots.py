@@ -1,0 +1,282 @@
+"""Figures of SPEC section 9, drawn with seaborn from the aggregated tables only.
+
+Each figure reads one table written by :mod:`spfl.analysis` (columns ``mean``, ``ci_low``,
+``ci_high`` per group) and never the run records, so restyling a figure needs no simulation and no
+aggregation.  The style (theme, context, palette, sizes, dpi, error bars) comes from the config's
+``style`` section; every method keeps one color and marker across all figures.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+from matplotlib.ticker import NullFormatter, ScalarFormatter  # noqa: E402
+
+from spfl.experiments import FIGURES  # noqa: E402
+from spfl.spec import METHODS  # noqa: E402
+
+DEFAULT_STYLE: dict[str, Any] = {
+    "theme": "whitegrid", "context": "paper", "palette": "colorblind", "font_scale": 1.1, "dpi": 200,
+    "width_in": 4.5, "height_in": 3.4, "error_bars": "band",
+}
+
+METHOD_LABELS = {
+    "ideal": "Ideal (error-free)",
+    "digital": "Digital FL",
+    "digital_reuse": "Digital FL + reuse",
+    "scheduling": "Scheduling",
+    "signsgd": "signSGD",
+    "spfl": "SP-FL",
+    "spfl_uniform": "SP-FL, uniform allocation",
+    "spfl_power": "SP-FL, power only",
+    "spfl_bandwidth": "SP-FL, bandwidth only",
+    "spfl_noreuse": "SP-FL, no sign reuse",
+}
+MARKERS = dict(zip(METHODS, ("o", "s", "D", "^", "v", "*", "P", "X", "<", ">")))
+# Palette order: SP-FL takes the first (most salient) color, the error-free bound a muted one.
+COLOR_ORDER = ("spfl", "digital", "digital_reuse", "scheduling", "signsgd", "spfl_uniform", "spfl_power",
+               "ideal", "spfl_bandwidth", "spfl_noreuse")
+DASHED = {"ideal": "--"}  # the error-free upper bound is a reference, not a competitor
+
+AXIS_LABELS = {
+    "round": "Communication round",
+    "total_bandwidth_mhz": r"Total bandwidth $B_{\mathrm{tot}}$ (MHz)",
+    "max_power_dbm": r"Device power budget $P_{\max}$ (dBm)",
+    "num_devices": r"Number of devices $K$",
+    "dirichlet_beta": r"Dirichlet concentration $\beta$ (smaller = more non-IID)",
+    "iteration": "Alternating-optimization iteration",
+    "rank": "Device rank by channel gain (1 = strongest)",
+}
+LOG_AXES = {"total_bandwidth_mhz", "dirichlet_beta"}
+
+
+class PlotError(ValueError):
+    """A table cannot be drawn as the requested figure; names the figure and the column."""
+
+
+def apply_style(style: Mapping[str, Any]) -> dict[str, Any]:
+    style = {**DEFAULT_STYLE, **dict(style)}
+    sns.set_theme(context=style["context"], style=style["theme"], palette=style["palette"],
+                  font_scale=style["font_scale"])
+    plt.rcParams.update({"pdf.fonttype": 42, "savefig.bbox": "tight"})
+    return style
+
+
+def method_colors(palette: str) -> dict[str, Any]:
+    """One fixed color per method, whatever subset a figure shows."""
+    return dict(zip(COLOR_ORDER, sns.color_palette(palette, n_colors=len(COLOR_ORDER))))
+
+
+def _panels(table: pd.DataFrame) -> list[str]:
+    if "panel" not in table:
+        return [""]
+    return list(dict.fromkeys(table["panel"])) or [""]
+
+
+def _subplots(n_cols: int, n_rows: int, style: Mapping[str, Any], sharey: bool | str = True):
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(style["width_in"] * n_cols, style["height_in"] * n_rows),
+                             sharey=sharey, sharex=True, squeeze=False, layout="constrained")
+    return fig, axes
+
+
+def _draw(ax, data: pd.DataFrame, x: str, hue: str, style: Mapping[str, Any], colors: Mapping[str, Any],
+          labels: Mapping[str, str], dashes: Mapping[str, Any] | None = None, linestyle: str = "-",
+          bounds: tuple[float | None, float | None] = (None, None)) -> None:
+    """Mean line per hue value with its 95 % interval as a band or error bars (from the table).
+
+    The interval is clipped to the quantity's range (``bounds``, e.g. 0-100 % for an accuracy): with
+    few seeds the t-interval is wide and would otherwise set the axis limits.
+    """
+    for key, group in data.groupby(hue, sort=False):
+        group = group.sort_values(x)
+        color = colors.get(key)
+        ax.plot(group[x], group["mean"], linestyle=(dashes or {}).get(key, linestyle), color=color,
+                marker=MARKERS.get(key, "o") if len(group) <= 25 else None, markersize=5,
+                label=labels.get(key, str(key)))
+        low = np.clip(group["ci_low"].to_numpy(float), *bounds)
+        high = np.clip(group["ci_high"].to_numpy(float), *bounds)
+        if style["error_bars"] == "none" or np.all(np.isnan(low)):
+            continue
+        if style["error_bars"] == "band":
+            ax.fill_between(group[x], low, high, color=color, alpha=0.18, linewidth=0)
+        else:
+            mean = group["mean"].to_numpy(float)
+            ax.errorbar(group[x], mean, yerr=[mean - low, high - mean], fmt="none", ecolor=color, capsize=3)
+
+
+def _x_axis(ax, table: pd.DataFrame, x: str) -> None:
+    ax.set_xlabel(AXIS_LABELS.get(x, x))
+    if x in LOG_AXES and (table[x] > 0).all():
+        ax.set_xscale("log")
+        values = sorted(table[x].unique())
+        ax.set_xticks(values)
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    elif x in ("num_devices", "rank", "iteration"):
+        ax.xaxis.get_major_locator().set_params(integer=True)
+
+
+def _legend(fig, axes) -> None:
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    for ax in axes.flat[1:]:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            if lab not in labels:
+                handles.append(h)
+                labels.append(lab)
+    if handles:
+        fig.legend(handles, labels, loc="outside right upper", frameon=False)
+
+
+def _need(table: pd.DataFrame, figure: str, *columns: str) -> None:
+    missing = [c for c in columns if c not in table]
+    if missing:
+        raise PlotError(f"figure '{figure}': table has no column '{missing[0]}' (columns: "
+                        f"{', '.join(table.columns)})")
+    if table.empty:
+        raise PlotError(f"figure '{figure}': the table is empty")
+
+
+def _method_figure(table: pd.DataFrame, figure: str, x: str, ylabel: str, style: Mapping[str, Any]):
+    """Lines per method against x, one panel per grid point (accuracy figures and ablation)."""
+    _need(table, figure, x, "method", "mean", "ci_low", "ci_high")
+    panels = _panels(table)
+    fig, axes = _subplots(len(panels), 1, style)
+    colors = method_colors(style["palette"])
+    for ax, panel in zip(axes.flat, panels):
+        data = table[table["panel"] == panel] if "panel" in table else table
+        _draw(ax, data, x, "method", style, colors, METHOD_LABELS, DASHED, bounds=(0.0, 100.0))
+        ax.set_title(panel)
+        _x_axis(ax, table, x)
+    axes[0, 0].set_ylabel(ylabel)
+    _legend(fig, axes)
+    return fig
+
+
+def figure_rounds(table, figure, style):
+    return _method_figure(table, figure, "round", "Test accuracy (%)", style)
+
+
+def figure_final(table, figure, style):
+    return _method_figure(table, figure, FIGURES[figure].x, "Final test accuracy (%)", style)
+
+
+def figure_packet_errors(table, figure, style):
+    x = FIGURES[figure].x
+    _need(table, figure, x, "method", "packet", "mean")
+    panels = _panels(table)
+    fig, axes = _subplots(len(panels), 1, style)
+    colors = method_colors(style["palette"])
+    for ax, panel in zip(axes.flat, panels):
+        data = table[table["panel"] == panel].dropna(subset=["mean"])
+        data = data.assign(line=data["method"] + "|" + data["packet"])
+        keys = list(dict.fromkeys(data["line"]))
+        line_colors = {k: colors[k.split("|")[0]] for k in keys}
+        labels = {k: f"{METHOD_LABELS.get(k.split('|')[0])}: {k.split('|')[1]} packet" for k in keys}
+        dashes = {k: "-" if k.endswith("|sign") else "--" for k in keys}
+        _draw(ax, data, x, "line", style, line_colors, labels, dashes, bounds=(0.0, 100.0))
+        ax.set_title(panel)
+        _x_axis(ax, table, x)
+    axes[0, 0].set_ylabel("Mean packet error (%)")
+    _legend(fig, axes)
+    return fig
+
+
+def figure_allocation(table, figure, style):
+    _need(table, figure, "quantity", "rank", "method", "mean")
+    quantities = [("bandwidth_khz", r"Bandwidth $B_k$ (kHz)", 1.0, (0.0, None)),
+                  ("sign_power_share", "Sign packet share of\nthe power budget (%)", 100.0, (0.0, 100.0))]
+    panels = _panels(table)
+    fig, axes = _subplots(len(panels), len(quantities), style, sharey="row")
+    colors = method_colors(style["palette"])
+    for col, panel in enumerate(panels):
+        for row, (quantity, ylabel, scale, bounds) in enumerate(quantities):
+            ax = axes[row, col]
+            data = table[(table["panel"] == panel) & (table["quantity"] == quantity)]
+            data = data.assign(**{c: data[c] * scale for c in ("mean", "ci_low", "ci_high")})
+            _draw(ax, data, "rank", "method", {**style, "error_bars": "bars"
+                  if style["error_bars"] != "none" else "none"}, colors, METHOD_LABELS, bounds=bounds)
+            if row == 0:
+                ax.set_title(panel)
+            if col == 0:
+                ax.set_ylabel(ylabel)
+            if row == len(quantities) - 1:
+                _x_axis(ax, data, "rank")
+            else:
+                ax.set_xlabel("")
+    _legend(fig, axes)
+    return fig
+
+
+def _pick_rounds(rounds: Sequence[int], most: int = 4) -> list[int]:
+    rounds = sorted(set(int(r) for r in rounds))
+    if len(rounds) <= most:
+        return rounds
+    picks = np.linspace(0, len(rounds) - 1, most).round().astype(int)
+    return [rounds[i] for i in dict.fromkeys(picks)]
+
+
+def figure_solver(table, figure, style):
+    _need(table, figure, "metric", "round", "iteration", "mean")
+    data = table[table["metric"] == "objective_rel"]
+    data = data[data["method"] == data["method"].iloc[0]]
+    panels = _panels(data)
+    fig, axes = _subplots(len(panels), 1, style)
+    chosen = _pick_rounds(data["round"])
+    palette = dict(zip(chosen, sns.color_palette("viridis", n_colors=len(chosen))))
+    for ax, panel in zip(axes.flat, panels):
+        sub = data[(data["panel"] == panel) & data["round"].isin(chosen)]
+        labels = {r: f"round {r}" for r in chosen}
+        _draw(ax, sub, "iteration", "round", style, palette, labels)
+        ax.set_title(panel)
+        _x_axis(ax, sub, "iteration")
+    method = METHOD_LABELS.get(data["method"].iloc[0], data["method"].iloc[0])
+    axes[0, 0].set_ylabel(f"{method} objective $\\Phi$ / final $\\Phi$")
+    _legend(fig, axes)
+    return fig
+
+
+PLOTTERS = {
+    "accuracy_vs_round": figure_rounds,
+    "accuracy_vs_bandwidth": figure_final,
+    "accuracy_vs_power": figure_final,
+    "accuracy_vs_devices": figure_final,
+    "allocation": figure_allocation,
+    "packet_errors": figure_packet_errors,
+    "ablation": figure_rounds,
+    "solver_convergence": figure_solver,
+    "noniid": figure_final,
+}
+
+
+def draw(figure: str, table: pd.DataFrame, style: Mapping[str, Any] | None = None):
+    """The matplotlib Figure of one SPEC figure from its aggregated table."""
+    if figure not in PLOTTERS:
+        raise PlotError(f"figure '{figure}' is unknown: allowed one of {', '.join(PLOTTERS)}")
+    style = apply_style(style or {})
+    if "panel" in table:  # a figure without panels has an empty (all-missing) panel column
+        table = table.assign(panel=table["panel"].astype(object).where(table["panel"].notna(), "").astype(str))
+    return PLOTTERS[figure](table, figure, style)
+
+
+def make_figure(figure: str, table_path: str | Path, pdf: str | Path, png: str | Path,
+                style: Mapping[str, Any] | None = None) -> None:
+    """Read the table, draw, save PDF and PNG (the PNG at the style's dpi)."""
+    style = {**DEFAULT_STYLE, **dict(style or {})}
+    table = pd.read_csv(table_path)
+    fig = draw(figure, table, style)
+    for path in (pdf, png):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(pdf)
+    fig.savefig(png, dpi=style["dpi"])
+    plt.close(fig)
+

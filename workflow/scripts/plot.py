@@ -1,0 +1,16 @@
+"""Snakemake script of the plot rules: one aggregated table -> one figure (spfl.plots), PDF and PNG."""
+
+import logging
+
+from spfl.plots import make_figure
+
+snakemake = globals()["snakemake"]  # injected by Snakemake's script directive
+
+logging.basicConfig(filename=snakemake.log[0], level=logging.INFO, format="%(asctime)s %(message)s")
+try:
+    make_figure(snakemake.params.figure, snakemake.input.table, snakemake.output.pdf, snakemake.output.png,
+                dict(snakemake.params.style))
+    logging.info("%s: wrote %s and %s", snakemake.params.figure, snakemake.output.pdf, snakemake.output.png)
+except Exception:
+    logging.exception("plot failed")
+    raise
