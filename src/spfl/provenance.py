@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import platform
 from importlib import metadata
@@ -17,8 +18,9 @@ SIMULATION_MODULES = (
 )
 
 
+@functools.lru_cache(maxsize=None)
 def code_version(length: int = 12) -> str:
-    """Hash of the source of every module that affects simulation results."""
+    """Hash of the source of every module that affects simulation results (read once per process)."""
     root = Path(spfl.__file__).parent
     digest = hashlib.sha256()
     for name in SIMULATION_MODULES:

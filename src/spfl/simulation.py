@@ -284,7 +284,7 @@ class Simulation:
         state = self.initial_state()
         if checkpoint is not None and checkpoint.exists():
             saved = torch.load(checkpoint, weights_only=False, map_location=self.env.device)
-            if saved.get("run_hash") == self.spec.run_hash:
+            if (saved.get("run_hash"), saved.get("code_version")) == (self.spec.run_hash, code_version()):
                 state.restore(saved["state"])
                 log.info("%s: resumed from round %d", self.spec.method, state.round)
         if state.round == 0:
@@ -335,10 +335,12 @@ class Simulation:
 
 
 def save_checkpoint(path: Path, run_hash: str, state: RunState) -> None:
-    """torch.save to a temporary name, then rename: a kill never leaves a torn checkpoint."""
+    """torch.save to a temporary name, then rename: a kill never leaves a torn checkpoint.
+
+    A checkpoint only resumes the same spec under the same simulation code."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save({"run_hash": run_hash, "state": state.to_checkpoint()}, tmp)
+    torch.save({"run_hash": run_hash, "code_version": code_version(), "state": state.to_checkpoint()}, tmp)
     os.replace(tmp, path)
 
 

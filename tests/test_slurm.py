@@ -1,0 +1,78 @@
+"""The SLURM profile on a real scheduler, no mocks (issue #5).
+
+A single-node SLURM cluster (Debian's slurm-wlm + munge) is brought up on localhost for the test
+(tests/slurm_cluster.py) and the tiny configuration runs through the committed profile
+`workflow/profiles/slurm` with the official snakemake-executor-plugin-slurm.  Its tables must be
+byte-identical to those of a local `--cores 2` run, and every non-local job must really have gone
+through SLURM.
+
+Without the packages, or without root, the test skips and says what is missing; CI sets
+`SPFL_REQUIRE_SLURM=1` (after .ci/install-slurm.sh), which turns that skip into a failure, so the
+test cannot silently stop running there.
+
+The committed profile is used as it is: the test cluster's partition is named `debug` like the
+profile's, and an account is not needed (no accounting database).  Only test speed is changed on the
+command line: status checks start after 5 s instead of 40 s (the cluster keeps finished jobs for
+MinJobAge = 300 s >= 3 x 5 s, so the plugin's squeue status checks stay reliable), and a failing job
+is not retried.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+import pytest
+
+from slurm_cluster import SlurmCluster, missing_requirements
+from test_reproducible_tables import TIMED_OUT, copy_workflow, failure, run_tables, table_differences
+
+INIT_SECONDS = 5  # --slurm-init-seconds-before-status-checks: first status check after this
+MIN_JOB_AGE = 300  # keep >= 3 x INIT_SECONDS, or the plugin falls back to sacct, which fails here
+LIMIT = 420  # seconds for each Snakemake run (each takes 1-2 minutes on 2 busy CPUs)
+SUBMITTED = re.compile(r"has been submitted with SLURM jobid (\d+)")
+HANG_HINT = ("\nA SLURM run that hangs is usually the plugin tracking its jobs with sacct, which fails without an"
+             " accounting database: the profile must keep `slurm-status-command: squeue`.")
+
+
+@pytest.fixture
+def slurm_cluster(tmp_path):
+    """A running cluster with its state under tmp_path; its daemons are stopped even if the test fails."""
+    missing = missing_requirements()
+    if missing:
+        reason = "needs a local SLURM: " + "; ".join(missing)
+        if os.environ.get("SPFL_REQUIRE_SLURM") == "1":
+            pytest.fail(f"{reason} (SPFL_REQUIRE_SLURM=1 forbids skipping)")
+        pytest.skip(reason)
+    with SlurmCluster(tmp_path / "slurm", min_job_age=MIN_JOB_AGE) as cluster:
+        yield cluster
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_slurm_profile_gives_the_tables_of_a_local_run(tmp_path, slurm_cluster):
+    local = copy_workflow(tmp_path / "local")
+    result = run_tables(local, "--cores", "2", limit=LIMIT)
+    assert result.returncode == 0, failure(result, "local run (--cores 2)")
+
+    remote = copy_workflow(tmp_path / "remote")
+    result = run_tables(remote, "--profile", "workflow/profiles/slurm",
+                        "--slurm-init-seconds-before-status-checks", str(INIT_SECONDS), "--retries", "0",
+                        limit=LIMIT, env=slurm_cluster.env)
+    hint = HANG_HINT if result.returncode in TIMED_OUT else ""
+    assert result.returncode == 0, (failure(result, "SLURM run (--profile workflow/profiles/slurm)") + hint
+                                    + "\n" + slurm_cluster.log_tail())
+
+    # Every job that is not a local rule -- prepare_data and one simulate job per cell -- was submitted
+    # with sbatch, ran on the cluster and completed there.
+    submitted = SUBMITTED.findall(result.stdout + result.stderr)
+    cells = list((remote / "results" / "runs").glob("*/cell.json"))
+    assert cells and len(submitted) == len(set(submitted)) == len(cells) + 1, (
+        f"{len(submitted)} SLURM jobs for {len(cells)} cells + prepare_data")
+    assert set(submitted) <= slurm_cluster.job_ids(), "squeue does not know every submitted job"
+    finished = slurm_cluster.finished_jobs()
+    states = {job: finished.get(job, "not finished") for job in submitted}
+    assert set(states.values()) == {"COMPLETED"}, f"SLURM job states: {states}"
+
+    differences = table_differences(local, remote)
+    assert not differences, "tables differ between the local and the SLURM run:\n" + "\n".join(differences)
