@@ -242,3 +242,22 @@ def test_dataset_validates_tensors() -> None:
     x = torch.zeros(4, 1, 8, 8)
     with pytest.raises(DatasetError, match="train_y"):
         Dataset("t", x, torch.zeros(4), x, torch.zeros(4, dtype=torch.int64), 10)
+
+
+def test_spec_knows_the_training_set_sizes():
+    from spfl.spec import TRAIN_SIZES
+
+    assert TRAIN_SIZES["digits"] == len(load_dataset("digits", "unused").train_y)
+    assert TRAIN_SIZES["cifar10"] == 50_000  # 5 batches of 10,000 (the standard archive)
+
+
+def test_check_dataset_source_names_missing_and_corrupt_archives(tmp_path):
+    from spfl.data import check_dataset_source
+
+    check_dataset_source("digits", tmp_path)  # nothing to check
+    check_dataset_source("cifar10", tmp_path, download=True)  # the download will verify
+    with pytest.raises(DatasetError, match="cifar-10-python.tar.gz not found"):
+        check_dataset_source("cifar10", tmp_path)
+    (tmp_path / "cifar-10-python.tar.gz").write_bytes(b"truncated")
+    with pytest.raises(DatasetError, match=r"cifar-10-python.tar.gz failed its md5 check"):
+        check_dataset_source("cifar10", tmp_path)

@@ -309,3 +309,26 @@ def dataset_fingerprint(ds: Dataset) -> str:
         h.update(f"|{arr.dtype}{arr.shape}|".encode())
         h.update(memoryview(arr).cast("B"))
     return h.hexdigest()[:16]
+
+
+def check_dataset_source(name: str, data_dir: str | Path, download: bool = False) -> None:
+    """Check, without loading, that ``load_dataset`` will find intact files (CIFAR-10 md5s).
+
+    The workflow calls this before any job runs, so a missing or corrupt archive stops the run
+    with one line naming the file instead of failing a job part way through.
+    """
+    if name != "cifar10" or download:
+        return
+    from torchvision.datasets import CIFAR10
+    from torchvision.datasets.utils import calculate_md5, check_integrity
+
+    root = Path(data_dir)
+    if all((root / CIFAR10_FOLDER / f).is_file() for f in CIFAR10_FILES):
+        _verify_cifar_files(root, CIFAR10)
+        return
+    archive = root / CIFAR10_ARCHIVE
+    if not archive.is_file():
+        raise DatasetError(_missing_message(root))
+    if not check_integrity(str(archive), CIFAR10.tgz_md5):
+        raise DatasetError(f"cifar10: {archive} failed its md5 check (expected {CIFAR10.tgz_md5}, got "
+                           f"{calculate_md5(str(archive))}); replace it with the archive from {CIFAR10_URL}")

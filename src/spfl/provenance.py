@@ -18,7 +18,7 @@ SIMULATION_MODULES = (
 )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def code_version(length: int = 12) -> str:
     """Hash of the source of every module that affects simulation results (read once per process)."""
     root = Path(spfl.__file__).parent

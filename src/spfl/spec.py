@@ -24,6 +24,9 @@ METHODS = (
 DATASETS = ("digits", "cifar10")
 PARTITIONS = ("iid", "dirichlet", "shards")
 MODELS = ("auto", "mlp", "cnn", "cifar_cnn")
+# Training-set sizes (spfl.data's splits; a test keeps them in step), so settings can be checked
+# against the data without loading it.
+TRAIN_SIZES = {"digits": 1437, "cifar10": 50_000}
 
 
 class SpecError(ValueError):
@@ -235,6 +238,12 @@ def make_spec(values: Mapping[str, Any] | None = None, **overrides: Any) -> RunS
         raise SpecError(
             f"run setting 'cell_outer_radius_m' = {spec.cell_outer_radius_m} is invalid: allowed a number "
             f"> cell_inner_radius_m ({spec.cell_inner_radius_m})")
+    train_size = TRAIN_SIZES[spec.dataset]
+    if spec.num_devices * spec.min_samples_per_device > train_size:
+        raise SpecError(
+            f"run setting 'num_devices' = {spec.num_devices} is invalid with min_samples_per_device = "
+            f"{spec.min_samples_per_device}: allowed num_devices * min_samples_per_device <= {train_size} "
+            f"(the {spec.dataset} training set), or a device would be left without data")
     if spec.dataset == "digits" and spec.model == "cifar_cnn":
         raise SpecError("run setting 'model' = 'cifar_cnn' is invalid for dataset 'digits': allowed mlp, cnn, auto")
     return spec

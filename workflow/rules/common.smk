@@ -54,6 +54,21 @@ def run_records(runs):
     return canonical(records)
 
 
+# Raw data is checked at the start of a real run (not a dry run, which needs no data): a missing or
+# corrupt CIFAR-10 archive stops the workflow naming the file, before any job runs.
+onstart:
+    from spfl.data import DatasetError, check_dataset_source
+
+    for _dataset in PLAN.datasets():
+        if Path(data_file(_dataset)).exists():
+            continue
+        try:
+            check_dataset_source(_dataset, PLAN.config["base"].get("data_dir", "data"),
+                                 download=bool(PLAN.config["base"].get("download")))
+        except DatasetError as exc:
+            raise WorkflowError(str(exc)) from None
+
+
 RESOURCES = PLAN.config["resources"]
 STYLE = canonical(PLAN.config["style"])
 FIGURE_NAMES = list(FIGURES)
