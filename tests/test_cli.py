@@ -45,7 +45,9 @@ def test_run_writes_every_record(tmp_path, capsys):
     ({}, ["--methods", "spfl,nope"], "'nope'"),
     ({}, ["--methods", "spfl,spfl"], "lists a method twice"),
     ({}, ["--set", "seed=-1"], "'seed' = -1"),
-    ({"num_devices": 500, "partition": "dirichlet", "min_samples_per_device": 10}, [], "min_size"),
+    ({"num_devices": 500, "partition": "dirichlet", "min_samples_per_device": 10}, [], "'num_devices' = 500"),
+    ({"num_devices": 140, "partition": "dirichlet", "min_samples_per_device": 10, "dirichlet_beta": 0.01}, [],
+     "min_size"),
     ({"dataset": "cifar10", "data_dir": "EMPTY"}, [], "cifar-10"),
     ({"data_file": "MISSING.pt"}, [], "MISSING.pt"),
 ])

@@ -8,6 +8,16 @@ Accuracies and packet errors are in percent, so differences are percentage point
 
 Seeds are paired: every method of one seed shares the partition, initial model and fading draws, so
 the headline gain is computed per seed and its interval is that of the paired differences.
+
+Diverged runs (``status: diverged`` in summary.json: the loss or the weights became NaN or infinite)
+enter no mean, no interval and no gain: a NaN model's "accuracy" is that of argmax over NaN logits, not a
+result.  Every per-figure table has the columns ``n_diverged`` (runs of the row's curve -- experiment,
+grid point, panel and method -- that diverged) and ``first_diverged_round``, so ``n`` + ``n_diverged`` is
+the number of runs asked for, and the headline table counts the diverged runs at each budget.  In the
+per-round tables a diverged run is left out at *every* round, its rounds before the divergence too: a
+curve then averages the same seeds from start to end instead of jumping where a seed drops out (its
+rounds before the divergence stay in its own metrics.csv).  ``runs.csv`` lists every run with its
+status and ``diverged_round`` and shows no final accuracy or loss for a diverged one.
 """
 
 from __future__ import annotations
@@ -27,6 +37,8 @@ from spfl.spec import METHODS
 
 CONFIDENCE = 0.95
 STAT_COLUMNS = ("n", "mean", "std", "ci_low", "ci_high")
+DIVERGED = "diverged"  # summary.json status of a run whose loss or weights became non-finite
+DIVERGED_COLUMNS = ("n_diverged", "first_diverged_round")
 
 # Short symbol and unit of the settings that experiments sweep, for panel labels and the headline.
 SETTING_LABELS: dict[str, tuple[str, str]] = {
@@ -138,14 +150,15 @@ def runs_frame(runs: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
         folder = Path(run["dir"]) / run["method"]
         summary = _read_json(folder / "summary.json")
         spec = _read_json(folder / "spec.json")
+        diverged = summary.get("status") == DIVERGED  # its final model is NaN: no final accuracy or loss
         rows.append({
             **run,
             "dataset": spec.get("dataset"),
             "status": summary.get("status"),
             "diverged_round": summary.get("diverged_round"),
-            "final_accuracy_pct": _pct(summary.get("final_accuracy")),
+            "final_accuracy_pct": math.nan if diverged else _pct(summary.get("final_accuracy")),
             "best_accuracy_pct": _pct(summary.get("best_accuracy")),
-            "final_test_loss": _num(summary.get("final_test_loss")),
+            "final_test_loss": math.nan if diverged else _num(summary.get("final_test_loss")),
             "rounds_completed": summary.get("rounds_completed"),
             "mean_sign_error_pct": _pct(summary.get("mean_sign_error")),
             "mean_modulus_error_pct": _pct(summary.get("mean_modulus_error")),
@@ -193,38 +206,88 @@ def _group(runs, options, *extra: str) -> list[str]:
     return ["experiment", *swept_keys(runs), "panel", "method", *extra]
 
 
+def _diverged_runs(runs) -> pd.DataFrame:
+    """(dir, method) of every run with its ``diverged`` flag and ``diverged_round``, from summary.json."""
+    rows = []
+    for run in runs:
+        summary = _read_json(Path(run["dir"]) / run["method"] / "summary.json")
+        rows.append({"dir": run["dir"], "method": run["method"], "diverged": summary.get("status") == DIVERGED,
+                     "diverged_round": summary.get("diverged_round")})
+    return pd.DataFrame(rows, columns=["dir", "method", "diverged", "diverged_round"]).drop_duplicates(
+        ["dir", "method"])
+
+
+def _leave_out_diverged(frame: pd.DataFrame, runs, *values: str, drop_from_round: bool = False) -> pd.DataFrame:
+    """``frame`` (rows tagged with their run's dir and method) with the ``values`` of diverged runs set to NaN.
+
+    The rows stay, so a curve whose every run diverged still has its rows (n = 0, mean NaN) and its
+    n_diverged.  ``drop_from_round``: a diverged run's rows from its divergence round on are dropped
+    (the round it diverged in is evaluated at once, off the evaluation schedule, on non-finite weights).
+    """
+    status = _diverged_runs(runs).rename(columns={"diverged": "_diverged", "diverged_round": "_diverged_round"})
+    frame = frame.merge(status, on=["dir", "method"], how="left", validate="many_to_one")
+    diverged = frame["_diverged"].astype("boolean").fillna(False).astype(bool)
+    if drop_from_round:
+        since = pd.to_numeric(frame["_diverged_round"])
+        late = diverged & since.notna() & (frame["round"] >= since.fillna(0))
+        frame, diverged = frame[~late], diverged[~late]
+    frame = frame.copy()
+    frame.loc[diverged, list(values)] = math.nan
+    return frame.drop(columns=["_diverged", "_diverged_round"])
+
+
+def _with_diverged(table: pd.DataFrame, runs, options) -> pd.DataFrame:
+    """Append n_diverged and first_diverged_round of each row's curve (experiment, grid point, panel, method)."""
+    keys = _group(runs, options)
+    frame = _with_panel(runs_frame(runs), _panel_keys(runs, options))
+    frame["is_diverged"] = frame["status"].eq(DIVERGED)
+    frame["round_if_diverged"] = frame["diverged_round"].where(frame["is_diverged"])
+    counts = (frame.groupby(keys, sort=False, dropna=False)
+              .agg(n_diverged=("is_diverged", "sum"), first_diverged_round=("round_if_diverged", "min"))
+              .reset_index())
+    counts["n_diverged"] = counts["n_diverged"].astype(int)
+    counts["first_diverged_round"] = pd.to_numeric(counts["first_diverged_round"]).astype("Int64")
+    out = table.merge(counts, on=keys, how="left", validate="many_to_one")
+    out["n_diverged"] = out["n_diverged"].fillna(0).astype(int)
+    return out
+
+
 def table_final(runs, options) -> pd.DataFrame:
     """Final test accuracy (%) per swept value and method (accuracy_vs_bandwidth/power/devices, noniid)."""
-    frame = _with_panel(runs_frame(runs), _panel_keys(runs, options))
-    frame["diverged"] = frame["status"].eq("diverged").astype(int)
+    frame = _with_panel(runs_frame(runs), _panel_keys(runs, options))  # diverged runs: no final accuracy
     table = summarize(frame, _group(runs, options), "final_accuracy_pct")
-    diverged = summarize(frame, _group(runs, options), "diverged")
     table.insert(len(table.columns) - len(STAT_COLUMNS), "metric", "final_accuracy_pct")
-    table["n_diverged"] = (diverged["mean"] * diverged["n"]).round().astype(int)
-    return table
+    return _with_diverged(table, runs, options)
 
 
 def table_rounds(runs, options) -> pd.DataFrame:
-    """Test accuracy (%) per evaluated round and method (accuracy_vs_round, ablation)."""
+    """Test accuracy (%) per evaluated round and method (accuracy_vs_round, ablation).
+
+    A diverged run is left out of every round of its curve (see the module docstring)."""
     metrics = per_run_csv(runs, "metrics.csv")
     metrics = metrics[metrics["test_accuracy"].notna()].copy()
     metrics["test_accuracy_pct"] = 100.0 * metrics["test_accuracy"]
+    metrics = _leave_out_diverged(metrics, runs, "test_accuracy_pct", drop_from_round=True)
     metrics = _with_panel(metrics, _panel_keys(runs, options))
     table = summarize(metrics, _group(runs, options, "round"), "test_accuracy_pct")
     table.insert(len(table.columns) - len(STAT_COLUMNS), "metric", "test_accuracy_pct")
-    return table
+    return _with_diverged(table, runs, options)
 
 
 def table_packet_errors(runs, options) -> pd.DataFrame:
-    """Mean realized sign and modulus packet error (%) of each run, per swept value and method."""
+    """Mean realized sign and modulus packet error (%) of each run, per swept value and method.
+
+    A diverged run's packet errors are left out too: its allocation was computed from non-finite
+    gradients in its last rounds."""
     frame = _with_panel(runs_frame(runs), _panel_keys(runs, options))
+    frame = _leave_out_diverged(frame, runs, "mean_sign_error_pct", "mean_modulus_error_pct")
     long = pd.concat([
         frame.assign(packet="sign", packet_error_pct=frame["mean_sign_error_pct"]),
         frame.assign(packet="modulus", packet_error_pct=frame["mean_modulus_error_pct"]),
     ], ignore_index=True)
     table = summarize(long, _group(runs, options, "packet"), "packet_error_pct")
     table.insert(len(table.columns) - len(STAT_COLUMNS), "metric", "packet_error_pct")
-    return table
+    return _with_diverged(table, runs, options)
 
 
 def sign_slot_share(spec: Mapping[str, Any], num_params: int | None) -> float:
@@ -265,12 +328,14 @@ def table_allocation(runs, options) -> pd.DataFrame:
         per_run.append(means)
     if not per_run:
         raise RecordError("no allocation snapshots in the runs of this table (empty allocation.csv files)")
-    frame = _with_panel(pd.concat(per_run, ignore_index=True), _panel_keys(runs, options))
+    frame = pd.concat(per_run, ignore_index=True)
+    frame = _leave_out_diverged(frame, runs, "bandwidth_khz", "sign_power_share", "channel_gain_db")
+    frame = _with_panel(frame, _panel_keys(runs, options))
     long = frame.melt(id_vars=[c for c in frame.columns if c not in
                                ("bandwidth_khz", "sign_power_share", "channel_gain_db")],
                       value_vars=["bandwidth_khz", "sign_power_share", "channel_gain_db"],
                       var_name="quantity", value_name="value")
-    return summarize(long, _group(runs, options, "quantity", "rank"), "value")
+    return _with_diverged(summarize(long, _group(runs, options, "quantity", "rank"), "value"), runs, options)
 
 
 def table_solver(runs, options) -> pd.DataFrame:
@@ -282,19 +347,22 @@ def table_solver(runs, options) -> pd.DataFrame:
                           "solver_convergence needs a method with optimized allocation, e.g. spfl")
     final = trace.groupby(["dir", "method", "round"])["objective"].transform("last")
     trace["objective_rel"] = trace["objective"] / final.where(final != 0)
+    trace = _leave_out_diverged(trace, runs, "objective", "objective_rel")
     trace = _with_panel(trace, _panel_keys(runs, options))
     rel = summarize(trace, _group(runs, options, "round", "iteration"), "objective_rel")
     raw = summarize(trace, _group(runs, options, "round", "iteration"), "objective")
     rel.insert(len(rel.columns) - len(STAT_COLUMNS), "metric", "objective_rel")
     raw.insert(len(raw.columns) - len(STAT_COLUMNS), "metric", "objective")
-    return pd.concat([rel, raw], ignore_index=True)
+    return _with_diverged(pd.concat([rel, raw], ignore_index=True), runs, options)
 
 
 def headline_table(runs, options) -> pd.DataFrame:
     """SP-FL minus the best baseline, per budget: mean and 95 % interval of the per-seed differences.
 
     The best baseline at a budget is the baseline with the highest mean final accuracy there; the
-    differences are paired by seed (common random numbers).
+    differences are paired by seed (common random numbers).  Diverged runs have no final accuracy: they
+    enter no mean and no difference (a seed counts in ``n`` only when both runs of the pair finished), and
+    ``n_diverged`` counts the diverged runs of the method and of every baseline at the budget.
     """
     frame = runs_frame(runs)
     method, baselines = options["method"], list(options["baselines"])
@@ -308,20 +376,24 @@ def headline_table(runs, options) -> pd.DataFrame:
             if method not in acc.columns or not present:
                 continue
             best = max(present, key=lambda b: (np.nan_to_num(acc[b].mean(), nan=-np.inf), -present.index(b)))
-            gain = t_interval((acc[method] - acc[best]).tolist())
+            if acc[best].isna().all():  # every baseline run diverged: there is no best baseline
+                best = None
+            gain = t_interval((acc[method] - acc[best]).tolist() if best else [])
+            compared = group[group["method"].isin([method, *present])]
             rows.append({
                 "experiment": experiment, "dataset": ",".join(sorted(set(group["dataset"].dropna()))),
                 "budget": budget, "budget_value": value, "budget_label": setting_label(budget, value),
                 "method": method, "method_accuracy_pct": acc[method].mean(),
-                "best_baseline": best, "baseline_accuracy_pct": acc[best].mean(),
+                "best_baseline": best, "baseline_accuracy_pct": acc[best].mean() if best else math.nan,
                 "gain_pp": gain["mean"], "gain_std": gain["std"], "gain_ci_low": gain["ci_low"],
                 "gain_ci_high": gain["ci_high"], "n": gain["n"],
+                "n_diverged": int(compared["status"].eq(DIVERGED).sum()),
                 "paper_gain_pp": options.get("paper_gain_points", 9.96),
             })
     return pd.DataFrame(rows, columns=[
         "experiment", "dataset", "budget", "budget_value", "budget_label", "method", "method_accuracy_pct",
         "best_baseline", "baseline_accuracy_pct", "gain_pp", "gain_std", "gain_ci_low", "gain_ci_high", "n",
-        "paper_gain_pp"])
+        "n_diverged", "paper_gain_pp"])
 
 
 def runs_table(runs, options) -> pd.DataFrame:
@@ -373,7 +445,7 @@ def build_table(kind: str, runs: Sequence[Mapping[str, Any]], options: Mapping[s
 # ---------------------------------------------------------------------------------------------------
 
 def _cell(value: Any) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
         return "n/a"
     if isinstance(value, (float, np.floating)):
         return f"{value:.4g}"
@@ -393,11 +465,27 @@ def to_markdown(frame: pd.DataFrame, title: str = "", notes: Sequence[str] = ())
     return "\n".join(lines) + "\n"
 
 
+def diverged_notes(table: pd.DataFrame) -> list[str]:
+    """A sentence under a table some of whose runs diverged (none when none did)."""
+    if "n_diverged" not in table or not (table["n_diverged"] > 0).any():
+        return []
+    curve = [c for c in table.columns if c not in (*STAT_COLUMNS, *DIVERGED_COLUMNS, "metric", "round",
+                                                   "iteration", "packet", "quantity", "rank")]
+    rows = table[table["n_diverged"] > 0].drop_duplicates(curve)
+    return [f"{int(rows['n_diverged'].sum())} run(s) diverged (non-finite loss or weights): they are left out "
+            "of every mean and interval here (column n_diverged; results/tables/runs.csv has their "
+            "diverged_round)."]
+
+
 def headline_notes(table: pd.DataFrame) -> list[str]:
     """The sentence next to the headline table: our largest gain against the paper's."""
-    if table.empty:
-        return ["No budget had both the method and a baseline."]
-    best = table.loc[table["gain_pp"].idxmax()]
+    diverged = int(table["n_diverged"].sum()) if "n_diverged" in table else 0
+    note = ([f"{diverged} run(s) diverged (non-finite loss or weights) and are left out of the accuracies and "
+             "gains (column n_diverged)."] if diverged else [])
+    finite = table.dropna(subset=["gain_pp"])
+    if finite.empty:
+        return ["No budget had both the method and a baseline with a finished run.", *note]
+    best = finite.loc[finite["gain_pp"].idxmax()]
     ci = ("n/a" if math.isnan(best["gain_ci_low"])
           else f"[{best['gain_ci_low']:.2f}, {best['gain_ci_high']:.2f}]")
     datasets = ", ".join(sorted(set(table["dataset"])))
@@ -406,14 +494,14 @@ def headline_notes(table: pd.DataFrame) -> list[str]:
              f"{best['paper_gain_pp']:.2f} pp on CIFAR-10."]
     if datasets != "cifar10":
         notes.append(f"These runs use {datasets}, not CIFAR-10: the numbers are not comparable to the paper's.")
-    return notes
+    return notes + note
 
 
 def write_table(frame: pd.DataFrame, kind: str, csv_path: str | Path, md_path: str | Path | None = None,
                 html_path: str | Path | None = None) -> None:
     """CSV (full precision) and, optionally, Markdown and an HTML fragment for the Snakemake report."""
     write_atomic(csv_path, frame.to_csv(index=False, float_format="%.10g"))
-    notes = headline_notes(frame) if kind == "headline" else []
+    notes = headline_notes(frame) if kind == "headline" else diverged_notes(frame)
     if md_path is not None:
         write_atomic(md_path, to_markdown(frame, TITLES.get(kind, kind), notes))
     if html_path is not None:

@@ -31,10 +31,7 @@ def _spec_from_args(args):
 
 
 def cmd_run(args) -> int:
-    import torch
-
     from spfl.methods import get_method
-    from spfl.simulation import run_cell
 
     spec = _spec_from_args(args)
     methods = args.methods.split(",") if args.methods else [spec.method]
@@ -42,6 +39,10 @@ def cmd_run(args) -> int:
         raise ValueError(f"--methods {args.methods!r} lists a method twice: each method runs once")
     for name in methods:
         get_method(name)
+    import torch  # after every check: importing torch takes seconds
+
+    from spfl.simulation import run_cell
+
     torch.set_num_threads(args.threads)
     _configure_logging(args.log)
     summaries = run_cell(spec, methods, args.out)
@@ -82,6 +83,16 @@ def cmd_calibrate(args) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is invalid: allowed an integer >= 1")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="spfl", description="Sign-Prioritized Federated Learning simulator")
     parser.add_argument("--version", action="version", version=f"spfl {__version__}")
@@ -98,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
                      "(default: the spec's method)")
     run.add_argument("--out", required=True, help="output folder; each method writes OUT/<method>/")
     run.add_argument("--log", help="progress log file")
-    run.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    run.add_argument("--threads", type=_positive_int, default=1, help="torch CPU threads (default 1)")
     run.set_defaults(func=cmd_run)
 
     prepare = sub.add_parser("prepare", help="load a dataset once and save it as one tensor file")

@@ -27,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from spfl.spec import METHODS, SETTING, SETTINGS, SpecError, canonical_hash, json_schema, make_spec
+from spfl.spec import METHODS, SETTING, SETTINGS, SpecError, canonical_hash, json_schema, load_yaml, make_spec
 
 RUNS_DIR = "results/runs"
 DATA_DIR = "results/data"
@@ -478,7 +478,7 @@ def update_readme(path: str | Path) -> bool:
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
-    return yaml.safe_load(Path(path).read_text()) or {}
+    return load_yaml(Path(path).read_text()) or {}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,6 +4,12 @@ Each figure reads one table written by :mod:`spfl.analysis` (columns ``mean``, `
 ``ci_high`` per group) and never the run records, so restyling a figure needs no simulation and no
 aggregation.  The style (theme, context, palette, sizes, dpi, error bars) comes from the config's
 ``style`` section; every method keeps one color and marker across all figures.
+
+Diverged runs are in no mean (spfl.analysis), so a figure must say where runs are missing: wherever a
+table row has ``n_diverged`` > 0, the figure draws a cross in the method's color at the top of the panel
+with "k/n diverged" (k of the n runs asked for) -- above the x value for final-value figures, at the
+divergence round for per-round figures -- or, for the allocation and solver figures, a note in the
+panel's corner.  The legend explains the cross.
 """
 
 from __future__ import annotations
@@ -20,7 +26,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import NullFormatter, ScalarFormatter  # noqa: E402
+from matplotlib.transforms import blended_transform_factory  # noqa: E402
 
 from spfl.experiments import FIGURES  # noqa: E402
 from spfl.spec import METHODS  # noqa: E402
@@ -58,6 +66,8 @@ AXIS_LABELS = {
     "rank": "Device rank by channel gain (1 = strongest)",
 }
 LOG_AXES = {"total_bandwidth_mhz", "dirichlet_beta"}
+DIVERGED_MARKER = "X"
+DIVERGED_LABEL = "diverged runs (not averaged)"
 
 
 class PlotError(ValueError):
@@ -114,6 +124,79 @@ def _draw(ax, data: pd.DataFrame, x: str, hue: str, style: Mapping[str, Any], co
             ax.errorbar(group[x], mean, yerr=[mean - low, high - mean], fmt="none", ecolor=color, capsize=3)
 
 
+def _diverged_rows(data: pd.DataFrame) -> pd.DataFrame:
+    """Rows of a table whose curve has diverged runs (none for a table without the column)."""
+    if "n_diverged" not in data:
+        return data.iloc[0:0]
+    return data[data["n_diverged"].fillna(0) > 0]
+
+
+def _total(rows: pd.DataFrame) -> int:
+    """Runs asked for: the finished ones (n, at most over the rows) plus the diverged ones."""
+    return int(rows["n"].fillna(0).max()) + int(rows["n_diverged"].iloc[0])
+
+
+def _cross(ax, x_value, level: int, color, text: str, right_half: bool) -> None:
+    """A cross at x (data coordinates) near the top of the panel, one level lower per method, labelled on
+    the side towards the middle of the panel (the label stays inside the panel and out of the layout)."""
+    transform = blended_transform_factory(ax.transData, ax.transAxes)
+    y = 0.95 - 0.08 * level
+    ax.plot([x_value], [y], transform=transform, linestyle="", marker=DIVERGED_MARKER, markersize=8,
+            markerfacecolor=color, markeredgecolor="black", markeredgewidth=0.6, clip_on=False,
+            label="_diverged")
+    label = ax.annotate(text, (x_value, y), xycoords=transform, xytext=(-6 if right_half else 6, 0),
+                        textcoords="offset points", fontsize="x-small", va="center",
+                        ha="right" if right_half else "left", color="black", annotation_clip=False)
+    label.set_in_layout(False)
+
+
+def _mark_diverged(ax, data: pd.DataFrame, x: str, colors: Mapping[str, Any], per_round: bool = False) -> None:
+    """Mark every method and x with diverged runs: "k/n diverged" (see the module docstring).
+
+    ``per_round``: x is the round, and the cross sits at the round of the first divergence of the curve
+    (its last round when the table does not say)."""
+    rows = _diverged_rows(data)
+    if rows.empty:
+        return
+    xs = sorted(data[x].dropna().unique())
+
+    def right_half(value) -> bool:
+        return len(xs) > 1 and xs.index(value) >= len(xs) / 2 if value in xs else True
+
+    methods = list(dict.fromkeys(rows["method"]))
+    for level, method in enumerate(methods):
+        curve = rows[rows["method"] == method]
+        color = colors.get(method, "gray")  # the cross's color names the method
+        if per_round:
+            first = curve["first_diverged_round"].dropna() if "first_diverged_round" in curve else pd.Series()
+            where = float(first.min()) if len(first) else float(data[data["method"] == method][x].max())
+            round_text = f" (round {int(first.min())})" if len(first) else ""
+            text = f"{int(curve['n_diverged'].iloc[0])}/{_total(curve)} diverged{round_text}"
+            _cross(ax, where, level, color, text, right_half=where >= (xs[0] + xs[-1]) / 2 if xs else True)
+        else:
+            for x_value, at_x in curve.groupby(x, sort=True):
+                _cross(ax, x_value, level, color, f"{int(at_x['n_diverged'].iloc[0])}/{_total(at_x)} diverged",
+                       right_half(x_value))
+
+
+def _note_diverged(ax, data: pd.DataFrame, labels: Mapping[str, str]) -> None:
+    """A note in the panel's corner naming the methods with diverged runs (figures without a run axis)."""
+    rows = _diverged_rows(data)
+    if rows.empty:
+        return
+    lines = [f"{labels.get(m, m)}: {int(g['n_diverged'].iloc[0])} of {_total(g)} runs diverged (left out)"
+             for m, g in rows.groupby("method", sort=False)]
+    ax.text(0.02, 0.98, "\n".join(lines), transform=ax.transAxes, fontsize="x-small", va="top", ha="left",
+            bbox={"boxstyle": "round", "facecolor": "white", "edgecolor": "0.5", "alpha": 0.9})
+
+
+def _diverged_legend_entry(fig, axes) -> None:
+    """One legend entry for the crosses, when a panel has one."""
+    if any(line.get_label() == "_diverged" for ax in axes.flat for line in ax.get_lines()):
+        axes.flat[0].add_line(Line2D([], [], linestyle="", marker=DIVERGED_MARKER, markersize=8,
+                                     markerfacecolor="0.6", markeredgecolor="black", label=DIVERGED_LABEL))
+
+
 def _x_axis(ax, table: pd.DataFrame, x: str) -> None:
     ax.set_xlabel(AXIS_LABELS.get(x, x))
     if x in LOG_AXES and (table[x] > 0).all():
@@ -155,9 +238,11 @@ def _method_figure(table: pd.DataFrame, figure: str, x: str, ylabel: str, style:
     for ax, panel in zip(axes.flat, panels):
         data = table[table["panel"] == panel] if "panel" in table else table
         _draw(ax, data, x, "method", style, colors, METHOD_LABELS, DASHED, bounds=(0.0, 100.0))
+        _mark_diverged(ax, data, x, colors, per_round=(x == "round"))
         ax.set_title(panel)
         _x_axis(ax, table, x)
     axes[0, 0].set_ylabel(ylabel)
+    _diverged_legend_entry(fig, axes)
     _legend(fig, axes)
     return fig
 
@@ -184,9 +269,11 @@ def figure_packet_errors(table, figure, style):
         labels = {k: f"{METHOD_LABELS.get(k.split('|')[0])}: {k.split('|')[1]} packet" for k in keys}
         dashes = {k: "-" if k.endswith("|sign") else "--" for k in keys}
         _draw(ax, data, x, "line", style, line_colors, labels, dashes, bounds=(0.0, 100.0))
+        _mark_diverged(ax, table[table["panel"] == panel], x, colors)
         ax.set_title(panel)
         _x_axis(ax, table, x)
     axes[0, 0].set_ylabel("Mean packet error (%)")
+    _diverged_legend_entry(fig, axes)
     _legend(fig, axes)
     return fig
 
@@ -207,6 +294,7 @@ def figure_allocation(table, figure, style):
                   if style["error_bars"] != "none" else "none"}, colors, METHOD_LABELS, bounds=bounds)
             if row == 0:
                 ax.set_title(panel)
+                _note_diverged(ax, table[table["panel"] == panel], METHOD_LABELS)
             if col == 0:
                 ax.set_ylabel(ylabel)
             if row == len(quantities) - 1:
@@ -237,6 +325,7 @@ def figure_solver(table, figure, style):
         sub = data[(data["panel"] == panel) & data["round"].isin(chosen)]
         labels = {r: f"round {r}" for r in chosen}
         _draw(ax, sub, "iteration", "round", style, palette, labels)
+        _note_diverged(ax, data[data["panel"] == panel], METHOD_LABELS)
         ax.set_title(panel)
         _x_axis(ax, sub, "iteration")
     method = METHOD_LABELS.get(data["method"].iloc[0], data["method"].iloc[0])

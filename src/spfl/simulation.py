@@ -217,6 +217,15 @@ class Simulation:
         batches = self.draw_batches(state)
         fading = draw_fading(state.fading_rng, spec.num_devices, 2)
         uploads, losses = self.trainer.uploads(state.weights, batches)
+        if not (np.isfinite(losses).all() and bool(torch.isfinite(uploads).all())):
+            # Diverged before anything is sent: a non-finite upload has no importance to allocate by.
+            state.round += 1
+            row = {"round": state.round, "train_loss": float(np.dot(env.alpha, losses))}
+            row["test_loss"], row["test_accuracy"] = evaluate(env.model, state.weights, env.dataset.test_x,
+                                                              env.dataset.test_y)
+            state.metric_rows.append(row)
+            state.status, state.diverged_round = "diverged", state.round
+            return
         bandwidth, power_sign, power_modulus, allocation, problem = self.resources(uploads, state)
         delivery = transmit(self.layout, bandwidth, power_sign, power_modulus, env.cell.gain, fading,
                             self.noise_psd, spec.per_model, spec.waterfall_m)
@@ -297,7 +306,7 @@ class Simulation:
             if row.get("test_accuracy") is not None:
                 log.info("%s round %d/%d: test accuracy %.4f, train loss %.4f, sign/modulus packet error "
                          "%s/%s", self.spec.method, state.round, self.spec.rounds, row["test_accuracy"],
-                         row["train_loss"], _pct(row["sign_error_rate"]), _pct(row["modulus_error_rate"]))
+                         row["train_loss"], _pct(row.get("sign_error_rate")), _pct(row.get("modulus_error_rate")))
             if state.status == "diverged":
                 log.warning("%s diverged at round %d (non-finite loss or weights)", self.spec.method,
                             state.round)
@@ -314,13 +323,15 @@ class Simulation:
         evaluated = [r for r in state.metric_rows if r.get("test_accuracy") is not None]
         finite = [r["test_accuracy"] for r in evaluated if math.isfinite(r["test_accuracy"])]
         rounds = [r for r in state.metric_rows if r["round"] > 0]
+        diverged = state.status == "diverged"
         summary = {
             "method": self.spec.method,
             "status": state.status,
             "diverged_round": state.diverged_round,
-            "final_accuracy": _finite_or_none(evaluated[-1]["test_accuracy"]),
+            # a diverged model's accuracy is chance-level noise, not a result
+            "final_accuracy": None if diverged else _finite_or_none(evaluated[-1]["test_accuracy"]),
             "best_accuracy": max(finite) if finite else None,
-            "final_test_loss": _finite_or_none(evaluated[-1]["test_loss"]),
+            "final_test_loss": None if diverged else _finite_or_none(evaluated[-1]["test_loss"]),
             "rounds_completed": state.round,
             "mean_sign_error": _mean(r.get("sign_error_rate") for r in rounds),
             "mean_modulus_error": _mean(r.get("modulus_error_rate") for r in rounds),

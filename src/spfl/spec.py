@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -249,11 +250,28 @@ def make_spec(values: Mapping[str, Any] | None = None, **overrides: Any) -> RunS
     return spec
 
 
+class _Yaml12Loader(yaml.SafeLoader):
+    """SafeLoader that reads floats as YAML 1.2 and JSON do.  PyYAML follows YAML 1.1, where a float
+    needs a dot: it would read 1e-05 and 1e+30 (how json.dumps writes them) as strings."""
+
+
+_Yaml12Loader.yaml_implicit_resolvers = {  # a copy: adding to SafeLoader's own table would change it too
+    key: list(value) for key, value in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_Yaml12Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"))
+
+
+def load_yaml(text: str) -> Any:
+    """YAML (or JSON) text with YAML 1.2 floats."""
+    return yaml.load(text, Loader=_Yaml12Loader)
+
+
 def load_spec(path: str | Path, **overrides: Any) -> RunSpec:
     """Read a YAML or JSON run spec file; errors name the file."""
     path = Path(path)
     try:
-        values = yaml.safe_load(path.read_text())
+        values = load_yaml(path.read_text())
     except FileNotFoundError:
         raise SpecError(f"run spec file '{path}' not found") from None
     except yaml.YAMLError as exc:
@@ -273,7 +291,7 @@ def parse_assignment(text: str) -> tuple[str, Any]:
     if "=" not in text:
         raise SpecError(f"--set {text!r} is invalid: allowed KEY=VALUE")
     key, raw = text.split("=", 1)
-    return key.strip(), yaml.safe_load(raw)
+    return key.strip(), load_yaml(raw)
 
 
 def json_schema() -> dict[str, Any]:

@@ -1,0 +1,254 @@
+"""Bad input, table-driven (issue #5): every invalid configuration or run spec stops before any job runs, with
+a message naming the key or file and what is allowed, and leaves results/ and figures/ untouched.
+
+One table, CASES: each case is one mistake -- a mutation of the tiny configuration (config/test.yaml) run
+through `snakemake --cores 1 --configfile ...` (not a dry run, so the checks that run just before the jobs
+do too), or of a small run spec run through `spfl run` -- with the words its message must contain.  The
+Snakemake cases run in a private copy of the workflow whose results/ and figures/ already hold files, and
+the whole tree (paths, bytes, mtimes) must be the same afterwards; Snakemake's output must show no job
+start.  The `spfl run` cases call the console script's function (spfl.cli.main) in this process, which saves
+a torch import (3 s) per case; nothing may appear at their --out.
+
+A case marked `known` is a known gap, kept in the table (strict xfail) so that it is seen and so that the
+day it is fixed the test says so.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from spfl import cli
+from workflow_helpers import copy_workflow, snakemake, tiny_config, tree
+
+SNAKEMAKE = "snakemake"
+SPFL_RUN = "spfl run"
+CONFIG = "bad.yaml"
+SPEC = "spec.yaml"
+# A valid run spec (a few seconds of digits) that the `spfl run` cases break.
+SPEC_BASE = {"dataset": "digits", "model": "mlp", "num_devices": 5, "rounds": 2, "eval_every": 1}
+GARBAGE = bytes(range(256)) * 4  # not a gzip archive, not a pickle
+CIFAR_FILES = ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch",
+               "batches.meta")
+JOB_START = re.compile(r"^(?:local)?rule \w+:$|^Finished jobid", re.M)
+OLD = 978307200  # 2001-01-01: the mtime of every sentinel file and folder
+
+
+def at(key: str, value: Any) -> Callable[[dict], None]:
+    """Set a dotted key (creating nothing on the way: every parent must exist)."""
+    *parents, last = key.split(".")
+
+    def change(config: dict) -> None:
+        for part in parents:
+            config = config[part]
+        config[last] = value
+    return change
+
+
+def drop(key: str) -> Callable[[dict], None]:
+    *parents, last = key.split(".")
+
+    def change(config: dict) -> None:
+        for part in parents:
+            config = config[part]
+        del config[last]
+    return change
+
+
+def both(*changes: Callable[[dict], None]) -> Callable[[dict], None]:
+    def change(config: dict) -> None:
+        for one in changes:
+            one(config)
+    return change
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    entry: str  # SNAKEMAKE (a config mistake) or SPFL_RUN (a run spec mistake)
+    expected: tuple[str, ...]  # what the message must say: the key or file, and what is allowed
+    change: Callable[[dict], None] | None = None  # mutation of the tiny config or of SPEC_BASE
+    text: Callable[[str], str] | None = None  # edit of the written file's text (YAML-level mistakes)
+    write: bool = True  # False: the config or spec file is missing
+    files: tuple[tuple[str, bytes], ...] = ()  # files created first (dataset archives, prepared data)
+    args: tuple[str, ...] = ()  # extra command-line arguments
+    known: str | None = None  # a known gap: expected to fail (strict xfail), says why
+
+
+CIFAR = at("base.dataset", "cifar10")
+
+CASES = [
+    # -- types, unknown keys, ranges, choices ------------------------------------------------------
+    Case("type", SNAKEMAKE, ("'base.rounds' = \"ten\"", "allowed type integer"), at("base.rounds", "ten")),
+    Case("unknown top-level key", SNAKEMAKE, ("'experimnets' is unknown", "allowed keys are base, experiments"),
+         at("experimnets", {})),
+    Case("unknown run setting", SNAKEMAKE, ("'base.learning_rte' is unknown", "allowed keys are", "learning_rate"),
+         at("base.learning_rte", 0.1)),
+    Case("range", SNAKEMAKE, ("'base.num_devices' = 0", "allowed >= 1"), at("base.num_devices", 0)),
+    Case("range of a swept value", SNAKEMAKE, ("'experiments.power.grid.max_power_dbm[1]' = 99", "allowed <= 60"),
+         at("experiments.power.grid.max_power_dbm", [17, 99])),
+    Case("choice", SNAKEMAKE, ("'base.dataset' = \"mnist\"", 'allowed one of "digits", "cifar10"'),
+         at("base.dataset", "mnist")),
+    Case("float in YAML 1.1", SNAKEMAKE, ("'base.learning_rate' = \"1e30\"", "allowed type number"),
+         text=lambda t: t.replace("  rounds: 6\n", "  rounds: 6\n  learning_rate: 1e30\n", 1)),
+    Case("missing required key", SNAKEMAKE, ("'experiments' is missing (required)",), drop("experiments")),
+    Case("cross-field rule", SNAKEMAKE, ("'cell_outer_radius_m' = 40.0", "allowed a number > cell_inner_radius_m"),
+         at("base.cell_outer_radius_m", 40.0)),
+    Case("model for the dataset", SNAKEMAKE, ("'model' = 'cifar_cnn'", "allowed mlp, cnn, auto"),
+         at("base.model", "cifar_cnn")),
+    # -- sweeps and methods -------------------------------------------------------------------------
+    Case("empty sweep", SNAKEMAKE,
+         ("'experiments.bandwidth.grid.total_bandwidth_mhz' = []", "allowed a list of at least 1 item"),
+         at("experiments.bandwidth.grid.total_bandwidth_mhz", [])),
+    Case("empty grid", SNAKEMAKE, ("'experiments.ablation.grid' = {}", "allowed a mapping with at least 1 key"),
+         at("experiments.ablation.grid", {})),
+    Case("no seeds", SNAKEMAKE, ("'seeds' = []", "allowed a list of at least 1 item"), at("seeds", [])),
+    Case("duplicate methods", SNAKEMAKE, ("'experiments.power.grid.method'", "allowed a list without repeated values"),
+         at("experiments.power.grid.method", ["digital", "spfl", "spfl"])),
+    Case("unknown method", SNAKEMAKE,
+         ("'experiments.power.grid.method[1]' = \"spfl_plus\"", "allowed one of", "\"spfl_noreuse\""),
+         at("experiments.power.grid.method", ["digital", "spfl_plus"])),
+    Case("seed set by hand", SNAKEMAKE, ("'base.seed' is not allowed", "use 'seeds' or a grid over seed"),
+         at("base.seed", 3)),
+    Case("setting both fixed and swept", SNAKEMAKE,
+         ("'experiments.power.set.max_power_dbm' is also swept", "set it in one place only"),
+         at("experiments.power.set", {"max_power_dbm": 20})),
+    Case("partition leaves a device without data", SNAKEMAKE,
+         ("'num_devices' = 150", "allowed num_devices * min_samples_per_device <= 1437"),
+         at("experiments.devices.grid.num_devices", [5, 150])),
+    # -- figures and the headline -------------------------------------------------------------------
+    Case("unknown figure", SNAKEMAKE, ("'figures.accuracy_vs_pwr' is unknown", "allowed keys are ablation"),
+         at("figures.accuracy_vs_pwr", {"experiment": "power"})),
+    Case("figure of an unknown experiment", SNAKEMAKE,
+         ("'figures.accuracy_vs_power.experiment' = 'powr'", "allowed one of bandwidth, power"),
+         at("figures.accuracy_vs_power.experiment", "powr")),
+    Case("figure's axis not swept", SNAKEMAKE,
+         ("'figures.accuracy_vs_power.experiment' = 'devices'", "an experiment whose grid sweeps 'max_power_dbm'"),
+         at("figures.accuracy_vs_power.experiment", "devices")),
+    Case("selected value not in the grid", SNAKEMAKE,
+         ("'figures.allocation.select.total_bandwidth_mhz' = 2.0",
+          "allowed values of experiments.bandwidth.grid.total_bandwidth_mhz"),
+         at("figures.allocation.select", {"total_bandwidth_mhz": [2]})),
+    Case("headline baselines not run", SNAKEMAKE,
+         ("'headline.baselines' = ['scheduling']", "none of them is run by experiments.bandwidth"),
+         at("headline.baselines", ["scheduling"])),
+    # -- files --------------------------------------------------------------------------------------
+    Case("config file missing", SNAKEMAKE, (CONFIG,), write=False),
+    Case("config file not YAML", SNAKEMAKE, (CONFIG, "not valid JSON or YAML"), text=lambda t: t + "oops: [1\n",
+         known="Snakemake's own message ('Config file is not valid JSON or YAML') does not name the file"),
+    Case("CIFAR-10 archive missing", SNAKEMAKE,
+         ("data/cifar-10-python.tar.gz not found", "place the standard archive", "download: true"), CIFAR),
+    Case("CIFAR-10 archive corrupt", SNAKEMAKE,
+         ("data/cifar-10-python.tar.gz failed its md5 check", "expected c58f30108f718f92721af3b95e74349a"), CIFAR,
+         files=(("data/cifar-10-python.tar.gz", GARBAGE),)),
+    # -- run specs (`spfl run`) ---------------------------------------------------------------------
+    Case("spec file missing", SPFL_RUN, (f"run spec file '{SPEC}' not found",), write=False),
+    Case("spec file not YAML", SPFL_RUN, (f"run spec file '{SPEC}' is not valid YAML/JSON",),
+         text=lambda t: t + "rounds: [1\n"),
+    Case("spec not a mapping", SPFL_RUN, (f"'{SPEC}' must hold a mapping of settings, not list",),
+         text=lambda t: "- 1\n- 2\n"),
+    Case("spec unknown key", SPFL_RUN, (f"{SPEC}: unknown run setting 'learning_rte'", "allowed keys are"),
+         at("learning_rte", 0.1)),
+    Case("spec choice", SPFL_RUN, ("'partition' = 'random'", "allowed one of iid, dirichlet, shards"),
+         at("partition", "random")),
+    Case("--set out of range", SPFL_RUN, ("'rounds' = 0", "allowed an integer >= 1"), args=("--set", "rounds=0")),
+    Case("--set without a value", SPFL_RUN, ("--set 'rounds' is invalid", "allowed KEY=VALUE"),
+         args=("--set", "rounds")),
+    Case("--methods twice the same", SPFL_RUN, ("--methods 'spfl,spfl' lists a method twice", "each method runs once"),
+         args=("--methods", "spfl,spfl")),
+    Case("--methods unknown", SPFL_RUN, ("method 'foo' is unknown", "allowed ideal, digital"),
+         args=("--methods", "spfl,foo")),
+    Case("spec partition leaves a device without data", SPFL_RUN,
+         ("'num_devices' = 200", "allowed num_devices * min_samples_per_device <= 1437"), at("num_devices", 200)),
+    Case("prepared dataset missing", SPFL_RUN, ("prepared dataset nope.pt not found", "prepare"),
+         at("data_file", "nope.pt")),
+    Case("prepared dataset corrupt", SPFL_RUN, ("prepared dataset digits.pt is corrupt", "prepare it again"),
+         at("data_file", "digits.pt"), files=(("digits.pt", GARBAGE),)),
+    Case("CIFAR-10 folder corrupt", SPFL_RUN,
+         ("data/cifar-10-batches-py/data_batch_1 failed its md5 check", "re-extract the archive"),
+         both(at("dataset", "cifar10"), at("data_dir", "data")),
+         files=tuple((f"data/cifar-10-batches-py/{name}", b"") for name in CIFAR_FILES)),
+]
+
+
+def test_the_table_is_large_and_its_names_unique():
+    assert len(CASES) >= 25 and len({case.name for case in CASES}) == len(CASES)
+
+
+def with_sentinels(workdir: Path) -> Path:
+    """results/ and figures/ as a finished run leaves them (a few files), all dated 2001-01-01."""
+    for name, content in (("results/tables/runs.csv", b"cell,method\n"), ("results/runs/0123456789ab/cell.json", b"{}"),
+                          ("results/data/digits.pt", b"not loaded"), ("figures/allocation.pdf", b"%PDF-1.4\n")):
+        (workdir / name).parent.mkdir(parents=True, exist_ok=True)
+        (workdir / name).write_bytes(content)
+    for folder in ("results", "figures"):
+        for path in [*(workdir / folder).rglob("*"), workdir / folder]:
+            os.utime(path, (OLD, OLD))
+    return workdir
+
+
+def prepare(case: Case, folder: Path, name: str, base: dict) -> None:
+    """Write the case's config or spec file (unless it is the missing one) and its extra files."""
+    for relative, content in case.files:
+        (folder / relative).parent.mkdir(parents=True, exist_ok=True)
+        (folder / relative).write_bytes(content)
+    if not case.write:
+        return
+    if case.change is not None:
+        case.change(base)
+    text = yaml.safe_dump(base, sort_keys=False)
+    (folder / name).write_text(case.text(text) if case.text else text)
+
+
+@pytest.fixture
+def restore_logging():
+    """`spfl run` configures the root logger for its run; give the test session's handlers back."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+def run_snakemake_case(case: Case, tmp_path: Path) -> str:
+    workdir = with_sentinels(copy_workflow(tmp_path / "wf"))
+    prepare(case, workdir, CONFIG, tiny_config())
+    before = {folder: tree(workdir / folder) for folder in ("results", "figures")}
+    result = snakemake(workdir, "--cores", "1", *case.args, "--configfile", CONFIG, timeout=120)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, f"accepted:\n{output[-3000:]}"
+    assert not JOB_START.search(output), f"a job started:\n{output[-3000:]}"
+    after = {folder: tree(workdir / folder) for folder in ("results", "figures")}
+    assert after == before, "results/ or figures/ changed"
+    return output
+
+
+def run_spfl_case(case: Case, tmp_path: Path, capsys, monkeypatch) -> str:
+    monkeypatch.chdir(tmp_path)
+    prepare(case, tmp_path, SPEC, copy.deepcopy(SPEC_BASE))
+    status = cli.main(["run", SPEC, "--out", "out", *case.args])
+    output = capsys.readouterr().err
+    assert status != 0, f"accepted:\n{output[-3000:]}"
+    assert not (tmp_path / "out").exists(), "the run wrote to --out"
+    return output
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.name.replace(" ", "-"), marks=[pytest.mark.xfail(
+    reason=c.known, strict=True)] if c.known else []) for c in CASES])
+def test_bad_input_stops_before_any_job_naming_the_key_and_what_is_allowed(case, tmp_path, capsys, monkeypatch,
+                                                                           restore_logging):
+    if case.entry == SNAKEMAKE:
+        output = run_snakemake_case(case, tmp_path)
+    else:
+        output = run_spfl_case(case, tmp_path, capsys, monkeypatch)
+    missing = [words for words in case.expected if words not in output]
+    assert not missing, f"the message lacks {missing}:\n{output[-3000:]}"
