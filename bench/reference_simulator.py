@@ -1,0 +1,110 @@
+"""An SP-FL round written the common way, as the yardstick for ``spfl``'s simulator (bench only).
+
+This is how most FL simulators are written: a deep-copied model and optimizer per device, a Python
+loop of ``zero_grad / forward / backward / step``, each device's update read back from its
+``state_dict``, per-device quantities computed key by key, and the global model formed by a weighted
+state-dict average.  It does the same work per round as ``spfl``'s ``Simulation.step`` for method
+``spfl`` on the same environment (data split, batch size, initial weights, cell): the importance
+terms of every device (||g||^2 and <|g|, c>), the same allocation solver (``spfl.allocation``), sign
+and modulus packets through Rayleigh fading, sign-only devices rebuilt with the received-mean
+compensatory modulus, lost signs dropped.  So a speed difference is how the round is written, not
+what it computes.  (It skips the per-round metrics row, which is cheap.)
+
+Never imported by ``spfl``; only ``bench_round.py`` uses it.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from spfl.allocation import AllocationProblem, allocate
+from spfl.channel import dbm_to_watt, failure_threshold
+
+
+class ReferenceSimulator:
+    """SP-FL rounds over an ``spfl.simulation.Environment``, one deep copy per device."""
+
+    def __init__(self, env, seed: int = 0):
+        spec = env.spec
+        self.env, self.spec = env, spec
+        self.global_model = copy.deepcopy(env.model.module)
+        torch.nn.utils.vector_to_parameters(env.initial_weights.clone(), self.global_model.parameters())
+        self.rng = np.random.default_rng(seed)
+        self.modulus: dict[str, torch.Tensor] | None = None  # last compensatory modulus, per key
+        d = env.num_params
+        self.sign_bits, self.modulus_bits = d, spec.modulus_bits * d
+        self.tau = self.sign_bits / (self.sign_bits + self.modulus_bits)
+        self.deadline = spec.deadline_ms / 1000.0
+        self.noise = dbm_to_watt(spec.noise_psd_dbm_hz)
+
+    def round(self) -> None:
+        spec, data = self.spec, self.env.dataset
+        lr = spec.learning_rate
+        global_state = copy.deepcopy(self.global_model.state_dict())
+        updates = []
+        for part in self.env.parts:
+            local = copy.deepcopy(self.global_model)
+            optimizer = torch.optim.SGD(local.parameters(), lr=lr)
+            pick = part[np.sort(self.rng.choice(len(part), size=min(spec.batch_size, len(part)), replace=False))]
+            index = torch.from_numpy(pick).to(data.train_x.device)
+            optimizer.zero_grad()
+            F.cross_entropy(local(data.train_x[index]), data.train_y[index]).backward()
+            optimizer.step()
+            local_state = local.state_dict()
+            updates.append({key: (global_state[key] - local_state[key]) / lr for key in global_state})
+        sign_ok, both_ok = self.transmit(updates)
+        self.aggregate(global_state, updates, sign_ok, both_ok)
+
+    def transmit(self, updates: list[dict[str, torch.Tensor]]) -> tuple[np.ndarray, np.ndarray]:
+        """Importance per device, the SP-FL allocation, and which packets survive the fading."""
+        spec, eta, smooth = self.spec, self.spec.learning_rate, self.spec.smoothness
+        squared = np.array([sum(float(v.double().pow(2).sum()) for v in u.values()) for u in updates])
+        if self.modulus is None:
+            inner, c_squared = np.zeros(len(updates)), 0.0
+        else:
+            inner = np.array([sum(float((u[key].abs().double() * self.modulus[key].double()).sum()) for key in u)
+                              for u in updates])
+            c_squared = sum(float(c.double().pow(2).sum()) for c in self.modulus.values())
+        problem = AllocationProblem(
+            alpha=self.env.alpha, gain=self.env.cell.gain,
+            u_sign=np.maximum(eta * inner - smooth * eta**2 / 2 * c_squared, 0.0),
+            u_modulus=max(eta - smooth * eta**2 / 2, 0.0) * squared,
+            total_bandwidth=spec.total_bandwidth_mhz * 1e6, max_power=dbm_to_watt(spec.max_power_dbm),
+            noise_psd=self.noise, deadline=self.deadline, sign_bits=self.sign_bits, modulus_bits=self.modulus_bits,
+            power_constraint=spec.power_constraint, per_model=spec.per_model, waterfall_m=spec.waterfall_m)
+        allocation = allocate(problem, policy="spfl")
+        fading = self.rng.exponential(size=(len(updates), 2))
+        gain = self.env.cell.gain
+        sign_ok = fading[:, 0] >= failure_threshold(allocation.bandwidth, allocation.power_sign, gain, self.sign_bits,
+                                                    self.tau * self.deadline, self.noise, spec.per_model,
+                                                    spec.waterfall_m)
+        modulus_ok = fading[:, 1] >= failure_threshold(allocation.bandwidth, allocation.power_modulus, gain,
+                                                       self.modulus_bits, (1 - self.tau) * self.deadline, self.noise,
+                                                       spec.per_model, spec.waterfall_m)
+        return sign_ok, sign_ok & modulus_ok
+
+    def aggregate(self, global_state, updates, sign_ok: np.ndarray, both_ok: np.ndarray) -> None:
+        """Received-mean compensatory modulus, sign reuse, weighted state-dict average, SGD step."""
+        alpha, lr = self.env.alpha, self.spec.learning_rate
+        if both_ok.any():
+            weights = alpha[both_ok] / alpha[both_ok].sum()
+            self.modulus = {key: sum(float(w) * updates[k][key].abs() for w, k in zip(weights, np.flatnonzero(both_ok)))
+                            for key in global_state}
+        usable = both_ok | (sign_ok if self.modulus is not None else np.zeros_like(sign_ok))
+        if not usable.any():
+            return
+        weights = alpha[usable] / alpha[usable].sum()
+        average = {}
+        for key in global_state:
+            total = torch.zeros_like(global_state[key])
+            for w, k in zip(weights, np.flatnonzero(usable)):
+                g = updates[k][key]
+                if not both_ok[k]:
+                    g = torch.where(g >= 0, 1.0, -1.0) * self.modulus[key]
+                total += float(w) * g
+            average[key] = global_state[key] - lr * total
+        self.global_model.load_state_dict(average)
