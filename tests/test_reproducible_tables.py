@@ -17,34 +17,18 @@ import csv
 import difflib
 import io
 import os
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-SNAKEMAKE = Path(sys.executable).with_name("snakemake")
-WORKFLOW_FILES = ("Snakefile", "workflow", "config")
-TINY_CONFIG = "config/test.yaml"
+from workflow_helpers import SNAKEMAKE, TINY_CONFIG, copy_workflow
+
 TABLES = Path("results/tables")
 TABLE_RULES = ("table", "headline_table", "runs_table")
 # Exit status of a run that `timeout` stopped: 124 (TERM), 137 or -9 (the KILL of `-k`, which hits the
 # whole process group, `timeout` itself included).
 TIMED_OUT = (124, 137, -9)
-
-
-def copy_workflow(dest: Path) -> Path:
-    """A private copy of the workflow, so results/ of the repository (and of other runs) stay untouched."""
-    dest.mkdir(parents=True, exist_ok=True)
-    for name in WORKFLOW_FILES:
-        source = ROOT / name
-        if source.is_dir():
-            shutil.copytree(source, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(source, dest / name)
-    return dest
 
 
 def run_tables(workdir: Path, *args: str, limit: int = 420, env: dict[str, str] | None = None
