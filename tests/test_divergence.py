@@ -20,7 +20,7 @@ import pytest
 from spfl import analysis, plots
 from spfl.experiments import load_plan
 from test_analysis import config as synthetic_config
-from test_analysis import write_cell
+from test_analysis import records, table, write_cell
 from workflow_helpers import copy_workflow, snakemake, write_config
 
 DIVERGED_AT = 4  # round of the synthetic divergence: between the evaluations at rounds 3 and 6
@@ -58,14 +58,6 @@ def plan(tmp_path_factory):
             make_diverged(root / run.record()["dir"] / run.method)
     plan.root = root
     return plan
-
-
-def records(plan, runs):
-    return [{**r.record(), "dir": str(plan.root / r.record()["dir"])} for r in runs]
-
-
-def table(plan, figure):
-    return analysis.build_table(figure, records(plan, plan.figure_runs(figure)), plan.figures[figure])
 
 
 def level(method: str, seed: int, bandwidth: float) -> float:
