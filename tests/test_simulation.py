@@ -53,11 +53,11 @@ def test_with_every_packet_received_methods_equal_ideal(method):
 def test_environment_is_a_function_of_the_seed():
     a, b = build_environment(make_spec(SMALL)), build_environment(make_spec(SMALL, method="digital"))
     assert all(np.array_equal(x, y) for x, y in zip(a.parts, b.parts))
-    assert np.array_equal(a.cell.gain, b.cell.gain)
+    assert np.array_equal(a.geometry.gain, b.geometry.gain)
     assert torch.equal(a.initial_weights, b.initial_weights)
     c = build_environment(make_spec(SMALL, seed=1))
     assert not torch.equal(a.initial_weights, c.initial_weights)
-    assert not np.array_equal(a.cell.gain, c.cell.gain)
+    assert not np.array_equal(a.geometry.gain, c.geometry.gain)
 
 
 def test_methods_share_batches_and_fading():

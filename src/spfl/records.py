@@ -41,7 +41,7 @@ METRIC_COLUMNS = (
     "update_norm",            # ||g_hat|| of the applied update (0 when nothing arrived)
 )
 ALLOCATION_COLUMNS = (
-    "round", "device", "bandwidth_hz", "power_sign_w", "power_modulus_w",
+    "round", "device", "bandwidth_hz", "power_sign_w", "power_modulus_w", "slot_share",
     "q_sign", "q_modulus", "u_sign", "u_modulus",
 )
 TRACE_COLUMNS = ("round", "iteration", "objective")  # allocation objective Phi per AO iteration

@@ -1,7 +1,7 @@
 """Run specifications: every setting of one simulation, its defaults, checks and identity.
 
 A run spec is a flat mapping of named settings.  ``SETTINGS`` is the single source of truth:
-defaults, allowed values and ranges, units and provenance ([paper] or [recon], see SPEC.md).
+defaults, allowed values and ranges, units and provenance ([paper] or [recon], see docs/model.md).
 The CLI, the Snakemake schema (``spfl schema``) and ``config/README.md`` all derive from it.
 """
 
@@ -47,6 +47,8 @@ class Setting:
     minimum: float | None = None
     maximum: float | None = None
     exclusive_minimum: bool = False
+    exclusive_maximum: bool = False
+    named: tuple[str, ...] = ()  # words allowed besides the numbers of a numeric setting
     nullable: bool = False
     science: bool = True  # part of the run's identity (hash); False for paths and devices
 
@@ -55,16 +57,22 @@ class Setting:
             return "one of " + ", ".join(map(str, self.choices))
         lo = "" if self.minimum is None else (f"> {self.minimum}" if self.exclusive_minimum
                                                else f">= {self.minimum}")
-        hi = "" if self.maximum is None else f"<= {self.maximum}"
+        hi = "" if self.maximum is None else (f"< {self.maximum}" if self.exclusive_maximum
+                                               else f"<= {self.maximum}")
         kind = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}[self.kind]
         bounds = " and ".join(b for b in (lo, hi) if b)
-        return kind + (f" {bounds}" if bounds else "") + (" or null" if self.nullable else "")
+        words = "one of " + ", ".join(self.named) + " or " if self.named else ""
+        return words + kind + (f" {bounds}" if bounds else "") + (" or null" if self.nullable else "")
 
     def check(self, value: Any) -> Any:
         """Return the value coerced to the setting's type, or raise SpecError."""
         if value is None and self.nullable:
             return None
         bad = SpecError(f"run setting '{self.name}' = {value!r} is invalid: allowed {self.allowed()}")
+        if self.named and isinstance(value, str):
+            if value not in self.named:
+                raise bad
+            return value
         if self.kind is bool:
             if not isinstance(value, bool):
                 raise bad
@@ -83,7 +91,8 @@ class Setting:
         if self.minimum is not None and (value < self.minimum or (self.exclusive_minimum
                                                                   and value == self.minimum)):
             raise bad
-        if self.maximum is not None and value > self.maximum:
+        if self.maximum is not None and (value > self.maximum or (self.exclusive_maximum
+                                                                  and value == self.maximum)):
             raise bad
         return value
 
@@ -123,12 +132,14 @@ SETTINGS: tuple[Setting, ...] = (
     _s("seed", int, 0, "Seed of every random draw (partition, init, batches, positions, fading).",
        minimum=0, origin="run"),
     # method
-    _s("method", str, "spfl", "Method (SPEC section 7).", choices=METHODS, origin="paper"),
+    _s("method", str, "spfl", "Method (a transmission scheme, allocation policy and aggregation rule; "
+       "docs/model.md).", choices=METHODS, origin="paper"),
     _s("compensation", str, "received_mean", "Compensatory modulus for sign-only devices.",
        choices=("received_mean", "previous_update", "scalar")),
-    _s("normalize", str, "received", "Aggregate divided by the weight of received devices or of all.",
-       choices=("received", "all")),
-    _s("smoothness", float, 10.0, "Smoothness constant L in the one-step objective.", minimum=0.0),
+    _s("normalize", str, "received", "Aggregate divided by the weight of received devices or of all; "
+       "the allocation objective is the expectation under the same rule.", choices=("received", "all")),
+    _s("smoothness", float, 10.0, "Smoothness constant L in the one-step objective (learning_rate * L < 2).",
+       minimum=0.0),
     _s("signsgd_aggregation", str, "mean", "signsgd: alpha-weighted mean of scaled signs or majority vote.",
        choices=("mean", "majority")),
     _s("modulus_bits", int, 31, "Bits per modulus entry b: 31 float32 magnitudes, 15 float16, "
@@ -141,8 +152,12 @@ SETTINGS: tuple[Setting, ...] = (
        maximum=0.0),
     _s("deadline_ms", float, 100.0, "Round upload deadline T (ms); calibrate per experiment.", minimum=0.0,
        exclusive_minimum=True),
-    _s("slot_share", float, None, "Sign slot share tau of T; null = D_s / (D_s + D_m).", minimum=0.0,
-       maximum=1.0, exclusive_minimum=True, nullable=True),
+    _s("slot_share", float, "proportional", "Sign packet's share tau of the deadline (and of the band, "
+       "as sub-bands): proportional = D_s / (D_s + D_m), optimized = per device by SP-FL's allocation, "
+       "or a fixed number.", minimum=0.0, maximum=1.0, exclusive_minimum=True, exclusive_maximum=True,
+       named=("proportional", "optimized")),
+    _s("fading", str, "block", "Rayleigh fading: block = one draw per device and round for both packets, "
+       "per_packet = an independent draw per packet.", choices=("block", "per_packet")),
     _s("cell_inner_radius_m", float, 50.0, "Inner radius of the device annulus (m).", minimum=1.0),
     _s("cell_outer_radius_m", float, 500.0, "Outer radius of the device annulus (m).", minimum=1.0),
     _s("per_model", str, "outage", "Packet error model: Shannon-rate outage or waterfall.",
@@ -192,7 +207,8 @@ class RunSpec:
     max_power_dbm: float = 23.0
     noise_psd_dbm_hz: float = -174.0
     deadline_ms: float = 100.0
-    slot_share: float | None = None
+    slot_share: float | str = "proportional"
+    fading: str = "block"
     cell_inner_radius_m: float = 50.0
     cell_outer_radius_m: float = 500.0
     per_model: str = "outage"
@@ -245,6 +261,11 @@ def make_spec(values: Mapping[str, Any] | None = None, **overrides: Any) -> RunS
             f"run setting 'num_devices' = {spec.num_devices} is invalid with min_samples_per_device = "
             f"{spec.min_samples_per_device}: allowed num_devices * min_samples_per_device <= {train_size} "
             f"(the {spec.dataset} training set), or a device would be left without data")
+    if spec.learning_rate * spec.smoothness >= 2.0:
+        raise SpecError(
+            f"run settings 'learning_rate' = {spec.learning_rate} and 'smoothness' = {spec.smoothness} are "
+            "invalid together: allowed learning_rate * smoothness < 2 (otherwise a full gradient's one-step "
+            "worth U_m = (eta - L eta^2 / 2) ||g||^2 is <= 0 and the allocation objective is zero everywhere)")
     if spec.dataset == "digits" and spec.model == "cifar_cnn":
         raise SpecError("run setting 'model' = 'cifar_cnn' is invalid for dataset 'digits': allowed mlp, cnn, auto")
     return spec
@@ -300,13 +321,17 @@ def json_schema() -> dict[str, Any]:
     props: dict[str, Any] = {}
     for s in SETTINGS:
         prop: dict[str, Any] = {"description": f"[{s.origin}] {s.help}"}
-        prop["type"] = [types[s.kind], "null"] if s.nullable else types[s.kind]
+        value: dict[str, Any] = {"type": [types[s.kind], "null"] if s.nullable else types[s.kind]}
         if s.choices is not None:
-            prop["enum"] = list(s.choices) + ([None] if s.nullable else [])
+            value["enum"] = list(s.choices) + ([None] if s.nullable else [])
         if s.minimum is not None:
-            prop["exclusiveMinimum" if s.exclusive_minimum else "minimum"] = s.minimum
+            value["exclusiveMinimum" if s.exclusive_minimum else "minimum"] = s.minimum
         if s.maximum is not None:
-            prop["maximum"] = s.maximum
+            value["exclusiveMaximum" if s.exclusive_maximum else "maximum"] = s.maximum
+        if s.named:
+            prop["anyOf"] = [{"type": "string", "enum": list(s.named)}, value]
+        else:
+            prop.update(value)
         prop["default"] = s.default
         props[s.name] = prop
     return {
