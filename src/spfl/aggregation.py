@@ -105,14 +105,25 @@ class Aggregator:
     # -- the round ---------------------------------------------------------------------------------
     def aggregate(self, uploads: torch.Tensor, delivery: Delivery) -> torch.Tensor | None:
         """g_hat for this round, or None when nothing usable arrived (the model stays put)."""
-        if self.rule == "signs":
-            update = self._signs(uploads, delivery.sign_ok)
+        if self.rule == "signs" and self.signsgd_aggregation == "majority":
+            update = self._majority(uploads, delivery.sign_ok)
         else:
-            rows, include = self._rows(uploads, delivery)
-            update = self._weighted(rows, include)
+            weights, rows = self.contributions(uploads, delivery)
+            update = None if weights is None else torch.as_tensor(weights, dtype=rows.dtype,
+                                                                  device=rows.device) @ rows
         if update is not None:
             self.previous_update = update
         return update
+
+    def contributions(self, uploads: torch.Tensor, delivery: Delivery) -> tuple[np.ndarray | None, torch.Tensor]:
+        """(w, X): the aggregate is w @ X, one row X_k per device (what the PS uses of device k) and its
+        weight w_k (0 for devices left out); w is None when nothing usable arrived.  The weighted
+        majority vote of signSGD is the one rule that is not of this form.  Advances the rule's state
+        (the stale gradients) exactly as :meth:`aggregate` does."""
+        if self.rule == "signs":
+            return self._weights(delivery.sign_ok), signs(uploads) * uploads.abs().mean(dim=1, keepdim=True)
+        rows, include = self._rows(uploads, delivery)
+        return self._weights(include), rows
 
     def _decoded(self, uploads: torch.Tensor) -> torch.Tensor:
         """Full gradients as the PS decodes them (bit-exact for 31-bit moduli)."""
@@ -164,22 +175,13 @@ class Aggregator:
         total = masked.sum() if self.normalize == "received" else self.alpha.sum()
         return masked / total
 
-    def _weighted(self, rows: torch.Tensor, include: np.ndarray) -> torch.Tensor | None:
-        weights = self._weights(include)
-        if weights is None:
-            return None
-        return torch.as_tensor(weights, dtype=rows.dtype, device=rows.device) @ rows
-
-    def _signs(self, uploads: torch.Tensor, arrived: np.ndarray) -> torch.Tensor | None:
+    def _majority(self, uploads: torch.Tensor, arrived: np.ndarray) -> torch.Tensor | None:
+        """signSGD's weighted majority vote, scaled by the weighted mean of the devices' scales."""
         weights = self._weights(arrived)
         if weights is None:
             return None
         w = torch.as_tensor(weights, dtype=uploads.dtype, device=uploads.device)
-        scale = uploads.abs().mean(dim=1)
-        s = signs(uploads)
-        if self.signsgd_aggregation == "mean":
-            return w @ (s * scale.unsqueeze(1))
-        return signs(w @ s) * (w @ scale)
+        return signs(w @ signs(uploads)) * (w @ uploads.abs().mean(dim=1))
 
     # -- checkpointing -----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -7,7 +7,8 @@ where the device changes mode (silent, sign only, both packets), so no local met
 devices to serve.  A max-plus knapsack over the grid b = j / J (J about 80, a multiple of K, so the
 uniform split is on it) finds the exact grid optimum; two zooms then re-solve the same knapsack over
 offsets of +-1 grid step in eighths around it, so the result is within 1 / (64 J) of the continuous
-optimum in every share.
+optimum in every share.  When the sign share is optimized, the grid search tries a coarse set of
+shares and the zooms the fine one.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ def best_bandwidth(problem: AllocationProblem, coef_sign, coef_both, fixed_power
     units = grid_units(num)
     levels = np.arange(units + 1) / units
     table = best_split(problem, np.broadcast_to(levels[:, None], (units + 1, num)) * problem.total_bandwidth,
-                       coef_sign, coef_both, fixed_power)
+                       coef_sign, coef_both, fixed_power, coarse=True)
     chosen = knapsack(table.value.T, units)
     share = chosen / units
     step = 1.0 / units

@@ -12,7 +12,7 @@ e^{-A/x - M/(1-x)}).  x = 1 sends the sign only; under block fading x0 = A / (A 
 packets equally reliable (the kink of f, where SP-FL behaves like one digital packet).  f is not
 concave and a, b may be negative (received normalization), so the maximum over x in (0, 1] is found
 globally on a grid in logit(x) with the kink and x = 1 as extra candidates, then refined by zooming
-the grid around the best point (6 levels: resolution 2.5e-4 in logit(x)).  A device whose best
+the grid around the best point (6 levels: resolution 4e-4 in logit(x)).  A device whose best
 term is negative stays silent.  With ``slot_share`` optimized the same search runs for every tau of
 a grid that contains the proportional share and tau = 1 (sign only over the whole deadline).
 """
@@ -26,10 +26,14 @@ import numpy as np
 from spfl.allocation.problem import AllocationProblem
 from spfl.channel import failure_threshold
 
-_COARSE = np.linspace(-14.0, 14.0, 29)   # logit(x) grid
+_COARSE = np.linspace(-14.0, 14.0, 17)   # logit(x) grid
 _ZOOM_POINTS = 9
 _ZOOM_LEVELS = 6
-_TAU_LOGITS = np.linspace(-6.0, 6.0, 7)  # sign shares tried when tau is optimized (plus the proportional and 1)
+_DEAD = 700.0  # a sign threshold above this at full power: nothing ever arrives (e^-700 ~ 1e-304)
+# Sign shares tried when tau is optimized, besides the proportional share and 1 (sign only): a fine grid
+# for the final decisions and a coarse one for the bandwidth grid search.
+_TAU_LOGITS = np.linspace(-6.0, 6.0, 9)
+_COARSE_TAU_LOGITS = np.array([-3.0, 0.0, 3.0])
 
 
 @dataclass(frozen=True)
@@ -42,21 +46,22 @@ class Split:
     slot_share: np.ndarray
 
 
-def share_candidates(problem: AllocationProblem) -> np.ndarray:
-    """The sign shares tau the packet level may choose."""
+def share_candidates(problem: AllocationProblem, coarse: bool = False) -> np.ndarray:
+    """The sign shares tau the packet level may choose (``coarse``: fewer, for the bandwidth grid)."""
     if problem.slot_share is not None:
         return np.array([problem.slot_share])
-    grid = 1.0 / (1.0 + np.exp(-_TAU_LOGITS))
+    grid = _sigmoid(_COARSE_TAU_LOGITS if coarse else _TAU_LOGITS)
     return np.unique(np.concatenate([grid, [problem.proportional_share, 1.0]]))
 
 
 def best_split(problem: AllocationProblem, bandwidth: np.ndarray, coef_sign: np.ndarray, coef_both: np.ndarray,
-               fixed_power: bool = False) -> Split:
+               fixed_power: bool = False, coarse: bool = False) -> Split:
     """The best split of every device (last axis of ``bandwidth``) at the given bandwidths.
 
-    ``fixed_power``: keep equal packet powers on the tight constraint (the bandwidth-only ablation)."""
+    ``fixed_power``: keep equal packet powers on the tight constraint (the bandwidth-only ablation);
+    ``coarse``: try the coarse set of sign shares (when tau is optimized)."""
     bandwidth = np.asarray(bandwidth, dtype=float)
-    taus = share_candidates(problem)
+    taus = share_candidates(problem, coarse)
     best = None
     for tau in taus:
         candidate = _split_at_share(problem, bandwidth, coef_sign, coef_both, float(tau), fixed_power)
@@ -100,24 +105,32 @@ def _split_at_share(problem, bandwidth, coef_sign, coef_both, tau, fixed_power) 
 
 
 def _term(problem, x, A, M, a, b):
-    """f(x) = a pi_sign + b pi_both at the sign's power share x (x = 1: no modulus packet)."""
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+    """f(x) = a pi_sign + b pi_both at the sign's power share x in (0, 1) (thresholds A, M > 0)."""
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
         t_s = A / x
-        t_m = np.where(x >= 1.0, np.inf, M / (1.0 - x))
+        t_m = M / (1.0 - x)
         joint = np.maximum(t_s, t_m) if problem.fading == "block" else t_s + t_m
-        pi_s, pi_b = np.exp(-t_s), np.exp(-joint)
-        # 0 * (-inf) cannot occur: exp(-inf) = 0 and the coefficients are finite.
-        return np.nan_to_num(a * pi_s + b * pi_b, nan=-np.inf)
+        return a * np.exp(-t_s) + b * np.exp(-joint)
 
 
 def _search(problem, A, M, a, b):
     """Global maximum of f over x in (0, 1] per entry: grid in logit(x), extra candidates, zoom."""
     shape = A.shape
-    A1, M1, a1, b1 = (np.asarray(v, dtype=float).reshape(-1, 1) for v in (A, M, a, b))
-    ones = np.ones((A1.shape[0], 1))
-    sign_only = _term(problem, ones, A1, M1, a1, b1)[:, 0]
-    if not problem.two_packets:
-        return np.ones(shape), sign_only.reshape(shape)
+    A, M, a, b = (np.broadcast_to(np.asarray(v, dtype=float), shape).ravel() for v in (A, M, a, b))
+    with np.errstate(over="ignore", under="ignore"):
+        sign_only = a * np.exp(-A)  # x = 1: all power to the sign, no modulus packet
+    x = np.ones(A.shape)
+    best = sign_only.copy()
+    # Entries whose sign cannot arrive even at full power are worth 0 whatever x: skip them.
+    live = np.flatnonzero((A < _DEAD) & np.isfinite(M)) if problem.two_packets else np.array([], dtype=int)
+    if live.size:
+        x[live], best[live] = _interior(problem, A[live], M[live], a[live], b[live], sign_only[live])
+    return x.reshape(shape), best.reshape(shape)
+
+
+def _interior(problem, A, M, a, b, sign_only):
+    """The best x in (0, 1] of entries that can send both packets."""
+    A1, M1, a1, b1 = (v[:, None] for v in (A, M, a, b))
     logits = np.broadcast_to(_COARSE, (A1.shape[0], _COARSE.size))
     values = _term(problem, _sigmoid(logits), A1, M1, a1, b1)
     pick = np.argmax(values, axis=1)
@@ -135,14 +148,13 @@ def _search(problem, A, M, a, b):
         step = step * 2.0 / (_ZOOM_POINTS - 1)
     x = _sigmoid(center)
     # The kink of block fading (both packets equally reliable) and sign only are exact candidates.
-    with np.errstate(divide="ignore", invalid="ignore"):
-        kink = np.where(np.isfinite(M1[:, 0]) & (A1[:, 0] + M1[:, 0] > 0), A1[:, 0] / (A1[:, 0] + M1[:, 0]), 0.5)
-    kink_value = _term(problem, kink[:, None], A1, M1, a1, b1)[:, 0]
+    kink = A / (A + M)
+    kink_value = _term(problem, kink, A, M, a, b)
     for candidate, value in ((kink, kink_value), (np.ones_like(x), sign_only)):
         take = value > best_value
         x = np.where(take, candidate, x)
         best_value = np.maximum(best_value, value)
-    return x.reshape(shape), best_value.reshape(shape)
+    return x, best_value
 
 
 def _sigmoid(z):
