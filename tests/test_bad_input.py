@@ -16,6 +16,7 @@ day it is fixed the test says so.
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import os
 import re
@@ -28,6 +29,7 @@ import pytest
 import yaml
 
 from spfl import cli
+from spfl.spec import make_spec
 from workflow_helpers import copy_workflow, snakemake, tiny_config, tree
 
 SNAKEMAKE = "snakemake"
@@ -82,6 +84,7 @@ class Case:
     files: tuple[tuple[str, bytes], ...] = ()  # files created first (dataset archives, prepared data)
     args: tuple[str, ...] = ()  # extra command-line arguments
     known: str | None = None  # a known gap: expected to fail (strict xfail), says why
+    spec: str = SPEC  # the run spec's file name (its suffix picks YAML or JSON)
 
 
 CIFAR = at("base.dataset", "cifar10")
@@ -177,11 +180,160 @@ CASES = [
          ("data/cifar-10-batches-py/data_batch_1 failed its md5 check", "re-extract the archive"),
          both(at("dataset", "cifar10"), at("data_dir", "data")),
          files=tuple((f"data/cifar-10-batches-py/{name}", b"") for name in CIFAR_FILES)),
+    # -- the spec file itself: empty, repeated keys, syntax (with its line), not text, not a file -------
+    Case("spec empty", SPFL_RUN, (f"run spec file '{SPEC}' is empty", "allowed a mapping of run settings"),
+         text=lambda t: ""),
+    Case("spec only comments", SPFL_RUN, (f"run spec file '{SPEC}' is empty",), text=lambda t: "# to do\n"),
+    Case("spec repeated key", SPFL_RUN,
+         (f"run spec file '{SPEC}' line 6 repeats key 'rounds' (first at line 4)", "allowed each key once"),
+         text=lambda t: t + "rounds: 5\n"),
+    Case("spec repeated key in JSON", SPFL_RUN,
+         (f"run spec file '{SPEC}' line 3 repeats key 'rounds' (first at line 1)",),
+         text=lambda t: '{"rounds": 2,\n "seed": 1,\n "rounds": 3}\n'),
+    Case("spec repeated nested key", SPFL_RUN, ("line 2 repeats key 'a' (first at line 1)",),
+         text=lambda t: "seed: {a: 1,\n  a: 2}\n"),
+    Case("spec syntax error names the line", SPFL_RUN,
+         (f"run spec file '{SPEC}' is not valid YAML/JSON: line 7, column 1",), text=lambda t: t + "seed: [1\n"),
+    Case("spec tab indentation", SPFL_RUN, ("is not valid YAML/JSON: line 7, column 1", "'\\t'"),
+         text=lambda t: t + "seed:\n\t1\n"),
+    Case("spec JSON syntax error", SPFL_RUN, ("run spec file 'spec.json' is not valid JSON: line 2, column 10",),
+         text=lambda t: '{"rounds": 2,\n "seed": }\n', spec="spec.json"),
+    Case("spec JSON repeated key", SPFL_RUN,
+         ("run spec file 'spec.json' line 2 repeats key 'seed' (first at line 1)", "allowed each key once"),
+         text=lambda t: '{"seed": 2,\n "seed": 3}\n', spec="spec.json"),
+    Case("spec JSON trailing comma", SPFL_RUN, ("'spec.json' is not valid JSON: line 1",),
+         text=lambda t: '{"seed": 2,}\n', spec="spec.json"),
+    Case("spec is a folder", SPFL_RUN, (f"run spec file '{SPEC}' is a folder", "allowed a YAML or JSON file"),
+         write=False, files=((f"{SPEC}/settings.yaml", b"rounds: 2\n"),)),
+    Case("spec is binary", SPFL_RUN, (f"run spec file '{SPEC}' is not a text file", "not UTF-8"), write=False,
+         files=((SPEC, GARBAGE),)),
+    Case("spec holds a NUL", SPFL_RUN, (f"run spec file '{SPEC}' is not a text file (character #x0000",),
+         write=False, files=((SPEC, b"rounds: 2\x00\n"),)),
+    Case("spec a scalar", SPFL_RUN, (f"'{SPEC}' must hold a mapping of settings, not int",), text=lambda t: "5\n"),
+    Case("spec a JSON list", SPFL_RUN, (f"'{SPEC}' must hold a mapping of settings, not list",),
+         text=lambda t: "[1, 2]\n"),
+    Case("spec a Python object tag", SPFL_RUN, ("is not valid YAML/JSON", "could not determine a constructor"),
+         text=lambda t: t + "seed: !!python/object/apply:os.system ['true']\n"),
+    Case("spec key not a string", SPFL_RUN, (f"{SPEC}: unknown run setting '1'",), text=lambda t: t + "1: 2\n"),
+    Case("spec unknown key in JSON", SPFL_RUN, (f"{SPEC}: unknown run setting 'bandwith_mhz'",),
+         text=lambda t: '{"rounds": 2, "bandwith_mhz": 1}\n'),
+    Case("spec mistyped key suggests the right one", SPFL_RUN,
+         ("unknown run setting 'total_bandwith_mhz' (did you mean 'total_bandwidth_mhz'?)",),
+         at("total_bandwith_mhz", 2.0)),
+    # -- each setting's type and range (the spec file is named, the value shown, what is allowed said) ---
+    Case("null for a number", SPFL_RUN, (f"{SPEC}: run setting 'rounds' = None", "allowed an integer >= 1"),
+         at("rounds", None)),
+    Case("boolean for an integer", SPFL_RUN, ("'num_devices' = True", "allowed an integer >= 1"),
+         at("num_devices", True)),
+    Case("fraction for an integer", SPFL_RUN, ("'batch_size' = 2.5", "allowed an integer >= 1"),
+         at("batch_size", 2.5)),
+    Case("quoted number", SPFL_RUN, ("'learning_rate' = '0.1'", "allowed a number > 0.0"),
+         at("learning_rate", "0.1")),
+    Case("NaN", SPFL_RUN, ("'smoothness' = nan", "allowed a number >= 0.0"), text=lambda t: t + "smoothness: .nan\n"),
+    Case("infinity", SPFL_RUN, ("'deadline_ms' = inf", "allowed a number > 0.0"), at("deadline_ms", float("inf"))),
+    Case("a date", SPFL_RUN, ("'seed' = datetime.date(2001, 1, 1)", "allowed an integer >= 0"),
+         text=lambda t: t + "seed: 2001-01-01\n"),
+    Case("negative bandwidth", SPFL_RUN, ("'total_bandwidth_mhz' = -1", "allowed a number > 0.0"),
+         at("total_bandwidth_mhz", -1)),
+    Case("zero learning rate", SPFL_RUN, ("'learning_rate' = 0", "allowed a number > 0.0"), at("learning_rate", 0)),
+    Case("slot share zero", SPFL_RUN, ("'slot_share' = 0", "allowed a number > 0.0 and <= 1.0 or null"),
+         at("slot_share", 0)),
+    Case("slot share above one", SPFL_RUN, ("'slot_share' = 1.5", "<= 1.0 or null"), at("slot_share", 1.5)),
+    Case("modulus bits zero", SPFL_RUN, ("'modulus_bits' = 0", "allowed an integer >= 1 and <= 31"),
+         at("modulus_bits", 0)),
+    Case("modulus bits 32", SPFL_RUN, ("'modulus_bits' = 32", "<= 31"), at("modulus_bits", 32)),
+    Case("momentum one", SPFL_RUN, ("'server_momentum' = 1.0", "<= 0.999"), at("server_momentum", 1.0)),
+    Case("power above 60 dBm", SPFL_RUN, ("'max_power_dbm' = 61", "<= 60.0"), at("max_power_dbm", 61)),
+    Case("noise density positive", SPFL_RUN, ("'noise_psd_dbm_hz' = 1", "<= 0.0"), at("noise_psd_dbm_hz", 1)),
+    Case("method in capitals", SPFL_RUN, ("'method' = 'SPFL'", "allowed one of ideal, digital"),
+         at("method", "SPFL")),
+    Case("packet error model", SPFL_RUN, ("'per_model' = 'rayleigh'", "allowed one of outage, waterfall"),
+         at("per_model", "rayleigh")),
+    Case("power constraint", SPFL_RUN, ("'power_constraint' = 'peak'", "allowed one of energy, sum"),
+         at("power_constraint", "peak")),
+    Case("compensation", SPFL_RUN, ("'compensation' = 'zero'", "allowed one of received_mean"),
+         at("compensation", "zero")),
+    Case("normalization", SPFL_RUN, ("'normalize' = 'none'", "allowed one of received, all"),
+         at("normalize", "none")),
+    Case("signSGD aggregation", SPFL_RUN, ("'signsgd_aggregation' = 'vote'", "allowed one of mean, majority"),
+         at("signsgd_aggregation", "vote")),
+    Case("precision", SPFL_RUN, ("'precision' = 'float16'", "allowed one of float32, bfloat16"),
+         at("precision", "float16")),
+    Case("torch device", SPFL_RUN, ("'device' = 'tpu'", "allowed one of cpu, cuda, auto"), at("device", "tpu")),
+    Case("negative checkpoint interval", SPFL_RUN, ("'checkpoint_every' = -1", "allowed an integer >= 0"),
+         at("checkpoint_every", -1)),
+    Case("evaluation interval zero", SPFL_RUN, ("'eval_every' = 0", "allowed an integer >= 1"), at("eval_every", 0)),
+    Case("local steps zero", SPFL_RUN, ("'local_steps' = 0", "allowed an integer >= 1"), at("local_steps", 0)),
+    Case("Dirichlet beta zero", SPFL_RUN, ("'dirichlet_beta' = 0", "allowed a number > 0.0"),
+         at("dirichlet_beta", 0)),
+    Case("minimum samples zero", SPFL_RUN, ("'min_samples_per_device' = 0", "allowed an integer >= 1"),
+         at("min_samples_per_device", 0)),
+    Case("shards zero", SPFL_RUN, ("'shards_per_device' = 0", "allowed an integer >= 1"),
+         at("shards_per_device", 0)),
+    Case("inner radius below 1 m", SPFL_RUN, ("'cell_inner_radius_m' = 0.5", "allowed a number >= 1.0"),
+         at("cell_inner_radius_m", 0.5)),
+    Case("outer radius inside the inner", SPFL_RUN,
+         ("'cell_outer_radius_m' = 30.0", "allowed a number > cell_inner_radius_m"), at("cell_outer_radius_m", 30)),
+    Case("too many devices", SPFL_RUN, ("'num_devices' = 10001", "<= 10000"), at("num_devices", 10001)),
+    Case("fractional seed", SPFL_RUN, ("'seed' = 1.5", "allowed an integer >= 0"), at("seed", 1.5)),
+    Case("download as a word", SPFL_RUN, ("'download' = 'yes'", "allowed true or false"), at("download", "yes")),
+    Case("data file a number", SPFL_RUN, ("'data_file' = 5", "allowed a string"), at("data_file", 5)),
+    Case("spec dataset", SPFL_RUN, ("'dataset' = 'mnist'", "allowed one of digits, cifar10"),
+         at("dataset", "mnist")),
+    Case("spec model", SPFL_RUN, ("'model' = 'resnet'", "allowed one of auto, mlp, cnn, cifar_cnn"),
+         at("model", "resnet")),
+    Case("threads zero", SPFL_RUN, ("'threads' = 0", "allowed an integer >= 1"), at("threads", 0)),
+    Case("threads as a word", SPFL_RUN, ("'threads' = 'auto'", "allowed an integer >= 1"), at("threads", "auto")),
+    # -- the command line: --set, --methods, --out, --log, --threads ------------------------------------
+    Case("--set unknown key blames the --set", SPFL_RUN, ("--set 'foo=1': unknown run setting 'foo'",),
+         args=("--set", "foo=1")),
+    Case("--set mistyped key suggests the right one", SPFL_RUN,
+         ("--set 'learning_rte=0.1': unknown run setting 'learning_rte' (did you mean 'learning_rate'?)",),
+         args=("--set", "learning_rte=0.1")),
+    Case("--set value not YAML", SPFL_RUN,
+         ("--set 'rounds=[1,': the value is not valid YAML/JSON: line 1, column 4",), args=("--set", "rounds=[1,")),
+    Case("--set wrong type", SPFL_RUN, ("--set 'rounds=ten': run setting 'rounds' = 'ten'", "allowed an integer"),
+         args=("--set", "rounds=ten")),
+    Case("--set empty key", SPFL_RUN, ("--set '=3': unknown run setting ''",), args=("--set", "=3")),
+    Case("--set nullable with a word", SPFL_RUN, ("--set 'slot_share=half'", "or null"),
+         args=("--set", "slot_share=half")),
+    Case("--set the same key twice", SPFL_RUN, ("--set 'rounds=4' sets 'rounds' a second time",),
+         args=("--set", "rounds=3", "--set", "rounds=4")),
+    Case("--set breaks a rule with the file", SPFL_RUN,
+         (f"{SPEC} with min_samples_per_device=500: run setting 'num_devices' = 5 is invalid",),
+         args=("--set", "min_samples_per_device=500")),
+    Case("--set model for the dataset", SPFL_RUN, (f"{SPEC} with model='cifar_cnn'", "for dataset 'digits'"),
+         args=("--set", "model=cifar_cnn")),
+    Case("--methods only a comma", SPFL_RUN,
+         ("--methods ',' has an empty method name", "allowed a comma-separated list of ideal"),
+         args=("--methods", ",")),
+    Case("--methods trailing comma", SPFL_RUN, ("--methods 'spfl,' has an empty method name",),
+         args=("--methods", "spfl,")),
+    Case("--methods empty", SPFL_RUN, ("--methods '' has an empty method name",), args=("--methods", "")),
+    Case("--methods a mistyped name", SPFL_RUN, ("method 'sp-fl' is unknown", "allowed ideal, digital"),
+         args=("--methods", "sp-fl")),
+    Case("--threads zero", SPFL_RUN, ("argument --threads: '0' is invalid: allowed an integer >= 1",),
+         args=("--threads", "0")),
+    Case("--threads a word", SPFL_RUN, ("argument --threads: 'many' is invalid",), args=("--threads", "many")),
+    Case("--out is a file", SPFL_RUN, ("--out 'out' is a file", "allowed a folder"), files=(("out", b"notes\n"),)),
+    Case("--out inside a file", SPFL_RUN, ("--out 'notes/out' is inside 'notes', which is a file",),
+         files=(("notes", b"notes\n"),), args=("--out", "notes/out")),
+    Case("--out holds another spec's records", SPFL_RUN,
+         ("--out 'out' holds records of another run spec ('out/spfl/spec.json' differs in seed)",
+          "choose a new --out folder, or delete 'out'"),
+         files=(("out/spfl/spec.json", json.dumps(make_spec(SPEC_BASE, seed=7).to_dict()).encode()),)),
+    Case("--out holds records of older code", SPFL_RUN, ("'out/digital/spec.json' differs in bandwidth_hz",),
+         files=(("out/digital/spec.json",
+                 json.dumps({**make_spec(SPEC_BASE).to_dict(), "bandwidth_hz": 1}).encode()),)),
+    Case("--out holds an unreadable record", SPFL_RUN, ("'out/spfl/spec.json' cannot be read",),
+         files=(("out/spfl/spec.json", b"{"),)),
+    Case("--log is a folder", SPFL_RUN, ("--log 'logs' is a folder", "allowed a file"),
+         files=(("logs/old.log", b""),), args=("--log", "logs")),
 ]
 
 
 def test_the_table_is_large_and_its_names_unique():
-    assert len(CASES) >= 25 and len({case.name for case in CASES}) == len(CASES)
+    assert len(CASES) >= 80 and len({case.name for case in CASES}) == len(CASES)
 
 
 def with_sentinels(workdir: Path) -> Path:
@@ -234,11 +386,16 @@ def run_snakemake_case(case: Case, tmp_path: Path) -> str:
 
 def run_spfl_case(case: Case, tmp_path: Path, capsys, monkeypatch) -> str:
     monkeypatch.chdir(tmp_path)
-    prepare(case, tmp_path, SPEC, copy.deepcopy(SPEC_BASE))
-    status = cli.main(["run", SPEC, "--out", "out", *case.args])
+    prepare(case, tmp_path, case.spec, copy.deepcopy(SPEC_BASE))
+    before = tree(tmp_path)
+    try:
+        status = cli.main(["run", case.spec, "--out", "out", *case.args])
+    except SystemExit as exc:  # argparse refuses an argument this way
+        status = exc.code
     output = capsys.readouterr().err
     assert status != 0, f"accepted:\n{output[-3000:]}"
-    assert not (tmp_path / "out").exists(), "the run wrote to --out"
+    assert tree(tmp_path) == before, "the run wrote, changed or removed a file"
+    assert len(output.strip().splitlines()) == 1 or "usage:" in output, f"not one line:\n{output}"
     return output
 
 
