@@ -38,7 +38,7 @@ def _spec_from_args(args):
 
 def _methods(text: str | None, spec) -> list[str]:
     from spfl.methods import get_method
-    from spfl.spec import METHODS
+    from spfl.spec import METHODS, did_you_mean
 
     if text is None:
         return [spec.method]
@@ -48,6 +48,10 @@ def _methods(text: str | None, spec) -> list[str]:
                          f"{', '.join(METHODS)}")
     if len(set(names)) != len(names):
         raise ValueError(f"--methods {text!r} lists a method twice: each method runs once")
+    for name in names:
+        if name not in METHODS:
+            raise ValueError(f"--methods {text!r}: method '{name}' is unknown{did_you_mean(name, METHODS)}: allowed "
+                             f"{', '.join(METHODS)}")
     return [get_method(name).name for name in names]
 
 
