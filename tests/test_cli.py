@@ -144,7 +144,7 @@ def test_more_threads_than_granted_is_said_once(tmp_path, capsys):
     spec = write_spec(tmp_path, method="ideal", threads=2)
     assert main(["run", str(spec), "--threads", "1", "--out", str(tmp_path / "out")]) == 0
     err = capsys.readouterr().err
-    assert "run setting 'threads' = 2 exceeds the 1 cores granted (--threads)" in err
+    assert "run setting 'threads' = 2 is more than --threads 1 (the cores granted): the numbers stay" in err
 
 
 # --- what the command line says -------------------------------------------------------------------

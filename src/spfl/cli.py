@@ -124,8 +124,8 @@ def cmd_run(args) -> int:
     _configure_logging(args.log)
     if args.threads is not None and spec.threads > args.threads:
         logging.getLogger("spfl").warning(
-            "run setting 'threads' = %d exceeds the %d cores granted (--threads): the numbers stay those of %d "
-            "threads, the run is slower", spec.threads, args.threads, spec.threads)
+            "run setting 'threads' = %d is more than --threads %d (the cores granted): the numbers stay those of "
+            "%d threads, the run is slower", spec.threads, args.threads, spec.threads)
     summaries = run_cell(spec, methods, out)
     for name, summary in summaries.items():
         accuracy = summary["final_accuracy"]
