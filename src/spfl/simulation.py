@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from spfl import checkpoint as checkpoints
 from spfl import records
 from spfl.aggregation import Aggregator
 from spfl.allocation import Allocation, AllocationProblem, allocate
@@ -279,12 +279,8 @@ class Simulation:
 
     def train(self, checkpoint: Path | None = None) -> RunState:
         """The round loop; returns the final state (weights, metrics, buffers)."""
-        state = self.initial_state()
-        if checkpoint is not None and checkpoint.exists():
-            saved = torch.load(checkpoint, weights_only=False, map_location=self.env.device)
-            if (saved.get("run_hash"), saved.get("code_version")) == (self.spec.run_hash, code_version()):
-                state.restore(saved["state"])
-                log.info("%s: resumed from round %d", self.spec.method, state.round)
+        state = (self.initial_state() if checkpoint is None else checkpoints.resume(
+            checkpoint, self.spec.run_hash, self.initial_state, self.env.device, label=self.spec.method))
         if state.round == 0:
             test_loss, test_accuracy = evaluate(self.env.model, state.weights, self.env.dataset.test_x,
                                                 self.env.dataset.test_y)
@@ -335,13 +331,8 @@ class Simulation:
 
 
 def save_checkpoint(path: Path, run_hash: str, state: RunState) -> None:
-    """torch.save to a temporary name, then rename: a kill never leaves a torn checkpoint.
-
-    A checkpoint only resumes the same spec under the same simulation code."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save({"run_hash": run_hash, "code_version": code_version(), "state": state.to_checkpoint()}, tmp)
-    os.replace(tmp, path)
+    """Atomic and fsynced (spfl.checkpoint); it only resumes the same spec under the same code."""
+    checkpoints.save(path, run_hash, state.to_checkpoint())
 
 
 def run_cell(spec: RunSpec, methods: list[str], out_dir: str | Path) -> dict[str, dict[str, Any]]:

@@ -7,9 +7,11 @@ The CLI, the Snakemake schema (``spfl schema``) and ``config/README.md`` all der
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import math
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
@@ -170,6 +172,9 @@ SETTINGS: tuple[Setting, ...] = (
        choices=("cpu", "cuda", "auto"), origin="run", science=False),
     _s("precision", str, "float32", "Local computation precision: float32, or bfloat16 autocast (accelerators).",
        choices=("float32", "bfloat16"), origin="run"),
+    _s("threads", int, 1, "CPU threads of the numerical work (torch, BLAS). Part of the run's identity, since "
+       "CPU results depend on it; the cores a scheduler grants (`spfl run --threads`) never change it.",
+       minimum=1, maximum=256, origin="run"),
     _s("checkpoint_every", int, 0, "Save a resumable checkpoint every N rounds (0 = never).", minimum=0,
        origin="run", science=False),
 )
@@ -216,6 +221,7 @@ class RunSpec:
     power_constraint: str = "energy"
     device: str = "cpu"
     precision: str = "float32"
+    threads: int = 1
     checkpoint_every: int = 0
 
     def to_dict(self) -> dict[str, Any]:
@@ -246,9 +252,10 @@ def make_spec(values: Mapping[str, Any] | None = None, **overrides: Any) -> RunS
     """Validate settings (unknown keys, types, ranges, cross-field rules) into a RunSpec."""
     merged = dict(values or {})
     merged.update(overrides)
-    unknown = sorted(set(merged) - set(SETTING))
+    unknown = sorted(set(merged) - set(SETTING), key=str)
     if unknown:
-        raise SpecError(f"unknown run setting '{unknown[0]}': allowed keys are {', '.join(SETTING)}")
+        raise SpecError(f"unknown run setting '{unknown[0]}'{did_you_mean(unknown[0], SETTING)}: allowed keys are "
+                        f"{', '.join(SETTING)}")
     checked = {name: SETTING[name].check(value) for name, value in merged.items()}
     spec = RunSpec(**checked)
     if spec.cell_outer_radius_m <= spec.cell_inner_radius_m:
@@ -271,9 +278,39 @@ def make_spec(values: Mapping[str, Any] | None = None, **overrides: Any) -> RunS
     return spec
 
 
+def did_you_mean(word: Any, choices: Any) -> str:
+    """' (did you mean 'x'?)' for a near miss among choices, else ''."""
+    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.75)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+class _DuplicateKey(yaml.constructor.ConstructorError):
+    def __init__(self, key: Any, first_line: int, mark: yaml.Mark):
+        super().__init__(problem=f"repeats key '{key}' (first at line {first_line})", problem_mark=mark)
+        self.key, self.first_line = key, first_line
+
+
 class _Yaml12Loader(yaml.SafeLoader):
-    """SafeLoader that reads floats as YAML 1.2 and JSON do.  PyYAML follows YAML 1.1, where a float
-    needs a dot: it would read 1e-05 and 1e+30 (how json.dumps writes them) as strings."""
+    """SafeLoader that reads floats as YAML 1.2 and JSON do, and refuses repeated keys.
+
+    PyYAML follows YAML 1.1, where a float needs a dot: it would read 1e-05 and 1e+30 (how json.dumps
+    writes them) as strings.  A repeated key would silently keep the last value (or the last
+    experiment of a config), so it is an error here, for YAML and JSON alike."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        first_line: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # '<<' merges are meant to be overridden
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                seen = key in first_line
+            except TypeError:  # an unhashable key: the base class reports it
+                continue
+            if seen:
+                raise _DuplicateKey(key, first_line[key], key_node.start_mark)
+            first_line[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
 
 
 _Yaml12Loader.yaml_implicit_resolvers = {  # a copy: adding to SafeLoader's own table would change it too
@@ -283,36 +320,115 @@ _Yaml12Loader.add_implicit_resolver(
     list("-+0123456789"))
 
 
-def load_yaml(text: str) -> Any:
-    """YAML (or JSON) text with YAML 1.2 floats."""
-    return yaml.load(text, Loader=_Yaml12Loader)
+def load_yaml(text: str | os.PathLike, source: str | None = None) -> Any:
+    """YAML (or JSON) with YAML 1.2 floats and no repeated keys.
+
+    ``text`` is the text itself, or a path (``pathlib.Path``) to read: a file that is missing, a
+    folder, not UTF-8 text or not valid YAML, and a repeated key, each raise a one-line SpecError
+    naming ``source`` (default: the path, or "YAML text") and, where it applies, the key and line:
+    ``load_yaml(Path("config/quick.yaml"))`` -> "'config/quick.yaml' line 7 repeats key 'seeds'
+    (first at line 3): allowed each key once".
+    """
+    if isinstance(text, os.PathLike):
+        path = Path(text)
+        source = source or f"'{path}'"
+        try:
+            text = path.read_bytes().decode("utf-8")
+        except FileNotFoundError:
+            raise SpecError(f"{source} not found") from None
+        except IsADirectoryError:
+            raise SpecError(f"{source} is a folder: allowed a YAML or JSON file") from None
+        except UnicodeDecodeError as exc:
+            raise SpecError(f"{source} is not a text file (byte {exc.start} is not UTF-8): allowed a YAML or "
+                            f"JSON file") from None
+        except OSError as exc:
+            raise SpecError(f"{source} cannot be read: {exc.strerror or exc}") from None
+        if path.suffix.lower() == ".json":
+            return _load_json(text, source)
+    return _load_yaml_text(text, source or "YAML text")
+
+
+def _load_json(text: str, source: str) -> Any:
+    """Strict JSON (YAML would read ``{"seed": }`` as a null seed); a repeated key is found with its line
+    by reading the same text as YAML, which JSON is a subset of."""
+    repeated: list[str] = []
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        mapping: dict[str, Any] = {}
+        for key, value in items:
+            if key in mapping:
+                repeated.append(key)
+            mapping[key] = value
+        return mapping
+
+    try:
+        value = json.loads(text, object_pairs_hook=pairs)
+    except json.JSONDecodeError as exc:
+        raise SpecError(f"{source} is not valid JSON: line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
+    if not repeated:
+        return value
+    try:
+        _load_yaml_text(text, source)
+    except SpecError as exc:
+        if "repeats key" in str(exc):
+            raise
+    raise SpecError(f"{source} repeats key '{repeated[0]}': allowed each key once")
+
+
+def _load_yaml_text(text: str, source: str) -> Any:
+    try:
+        return yaml.load(text, Loader=_Yaml12Loader)
+    except _DuplicateKey as exc:
+        raise SpecError(f"{source} line {exc.problem_mark.line + 1} {exc.problem}: allowed each key once") from None
+    except yaml.reader.ReaderError as exc:
+        character = f"#x{exc.character:04x}" if isinstance(exc.character, int) else repr(exc.character)
+        raise SpecError(f"{source} is not a text file (character {character} at position {exc.position}): "
+                        f"allowed a YAML or JSON file") from None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        raise SpecError(f"{source} is not valid YAML/JSON: {where}{exc.problem or exc.context}") from None
+    except yaml.YAMLError as exc:
+        raise SpecError(f"{source} is not valid YAML/JSON: {str(exc).splitlines()[0]}") from None
 
 
 def load_spec(path: str | Path, **overrides: Any) -> RunSpec:
-    """Read a YAML or JSON run spec file; errors name the file."""
+    """Read a YAML or JSON run spec file; errors name the file (and the overrides, when they are involved)."""
     path = Path(path)
-    try:
-        values = load_yaml(path.read_text())
-    except FileNotFoundError:
-        raise SpecError(f"run spec file '{path}' not found") from None
-    except yaml.YAMLError as exc:
-        raise SpecError(f"run spec file '{path}' is not valid YAML/JSON: {str(exc).splitlines()[0]}") from None
+    values = load_yaml(path, source=f"run spec file '{path}'")
     if values is None:
-        values = {}
+        raise SpecError(f"run spec file '{path}' is empty: allowed a mapping of run settings (write '{{}}' to run "
+                        f"every default)")
     if not isinstance(values, dict):
         raise SpecError(f"run spec file '{path}' must hold a mapping of settings, not {type(values).__name__}")
     try:
         return make_spec(values, **overrides)
     except SpecError as exc:
-        raise SpecError(f"{path}: {exc}") from None
+        error = exc
+    try:  # blame the file when it is wrong by itself, else the overrides
+        make_spec(values)
+    except SpecError:
+        raise SpecError(f"{path}: {error}") from None
+    raise SpecError(f"{path} with {', '.join(f'{k}={v!r}' for k, v in overrides.items())}: {error}") from None
 
 
 def parse_assignment(text: str) -> tuple[str, Any]:
-    """'key=value' from the command line; the value is read as YAML (numbers, booleans, null)."""
+    """'key=value' from the command line (--set); the value is read as YAML (numbers, booleans, null).
+
+    The key and the value are checked here, so that a mistake blames the --set, not the spec file."""
     if "=" not in text:
         raise SpecError(f"--set {text!r} is invalid: allowed KEY=VALUE")
     key, raw = text.split("=", 1)
-    return key.strip(), load_yaml(raw)
+    key = key.strip()
+    if key not in SETTING:
+        raise SpecError(f"--set {text!r}: unknown run setting '{key}'{did_you_mean(key, SETTING)}: allowed keys "
+                        f"are {', '.join(SETTING)}")
+    value = load_yaml(raw, source=f"--set {text!r}: the value")
+    try:
+        SETTING[key].check(value)
+    except SpecError as exc:
+        raise SpecError(f"--set {text!r}: {exc}") from None
+    return key, value
 
 
 def json_schema() -> dict[str, Any]:
