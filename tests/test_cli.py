@@ -104,14 +104,12 @@ def spfl_run(*argv, **kwargs):
 
 
 def record_bytes(out):
-    """Every record file's bytes; summary.json without wall_time_s, the one field that measures the
-    machine rather than the run."""
+    """Every record file's bytes but timing.json, the one record that measures the machine rather than
+    the run."""
     files = {}
     for path in sorted(p for p in out.rglob("*") if p.is_file()):
-        if path.name == "summary.json":
-            summary = json.loads(path.read_text())
-            assert summary.pop("wall_time_s") >= 0
-            files[str(path.relative_to(out))] = json.dumps(summary, sort_keys=True).encode()
+        if path.name == "timing.json":
+            assert json.loads(path.read_text())["wall_time_s"] >= 0
         else:
             files[str(path.relative_to(out))] = path.read_bytes()
     return files

@@ -9,6 +9,7 @@ common random numbers lives side by side):
     OUT/<method>/metrics.csv     one row per round (METRIC_COLUMNS); round 0 is the initial model
     OUT/<method>/allocation.csv  per-device allocation snapshots (ALLOCATION_COLUMNS)
     OUT/<method>/solver_trace.csv  Phi per alternating-optimization iteration at snapshot rounds
+    OUT/<method>/timing.json     wall time of the run (the one record that differs between identical runs)
     OUT/<method>/summary.json    written last: its presence means the run finished
 """
 
