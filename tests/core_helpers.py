@@ -1,0 +1,77 @@
+"""Independent references for the tests of the simulator's core (test_core_behaviours, test_round_records).
+
+Written differently from src/spfl on purpose: gradients by module forward/backward one device at a time,
+random streams rebuilt from the seed as docs/model.md states them, the channel from its formulas in
+plain Python floats.  A test module imports these helpers, never another test module.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+# docs/model.md section 1: one seed spawns, in this order, the partition, init, geometry, fading and
+# batch streams; the batch stream spawns one child per device.
+STREAM_ORDER = ("partition", "init", "geometry", "fading", "batches")
+
+
+def seed_stream(seed: int, name: str) -> np.random.SeedSequence:
+    return np.random.SeedSequence(seed).spawn(len(STREAM_ORDER))[STREAM_ORDER.index(name)]
+
+
+def batch_generators(seed: int, num_devices: int) -> list[np.random.Generator]:
+    return [np.random.default_rng(s) for s in seed_stream(seed, "batches").spawn(num_devices)]
+
+
+def fading_generator(seed: int) -> np.random.Generator:
+    return np.random.default_rng(seed_stream(seed, "fading"))
+
+
+def textbook_gradients(env, weights: torch.Tensor, generators: list[np.random.Generator]) -> torch.Tensor:
+    """One mini-batch gradient per device (K, d), each by the module's own forward and backward pass."""
+    spec, module = env.spec, env.model.module
+    torch.nn.utils.vector_to_parameters(weights.clone(), module.parameters())
+    rows = []
+    for part, rng in zip(env.parts, generators):
+        pick = part[np.sort(rng.choice(len(part), size=min(spec.batch_size, len(part)), replace=False))]
+        index = torch.from_numpy(pick)
+        module.zero_grad()
+        loss = torch.nn.functional.cross_entropy(module(env.dataset.train_x[index]), env.dataset.train_y[index])
+        loss.backward()
+        rows.append(torch.nn.utils.parameters_to_vector(p.grad for p in module.parameters()).detach().clone())
+    return torch.stack(rows)
+
+
+def partition_weights(env) -> np.ndarray:
+    """alpha_k = n_k / n from the partition's sizes (not from the environment's alpha)."""
+    sizes = [len(part) for part in env.parts]
+    return np.array([n / sum(sizes) for n in sizes])
+
+
+def dbm_to_watt(dbm: float) -> float:
+    return 10 ** (dbm / 10) / 1000
+
+
+def gain_at(distance_m: float) -> float:
+    """Large-scale gain of 128.1 + 37.6 log10(d / km) dB path loss."""
+    return 10 ** (-(128.1 + 37.6 * math.log10(distance_m / 1000)) / 10)
+
+
+def outage_threshold(bandwidth: float, power: float, gain: float, bits: float, slot: float,
+                     noise_psd: float) -> float:
+    """|h|^2 below which a packet fails: B N0 (2^(D / (B S)) - 1) / (p lambda); inf when nothing is sent."""
+    if bandwidth <= 0 or power <= 0 or slot <= 0:
+        return math.inf
+    exponent = bits / (bandwidth * slot)
+    if exponent > 1000:
+        return math.inf
+    return bandwidth * noise_psd * (2 ** exponent - 1) / (power * gain)
+
+
+def quantized(magnitudes: list[float], bits: int) -> list[float]:
+    """The uniform b-bit quantizer of one device's magnitudes, its maximum sent as the range."""
+    top = max(magnitudes)
+    levels = 2**bits - 1
+    return [round(m / top * levels) / levels * top for m in magnitudes]

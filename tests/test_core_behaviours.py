@@ -1,0 +1,466 @@
+"""Core behaviours against independent expectations: hand-computed small cases and references written
+differently from src/spfl (tests/core_helpers.py), each chosen so that a plausible wrong implementation
+fails.  Covers the inputs of the allocation (U_s, U_m per rule, alpha_k = n_k / n), server momentum,
+b-bit moduli through the aggregator and a simulated round, checkpoints that are really used, the
+maxima of the settings on the `spfl run` path and the deadline calibration."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from scipy.integrate import quad
+
+from core_helpers import (
+    batch_generators,
+    dbm_to_watt,
+    gain_at,
+    partition_weights,
+    quantized,
+    textbook_gradients,
+)
+from spfl import checkpoint as checkpoints
+from spfl.aggregation import Aggregator
+from spfl.simulation import Simulation, build_environment
+from spfl.spec import SETTINGS, make_spec
+from spfl.transmission import Delivery
+
+# eta = 0.1, L = 5: a full gradient is worth (eta - L eta^2 / 2) ||g||^2 = 0.075 ||g||^2, a sign with
+# modulus c is worth 0.1 <|g|, c> - 0.025 ||c||^2 (distinct factors, so swapping them is caught).
+ETA, L = 0.1, 5.0
+FULL_FACTOR, QUADRATIC = 0.075, 0.025
+TINY = dict(num_devices=3, batch_size=8, rounds=3, eval_every=1, learning_rate=ETA, smoothness=L)
+# Resources so ample that no packet is lost in practice (error probability below 1e-9).
+PERFECT = dict(total_bandwidth_mhz=1000.0, deadline_ms=10_000.0, max_power_dbm=40.0)
+
+UPLOADS = [[0.3, -0.4, 0.0, 1.2], [-0.1, 0.2, -0.2, 0.4], [2.0, 0.0, -1.0, 0.5]]
+
+
+def tensor(rows) -> torch.Tensor:
+    return torch.tensor(rows, dtype=torch.float32)
+
+
+def squared_norm(row) -> float:
+    return sum(x * x for x in row)
+
+
+def own_norm_sign_worth(row) -> float:
+    """Signs scaled by the device's own ||g|| / sqrt(d) in every entry (nothing received yet)."""
+    d = len(row)
+    c = math.sqrt(squared_norm(row)) / math.sqrt(d)
+    return ETA * sum(abs(x) * c for x in row) - QUADRATIC * d * c * c
+
+
+def own_scale_sign_worth(row) -> float:
+    """Signs scaled by the device's own ||g||_1 / d in every entry (signSGD, compensation: scalar)."""
+    d = len(row)
+    c = sum(abs(x) for x in row) / d
+    return ETA * sum(abs(x) * c for x in row) - QUADRATIC * d * c * c
+
+
+def modulus_sign_worth(row, c) -> float:
+    return ETA * sum(abs(x) * m for x, m in zip(row, c)) - QUADRATIC * sum(m * m for m in c)
+
+
+def delivery(sign_ok, modulus_ok) -> Delivery:
+    sign_ok, modulus_ok = np.array(sign_ok), np.array(modulus_ok)
+    ones = np.ones(len(sign_ok), dtype=bool)
+    zeros = np.zeros(len(sign_ok))
+    return Delivery(ones, ones, sign_ok, modulus_ok, zeros, zeros, 0.0)
+
+
+@pytest.fixture(scope="module")
+def env():
+    return build_environment(make_spec(TINY, partition="dirichlet"))
+
+
+# --- the inputs of the allocation ------------------------------------------------------------------
+
+def test_alpha_is_each_devices_share_of_the_samples(env):
+    sizes = [len(part) for part in env.parts]
+    assert len(set(sizes)) == len(sizes), "a partition with equal sizes cannot tell alpha apart"
+    problem = Simulation(env, "spfl").allocation_problem(tensor(UPLOADS), Simulation(env, "spfl").initial_state()
+                                                         .aggregator)
+    assert problem.alpha == pytest.approx(partition_weights(env), rel=1e-12)
+    assert sum(problem.alpha) == pytest.approx(1.0, rel=1e-12)
+
+
+@pytest.mark.parametrize("method, sign_worth", [
+    ("spfl", own_norm_sign_worth),         # sign_reuse before any modulus: the own-norm fallback
+    ("spfl_noreuse", lambda row: 0.0),     # a sign without its modulus counts nothing
+    ("digital", None),                     # one packet: worth a full gradient
+    ("digital_reuse", None),
+    ("signsgd", own_scale_sign_worth),     # signs with their own scale, in the one packet
+])
+def test_packet_worths_by_hand_before_any_modulus(env, method, sign_worth):
+    sim = Simulation(env, method)
+    problem = sim.allocation_problem(tensor(UPLOADS), sim.initial_state().aggregator)
+    full = [FULL_FACTOR * squared_norm(row) for row in UPLOADS]
+    if method == "signsgd":
+        full = [own_scale_sign_worth(row) for row in UPLOADS]
+    sign = full if sign_worth is None else [sign_worth(row) for row in UPLOADS]
+    assert problem.u_modulus == pytest.approx(full, rel=1e-6)
+    assert problem.u_sign == pytest.approx(sign, rel=1e-6, abs=1e-9)
+    assert problem.sign_only_counts == (method != "spfl_noreuse")
+
+
+def test_packet_worths_use_the_modulus_received_last_round(env):
+    """After a round where devices 0 and 1 delivered both packets, c is their alpha-weighted mean
+    magnitude, and next round's U_s is eta <|g_k|, c> - (L eta^2 / 2) ||c||^2 for every device."""
+    sim = Simulation(env, "spfl")
+    aggregator = sim.initial_state().aggregator
+    aggregator.aggregate(tensor(UPLOADS), delivery([True, True, True], [True, True, False]))
+    alpha = partition_weights(env)
+    share = [alpha[0] / (alpha[0] + alpha[1]), alpha[1] / (alpha[0] + alpha[1])]
+    c = [share[0] * abs(a) + share[1] * abs(b) for a, b in zip(UPLOADS[0], UPLOADS[1])]
+    following = [[1.0, -2.0, 0.5, 0.25], [0.0, 0.1, -0.3, 0.2], [-0.7, 0.6, 0.0, -0.1]]
+    problem = sim.allocation_problem(tensor(following), aggregator)
+    assert problem.u_sign == pytest.approx([modulus_sign_worth(row, c) for row in following], rel=1e-6)
+    assert problem.u_modulus == pytest.approx([FULL_FACTOR * squared_norm(row) for row in following], rel=1e-6)
+
+
+def test_packet_worths_under_previous_update_and_scalar_compensation():
+    env = build_environment(make_spec(TINY, compensation="previous_update"))
+    sim = Simulation(env, "spfl")
+    aggregator = sim.initial_state().aggregator
+    before = sim.allocation_problem(tensor(UPLOADS), aggregator)
+    assert before.u_sign == pytest.approx([own_norm_sign_worth(row) for row in UPLOADS], rel=1e-6)
+    update = aggregator.aggregate(tensor(UPLOADS), delivery([True, True, False], [True, True, False]))
+    alpha = partition_weights(env)
+    expected_update = [(alpha[0] * a + alpha[1] * b) / (alpha[0] + alpha[1]) for a, b in zip(UPLOADS[0], UPLOADS[1])]
+    assert update.tolist() == pytest.approx(expected_update, rel=1e-6, abs=1e-7)
+    after = sim.allocation_problem(tensor(UPLOADS), aggregator)
+    c = [abs(x) for x in expected_update]
+    assert after.u_sign == pytest.approx([modulus_sign_worth(row, c) for row in UPLOADS], rel=1e-6, abs=1e-8)
+
+    scalar = Simulation(build_environment(make_spec(TINY, compensation="scalar")), "spfl")
+    problem = scalar.allocation_problem(tensor(UPLOADS), scalar.initial_state().aggregator)
+    assert problem.u_sign == pytest.approx([own_scale_sign_worth(row) for row in UPLOADS], rel=1e-6)
+
+
+def test_problem_budgets_and_packet_sizes(env):
+    d = env.num_params
+    assert d == 64 * 64 + 64 + 64 * 10 + 10  # the digits MLP: 64 -> 64 -> 10
+    spec = make_spec(TINY, total_bandwidth_mhz=2.5, max_power_dbm=17.0, deadline_ms=40.0, noise_psd_dbm_hz=-170.0)
+    bound = build_environment(spec)
+    cases = {"spfl": (d, 31 * d), "digital": (32 * d, 0), "signsgd": (d + 32, 0)}
+    for method, (sign_bits, modulus_bits) in cases.items():
+        sim = Simulation(bound, method)
+        problem = sim.allocation_problem(tensor([[1.0] * 4] * 3), sim.initial_state().aggregator)
+        assert (problem.sign_bits, problem.modulus_bits) == (sign_bits, modulus_bits), method
+        assert problem.total_bandwidth == pytest.approx(2.5e6)
+        assert problem.max_power == pytest.approx(dbm_to_watt(17.0))
+        assert problem.noise_psd == pytest.approx(dbm_to_watt(-170.0))
+        assert problem.deadline == pytest.approx(0.040)
+        expected_share = 1.0 if method != "spfl" else 1 / 32
+        assert problem.slot_share == pytest.approx(expected_share)
+        distances = bound.geometry.distance
+        assert problem.gain == pytest.approx([gain_at(x) for x in distances], rel=1e-9)
+
+
+def test_ideal_round_is_the_alpha_weighted_textbook_gradient(env):
+    """w_1 = w_0 - eta sum_k (n_k / n) g_k with the weights recomputed from the partition sizes."""
+    state = Simulation(env, "ideal").initial_state()
+    Simulation(env, "ideal").step(state)
+    gradients = textbook_gradients(env, env.initial_weights, batch_generators(env.spec.seed, env.spec.num_devices))
+    alpha = torch.tensor(partition_weights(env), dtype=torch.float64)
+    expected = env.initial_weights.double() - ETA * (alpha @ gradients.double())
+    assert torch.allclose(state.weights.double(), expected, rtol=0, atol=1e-7)
+
+
+# --- server momentum ---------------------------------------------------------------------------------
+
+def test_server_momentum_is_heavy_ball_by_hand_over_three_rounds():
+    """v_t = beta v_{t-1} + g_t, w_{t+1} = w_t - eta v_t (not (1 - beta) g, not Nesterov)."""
+    beta = 0.5
+    env = build_environment(make_spec(TINY, server_momentum=beta))
+    generators = batch_generators(env.spec.seed, env.spec.num_devices)
+    alpha = torch.tensor(partition_weights(env), dtype=torch.float64)
+    w, velocity = env.initial_weights.clone(), torch.zeros(env.num_params, dtype=torch.float64)
+    for _ in range(3):
+        g = alpha @ textbook_gradients(env, w, generators).double()
+        velocity = beta * velocity + g
+        w = (w.double() - ETA * velocity).float()
+    state = Simulation(env, "ideal").train()
+    assert torch.allclose(state.weights.double(), w.double(), rtol=0, atol=1e-6)
+    without = Simulation(build_environment(make_spec(TINY)), "ideal").train()
+    assert (state.weights - without.weights).abs().max() > 1e-4  # momentum made a visible difference
+
+
+# --- b-bit moduli -----------------------------------------------------------------------------------
+
+GRADIENTS = [[0.31, -0.47, 0.05, -0.9], [1.0, -0.2, 0.61, 0.0]]
+ALPHA = np.array([0.25, 0.75])
+
+
+def decoded(row, bits):
+    """What the PS recovers of one device's gradient sent with b-bit magnitudes."""
+    magnitudes = [abs(x) for x in row]
+    if bits == 31:
+        values = magnitudes
+    elif bits == 15:
+        values = [float(np.float16(np.float32(m))) for m in magnitudes]
+    else:
+        values = quantized([float(np.float32(m)) for m in magnitudes], bits)
+    return [v if x >= 0 else -v for v, x in zip(values, row)]
+
+
+@pytest.mark.parametrize("bits", [1, 4, 15, 31])
+def test_full_rule_aggregates_what_b_bit_moduli_decode_to(bits):
+    aggregator = Aggregator("full", ALPHA, modulus_bits=bits)
+    update = aggregator.aggregate(tensor(GRADIENTS), delivery([True, True], [True, True]))
+    rows = [decoded(row, bits) for row in GRADIENTS]
+    expected = [0.25 * a + 0.75 * b for a, b in zip(*rows)]
+    assert update.tolist() == pytest.approx(expected, rel=1e-6, abs=1e-7)
+    if bits == 4:  # the levels by hand: top 0.9 -> 15 levels of 0.06; top 1.0 -> levels of 1/15
+        assert rows[0] == pytest.approx([0.30, -0.48, 0.06, -0.9], abs=1e-7)
+        assert rows[1] == pytest.approx([1.0, -3 / 15, 9 / 15, 0.0], abs=1e-7)
+
+
+@pytest.mark.parametrize("bits", [4, 15, 31])
+def test_sign_reuse_compensates_with_the_decoded_modulus(bits):
+    """Device 0 delivers both packets, device 1 only its signs: device 1 steps by s_1 * c, c = device
+    0's decoded magnitudes (the only full receipt), and sign(0) = +1."""
+    aggregator = Aggregator("sign_reuse", ALPHA, modulus_bits=bits)
+    update = aggregator.aggregate(tensor(GRADIENTS), delivery([True, True], [True, False]))
+    first = decoded(GRADIENTS[0], bits)
+    c = [abs(x) for x in first]
+    second = [m if x >= 0 else -m for m, x in zip(c, GRADIENTS[1])]
+    assert aggregator.modulus.tolist() == pytest.approx(c, rel=1e-6)
+    assert update.tolist() == pytest.approx([0.25 * a + 0.75 * b for a, b in zip(first, second)], rel=1e-6)
+
+
+@pytest.mark.parametrize("bits, method", [(4, "digital"), (15, "digital"), (4, "spfl_uniform"), (31, "spfl_uniform")])
+def test_a_simulated_round_with_b_bit_moduli(bits, method):
+    """One round with every packet received: w_1 = w_0 - eta sum alpha_k decode_b(g_k), and the uplink
+    carries K packets of (b + 1) d bits (+ 32 for the quantizer's range unless b is 15 or 31)."""
+    spec = make_spec(TINY, **PERFECT, normalize="all", modulus_bits=bits, rounds=1)
+    env = build_environment(spec)
+    state = Simulation(env, method).train()
+    gradients = textbook_gradients(env, env.initial_weights, batch_generators(spec.seed, spec.num_devices))
+    alpha = partition_weights(env)
+    rows = [decoded(row, bits) for row in gradients.tolist()]
+    expected = [w - ETA * sum(alpha[k] * rows[k][i] for k in range(len(rows)))
+                for i, w in enumerate(env.initial_weights.tolist())]
+    changed = (state.weights.double() - torch.tensor(expected, dtype=torch.float64)).abs()
+    # one entry may sit on a rounding boundary of the quantizer: allow at most one level there
+    assert (changed > 1e-6).sum() <= 1, changed.max()
+    d, num = env.num_params, spec.num_devices
+    header = 0 if bits in (15, 31) else 32
+    assert state.metric_rows[1]["uplink_bits"] == num * ((bits + 1) * d + header)
+    assert state.metric_rows[1]["devices_both_received"] == num
+
+
+# --- checkpoints are used, not just written --------------------------------------------------------
+
+def steps_counted(monkeypatch):
+    calls = []
+    original = Simulation.step
+
+    def counting(self, state):
+        calls.append(state.round)
+        original(self, state)
+
+    monkeypatch.setattr(Simulation, "step", counting)
+    return calls
+
+
+def resume_altered(tmp_path, monkeypatch, spec, method, every, alter_saved, alter_live):
+    """Run to a checkpoint, alter its saved state, resume from it; and, independently, run the same
+    rounds in one piece with the same alteration applied to the live state at the checkpoint's round.
+    Returns (resumed, expected, untouched) final states and the rounds computed after resuming."""
+    env = build_environment(spec)
+    path = tmp_path / "checkpoint.pt"
+    Simulation(env, method).train(path)  # leaves the checkpoint of the last multiple of `every`
+    payload = torch.load(path, weights_only=False)
+    assert payload["state"]["round"] == every
+    alter_saved(payload["state"])
+    checkpoints.save(path, payload["run_hash"], payload["state"])
+
+    calls = steps_counted(monkeypatch)
+    resumed = Simulation(env, method).train(path)
+    resumed_rounds = list(calls)
+    monkeypatch.undo()
+
+    untouched = Simulation(env, method).train()
+    sim = Simulation(env, method)
+    expected = sim.initial_state()
+    expected.metric_rows.append(untouched.metric_rows[0])  # the evaluation before round 1 (train() adds it)
+    for _ in range(every):
+        sim.step(expected)
+    alter_live(expected)
+    while expected.round < spec.rounds:
+        sim.step(expected)
+    return resumed, expected, untouched, resumed_rounds
+
+
+def assert_same_run(a, b):
+    assert torch.equal(a.weights, b.weights)
+    assert a.metric_rows == b.metric_rows
+
+
+def test_resume_continues_from_the_saved_weights(tmp_path, monkeypatch):
+    spec = make_spec(TINY, rounds=4, checkpoint_every=2, method="ideal")
+    shift = 0.01
+
+    def saved(state):
+        state["weights"] = state["weights"] + shift
+        state["metric_rows"][1]["train_loss"] = 123.0  # the records so far come from the checkpoint too
+
+    def live(state):
+        state.weights = state.weights + shift
+        state.metric_rows[1]["train_loss"] = 123.0
+
+    resumed, expected, untouched, rounds = resume_altered(tmp_path, monkeypatch, spec, "ideal", 2, saved, live)
+    assert rounds == [2, 3], "resuming at round 2 computes rounds 3 and 4 only"
+    assert_same_run(resumed, expected)
+    assert not torch.equal(resumed.weights, untouched.weights)
+
+
+def test_resume_of_digital_reuse_restores_the_stale_gradients(tmp_path, monkeypatch):
+    """At 0.6 MHz devices 0, 1 and 3 have delivered by round 3 and some are lost in rounds 4-6, so their
+    stale gradients enter the aggregate after the resume; halving the saved ones changes the run."""
+    spec = make_spec(TINY, num_devices=4, rounds=6, checkpoint_every=3, total_bandwidth_mhz=0.6,
+                     deadline_ms=100.0, partition="iid")
+    env = build_environment(spec)
+    state = Simulation(env, "digital_reuse").train()
+    received = [r["devices_sign_received"] for r in state.metric_rows[4:]]
+    assert min(received) < int(state.aggregator.has_stale.sum()), "no stale gradient is reused after round 3"
+    assert 0 < sum(received)
+
+    def saved(s):
+        s["aggregator"]["stale"] = s["aggregator"]["stale"] / 2
+
+    def live(s):
+        s.aggregator.stale = s.aggregator.stale / 2
+
+    resumed, expected, untouched, rounds = resume_altered(tmp_path, monkeypatch, spec, "digital_reuse", 3, saved, live)
+    assert rounds == [3, 4, 5]
+    assert_same_run(resumed, expected)
+    assert not torch.equal(resumed.weights, untouched.weights)
+
+
+@pytest.mark.parametrize("compensation, key", [("received_mean", "modulus"), ("previous_update", "previous_update")])
+def test_resume_restores_the_compensatory_modulus(tmp_path, monkeypatch, compensation, key):
+    """SP-FL's compensatory modulus (c, or the previous update) comes back from the checkpoint: at 0.8 MHz
+    with the sign packet on half the deadline, round 4 delivers signs only (no fresh modulus), so scaling
+    the saved c by 10 changes the run exactly as doing so live does."""
+    spec = make_spec(TINY, num_devices=4, rounds=5, checkpoint_every=3, total_bandwidth_mhz=0.8,
+                     deadline_ms=100.0, slot_share=0.5, compensation=compensation, partition="iid")
+
+    def saved(s):
+        assert s["aggregator"][key] is not None
+        s["aggregator"][key] = s["aggregator"][key] * 10
+
+    def live(s):
+        setattr(s.aggregator, key, getattr(s.aggregator, key) * 10)
+
+    rows = Simulation(build_environment(spec), "spfl_uniform").train().metric_rows
+    assert rows[4]["devices_sign_received"] > 0 == rows[4]["devices_both_received"], rows[4]
+    resumed, expected, untouched, rounds = resume_altered(tmp_path, monkeypatch, spec, "spfl_uniform", 3, saved,
+                                                          live)
+    assert rounds == [3, 4]
+    assert_same_run(resumed, expected)
+    assert not torch.equal(resumed.weights, untouched.weights)
+
+
+def test_resume_restores_the_server_momentum(tmp_path, monkeypatch):
+    spec = make_spec(TINY, rounds=4, checkpoint_every=2, server_momentum=0.9)
+
+    def saved(s):
+        s["momentum"] = s["momentum"] * -1
+
+    def live(s):
+        s.momentum = s.momentum * -1
+
+    resumed, expected, untouched, _ = resume_altered(tmp_path, monkeypatch, spec, "ideal", 2, saved, live)
+    assert_same_run(resumed, expected)
+    assert not torch.equal(resumed.weights, untouched.weights)
+
+
+# --- the maxima of the settings on the `spfl run` path ---------------------------------------------
+
+MAXIMA = {s.name: s for s in SETTINGS if s.maximum is not None}
+
+
+def cli_run(tmp_path, name, value):
+    spec = {"num_devices": 2, "batch_size": 4, "rounds": 1, "eval_every": 1, "partition": "iid",
+            "method": "spfl", name: value}
+    if name == "num_devices":  # 10,000 devices need a training set of 10,000 x min_samples samples
+        spec.update(dataset="cifar10", min_samples_per_device=1, data_dir=str(tmp_path / "no-data"))
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps(spec))
+    return subprocess.run([sys.executable, "-m", "spfl.cli", "run", str(path), "--out", str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_every_setting_with_a_maximum_is_covered():
+    assert set(MAXIMA) == {"num_devices", "server_momentum", "modulus_bits", "max_power_dbm",
+                           "noise_psd_dbm_hz", "slot_share", "threads"}
+
+
+@pytest.mark.parametrize("name", sorted(MAXIMA))
+def test_setting_at_its_maximum_runs_and_just_above_is_refused(tmp_path, name):
+    setting = MAXIMA[name]
+    top = setting.maximum
+    at = top - (1e-3 if setting.exclusive_maximum else 0)
+    above = top if setting.exclusive_maximum else (top + 1 if setting.kind is int else top + 1e-3)
+    if setting.kind is int:
+        at, above = int(at), int(above)
+    refused = cli_run(tmp_path, name, above)
+    assert refused.returncode != 0
+    assert f"'{name}' = {above!r}" in refused.stderr and "allowed" in refused.stderr, refused.stderr
+    assert not (tmp_path / "out").exists(), "refused before any work"
+    accepted = cli_run(tmp_path, name, at)
+    if name == "num_devices":  # accepted: the run goes on to look for the CIFAR-10 data it would split
+        assert "num_devices" not in accepted.stderr and "cifar" in accepted.stderr.lower(), accepted.stderr
+        return
+    assert accepted.returncode == 0, accepted.stderr
+    summary = json.loads((tmp_path / "out" / "spfl" / "summary.json").read_text())
+    assert summary["rounds_completed"] == 1
+    assert json.loads((tmp_path / "out" / "spfl" / "spec.json").read_text())[name] == at
+
+
+# --- deadline calibration -----------------------------------------------------------------------------
+
+def cell_averaged_outage(deadline_s, bits, share, bandwidth, power, noise_psd, inner, outer) -> float:
+    """E over a device uniform by area in the annulus of 1 - exp(-theta(d)): a quadrature of the closed form."""
+    slot = share * deadline_s
+
+    def error_at(r):
+        theta = bandwidth * noise_psd * math.expm1(bits / (bandwidth * slot) * math.log(2)) / (power * gain_at(r))
+        return -math.expm1(-theta) * 2 * r / (outer**2 - inner**2)
+
+    value, _ = quad(error_at, inner, outer, limit=200, epsabs=1e-10)
+    return value
+
+
+@pytest.mark.parametrize("settings, target", [
+    ({"total_bandwidth_mhz": 2.0}, 0.4),
+    ({"total_bandwidth_mhz": 0.5, "num_devices": 10, "max_power_dbm": 17.0}, 0.2),
+    ({"total_bandwidth_mhz": 1.0, "modulus_bits": 15, "power_constraint": "sum"}, 0.6),
+])
+def test_calibrated_deadline_gives_the_target_error_of_the_closed_form(tmp_path, capsys, settings, target):
+    from spfl.cli import main
+
+    path = tmp_path / "spec.json"
+    path.write_text(json.dumps(settings))
+    spec = make_spec(settings)
+    assert main(["calibrate", str(path), "--target", str(target)]) == 0
+    result = json.loads(capsys.readouterr().out)
+    d = 4810
+    assert result["num_params"] == d
+    bits = spec.modulus_bits * d
+    share = bits / (d + bits)  # the modulus packet's share of the deadline (proportional split)
+    power = dbm_to_watt(spec.max_power_dbm) / (2 if spec.power_constraint == "sum" else 1)
+    error = cell_averaged_outage(result["deadline_ms"] / 1000, bits, share,
+                                 spec.total_bandwidth_mhz * 1e6 / spec.num_devices, power,
+                                 dbm_to_watt(spec.noise_psd_dbm_hz), spec.cell_inner_radius_m,
+                                 spec.cell_outer_radius_m)
+    # 20,000 random drops in the calibration (standard error <= 0.0035) and a 4-digit deadline
+    assert error == pytest.approx(target, abs=0.012)
