@@ -11,6 +11,7 @@ import math
 
 import numpy as np
 import torch
+from scipy.integrate import quad
 
 # docs/model.md section 1: one seed spawns, in this order, the partition, init, geometry, fading and
 # batch streams; the batch stream spawns one child per device.
@@ -75,3 +76,16 @@ def quantized(magnitudes: list[float], bits: int) -> list[float]:
     top = max(magnitudes)
     levels = 2**bits - 1
     return [round(m / top * levels) / levels * top for m in magnitudes]
+
+
+def cell_averaged_outage(deadline_s, bits, share, bandwidth, power, noise_psd, inner, outer) -> float:
+    """Packet error averaged over a device placed uniformly by area in the annulus [inner, outer]: the
+    integral of 1 - exp(-theta(r)) with density 2 r / (outer^2 - inner^2), by quadrature (no sampling)."""
+    slot = share * deadline_s
+
+    def error_at(r):
+        theta = bandwidth * noise_psd * math.expm1(bits / (bandwidth * slot) * math.log(2)) / (power * gain_at(r))
+        return -math.expm1(-theta) * 2 * r / (outer**2 - inner**2)
+
+    value, _ = quad(error_at, inner, outer, limit=200, epsabs=1e-10)
+    return value

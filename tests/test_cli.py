@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from core_helpers import cell_averaged_outage, dbm_to_watt
 from spfl.cli import main
 
 TINY = {"num_devices": 4, "batch_size": 16, "rounds": 3, "eval_every": 3, "partition": "iid"}
@@ -89,11 +90,20 @@ def test_console_script_and_schema(tmp_path):
 
 
 def test_calibrate_finds_deadline_for_target_error(tmp_path, capsys):
+    """The deadline it prints gives the target error by the closed form averaged over the cell (not by
+    calibrate's own sampling), and a deadline 10 % shorter gives clearly more."""
     spec = write_spec(tmp_path, total_bandwidth_mhz=2.0)
     assert main(["calibrate", str(spec), "--target", "0.4"]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert result["uniform_packet_error"]["modulus"] == pytest.approx(0.4, abs=2e-3)
-    assert result["deadline_ms"] > 0
+    d = result["num_params"]
+    assert d == 4810  # the digits MLP
+
+    def error(deadline_ms):  # the modulus packet: 31 d bits on its proportional share 31/32 of the deadline
+        return cell_averaged_outage(deadline_ms / 1000, 31 * d, 31 / 32, 2e6 / TINY["num_devices"],
+                                    dbm_to_watt(23.0), dbm_to_watt(-174.0), 50.0, 500.0)
+
+    assert error(result["deadline_ms"]) == pytest.approx(0.4, abs=0.012)
+    assert error(0.9 * result["deadline_ms"]) > 0.4 + 0.03
 
 
 # --- thread-independent numbers ------------------------------------------------------------------

@@ -14,10 +14,10 @@ import sys
 import numpy as np
 import pytest
 import torch
-from scipy.integrate import quad
 
 from core_helpers import (
     batch_generators,
+    cell_averaged_outage,
     dbm_to_watt,
     gain_at,
     partition_weights,
@@ -427,18 +427,6 @@ def test_setting_at_its_maximum_runs_and_just_above_is_refused(tmp_path, name):
 
 
 # --- deadline calibration -----------------------------------------------------------------------------
-
-def cell_averaged_outage(deadline_s, bits, share, bandwidth, power, noise_psd, inner, outer) -> float:
-    """E over a device uniform by area in the annulus of 1 - exp(-theta(d)): a quadrature of the closed form."""
-    slot = share * deadline_s
-
-    def error_at(r):
-        theta = bandwidth * noise_psd * math.expm1(bits / (bandwidth * slot) * math.log(2)) / (power * gain_at(r))
-        return -math.expm1(-theta) * 2 * r / (outer**2 - inner**2)
-
-    value, _ = quad(error_at, inner, outer, limit=200, epsabs=1e-10)
-    return value
-
 
 @pytest.mark.parametrize("settings, target", [
     ({"total_bandwidth_mhz": 2.0}, 0.4),

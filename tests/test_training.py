@@ -11,13 +11,18 @@ Tolerances (stated once, used below):
 
 from __future__ import annotations
 
+import json
+import platform
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
 from torch.nn import functional as F
 
 from spfl.models import build_model
-from spfl.training import FlatModel, LocalTrainer, reuse_freed_memory
+from spfl.training import FlatModel, LocalTrainer
 
 SHAPES = {"mlp": (1, 8, 8), "cifar_cnn": (3, 32, 32)}
 BATCHED_RTOL, BATCHED_LOSS_ATOL = 1e-5, 1e-5
@@ -124,11 +129,52 @@ def test_reuse_output_writes_each_round_into_one_buffer():
     assert torch.equal(second, LocalTrainer(model, 0.05, 1).uploads(w, other)[0])
 
 
-def test_allocator_tuning_changes_no_value():
-    model, w, batches = _setup("cifar_cnn", 1)
-    before, _ = LocalTrainer(model, 0.05, 1).uploads(w, batches)
-    assert isinstance(reuse_freed_memory(), bool)
-    assert torch.equal(LocalTrainer(model, 0.05, 1).uploads(w, batches)[0], before)
+# Run in a child process: the tuning is process-wide and would change malloc for the rest of the session.
+_ALLOCATOR_PROBE = """
+import ctypes, json, torch
+from spfl.models import build_model
+from spfl.training import FlatModel, LocalTrainer, reuse_freed_memory
+
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
+                 "keepcost")]
+
+libc = ctypes.CDLL(None)
+libc.mallinfo2.restype = MallInfo2
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
+
+def mapped_by_a_large_malloc():
+    before = libc.mallinfo2().hblkhd
+    block = libc.malloc(64 << 20)
+    grown = libc.mallinfo2().hblkhd - before
+    libc.free(block)
+    return grown
+
+model = FlatModel.wrap(build_model("mlp", (1, 8, 8), 10, generator=torch.Generator().manual_seed(1)))
+gen = torch.Generator().manual_seed(2)
+batches = [[(torch.randn(8, 1, 8, 8, generator=gen), torch.randint(0, 10, (8,), generator=gen))] for _ in range(3)]
+w = model.initial_vector()
+before, _ = LocalTrainer(model, 0.05, 1).uploads(w, batches)
+untuned = mapped_by_a_large_malloc()
+tuned = reuse_freed_memory()
+after, _ = LocalTrainer(model, 0.05, 1).uploads(w, batches)
+print(json.dumps({"untuned": untuned, "tuned": tuned, "tuned_mapped": mapped_by_a_large_malloc(),
+                  "again": reuse_freed_memory(), "same_uploads": bool(torch.equal(before, after))}))
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the tuning is glibc's mallopt")
+def test_allocator_tuning_keeps_large_blocks_in_the_heap_and_changes_no_value():
+    """Untuned glibc serves a 64 MiB malloc by mmap; tuned, from the heap (kept for reuse); uploads unchanged."""
+    result = subprocess.run([sys.executable, "-c", _ALLOCATOR_PROBE], capture_output=True, text=True, check=True,
+                            timeout=300)
+    probe = json.loads(result.stdout)
+    assert probe["untuned"] >= 64 << 20
+    assert probe["tuned"] is True and probe["again"] is True
+    assert probe["tuned_mapped"] == 0
+    assert probe["same_uploads"]
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

@@ -12,7 +12,6 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -73,19 +72,17 @@ def test_lint_passes(workdir):
         assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_dry_run_of_the_paper_config_needs_no_data_and_is_fast(workdir):
-    """The default config (CIFAR-10): no dataset, no network, under 15 s."""
-    started = time.perf_counter()
+def test_dry_run_of_the_paper_config_needs_no_data(workdir):
+    """The default config (CIFAR-10): no dataset, no network, nothing written.  (Its speed is not asserted:
+    a wall-clock limit fails on a busy machine and proves nothing on an idle one.)"""
     result = snakemake(workdir, "-n", "--cores", "2")
-    elapsed = time.perf_counter() - started
     assert result.returncode == 0, result.stderr
     jobs = jobs_of(result.stdout)
     assert jobs["prepare_data"] == 1 and jobs["simulate"] == jobs["cell_params"] >= 30
     assert jobs["table"] == len(FIGURES) and jobs["headline_table"] == 1
     assert all(jobs[f"plot_{name}"] == 1 for name in FIGURES)
     assert "results/data/cifar10.pt" in result.stdout
-    assert elapsed < 15, f"dry run took {elapsed:.1f} s"
-    assert not (workdir / "data").exists()
+    assert not (workdir / "data").exists() and not (workdir / "results").exists()
 
 
 def test_dry_run_of_the_quick_config(workdir):
