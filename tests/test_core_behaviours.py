@@ -10,6 +10,7 @@ import json
 import math
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -20,15 +21,17 @@ from core_helpers import (
     cell_averaged_outage,
     dbm_to_watt,
     gain_at,
+    outage_threshold,
     partition_weights,
     quantized,
     textbook_gradients,
 )
 from spfl import checkpoint as checkpoints
 from spfl.aggregation import Aggregator
+from spfl.channel import draw_fading, failure_threshold, packet_error_rate
 from spfl.simulation import Simulation, build_environment
 from spfl.spec import SETTINGS, make_spec
-from spfl.transmission import Delivery
+from spfl.transmission import Delivery, quantize_modulus
 
 # eta = 0.1, L = 5: a full gradient is worth (eta - L eta^2 / 2) ||g||^2 = 0.075 ||g||^2, a sign with
 # modulus c is worth 0.1 <|g|, c> - 0.025 ||c||^2 (distinct factors, so swapping them is caught).
@@ -452,3 +455,46 @@ def test_calibrated_deadline_gives_the_target_error_of_the_closed_form(tmp_path,
                                  spec.cell_outer_radius_m)
     # 20,000 random drops in the calibration (standard error <= 0.0035) and a 4-digit deadline
     assert error == pytest.approx(target, abs=0.012)
+
+
+# --- edges that mutation testing showed untested (docs/mutation.md) ------------------------------------
+
+def test_links_without_bandwidth_power_or_time_fail_silently_and_tiny_ones_do_not():
+    """No (or negative) bandwidth, power or slot is a dead link (threshold inf), computed without numpy
+    warnings; a link of 0.5 Hz still carries a 1-bit packet over 10 s."""
+    noise = dbm_to_watt(-174.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for bandwidth, power, slot in [(0.0, 0.2, 0.1), (-1e5, 0.2, 0.1), (1e5, 0.0, 0.1), (1e5, -0.2, 0.1),
+                                       (1e5, 0.2, 0.0), (1e5, 0.2, -0.1)]:
+            assert failure_threshold(bandwidth, power, 1e-10, 1e4, slot, noise) == math.inf, (bandwidth, power, slot)
+        huge = failure_threshold(1e3, 0.2, 1e-10, 1e9, 1e-3, noise)
+    assert huge == math.inf
+    tiny = failure_threshold(0.5, 0.2, 1e-10, 1.0, 10.0, noise)
+    assert tiny == pytest.approx(outage_threshold(0.5, 0.2, 1e-10, 1.0, 10.0, noise), rel=1e-12)
+
+
+def test_waterfall_threshold_defaults_to_m_equal_one():
+    noise = dbm_to_watt(-174.0)
+    expected = 2e5 * noise / (0.1 * 1e-11)  # m B N0 / (p lambda) with m = 1
+    assert failure_threshold(2e5, 0.1, 1e-11, 5e4, 0.1, noise, "waterfall") == pytest.approx(expected, rel=1e-12)
+    assert packet_error_rate(2e5, 0.1, 1e-11, 5e4, 0.1, noise, "waterfall") == pytest.approx(
+        -math.expm1(-expected), rel=1e-12)
+
+
+def test_fading_draws_default_to_one_block_per_device():
+    draws = draw_fading(np.random.default_rng(5), 7)
+    assert draws.shape == (7, 2)
+    assert np.array_equal(draws[:, 0], draws[:, 1])
+
+
+def test_quantizer_is_exact_at_31_bits_keeps_the_dtype_and_leaves_zero_rows_zero():
+    m = torch.tensor([[0.3, 0.7, 1e-3, 0.123456789], [0.0, 0.0, 0.0, 0.0], [0.2, 0.4, 0.6, 0.8]])
+    assert torch.equal(quantize_modulus(m, 31), m)
+    half = quantize_modulus(m, 15)
+    assert half.dtype == m.dtype
+    assert torch.equal(half, torch.from_numpy(m.numpy().astype(np.float16).astype(np.float32)))
+    four = quantize_modulus(m, 4)
+    assert torch.equal(four[1], torch.zeros(4))
+    # rows whose maximum is below 1 are scaled by their maximum: 0.8 / 15 per level
+    assert four[2].tolist() == pytest.approx([round(x / 0.8 * 15) / 15 * 0.8 for x in (0.2, 0.4, 0.6, 0.8)], abs=1e-7)
