@@ -31,7 +31,7 @@ from spfl.aggregation import Aggregator
 from spfl.channel import draw_fading, failure_threshold, packet_error_rate
 from spfl.simulation import Simulation, build_environment
 from spfl.spec import SETTINGS, make_spec
-from spfl.transmission import Delivery, quantize_modulus
+from spfl.transmission import Delivery, Link, quantize_modulus
 
 # eta = 0.1, L = 5: a full gradient is worth (eta - L eta^2 / 2) ||g||^2 = 0.075 ||g||^2, a sign with
 # modulus c is worth 0.1 <|g|, c> - 0.025 ||c||^2 (distinct factors, so swapping them is caught).
@@ -498,3 +498,13 @@ def test_quantizer_is_exact_at_31_bits_keeps_the_dtype_and_leaves_zero_rows_zero
     assert torch.equal(four[1], torch.zeros(4))
     # rows whose maximum is below 1 are scaled by their maximum: 0.8 / 15 per level
     assert four[2].tolist() == pytest.approx([round(x / 0.8 * 15) / 15 * 0.8 for x in (0.2, 0.4, 0.6, 0.8)], abs=1e-7)
+
+
+@pytest.mark.parametrize("fading", ["block", "per_packet"])
+def test_probability_that_not_both_packets_arrive(fading):
+    """1 - P(both): exp(-max) under block fading (the weaker packet decides), exp(-t_s - t_m) per packet;
+    a dead packet (inf) makes it certain."""
+    link = Link(np.ones(3), 1e-20, fading=fading)
+    t_s, t_m = np.array([0.1, 0.5, 0.2]), np.array([0.3, 0.5, np.inf])
+    joint = [max(a, b) for a, b in zip(t_s, t_m)] if fading == "block" else [a + b for a, b in zip(t_s, t_m)]
+    assert link.both_error(t_s, t_m).tolist() == pytest.approx([1 - math.exp(-j) for j in joint], rel=1e-12)
