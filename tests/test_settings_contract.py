@@ -67,7 +67,8 @@ def test_repeated_keys_are_refused_with_their_lines(text, line, first):
     key = "x" if "x:" in text else "seed"
     with pytest.raises(SpecError) as error:
         load_yaml(text, source="'spec.yaml'")
-    assert str(error.value) == f"'spec.yaml' line {line} repeats key '{key}' (first at line {first}): allowed each key once"
+    assert str(error.value) == (f"'spec.yaml' line {line} repeats key '{key}' (first at line {first}): "
+                                "allowed each key once")
 
 
 def test_repeated_key_in_a_json_file_names_the_file_and_line(tmp_path):
