@@ -95,3 +95,68 @@ def test_near_miss_keys_get_a_suggestion_and_far_ones_none():
     assert did_you_mean("bandwidth", names) == ""
     with pytest.raises(SpecError, match=r"unknown run setting 'sed' \(did you mean 'seed'\?\)"):
         make_spec(sed=1)
+
+
+# --- files and --set: each mistake is one line naming the file or the --set, the value and what is allowed
+
+def refused(call, *args) -> str:
+    with pytest.raises(SpecError) as error:
+        call(*args)
+    message = str(error.value)
+    assert "\n" not in message
+    return message
+
+
+def test_unreadable_spec_files_are_named(tmp_path):
+    missing, folder, binary = tmp_path / "missing.yaml", tmp_path / "folder.yaml", tmp_path / "binary.yaml"
+    folder.mkdir()
+    binary.write_bytes(b"seed: 1\n\xff\xfe")
+    assert refused(load_yaml, missing) == f"'{missing}' not found"
+    assert refused(load_yaml, folder) == f"'{folder}' is a folder: allowed a YAML or JSON file"
+    assert refused(load_yaml, binary) == (f"'{binary}' is not a text file (byte 8 is not UTF-8): allowed a YAML or "
+                                          "JSON file")
+    assert refused(load_yaml, missing, "the config") == "the config not found"  # a source replaces the path
+
+
+def test_malformed_yaml_and_json_name_line_and_column(tmp_path):
+    broken_json = tmp_path / "spec.json"
+    broken_json.write_text('{"seed": 1,\n "rounds": }')
+    message = refused(load_yaml, broken_json)
+    assert message.startswith(f"'{broken_json}' is not valid JSON: line 2, column 12: ")
+    assert refused(load_yaml, "a: [1, 2\nb: 3\n", "'x.yaml'").startswith("'x.yaml' is not valid YAML/JSON: line ")
+    control = refused(load_yaml, "seed: 1\x07\n", "'x.yaml'")
+    assert control == "'x.yaml' is not a text file (character #x0007 at position 7): allowed a YAML or JSON file"
+    assert load_yaml("seed: 1\n") == {"seed": 1}
+
+
+def test_run_spec_files_that_are_not_mappings_or_hold_bad_values(tmp_path):
+    from spfl.spec import load_spec
+
+    path = tmp_path / "spec.yaml"
+    path.write_text("")
+    assert refused(load_spec, path) == (f"run spec file '{path}' is empty: allowed a mapping of run settings "
+                                        "(write '{}' to run every default)")
+    path.write_text("- 1\n- 2\n")
+    assert refused(load_spec, path) == f"run spec file '{path}' must hold a mapping of settings, not list"
+    path.write_text("seed: -1\n")
+    assert refused(load_spec, path) == f"{path}: run setting 'seed' = -1 is invalid: allowed an integer >= 0"
+    path.write_text("seed: 2\n")
+    with pytest.raises(SpecError) as error:
+        load_spec(path, rounds=0)
+    assert str(error.value) == f"{path} with rounds=0: run setting 'rounds' = 0 is invalid: allowed an integer >= 1"
+    assert load_spec(path, rounds=3) == make_spec(seed=2, rounds=3)
+
+
+def test_set_assignments_are_typed_and_checked():
+    from spfl.spec import parse_assignment
+
+    assert parse_assignment("seed=3") == ("seed", 3)
+    assert parse_assignment(" total_bandwidth_mhz = 2.5") == ("total_bandwidth_mhz", 2.5)
+    assert parse_assignment("data_file=null") == ("data_file", None)
+    assert parse_assignment("slot_share=optimized") == ("slot_share", "optimized")
+    assert refused(parse_assignment, "seed") == "--set 'seed' is invalid: allowed KEY=VALUE"
+    assert refused(parse_assignment, "sed=1").startswith(
+        "--set 'sed=1': unknown run setting 'sed' (did you mean 'seed'?): allowed keys are dataset, data_dir,")
+    assert refused(parse_assignment, "seed=-1") == ("--set 'seed=-1': run setting 'seed' = -1 is invalid: allowed an "
+                                                    "integer >= 0")
+    assert refused(parse_assignment, "seed=[1").startswith("--set 'seed=[1': the value is not valid YAML/JSON")
