@@ -31,7 +31,7 @@ from spfl.aggregation import Aggregator
 from spfl.channel import draw_fading, failure_threshold, packet_error_rate
 from spfl.simulation import Simulation, build_environment
 from spfl.spec import SETTINGS, make_spec
-from spfl.transmission import Delivery, Link, quantize_modulus
+from spfl.transmission import Delivery, Link, quantize_modulus, signs
 
 # eta = 0.1, L = 5: a full gradient is worth (eta - L eta^2 / 2) ||g||^2 = 0.075 ||g||^2, a sign with
 # modulus c is worth 0.1 <|g|, c> - 0.025 ||c||^2 (distinct factors, so swapping them is caught).
@@ -508,3 +508,18 @@ def test_probability_that_not_both_packets_arrive(fading):
     t_s, t_m = np.array([0.1, 0.5, 0.2]), np.array([0.3, 0.5, np.inf])
     joint = [max(a, b) for a, b in zip(t_s, t_m)] if fading == "block" else [a + b for a, b in zip(t_s, t_m)]
     assert link.both_error(t_s, t_m).tolist() == pytest.approx([1 - math.exp(-j) for j in joint], rel=1e-12)
+
+
+def test_31_bit_moduli_are_the_float32_magnitudes_bit_for_bit():
+    """A uniform quantizer with 2^31 - 1 levels is close but not exact in float32 (about 0.3 % of entries
+    move by an ulp): 31 bits must bypass it."""
+    m = torch.rand(20, 4810, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(quantize_modulus(m, 31), m)
+    assert torch.equal(quantize_modulus(m.double(), 31), m.double())
+
+
+def test_signs_keep_the_dtype_and_map_zero_to_plus_one():
+    for dtype in (torch.float32, torch.float64):
+        s = signs(torch.tensor([-2.0, 0.0, 3.0, -0.0], dtype=dtype))
+        assert s.dtype == dtype
+        assert s.tolist() == [-1.0, 1.0, 1.0, 1.0]
