@@ -185,12 +185,16 @@ def test_server_momentum_is_heavy_ball_by_hand_over_three_rounds():
     generators = batch_generators(env.spec.seed, env.spec.num_devices)
     alpha = torch.tensor(partition_weights(env), dtype=torch.float64)
     w, velocity = env.initial_weights.clone(), torch.zeros(env.num_params, dtype=torch.float64)
+    applied = []
     for _ in range(3):
         g = alpha @ textbook_gradients(env, w, generators).double()
         velocity = beta * velocity + g
+        applied.append(float(velocity.norm()))
         w = (w.double() - ETA * velocity).float()
     state = Simulation(env, "ideal").train()
     assert torch.allclose(state.weights.double(), w.double(), rtol=0, atol=1e-6)
+    # update_norm records the step applied, eta times which the weights moved
+    assert [r["update_norm"] for r in state.metric_rows[1:]] == pytest.approx(applied, rel=1e-5)
     without = Simulation(build_environment(make_spec(TINY)), "ideal").train()
     assert (state.weights - without.weights).abs().max() > 1e-4  # momentum made a visible difference
 
