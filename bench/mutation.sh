@@ -6,14 +6,25 @@
 # function; a mutant that no test kills "survives".  Results are cached in mutants/: a second run only
 # re-runs what changed.
 #
-#   bench/mutation.sh                      # every core module (about an hour on 2 busy cores)
+#   bench/mutation.sh                      # every core module (hours on 2 busy cores)
 #   bench/mutation.sh channel spec         # only these modules (allocation = the spfl.allocation package)
+#   bench/mutation.sh --survivors          # re-run only the mutants that survived last time (after new tests)
 #   MUTMUT_CHILDREN=4 bench/mutation.sh    # more workers (default 2)
 #
-# Then: `mutmut results` lists the survivors, `mutmut show NAME` shows one.
+# Naming modules re-runs all their mutants.  Changing the test selection in pyproject.toml resets every
+# cached result.  Then: `mutmut results` lists the survivors, `mutmut show NAME` shows one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 core=(channel transmission aggregation allocation simulation spec calibration training)
+MUTMUT="${MUTMUT:-$(dirname "$(command -v python)")/mutmut}"
+[ -x "$MUTMUT" ] || MUTMUT=mutmut
+if [ "${1:-}" = "--survivors" ]; then
+    mapfile -t survivors < <("$MUTMUT" results | awk -F': ' '$2 == "survived" {gsub(/^ +/, "", $1); print $1}')
+    [ ${#survivors[@]} -eq 0 ] && { echo "no surviving mutants"; exit 0; }
+    env -u PYTHONPATH nice -n 15 "$MUTMUT" run --max-children "${MUTMUT_CHILDREN:-2}" "${survivors[@]}"
+    "$MUTMUT" results
+    exit 0
+fi
 modules=("$@")
 [ ${#modules[@]} -eq 0 ] && modules=("${core[@]}")
 patterns=()
@@ -23,8 +34,6 @@ for module in "${modules[@]}"; do
         *) echo "bench/mutation.sh: unknown module '$module': allowed ${core[*]}" >&2; exit 2 ;;
     esac
 done
-MUTMUT="${MUTMUT:-$(dirname "$(command -v python)")/mutmut}"
-[ -x "$MUTMUT" ] || MUTMUT=mutmut
 # mutmut imports spfl from mutants/src; an inherited PYTHONPATH to a source tree would shadow it.
 env -u PYTHONPATH nice -n 15 "$MUTMUT" run --max-children "${MUTMUT_CHILDREN:-2}" "${patterns[@]}"
 "$MUTMUT" results
