@@ -679,3 +679,16 @@ def test_set_assignments_are_typed_and_checked():
     assert refused(parse_assignment, "seed=-1") == ("--set 'seed=-1': run setting 'seed' = -1 is invalid: allowed an "
                                                     "integer >= 0")
     assert refused(parse_assignment, "seed=[1").startswith("--set 'seed=[1': the value is not valid YAML/JSON")
+
+
+def test_run_identity_is_compact_sorted_json_and_its_sha256_prefix():
+    import hashlib
+
+    from spfl.spec import canonical_hash, canonical_json
+
+    mapping = {"b": 1, "a": [1, 2.5], "c": "x"}
+    text = '{"a":[1,2.5],"b":1,"c":"x"}'
+    assert canonical_json(mapping) == text
+    assert canonical_hash(mapping) == hashlib.sha256(text.encode()).hexdigest()[:12]
+    with pytest.raises(ValueError):
+        canonical_json({"x": math.nan})  # NaN has no JSON form: no identity may hold one
