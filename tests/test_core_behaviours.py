@@ -692,3 +692,20 @@ def test_run_identity_is_compact_sorted_json_and_its_sha256_prefix():
     assert canonical_hash(mapping) == hashlib.sha256(text.encode()).hexdigest()[:12]
     with pytest.raises(ValueError):
         canonical_json({"x": math.nan})  # NaN has no JSON form: no identity may hold one
+
+
+@pytest.mark.parametrize("m", [1.0, 3.0])
+def test_the_simulators_link_applies_the_waterfall_threshold_to_both_packets(m):
+    from spfl.transmission import PacketLayout, Resources
+
+    noise, gains = dbm_to_watt(-174.0), np.array([1e-11, 4e-12])
+    link = Link(gains, noise, per_model="waterfall", waterfall_m=m)
+    resources = Resources(np.array([1e5, 2e5]), np.array([0.1, 0.2]), np.array([0.05, 0.2]), np.array([0.25, 0.5]))
+    t_s, t_m = link.thresholds(PacketLayout(1000.0, 31000.0, 0.1), resources)
+    assert t_s.tolist() == pytest.approx([m * b * noise / (p * g) for b, p, g in zip([1e5, 2e5], [0.1, 0.2], gains)])
+    assert t_m.tolist() == pytest.approx([m * b * noise / (p * g) for b, p, g in zip([1e5, 2e5], [0.05, 0.2], gains)])
+
+
+def test_unknown_keys_of_mixed_types_are_reported_not_crashed_on():
+    with pytest.raises(SpecError, match="unknown run setting '1'"):
+        make_spec({1: 0, "zz": 0})
