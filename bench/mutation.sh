@@ -8,7 +8,7 @@
 #
 #   bench/mutation.sh                      # every core module (hours on 2 busy cores)
 #   bench/mutation.sh channel spec         # only these modules (allocation = the spfl.allocation package)
-#   bench/mutation.sh --survivors          # re-run only the mutants that survived last time (after new tests)
+#   bench/mutation.sh --survivors          # re-run the survivors and untested mutants (after new tests)
 #   bench/mutation.sh --unfinished channel # run only the mutants not yet run (an interrupted run goes on);
 #                                          # both flags take module names to restrict them
 #   MUTMUT_CHILDREN=4 bench/mutation.sh    # more workers (default 2)
@@ -21,11 +21,11 @@ core=(channel transmission aggregation allocation simulation spec calibration tr
 MUTMUT="${MUTMUT:-$(dirname "$(command -v python)")/mutmut}"
 [ -x "$MUTMUT" ] || MUTMUT=mutmut
 if [ "${1:-}" = "--survivors" ] || [ "${1:-}" = "--unfinished" ]; then
-    wanted=$([ "$1" = "--survivors" ] && echo "survived" || echo "not checked")
+    wanted=$([ "$1" = "--survivors" ] && echo "survived|no tests" || echo "not checked")
     shift
     only=$(printf 'spfl.%s.|' "${@:-}" | sed 's/|$//; s/\./\\./g')
     mapfile -t survivors < <("$MUTMUT" results --all true | awk -F': ' -v wanted="$wanted" \
-        '$2 == wanted {gsub(/^ +/, "", $1); print $1}' | { [ $# -gt 0 ] && grep -E "^($only)" || cat; })
+        '$2 ~ "^(" wanted ")$" {gsub(/^ +/, "", $1); print $1}' | { [ $# -gt 0 ] && grep -E "^($only)" || cat; })
     [ ${#survivors[@]} -eq 0 ] && { echo "no mutants $wanted"; exit 0; }
     env -u PYTHONPATH nice -n 15 "$MUTMUT" run --max-children "${MUTMUT_CHILDREN:-2}" "${survivors[@]}"
     "$MUTMUT" results

@@ -534,9 +534,6 @@ def test_signs_keep_the_dtype_and_map_zero_to_plus_one():
 # --- the settings' contract seen from outside: the JSON schema (`spfl schema`, the workflow's check) accepts
 # exactly what a run spec accepts; file and --set mistakes are one exact line ---------------------------------
 
-SCHEMA = json_schema()
-
-
 def probes(setting) -> list:
     """Values around every bound of a setting, its words and its choices, and values of wrong types."""
     values: list = [None, True, "word", [1], {"a": 1}, 0, 1, 2.5, -1]
@@ -559,7 +556,7 @@ def accepted_by_spec(setting, value) -> bool:
 
 @pytest.mark.parametrize("setting", SETTINGS, ids=lambda s: s.name)
 def test_schema_accepts_exactly_what_the_setting_accepts(setting):
-    validator = jsonschema.Draft202012Validator(SCHEMA["properties"][setting.name])
+    validator = jsonschema.Draft202012Validator(json_schema()["properties"][setting.name])
     for value in probes(setting):
         if setting.kind is int and isinstance(value, float) and value == int(value) and not math.isinf(value):
             continue  # JSON Schema counts 3.0 as an integer, as the setting does: both accept
@@ -567,15 +564,16 @@ def test_schema_accepts_exactly_what_the_setting_accepts(setting):
 
 
 def test_schema_document_describes_every_setting_with_its_default_and_origin():
-    assert SCHEMA["$schema"] == "https://json-schema.org/draft/2020-12/schema"
-    assert SCHEMA["type"] == "object" and SCHEMA["additionalProperties"] is False
-    assert SCHEMA["title"] == "spfl run settings"
-    assert list(SCHEMA["properties"]) == [s.name for s in SETTINGS]
+    schema = json_schema()
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    assert schema["type"] == "object" and schema["additionalProperties"] is False
+    assert schema["title"] == "spfl run settings"
+    assert list(schema["properties"]) == [s.name for s in SETTINGS]
     for s in SETTINGS:
-        prop = SCHEMA["properties"][s.name]
+        prop = schema["properties"][s.name]
         assert prop["default"] == s.default
         assert prop["description"] == f"[{s.origin}] {s.help}"
-    validator = jsonschema.Draft202012Validator(SCHEMA)
+    validator = jsonschema.Draft202012Validator(schema)
     assert validator.is_valid({s.name: s.default for s in SETTINGS if s.default is not None})
     assert not validator.is_valid({"bandwidth": 5})
     assert validator.is_valid({"data_file": None}) and not validator.is_valid({"seed": None})
