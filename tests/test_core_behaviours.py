@@ -707,3 +707,25 @@ def test_the_simulators_link_applies_the_waterfall_threshold_to_both_packets(m):
 def test_unknown_keys_of_mixed_types_are_reported_not_crashed_on():
     with pytest.raises(SpecError, match="unknown run setting '1'"):
         make_spec({1: 0, "zz": 0})
+
+
+def test_reader_details_found_by_mutation_testing(tmp_path):
+    import yaml
+
+    assert parse_assignment("data_dir=a=b") == ("data_dir", "a=b")  # the value may hold '='
+    broken = "run:\n  seed: [1, 2\n  rounds: 3\n"
+    with pytest.raises(yaml.MarkedYAMLError) as original:
+        yaml.safe_load(broken)
+    mark = original.value.problem_mark or original.value.context_mark
+    assert refused(load_yaml, broken).startswith(
+        f"YAML text is not valid YAML/JSON: line {mark.line + 1}, column {mark.column + 1}: ")
+    merged = "base: &b {x: 1}\nrun:\n  <<: *b\n  y: 1\n  y: 2\n"
+    assert refused(load_yaml, merged) == "YAML text line 5 repeats key 'y' (first at line 4): allowed each key once"
+    path = tmp_path / "spec.yaml"
+    path.write_text("seed: 2\n")
+    with pytest.raises(SpecError) as error:
+        load_spec(path, seed=1, rounds=0)
+    assert str(error.value).startswith(f"{path} with seed=1, rounds=0: run setting 'rounds' = 0 is invalid")
+    with pytest.raises(SpecError, match="'cell_outer_radius_m' = 100.0 is invalid: allowed a number > "
+                                        r"cell_inner_radius_m \(100.0\)"):
+        make_spec(cell_inner_radius_m=100.0, cell_outer_radius_m=100.0)
