@@ -14,7 +14,7 @@ Under ``normalize: all`` Phi is a sum of per-device terms and the bandwidth dyna
 on its grid.  Under ``normalize: received`` the devices are coupled through the normalization; Phi is
 affine in each device's own arrival probability, so the solver alternates: compute every device's
 exact coefficients at the current point (spfl.allocation.objective.dilution), solve the separable
-problem they define, and keep the result if Phi rose (at most ``RECEIVED_ROUNDS`` times).  The
+problem they define, and keep the result if Phi rose (``RECEIVED_ROUNDS`` more times at most).  The
 answer is never worse than the uniform point: it is the best of every point visited, and ``trace``
 records Phi after each stage.
 """
@@ -39,7 +39,7 @@ from spfl.allocation.power import Split, best_split
 from spfl.allocation.problem import AllocationProblem
 
 ALLOCATION_POLICIES = ("spfl", "power", "bandwidth", "uniform", "scheduling")
-RECEIVED_ROUNDS = 3
+RECEIVED_ROUNDS = 2
 _RELATIVE_GAIN = 1e-9
 
 
@@ -80,9 +80,10 @@ class _Search:
 
     def result(self) -> Allocation:
         bandwidth, power_sign, power_modulus, tau = self.point
-        silent = ~(power_sign > 0)  # a device that sends nothing holds no bandwidth
+        silent = ~(power_sign > 0)  # a device that sends nothing holds no bandwidth and no share
         bandwidth = np.where(silent, 0.0, bandwidth)
         power_modulus = np.where(silent, 0.0, power_modulus)
+        tau = np.where(silent, self.problem.fixed_share, tau)
         value = objective(self.problem, bandwidth, power_sign, power_modulus, tau)
         return Allocation(bandwidth, power_sign, power_modulus, tau, value, tuple(self.trace[:-1]) + (value,),
                           self.policy)
