@@ -8,10 +8,15 @@ from hypothesis import strategies as st
 from allocation_reference import (
     assert_consistent,
     assert_feasible,
+    device_outcomes,
+    exact_objective,
     grid_search,
+    point_arrays,
     sample_problem,
     scipy_solve,
     scipy_starts,
+    share_grid,
+    split_grid,
     start_at,
 )
 from spfl.allocation import ALLOCATION_POLICIES, AllocationProblem, allocate
@@ -33,6 +38,28 @@ def _gaps(num, fading, normalize, slot_share, seeds):
         grid = grid_search(problem)
         gaps.append((grid.objective - result.objective) / max(abs(grid.objective), 1e-300))
     return np.array(gaps)
+
+
+@pytest.mark.parametrize("fading", ["block", "per_packet"])
+def test_grid_search_is_exact_on_its_grid(fading):
+    """The yardstick itself: under received, its hull-pruned enumeration finds the best point of a small
+    grid, checked against every combination of the two devices' candidates."""
+    for seed in range(3):
+        problem = sample_problem(2, 3000 + seed, scarcity=(-1.0, 0.0, 1.0)[seed], fading=fading, normalize="received",
+                                 slot_share=None)
+        found = grid_search(problem, bandwidth_points=12, split_points=16, share_points=3, polish=False)
+        theta, tau = np.meshgrid(split_grid(problem, 16), share_grid(problem, 3), indexing="ij")
+        theta, tau = theta.ravel(), tau.ravel()
+        first, second = np.meshgrid(np.arange(theta.size), np.arange(theta.size), indexing="ij")
+        first, second = first.ravel(), second.ravel()
+        best = -np.inf
+        for level in range(13):
+            share = np.column_stack([np.full(first.size, level / 12), np.full(first.size, 1 - level / 12)])
+            arrays = point_arrays(problem, share, np.column_stack([theta[first], theta[second]]),
+                                  np.column_stack([tau[first], tau[second]]))
+            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+                best = max(best, float(np.nanmax(exact_objective(problem, *device_outcomes(problem, *arrays)))))
+        assert found.objective == pytest.approx(best, rel=1e-9), (found.objective, best)
 
 
 @pytest.mark.parametrize("fading, normalize", SWITCHES)
