@@ -274,8 +274,6 @@ def test_knapsack_matches_brute_force():
         knapsack(np.zeros((2, 3)), 5)
 
 
-@pytest.mark.xfail(strict=True, reason="knapsack returns option indices out of range when every choice "
-                                       "summing to the total is -inf (not reachable from best_bandwidth today)")
 def test_knapsack_without_a_finite_choice():
     values = np.array([[0.0, 0.0], [0.0, -np.inf]])
     try:
@@ -311,11 +309,7 @@ def test_every_policy_is_feasible_and_consistent(policy, fading, normalize):
         assert result.trace[0] == pytest.approx(objective(problem, *uniform_point(problem)), rel=1e-12)
 
 
-@pytest.mark.parametrize("fading, normalize", [
-    pytest.param(*switch, marks=pytest.mark.xfail(strict=True, reason=(
-        "received: with tau optimized, spfl ends 2.4e-5 below allocate() at the fixed proportional tau "
-        "(sample_problem(6, 22, scarcity=0.0, normalize='received', power_constraint='energy'))")))
-    if switch == ("block", "received") else switch for switch in SWITCHES])
+@pytest.mark.parametrize("fading, normalize", SWITCHES)
 def test_optimized_share_beats_the_classical_points(fading, normalize):
     """With tau optimized, Phi is never below the signSGD-like point (tau = 1, all power to the sign),
     the digital-like point (proportional tau, both packets equally reliable) or the optimum at the

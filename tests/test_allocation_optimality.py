@@ -74,10 +74,6 @@ def test_spfl_matches_dense_grid_search_three_devices(fading, normalize):
     assert gaps.max() <= REL, gaps
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "tau optimized: the packet level tries 9 sign shares (logit step 2, no zoom), up to 8% below the grid; "
-    "minimal case K = 1: sample_problem(1, 2, slot_share=None, fading='per_packet', alpha=[1.0], u_sign=[0.2], "
-    "u_modulus=[1.0]): spfl 0.4901 at tau = 1/32, grid 0.5349 at tau = 0.048"))
 def test_spfl_matches_dense_grid_search_optimized_share():
     gaps = [_gaps(2, fading, normalize, None, range(1200, 1204)) for fading, normalize in SWITCHES]
     for fading in ("block", "per_packet"):
