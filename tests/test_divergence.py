@@ -197,7 +197,7 @@ def diverging_config() -> dict:
             "rate": {"grid": {"learning_rate": [0.1, HUGE], "method": methods}},
         },
         "figures": {"accuracy_vs_bandwidth": {"experiment": "bandwidth"},
-                    "accuracy_vs_round": {"experiment": "bandwidth"}},
+                    "accuracy_vs_round": {"experiment": "bandwidth"}, "gain": {}},
         "headline": {"experiments": ["rate"]},
         "style": {"dpi": 50},
         "resources": {"simulate": {"threads": 1, "mem_mb": 1000, "runtime": 5, "gpu": 0}},
@@ -233,6 +233,9 @@ def test_a_diverging_grid_point_is_recorded_and_marked_and_the_workflow_finishes
     for name in ("accuracy_vs_bandwidth", "accuracy_vs_round", "headline"):
         assert "diverged" in (tables / f"{name}.md").read_text().split("|---", 1)[1], name
 
+    gain = pd.read_csv(tables / "gain.csv").set_index("budget_value")  # the headline, drawn
+    assert gain.loc[HUGE, "n_diverged"] == 3 and gain.loc[HUGE, "n"] == 0 and gain.loc[0.1, "n"] == 1
+    assert (workdir / "figures" / "gain.png").read_bytes()[:4] == b"\x89PNG"
     for figure in ("accuracy_vs_bandwidth", "accuracy_vs_round"):
         assert (workdir / "figures" / f"{figure}.pdf").read_bytes()[:4] == b"%PDF"
         assert (workdir / "figures" / f"{figure}.png").read_bytes()[:4] == b"\x89PNG"
