@@ -254,7 +254,8 @@ def test_headline_rounds_to_target_report_censored_runs_as_not_reached(tmp_path)
     back = pd.read_csv(path, keep_default_na=False)
     assert back.loc[0, "baseline_median_rounds_to_target"] == ""  # empty, never a number
     md = (tmp_path / "h.md").read_text()
-    assert "median run did not get there" in md and "1/3" in md
+    assert "median run did not get there" in md
+    assert "| 6 (3/3 reached) | " in md and "| not reached (1/3 reached) |" in md
 
 
 def test_headline_with_two_seeds_has_an_interval_but_notes_it_is_not_drawn(tmp_path):
@@ -354,7 +355,10 @@ def test_write_table_writes_csv_markdown_and_html_with_notes(tmp_path):
     assert back["significant"].tolist() == ["yes", "no"]
     md = (tmp_path / "h.md").read_text()
     assert md.startswith("# Headline: SP-FL minus the best baseline") and "| significant |" in md
-    assert "| 0.5 | B_tot = 0.5 MHz | spfl | received | 82 | scheduling |" in md
+    assert "| B_tot = 0.5 MHz | received | 82 | scheduling | received | 78.67 | 3.333 | 0.4649 | 6.202 | yes |" in md
+    assert "| test_set_size |" not in md and "| method_rounds_to_target |" in md  # the size is in the notes
+    untargeted = analysis.headline_table(comparison_runs(tmp_path / "runs"), headline_options(target_accuracy=None))
+    assert "rounds_to_target" not in analysis.to_markdown(analysis.comparison_markdown(untargeted))
     page = (tmp_path / "h.html").read_text()
     assert "<table" in page and "Not significant" in page
 

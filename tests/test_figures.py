@@ -270,7 +270,10 @@ def test_gain_figure_draws_paired_intervals_zero_line_and_the_paper(tmp_path):
         assert "paper: up to 9.96 pp (CIFAR-10)" in texts and plots.HOLLOW_LABEL in texts
         hollow = [line for line in ax.get_lines() if line.get_label() == "_not_significant"]
         # 2 MHz: both intervals contain 0 (final and round budget: every method loses 10 points there)
-        assert [list(line.get_xdata()) for line in hollow] == [[2.0], [2.0]]
+        # (each series shifted sideways a little so that neither hides the other)
+        assert [len(line.get_xdata()) for line in hollow] == [1, 1]
+        assert [line.get_xdata()[0] for line in hollow] == pytest.approx([2.0, 2.0], rel=0.05)
+        assert hollow[0].get_xdata()[0] < 2.0 < hollow[1].get_xdata()[0]
     finally:
         plt.close(fig)
     two = analysis.headline_table(comparison_runs(tmp_path / "two", seeds=(0, 1)), HEADLINE_OPTIONS)
@@ -310,3 +313,48 @@ def test_the_same_table_gives_the_same_bytes(tables, name, tmp_path):
     assert pdf[:4] == b"%PDF" and png[:4] == b"\x89PNG"
     assert pdf == (tmp_path / "2.pdf").read_bytes() and png == (tmp_path / "2.png").read_bytes()
     assert b"CreationDate" not in pdf and b"Software" not in png and b"matplotlib" not in png.lower()
+
+
+# --- configuration of the registry's figures and headline options ----------------------------------
+
+def test_gain_reads_the_headline_runs_and_needs_a_headline():
+    from spfl.experiments import ConfigError, load_plan
+    from synthetic_records import config
+
+    plan = load_plan(config())
+    assert plan.figures["gain"]["source"] == "headline"
+    assert plan.figure_runs("gain") == plan.headline_runs()
+    without = {k: v for k, v in config().items() if k != "headline"}
+    with pytest.raises(ConfigError, match="config key 'figures.gain' needs the headline table: add config key "
+                                          "'headline'"):
+        load_plan(without)
+    with pytest.raises(ConfigError, match="'figures.gain.experiment' is unknown"):
+        load_plan({**config(), "figures": {"gain": {"experiment": "bandwidth"}}})
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"round_budget": 4}, r"'headline.round_budget' = 4 is invalid: allowed an evaluated round of "
+                          r"experiments.bandwidth \(0, 3, 6\)"),
+    ({"round_budget": 0}, r"'headline.round_budget' = 0 is invalid: allowed >= 1"),
+    ({"target_accuracy": 120}, r"'headline.target_accuracy' = 120 is invalid: allowed <= 100"),
+    ({"target_accuracy": 0}, r"'headline.target_accuracy' = 0 is invalid: allowed > 0"),
+])
+def test_bad_headline_options_are_refused_naming_the_key(options, message):
+    from spfl.experiments import ConfigError, load_plan
+    from synthetic_records import config
+
+    cfg = config()
+    cfg["headline"].update(options)
+    with pytest.raises(ConfigError, match=message):
+        load_plan(cfg)
+
+
+def test_headline_options_default_to_null():
+    from spfl.experiments import load_plan
+    from synthetic_records import config
+
+    plan = load_plan(config())
+    assert plan.headline["round_budget"] is None and plan.headline["target_accuracy"] is None
+    cfg = config()
+    cfg["headline"].update(round_budget=6, target_accuracy=75)
+    assert load_plan(cfg).headline["round_budget"] == 6

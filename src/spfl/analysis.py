@@ -694,6 +694,30 @@ def headline_notes(table: pd.DataFrame) -> list[str]:
     return notes
 
 
+# Columns of a comparison table that its Markdown leaves to the notes (or to the CSV).
+MARKDOWN_LEFT_OUT = ("experiment", "dataset", "test_set_size", "smallest_step_pp", "budget", "budget_value",
+                     "method", "gain_std", "target_accuracy_pct", "paper_gain_pp")
+
+
+def comparison_markdown(table: pd.DataFrame) -> pd.DataFrame:
+    """The columns a reader of the Markdown needs: the notes give the dataset, test-set size, smallest step
+    and target; rounds to the target read "6 (3/3 reached)" or "not reached (1/3 reached)"."""
+    shown = table.drop(columns=[c for c in MARKDOWN_LEFT_OUT if c in table])
+    for who in ("method", "baseline"):
+        median, reached = f"{who}_median_rounds_to_target", f"{who}_reached_target"
+        if median not in shown:
+            continue
+        if "target_accuracy_pct" not in table or table["target_accuracy_pct"].isna().all():
+            shown = shown.drop(columns=[median, reached])
+            continue
+        text = [("n/a" if count == "n/a" else f"{value:g} ({count} reached)" if math.isfinite(value)
+                 else f"not reached ({count} reached)") for value, count in zip(shown[median], shown[reached])]
+        position = shown.columns.get_loc(median)
+        shown = shown.drop(columns=[median, reached])
+        shown.insert(position, f"{who}_rounds_to_target", text)
+    return shown
+
+
 def sensitivity_notes(table: pd.DataFrame) -> list[str]:
     if table.empty:
         return ["No variant had both the method and a baseline with a finished run."]

@@ -52,6 +52,7 @@ class Figure:
     source: str = "experiment"  # "headline": the headline table's runs and options
     notes: Callable[[pd.DataFrame], list[str]] = analysis.diverged_notes  # sentences under the Markdown table
     intervals: bool = True  # the figure draws 95 % intervals (its caption says from how many seeds)
+    markdown: Callable[[pd.DataFrame], pd.DataFrame] | None = None  # the columns the Markdown shows (None: all)
 
     @property
     def what_it_needs(self) -> str:
@@ -134,7 +135,8 @@ ENTRIES: tuple[Figure, ...] = (
            "budget has the highest mean final accuracy. The dotted line is the paper's \"up to 9.96 points\" on\n"
            "CIFAR-10; runs on other data are not comparable to it. The headline table has the numbers.",
            "SP-FL minus the best baseline with paired 95 % intervals, per budget",
-           needs="nothing: reads the `headline` runs (no options)", source="headline", notes=analysis.headline_notes),
+           needs="nothing: reads the `headline` runs (no options)", source="headline", notes=analysis.headline_notes,
+           markdown=analysis.comparison_markdown),
     Figure("sensitivity", "variant", COMPARED_METHODS, analysis.sensitivity_table, plots.figure_sensitivity,
            "Sensitivity: gain over the best baseline per reconstruction variant",
            "How much each unknown of the paper matters: the gain of SP-FL over the best baseline (highest mean\n"
@@ -143,7 +145,8 @@ ENTRIES: tuple[Figure, ...] = (
            "Student-t interval of the per-seed differences; hollow markers: not significant. The table says\n"
            "which ``normalize`` each method ran with.",
            "gain over the best baseline per reconstruction variant, with paired 95 % intervals",
-           needs="`variant` and a budget (one panel per budget)", notes=analysis.sensitivity_notes),
+           needs="`variant` and a budget (one panel per budget)", notes=analysis.sensitivity_notes,
+           markdown=analysis.comparison_markdown),
     Figure("headline", None, (), analysis.headline_table, None,
            "Headline: SP-FL minus the best baseline (percentage points)",
            "SP-FL minus the best baseline at each budget of the headline experiments\n"
@@ -156,7 +159,8 @@ ENTRIES: tuple[Figure, ...] = (
            "size and the smallest visible accuracy difference (one test image). The paper reports up to\n"
            '{{ snakemake.params.options["paper_gain_points"] }} points on CIFAR-10; runs on other data are not\n'
            "comparable to it.",
-           "the headline table", source="headline", notes=analysis.headline_notes, intervals=False),
+           "the headline table", source="headline", notes=analysis.headline_notes, intervals=False,
+           markdown=analysis.comparison_markdown),
     Figure("runs", None, (), analysis.runs_table, None, "Every run", "", "every run with its summary",
            intervals=False),
 )
@@ -198,10 +202,11 @@ def write_table(frame: pd.DataFrame, kind: str, csv_path: str | Path, md_path: s
     figure = entry(kind)
     notes = figure.notes(frame)
     texts = {csv_path: frame.to_csv(index=False, float_format="%.10g")}
+    view = figure.markdown(frame) if figure.markdown else frame
     if md_path is not None:
-        texts[md_path] = analysis.to_markdown(frame, figure.title, notes)
+        texts[md_path] = analysis.to_markdown(view, figure.title, notes)
     if html_path is not None:
-        shown = frame.drop(columns=[c for c in ("gain_std", "budget", "budget_value") if c in frame])
+        shown = view.drop(columns=[c for c in ("gain_std", "budget", "budget_value") if c in view])
         body = shown.to_html(index=False, na_rep="n/a", float_format=lambda v: f"{v:.2f}", border=0)
         text = "".join(f"<p>{html.escape(n)}</p>" for n in notes)
         title = html.escape(figure.title)

@@ -36,7 +36,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
-from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator, ScalarFormatter  # noqa: E402
+from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter, NullLocator  # noqa: E402
 from matplotlib.transforms import blended_transform_factory  # noqa: E402
 
 from spfl.spec import METHODS  # noqa: E402
@@ -232,7 +232,7 @@ def _x_axis(ax, table: pd.DataFrame, x: str) -> None:
     if x in LOG_AXES and (table[x] > 0).all():
         ax.set_xscale("log")
         ax.xaxis.set_major_locator(FixedLocator(log_ticks(table[x].unique())))
-        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
         ax.xaxis.set_minor_locator(NullLocator())
         ax.xaxis.set_minor_formatter(NullFormatter())
     elif x in ("num_devices", "rank", "iteration"):
@@ -418,6 +418,16 @@ def _significance_marker(ax, xs, ys, significant, color, marker) -> None:
 HOLLOW_LABEL = "hollow: not significant (the paired 95 % interval contains 0)"
 
 
+def _dodge(xs: np.ndarray, step: float, log: bool) -> np.ndarray:
+    """Shift a series sideways by ``step`` units of 2 % of the axis span (in log space on a log axis),
+    so two series at the same budgets do not hide each other's markers and error bars."""
+    if log:
+        span = np.log10(xs.max() / xs.min()) if len(xs) > 1 and xs.max() > xs.min() else 1.0
+        return xs * 10 ** (0.02 * step * span)
+    span = xs.max() - xs.min() if len(xs) > 1 and xs.max() > xs.min() else 1.0
+    return xs + 0.02 * step * span
+
+
 def figure_gain(table, figure, x, style):
     """SP-FL minus the best baseline per budget (headline table), one panel per budget experiment: the gain
     of the final accuracy and of the accuracy at the round budget, with paired 95 % intervals as error bars
@@ -436,8 +446,9 @@ def figure_gain(table, figure, x, style):
     for ax, experiment in zip(axes.flat, experiments):
         data = table[table["experiment"] == experiment].sort_values("budget_value")
         budget = data["budget"].iloc[0]
-        xs = data["budget_value"].to_numpy(float)
-        for value, low_col, high_col, sig_col, marker, dash, label in series:
+        log = budget in LOG_AXES and (data["budget_value"] > 0).all()
+        for i, (value, low_col, high_col, sig_col, marker, dash, label) in enumerate(series):
+            xs = _dodge(data["budget_value"].to_numpy(float), i - (len(series) - 1) / 2, log)
             color = colors.get(method) if value == "gain_pp" else "0.35"
             mean = data[value].to_numpy(float)
             ax.plot(xs, mean, linestyle=dash, marker=marker, markersize=6, color=color, label=label)
@@ -452,8 +463,7 @@ def figure_gain(table, figure, x, style):
                        label=f"paper: up to {paper:g} pp (CIFAR-10)")
         ax.set_title(experiment)
         _x_axis(ax, data.assign(**{budget: data["budget_value"]}), budget)
-    baseline = "the best baseline"
-    axes[0, 0].set_ylabel(f"{METHOD_LABELS.get(method, method)} minus {baseline} (pp)")
+    axes[0, 0].set_ylabel(f"{METHOD_LABELS.get(method, method)} minus the best baseline (pp)")
     hollow = any(line.get_label() == "_not_significant" for ax in axes.flat for line in ax.get_lines())
     _legend(fig, axes, extra=[(Line2D([], [], linestyle="", marker="o", markerfacecolor="white",
                                       markeredgecolor="0.3"), HOLLOW_LABEL)] if hollow else [])
