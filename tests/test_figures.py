@@ -358,3 +358,14 @@ def test_headline_options_default_to_null():
     cfg = config()
     cfg["headline"].update(round_budget=6, target_accuracy=75)
     assert load_plan(cfg).headline["round_budget"] == 6
+
+
+def test_the_check_command_reports_stale_files(tmp_path, capsys):
+    for path in figures.generated_files():
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(figures.ROOT / path, tmp_path / path)
+    assert figures.main(["check", str(tmp_path)]) == 0
+    (tmp_path / "workflow" / "report" / "gain.rst").write_text("old caption\n")
+    assert figures.main(["check", str(tmp_path)]) == 1
+    assert "workflow/report/gain.rst: out of date" in capsys.readouterr().err
+    assert figures.main(["write", str(tmp_path)]) == 0 and figures.main(["check", str(tmp_path)]) == 0

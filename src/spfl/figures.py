@@ -319,19 +319,21 @@ def write_generated(root: str | Path = ROOT) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`write` regenerates the files derived from the registry; `check` says which are out of date."""
+    """`write [ROOT]` regenerates the files derived from the registry in the checkout ROOT (default: the one
+    this module is in); `check [ROOT]` says which are out of date."""
     argv = sys.argv[1:] if argv is None else argv
-    if argv == ["write"]:
-        for path in write_generated():
+    root = Path(argv[1]) if len(argv) == 2 else ROOT
+    if argv[:1] == ["write"] and len(argv) <= 2:
+        for path in write_generated(root):
             print(f"{path}: updated")
         return 0
-    if argv == ["check"]:
-        stale = [str(p) for p, text in generated_files().items()
-                 if not (ROOT / p).exists() or (ROOT / p).read_text() != text]
+    if argv[:1] == ["check"] and len(argv) <= 2:
+        stale = [str(p) for p, text in generated_files(root).items()
+                 if not (root / p).exists() or (root / p).read_text() != text]
         for path in stale:
             print(f"{path}: out of date; run `python -m spfl.figures write`", file=sys.stderr)
         return 1 if stale else 0
-    print("usage: python -m spfl.figures write | check", file=sys.stderr)
+    print("usage: python -m spfl.figures write [ROOT] | check [ROOT]", file=sys.stderr)
     return 2
 
 

@@ -255,16 +255,20 @@ def _overlap(boxes, vertical: bool, pad: float) -> bool:
 def declutter_ticks(fig) -> None:
     """Thin out tick labels that overlap after layout: keep every other tick until none do."""
     renderer = fig.canvas.get_renderer()
-    for ax in fig.axes:
-        for axis, vertical in ((ax.xaxis, False), (ax.yaxis, True)):
-            for _ in range(6):
-                fig.draw_without_rendering()
-                shown = drawn_tick_labels(axis)
-                if len(shown) < 3 or not _overlap([t.get_window_extent(renderer) for _, t in shown], vertical,
-                                                  pad=2.0 * fig.dpi / 72):
-                    break
-                kept = shown[::2]
-                axis.set_ticks([loc for loc, _ in kept], labels=[t.get_text() for _, t in kept])
+    axes = [(axis, vertical) for ax in fig.axes for axis, vertical in ((ax.xaxis, False), (ax.yaxis, True))]
+    for _ in range(6):
+        fig.draw_without_rendering()
+        crowded = []
+        for axis, vertical in axes:
+            shown = drawn_tick_labels(axis)
+            if len(shown) >= 3 and _overlap([t.get_window_extent(renderer) for _, t in shown], vertical,
+                                            pad=2.0 * fig.dpi / 72):
+                crowded.append((axis, shown))
+        if not crowded:
+            return
+        for axis, shown in crowded:
+            kept = shown[::2]
+            axis.set_ticks([loc for loc, _ in kept], labels=[t.get_text() for _, t in kept])
 
 
 def _legend(fig, axes, extra: Sequence[tuple[Any, str]] = ()) -> None:
