@@ -83,6 +83,7 @@ def write_cell(folder: Path, cell, methods) -> None:
         write_csv(out / "allocation.csv", ALLOCATION_COLUMNS, [
             {"round": r, "device": d, "bandwidth_hz": bandwidth * 1e6 * (d + 1) / sum(range(1, num_devices + 1)),
              "power_sign_w": 0.2 * 32, "power_modulus_w": 0.0 if d == num_devices - 1 else 0.1,
+             "slot_share": 1 / 32 if method.startswith("spfl") else 1.0,
              "q_sign": 0.1, "q_modulus": 0.3, "u_sign": 1.0, "u_modulus": 2.0}
             for r in snapshots for d in range(num_devices)])
         trace = [{"round": r, "iteration": i, "objective": (1 + r) * (1 - 0.5 ** (i + 1))}
@@ -95,7 +96,7 @@ def write_cell(folder: Path, cell, methods) -> None:
             "best_accuracy": final, "final_test_loss": 1.0, "rounds_completed": ROUNDS,
             "mean_sign_error": 0.1 / bandwidth,
             "mean_modulus_error": None if method == "signsgd" else 0.4 / bandwidth,
-            "run_hash": "x", "code_version": "y", "num_params": 310, "wall_time_s": 1.0, "versions": {}})
+            "run_hash": "x", "code_version": "y", "num_params": 310, "versions": {}})
 
 
 def make_plan(root: Path, cfg: dict | None = None):

@@ -162,7 +162,7 @@ def test_allocation_table_ranks_devices_by_channel_gain(plan):
     assert band.sort_values("rank")["mean"].tolist() == pytest.approx([100.0, 200.0, 300.0, 400.0])
     share = out[(out["quantity"] == "sign_power_share") & (out["rank"] == 4)]
     assert share["mean"].tolist() == pytest.approx([1.0, 1.0])  # no modulus power at all
-    tau = 1 / 32  # D_s / (D_s + 31 D_s)
+    tau = 1 / 32  # the slot_share column of the records (the share the simulator used)
     first = out[(out["quantity"] == "sign_power_share") & (out["rank"] == 1)]["mean"].iloc[0]
     assert first == pytest.approx(tau * 6.4 / (tau * 6.4 + (1 - tau) * 0.1))
 
@@ -382,3 +382,15 @@ def test_runs_table_has_progress_columns(plan):
     assert spfl["target_reached"].tolist() == [False, True, True]  # 74 < 75 <= 76, 79
     assert math.isnan(spfl.loc[0, "rounds_to_target"]) and spfl.loc[1, "rounds_to_target"] == ROUNDS
     assert accuracy("spfl", 0, 1.0) == pytest.approx(0.74)
+
+
+def test_allocation_table_needs_the_recorded_slot_share(plan, tmp_path):
+    import shutil
+
+    runs = records(plan, plan.figure_runs("allocation"))[:1]
+    copy = tmp_path / "cell"
+    shutil.copytree(runs[0]["dir"], copy)
+    alloc = copy / runs[0]["method"] / "allocation.csv"
+    pd.read_csv(alloc).drop(columns=["slot_share"]).to_csv(alloc, index=False)
+    with pytest.raises(analysis.RecordError, match="allocation.csv' has no slot_share per device"):
+        figures.build_table("allocation", [{**runs[0], "dir": str(copy)}], plan.figures["allocation"])

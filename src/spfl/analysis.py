@@ -294,15 +294,6 @@ def table_packet_errors(runs, options) -> pd.DataFrame:
     return _with_diverged(table, runs, options)
 
 
-def sign_slot_share(spec: Mapping[str, Any], num_params: int | None) -> float:
-    """tau = D_s / (D_s + D_m), the sign slot's share of the deadline (or the configured slot_share)."""
-    if spec.get("slot_share") is not None:
-        return float(spec["slot_share"])
-    d = float(num_params or 1)
-    sign_bits = d + (32 if spec.get("compensation") == "scalar" else 0)
-    return sign_bits / (sign_bits + spec.get("modulus_bits", 31) * d)
-
-
 def table_allocation(runs, options) -> pd.DataFrame:
     """Per device, ranked by channel gain (1 = strongest): bandwidth B_k (kHz) and the sign packet's
     share of the device's power budget, averaged over the snapshot rounds of each run."""
@@ -310,12 +301,14 @@ def table_allocation(runs, options) -> pd.DataFrame:
     for run in runs:
         folder = Path(run["dir"]) / run["method"]
         spec = _read_json(folder / "spec.json")
-        summary = _read_json(folder / "summary.json")
         alloc = _read_csv(folder / "allocation.csv")
         devices = _read_csv(Path(run["dir"]) / "devices.csv")
         if alloc.empty:
             continue
-        tau = sign_slot_share(spec, summary.get("num_params"))
+        if "slot_share" not in alloc or alloc["slot_share"].isna().any():
+            raise RecordError(f"run record '{folder / 'allocation.csv'}' has no slot_share per device: "
+                              "rerun its cell (records written before the sign share was recorded)")
+        tau = alloc["slot_share"]  # the share the simulator used, per device and round
         w_s, w_m = (tau, 1.0 - tau) if spec.get("power_constraint", "energy") == "energy" else (1.0, 1.0)
         spent_s = w_s * alloc["power_sign_w"]
         spent = spent_s + w_m * alloc["power_modulus_w"]
