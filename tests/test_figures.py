@@ -369,3 +369,17 @@ def test_the_check_command_reports_stale_files(tmp_path, capsys):
     assert figures.main(["check", str(tmp_path)]) == 1
     assert "workflow/report/gain.rst: out of date" in capsys.readouterr().err
     assert figures.main(["write", str(tmp_path)]) == 0 and figures.main(["check", str(tmp_path)]) == 0
+
+
+def test_figures_are_readable_per_the_umask(tables, tmp_path):
+    import os
+
+    path = tmp_path / "t.csv"
+    figures.write_table(tables["accuracy_vs_power"], "accuracy_vs_power", path)
+    old = os.umask(0o022)
+    try:
+        figures.make_figure("accuracy_vs_power", path, tmp_path / "f.pdf", tmp_path / "f.png", {"dpi": 40})
+    finally:
+        os.umask(old)
+    assert (tmp_path / "f.pdf").stat().st_mode & 0o777 == 0o644 and (tmp_path / "f.png").stat().st_mode & 0o777 == 0o644
+    assert not list(tmp_path.glob(".*.tmp"))

@@ -39,6 +39,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter, NullLocator  # noqa: E402
 from matplotlib.transforms import blended_transform_factory  # noqa: E402
 
+from spfl.records import write_atomic  # noqa: E402
 from spfl.spec import METHODS  # noqa: E402
 
 MIN_SEEDS_DRAWN = 3  # no band or error bar from fewer seeds
@@ -524,9 +525,11 @@ def finish(fig):
 
 
 def save_figure(fig, pdf: str | Path, png: str | Path, dpi: int) -> None:
-    """PDF and PNG without time stamps or software versions: the same figure gives the same bytes."""
-    for path in (pdf, png):
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(pdf, metadata={"CreationDate": None, "Producer": None, "Creator": None})
-    fig.savefig(png, dpi=dpi, metadata={"Software": None})
-    plt.close(fig)
+    """PDF and PNG without time stamps or software versions, so the same figure gives the same bytes;
+    each written atomically (readable per the umask, never half-written)."""
+    try:
+        write_atomic(pdf, lambda handle: fig.savefig(handle, format="pdf", metadata={
+            "CreationDate": None, "Producer": None, "Creator": None}))
+        write_atomic(png, lambda handle: fig.savefig(handle, format="png", dpi=dpi, metadata={"Software": None}))
+    finally:
+        plt.close(fig)
