@@ -185,8 +185,9 @@ def diverging_config() -> dict:
 
     The headline's cells are the bandwidth sweep's 1 MHz cells (same settings), so four cells run in all.
     """
+    # smoothness 0: a run spec refuses learning_rate * smoothness >= 2 (the allocation objective would vanish)
     base = {"dataset": "digits", "model": "mlp", "num_devices": 10, "rounds": 4, "eval_every": 2,
-            "total_bandwidth_mhz": 1.0, "deadline_ms": 273.3, "device": "cpu"}
+            "total_bandwidth_mhz": 1.0, "deadline_ms": 273.3, "device": "cpu", "smoothness": 0.0}
     methods = ["digital", "signsgd", "spfl"]
     return {
         "base": base,

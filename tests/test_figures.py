@@ -108,6 +108,22 @@ def test_missing_markers_are_named(tmp_path):
         figures.generated_files(tmp_path)
 
 
+def test_every_registry_entry_names_functions_that_exist():
+    for name, entry in figures.REGISTRY.items():
+        assert callable(entry.builder), name
+        assert (entry.plotter is None) == (name in figures.TABLE_ONLY), name
+        for helper in (entry.notes, entry.markdown):
+            assert helper is None or callable(getattr(analysis, helper)), (name, helper)
+
+
+def test_reading_the_registry_imports_no_plotting_or_data_frames():
+    """The Snakefile and `spfl` validate configs through spfl.experiments at every start."""
+    code = ("import sys, spfl.experiments; "
+            "print(*(m in sys.modules for m in ('pandas', 'matplotlib', 'seaborn', 'spfl.plots')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False"] * 4
+
+
 def test_experiments_keeps_figures_importable_and_plots_does_not_import_experiments():
     from spfl.experiments import FIGURES
 

@@ -15,18 +15,20 @@ experiment (``gain``).  ``headline`` and ``runs`` are table-only entries (no plo
 from __future__ import annotations
 
 import html
+import importlib
 import logging
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 import yaml
 
-from spfl import analysis, plots
 from spfl.records import write_atomic
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 MAIN_METHODS = ("ideal", "digital", "digital_reuse", "scheduling", "signsgd", "spfl")
 ABLATION_METHODS = ("spfl", "spfl_uniform", "spfl_power", "spfl_bandwidth", "spfl_noreuse")
@@ -36,27 +38,48 @@ INTERVAL_NOTE = ("No band or error bar is drawn for a group of fewer than 3 seed
                  "mostly shows the t quantile, not the data).")
 
 
+def _function(module: str, name: str) -> Callable:
+    return getattr(importlib.import_module(f"spfl.{module}"), name)
+
+
 @dataclass(frozen=True)
 class Figure:
-    """One figure or table of the pipeline."""
+    """One figure or table of the pipeline.
+
+    Builders, plotters and the Markdown helpers are named, not imported: the config validation and the
+    Snakefile read the registry without paying for pandas, matplotlib and seaborn."""
 
     name: str
     x: str | None  # the swept setting the experiment must have (the x axis or the categories); None: any
     methods: tuple[str, ...]  # default methods (those the experiment runs); the first is the one compared
-    table: Callable[[list, dict], pd.DataFrame]  # spfl.analysis builder: (runs, options) -> table
-    plot: Callable | None  # spfl.plots plotter: (table, name, x, style) -> Figure; None: table only
+    table: str  # spfl.analysis builder: (runs, options) -> table
+    plot: str | None  # spfl.plots plotter: (table, name, x, style) -> matplotlib Figure; None: table only
     title: str
     caption: str  # report caption (reStructuredText with Snakemake's Jinja)
     what: str  # one line for the figure table of config/README.md
     needs: str = ""  # what the experiment must sweep, for config/README.md (default: from x)
     source: str = "experiment"  # "headline": the headline table's runs and options
-    notes: Callable[[pd.DataFrame], list[str]] = analysis.diverged_notes  # sentences under the Markdown table
+    notes: str = "diverged_notes"  # spfl.analysis: table -> sentences under the Markdown table
     intervals: bool = True  # the figure draws 95 % intervals (its caption says from how many seeds)
-    markdown: Callable[[pd.DataFrame], pd.DataFrame] | None = None  # the columns the Markdown shows (None: all)
+    markdown: str | None = None  # spfl.analysis: table -> the columns the Markdown shows (None: all)
 
     @property
     def what_it_needs(self) -> str:
         return self.needs or (f"`{self.x}`" if self.x else "anything (one panel per swept point)")
+
+    @property
+    def builder(self) -> Callable:
+        return _function("analysis", self.table)
+
+    @property
+    def plotter(self) -> Callable | None:
+        return _function("plots", self.plot) if self.plot else None
+
+    def note_lines(self, frame: pd.DataFrame) -> list[str]:
+        return _function("analysis", self.notes)(frame)
+
+    def markdown_view(self, frame: pd.DataFrame) -> pd.DataFrame:
+        return _function("analysis", self.markdown)(frame) if self.markdown else frame
 
 
 def _experiment(name: str) -> str:
@@ -64,31 +87,31 @@ def _experiment(name: str) -> str:
 
 
 ENTRIES: tuple[Figure, ...] = (
-    Figure("accuracy_vs_round", None, MAIN_METHODS, analysis.table_rounds, plots.figure_rounds,
+    Figure("accuracy_vs_round", None, MAIN_METHODS, "table_rounds", "figure_rounds",
            "Test accuracy (%) per round",
            "Test accuracy per communication round of the main methods (experiment\n"
            f"{_experiment('accuracy_vs_round')}), one panel per budget.\n"
            "Lines: mean over seeds; band: 95 % Student-t interval.",
            "test accuracy per round"),
-    Figure("accuracy_vs_bandwidth", "total_bandwidth_mhz", MAIN_METHODS, analysis.table_final, plots.figure_final,
+    Figure("accuracy_vs_bandwidth", "total_bandwidth_mhz", MAIN_METHODS, "table_final", "figure_final",
            "Final test accuracy (%) vs total bandwidth",
            "Final test accuracy against the total uplink bandwidth B_tot (log scale) for the main methods\n"
            f"(experiment {_experiment('accuracy_vs_bandwidth')}).\n"
            "SP-FL's advantage should be largest where bandwidth is scarce. Mean over seeds with 95 % interval.",
            "final accuracy vs B_tot"),
-    Figure("accuracy_vs_power", "max_power_dbm", MAIN_METHODS, analysis.table_final, plots.figure_final,
+    Figure("accuracy_vs_power", "max_power_dbm", MAIN_METHODS, "table_final", "figure_final",
            "Final test accuracy (%) vs device power budget",
            "Final test accuracy against the per-device power budget P_max (dBm) for the main methods\n"
            f"(experiment {_experiment('accuracy_vs_power')}).\n"
            "Mean over seeds with 95 % interval.",
            "final accuracy vs P_max"),
-    Figure("accuracy_vs_devices", "num_devices", MAIN_METHODS, analysis.table_final, plots.figure_final,
+    Figure("accuracy_vs_devices", "num_devices", MAIN_METHODS, "table_final", "figure_final",
            "Final test accuracy (%) vs number of devices",
            "Final test accuracy against the number of devices K at a fixed total bandwidth for the main methods\n"
            f"(experiment {_experiment('accuracy_vs_devices')}).\n"
            "Mean over seeds with 95 % interval.",
            "final accuracy vs K"),
-    Figure("allocation", None, ("spfl",), analysis.table_allocation, plots.figure_allocation,
+    Figure("allocation", None, ("spfl",), "table_allocation", "figure_allocation",
            "Per-device allocation, devices ranked by channel gain",
            "SP-FL's allocation per device, devices ranked by large-scale channel gain (1 = strongest): bandwidth\n"
            "B_k (top) and the sign packet's share of the device's power budget (bottom; under the energy constraint\n"
@@ -97,35 +120,35 @@ ENTRIES: tuple[Figure, ...] = (
            f"{_experiment('allocation')}).",
            "B_k and the sign packet's share of the power budget per device, by channel gain",
            needs="anything (panels)"),
-    Figure("packet_errors", "total_bandwidth_mhz", ("spfl", "spfl_uniform"), analysis.table_packet_errors,
-           plots.figure_packet_errors,
+    Figure("packet_errors", "total_bandwidth_mhz", ("spfl", "spfl_uniform"), "table_packet_errors",
+           "figure_packet_errors",
            "Mean packet error (%) vs total bandwidth",
            "Mean realized packet error of sign packets (solid) and modulus packets (dashed) against the total\n"
            "bandwidth, optimized SP-FL against SP-FL with uniform allocation (experiment\n"
            f"{_experiment('packet_errors')}). Optimization should protect\n"
            "the sign packets first. Mean over seeds with 95 % interval.",
            "mean realized sign / modulus packet error vs B_tot"),
-    Figure("ablation", None, ABLATION_METHODS, analysis.table_rounds, plots.figure_rounds,
+    Figure("ablation", None, ABLATION_METHODS, "table_rounds", "figure_rounds",
            "Test accuracy (%) per round: SP-FL and its ablations",
            "Test accuracy per round of SP-FL and its ablations: uniform allocation, power optimization only,\n"
            "bandwidth optimization only, and no sign reuse (experiment\n"
            f"{_experiment('ablation')}), one panel per budget. Mean over\n"
            "seeds with 95 % interval.",
            "test accuracy per round", needs="anything (panels)"),
-    Figure("solver_convergence", None, ("spfl",), analysis.table_solver, plots.figure_solver,
+    Figure("solver_convergence", None, ("spfl",), "table_solver", "figure_solver",
            "Allocation objective per alternating-optimization iteration",
            "Convergence of the alternating optimization (Newton-Raphson power block, SCA bandwidth block): the\n"
            "allocation objective Phi at each AO iteration relative to its final value, for a few snapshot rounds\n"
            f"(experiment {_experiment('solver_convergence')}). Iteration 0 is\n"
            "the uniform starting point; Phi must never decrease. Mean over seeds with 95 % interval.",
            "objective Phi / final Phi per AO iteration, a few snapshot rounds", needs="anything (panels)"),
-    Figure("noniid", "dirichlet_beta", MAIN_METHODS, analysis.table_final, plots.figure_final,
+    Figure("noniid", "dirichlet_beta", MAIN_METHODS, "table_final", "figure_final",
            "Final test accuracy (%) vs Dirichlet beta",
            "Final test accuracy against the Dirichlet concentration beta of the label split (log scale; smaller\n"
            "is more non-IID) for the main methods (experiment\n"
            f"{_experiment('noniid')}). Mean over seeds with 95 % interval.",
            "final accuracy vs Dirichlet beta"),
-    Figure("gain", None, (), analysis.headline_table, plots.figure_gain,
+    Figure("gain", None, (), "headline_table", "figure_gain",
            "SP-FL minus the best baseline per budget (percentage points)",
            "SP-FL minus the best baseline at each budget of the headline experiments\n"
            '({{ snakemake.config["headline"]["experiments"] | join(", ") }}), one panel per experiment, in\n'
@@ -135,9 +158,9 @@ ENTRIES: tuple[Figure, ...] = (
            "budget has the highest mean final accuracy. The dotted line is the paper's \"up to 9.96 points\" on\n"
            "CIFAR-10; runs on other data are not comparable to it. The headline table has the numbers.",
            "SP-FL minus the best baseline with paired 95 % intervals, per budget",
-           needs="nothing: reads the `headline` runs (no options)", source="headline", notes=analysis.headline_notes,
-           markdown=analysis.comparison_markdown),
-    Figure("sensitivity", "variant", COMPARED_METHODS, analysis.sensitivity_table, plots.figure_sensitivity,
+           needs="nothing: reads the `headline` runs (no options)", source="headline", notes="headline_notes",
+           markdown="comparison_markdown"),
+    Figure("sensitivity", "variant", COMPARED_METHODS, "sensitivity_table", "figure_sensitivity",
            "Sensitivity: gain over the best baseline per reconstruction variant",
            "How much each unknown of the paper matters: the gain of SP-FL over the best baseline (highest mean\n"
            "final accuracy under the same variant) for each reconstruction variant, one panel per budget\n"
@@ -145,9 +168,9 @@ ENTRIES: tuple[Figure, ...] = (
            "Student-t interval of the per-seed differences; hollow markers: not significant. The table says\n"
            "which ``normalize`` each method ran with.",
            "gain over the best baseline per reconstruction variant, with paired 95 % intervals",
-           needs="`variant` and a budget (one panel per budget)", notes=analysis.sensitivity_notes,
-           markdown=analysis.comparison_markdown),
-    Figure("headline", None, (), analysis.headline_table, None,
+           needs="`variant` and a budget (one panel per budget)", notes="sensitivity_notes",
+           markdown="comparison_markdown"),
+    Figure("headline", None, (), "headline_table", None,
            "Headline: SP-FL minus the best baseline (percentage points)",
            "SP-FL minus the best baseline at each budget of the headline experiments\n"
            '({{ snakemake.params.options["experiments"] | join(", ") }}), in percentage points of test\n'
@@ -159,9 +182,9 @@ ENTRIES: tuple[Figure, ...] = (
            "size and the smallest visible accuracy difference (one test image). The paper reports up to\n"
            '{{ snakemake.params.options["paper_gain_points"] }} points on CIFAR-10; runs on other data are not\n'
            "comparable to it.",
-           "the headline table", source="headline", notes=analysis.headline_notes, intervals=False,
-           markdown=analysis.comparison_markdown),
-    Figure("runs", None, (), analysis.runs_table, None, "Every run", "", "every run with its summary",
+           "the headline table", source="headline", notes="headline_notes", intervals=False,
+           markdown="comparison_markdown"),
+    Figure("runs", None, (), "runs_table", None, "Every run", "", "every run with its summary",
            intervals=False),
 )
 
@@ -188,9 +211,11 @@ def entry(name: str, figures_only: bool = False) -> Figure:
 
 def build_table(kind: str, runs: Sequence[Mapping[str, Any]], options: Mapping[str, Any]) -> pd.DataFrame:
     """The table of one registry entry from run records (``Run.record()`` dicts) and its resolved options."""
-    builder = entry(kind).table
+    from spfl.analysis import RecordError
+
+    builder = entry(kind).builder
     if not runs:
-        raise analysis.RecordError(f"table '{kind}' has no runs: check the figure's experiment, select and methods")
+        raise RecordError(f"table '{kind}' has no runs: check the figure's experiment, select and methods")
     return builder(list(runs), dict(options))
 
 
@@ -199,12 +224,14 @@ def write_table(frame: pd.DataFrame, kind: str, csv_path: str | Path, md_path: s
     """CSV (full precision) and, optionally, Markdown and an HTML fragment for the Snakemake report.
 
     Every text is built before the first file is written, so a failure leaves no file half-written."""
+    from spfl.analysis import to_markdown
+
     figure = entry(kind)
-    notes = figure.notes(frame)
+    notes = figure.note_lines(frame)
     texts = {csv_path: frame.to_csv(index=False, float_format="%.10g")}
-    view = figure.markdown(frame) if figure.markdown else frame
+    view = figure.markdown_view(frame)
     if md_path is not None:
-        texts[md_path] = analysis.to_markdown(view, figure.title, notes)
+        texts[md_path] = to_markdown(view, figure.title, notes)
     if html_path is not None:
         shown = view.drop(columns=[c for c in ("gain_std", "budget", "budget_value") if c in view])
         body = shown.to_html(index=False, na_rep="n/a", float_format=lambda v: f"{v:.2f}", border=0)
@@ -218,15 +245,21 @@ def write_table(frame: pd.DataFrame, kind: str, csv_path: str | Path, md_path: s
 
 def draw(name: str, table: pd.DataFrame, style: Mapping[str, Any] | None = None):
     """The matplotlib Figure of one registered figure from its aggregated table."""
+    from spfl import plots
+
     figure = entry(name, figures_only=True)
     style = plots.apply_style(style or {})
-    fig = figure.plot(plots.prepare_table(table), name, figure.x, style)
+    fig = figure.plotter(plots.prepare_table(table), name, figure.x, style)
     return plots.finish(fig)
 
 
 def make_figure(name: str, table_path: str | Path, pdf: str | Path, png: str | Path,
                 style: Mapping[str, Any] | None = None) -> None:
     """Read the table, draw, save PDF and PNG (the PNG at the style's dpi), byte-reproducibly."""
+    import pandas as pd
+
+    from spfl import plots
+
     logging.getLogger("fontTools").setLevel(logging.WARNING)  # font subsetting logs pages at INFO
     style = {**plots.DEFAULT_STYLE, **dict(style or {})}
     fig = draw(name, pd.read_csv(table_path), style)
