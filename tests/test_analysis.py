@@ -254,7 +254,8 @@ def test_headline_rounds_to_target_report_censored_runs_as_not_reached(tmp_path)
     back = pd.read_csv(path, keep_default_na=False)
     assert back.loc[0, "baseline_median_rounds_to_target"] == ""  # empty, never a number
     md = (tmp_path / "h.md").read_text()
-    assert "median run did not get there" in md
+    assert "Rounds to 80 %: per run, the first evaluated round with test accuracy >= 80 %" in md
+    assert '"not reached" when the median run did not get there' in md
     assert "| 6 (3/3 reached) | " in md and "| not reached (1/3 reached) |" in md
 
 

@@ -680,10 +680,10 @@ def headline_notes(table: pd.DataFrame) -> list[str]:
     notes.append(f"budget_*: accuracy at round {rounds} (the round budget) instead of the last round.")
     targets = table["target_accuracy_pct"].dropna()
     if len(targets):
-        notes.append(f"Rounds to {targets.iloc[0]:g} %: the first evaluated round with test accuracy >= "
-                     f"{targets.iloc[0]:g} %; *_median_rounds_to_target is the median over seeds with a run "
-                     "that never got there counted as later than every round, n/a (not reached) when the "
-                     "median run did not get there; *_reached_target counts the runs that did.")
+        notes.append(f"Rounds to {targets.iloc[0]:g} %: per run, the first evaluated round with test accuracy >= "
+                     f"{targets.iloc[0]:g} %; per row, the median over seeds, a run that never got there counted "
+                     "as later than every round, so \"not reached\" when the median run did not get there, and how "
+                     "many runs got there (CSV: *_median_rounds_to_target, empty when not reached; *_reached_target).")
     return notes
 
 
