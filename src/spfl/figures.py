@@ -188,9 +188,9 @@ ENTRIES: tuple[Figure, ...] = (
            intervals=False),
 )
 
-REGISTRY: dict[str, Figure] = {entry.name: entry for entry in ENTRIES}
-FIGURES: dict[str, Figure] = {name: entry for name, entry in REGISTRY.items() if entry.plot is not None}
-TABLE_ONLY = tuple(name for name, entry in REGISTRY.items() if entry.plot is None)
+REGISTRY: dict[str, Figure] = {f.name: f for f in ENTRIES}
+FIGURES: dict[str, Figure] = {name: f for name, f in REGISTRY.items() if f.plot is not None}
+TABLE_ONLY = tuple(name for name, f in REGISTRY.items() if f.plot is None)
 
 
 class FigureError(ValueError):
