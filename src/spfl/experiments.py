@@ -27,45 +27,18 @@ from typing import Any
 
 import yaml
 
+from spfl.figures import FIGURES  # noqa: F401 -- the registry; FIGURES stays importable from here
 from spfl.spec import METHODS, SETTING, SETTINGS, SpecError, canonical_hash, json_schema, load_yaml, make_spec
 
 RUNS_DIR = "results/runs"
 DATA_DIR = "results/data"
 SCHEMA_DIR = Path(__file__).resolve().parents[2] / "workflow" / "schemas"
 
-MAIN_METHODS = ("ideal", "digital", "digital_reuse", "scheduling", "signsgd", "spfl")
-ABLATION_METHODS = ("spfl", "spfl_uniform", "spfl_power", "spfl_bandwidth", "spfl_noreuse")
-BASELINES = ("digital", "digital_reuse", "scheduling", "signsgd")
-
 # Settings the pipeline owns: where the data lives is set per dataset by the prepare rule, and the seed
 # comes from `seeds` or a grid, so a value in `base`/`set` would be silently overridden.
 PIPELINE_OWNED = ("data_file", "seed")
 # Settings the prepare rule reads from `base` only (one prepared file per dataset).
 BASE_ONLY = ("data_dir", "download")
-
-
-@dataclass(frozen=True)
-class FigureKind:
-    """What a figure needs from its experiment: the swept setting on its x axis and default methods."""
-
-    name: str
-    x: str | None
-    methods: tuple[str, ...]
-    what: str
-
-
-FIGURES: dict[str, FigureKind] = {f.name: f for f in (
-    FigureKind("accuracy_vs_round", None, MAIN_METHODS, "test accuracy per round (one panel per grid point)"),
-    FigureKind("accuracy_vs_bandwidth", "total_bandwidth_mhz", MAIN_METHODS, "final accuracy vs B_tot"),
-    FigureKind("accuracy_vs_power", "max_power_dbm", MAIN_METHODS, "final accuracy vs P_max"),
-    FigureKind("accuracy_vs_devices", "num_devices", MAIN_METHODS, "final accuracy vs K"),
-    FigureKind("allocation", None, ("spfl",), "B_k and sign power share per device, by channel gain"),
-    FigureKind("packet_errors", "total_bandwidth_mhz", ("spfl", "spfl_uniform"),
-               "mean sign / modulus packet error vs B_tot"),
-    FigureKind("ablation", None, ABLATION_METHODS, "test accuracy per round of SP-FL and its ablations"),
-    FigureKind("solver_convergence", None, ("spfl",), "objective Phi per alternating-optimization iteration"),
-    FigureKind("noniid", "dirichlet_beta", MAIN_METHODS, "final accuracy vs Dirichlet beta"),
-)}
 
 
 class ConfigError(ValueError):
@@ -280,6 +253,8 @@ class Plan:
             raise ConfigError(f"figure '{figure}' is not configured: add it under config key 'figures' "
                               f"(configured: {', '.join(self.figures) or 'none'})")
         options = self.figures[figure]
+        if options.get("source") == "headline":
+            return self.headline_runs()
         select = options["select"]
         return [r for r in self.experiments[options["experiment"]].runs
                 if r.method in options["methods"]
@@ -377,9 +352,14 @@ def _expand_experiment(name: str, exp: Mapping[str, Any], config: Mapping[str, A
                       tuple(methods), tuple(seeds), runs)
 
 
-def _resolve_figure(name: str, options: Mapping[str, Any], experiments: Mapping[str, Experiment]) -> dict:
+def _resolve_figure(name: str, options: Mapping[str, Any], experiments: Mapping[str, Experiment],
+                    headline: Mapping[str, Any] | None = None) -> dict:
     where = f"figures.{name}"
     kind = FIGURES[name]
+    if kind.source == "headline":
+        if headline is None:
+            raise ConfigError(f"config key '{where}' needs the headline table: add config key 'headline'")
+        return {**headline, "source": "headline", "x": None}
     exp_name = options["experiment"]
     if exp_name not in experiments:
         raise ConfigError(f"config key '{where}.experiment' = {exp_name!r} is invalid: allowed one of "
@@ -416,7 +396,8 @@ def _resolve_figure(name: str, options: Mapping[str, Any], experiments: Mapping[
             "swept": list(exp.swept), "description": exp.description}
 
 
-def _resolve_headline(options: Mapping[str, Any], experiments: Mapping[str, Experiment]) -> dict:
+def _resolve_headline(options: Mapping[str, Any], experiments: Mapping[str, Experiment],
+                      cells: Mapping[str, Cell]) -> dict:
     budgets = {}
     for i, name in enumerate(options["experiments"]):
         key = f"headline.experiments[{i}]"
@@ -433,6 +414,12 @@ def _resolve_headline(options: Mapping[str, Any], experiments: Mapping[str, Expe
             raise ConfigError(f"config key 'headline.baselines' = {options['baselines']!r} is invalid: none of "
                               f"them is run by experiments.{name} ({', '.join(exp.methods)})")
         budgets[name] = exp.swept[0]
+        round_budget = options.get("round_budget")
+        for params in {r.cell: cells[r.cell].params for r in exp.runs}.values():
+            evaluated = {0, params["rounds"], *range(params["eval_every"], params["rounds"] + 1, params["eval_every"])}
+            if round_budget is not None and round_budget not in evaluated:
+                raise ConfigError(f"config key 'headline.round_budget' = {round_budget} is invalid: allowed an "
+                                  f"evaluated round of experiments.{name} ({', '.join(map(str, sorted(evaluated)))})")
     return {**dict(options), "budgets": budgets}
 
 
@@ -447,8 +434,8 @@ def load_plan(config: Mapping[str, Any], schema_dir: str | Path = SCHEMA_DIR) ->
                    for name, exp in config["experiments"].items()}
     for cell in cells.values():
         cell.methods.sort(key=METHODS.index)
-    figures = {name: _resolve_figure(name, opts, experiments) for name, opts in config["figures"].items()}
-    headline = _resolve_headline(config["headline"], experiments) if config.get("headline") else None
+    headline = _resolve_headline(config["headline"], experiments, cells) if config.get("headline") else None
+    figures = {name: _resolve_figure(name, opts, experiments, headline) for name, opts in config["figures"].items()}
     return Plan(config, experiments, cells, figures, headline)
 
 
