@@ -20,7 +20,7 @@ import torch
 from torch.nn import functional as F
 
 from spfl.models import build_model
-from spfl.training import PRECISIONS, FlatModel, LocalTrainer, evaluate, precision_mode, reuse_freed_memory
+from spfl.training import PRECISIONS, FlatModel, LocalTrainer, all_finite, evaluate, precision_mode, reuse_freed_memory
 
 SHAPES = {"mlp": (1, 8, 8), "cifar_cnn": (3, 32, 32)}
 BATCHED_RTOL, BATCHED_LOSS_ATOL = 1e-5, 1e-5
@@ -300,3 +300,17 @@ def test_tf32_runs_and_stays_close_to_float32(batched, restore_tf32_state):
     assert got.dtype == torch.float32
     assert _relative_error(got, ref).max() <= 1e-2  # TF32 keeps 10 mantissa bits
     np.testing.assert_allclose(got_loss, ref_loss, rtol=0, atol=1e-3)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_all_finite_agrees_with_isfinite(dtype):
+    """Every position class (first, vector body, last, an odd tail) and every non-finite kind."""
+    base = torch.randn(5, 1037, generator=torch.Generator().manual_seed(3)).to(dtype)
+    assert all_finite(base) and all_finite(base[:, :0]) and all_finite(base.t())
+    for value in (float("nan"), float("inf"), -float("inf")):
+        for index in ((0, 0), (2, 511), (4, 1036), (3, 1031)):
+            bad = base.clone()
+            bad[index] = value
+            assert all_finite(bad) == bool(torch.isfinite(bad).all()) is False, (value, index)
+            assert not all_finite(bad.t()) and not all_finite(bad[index[0]])
+    assert all_finite(torch.full((3,), torch.finfo(dtype).max, dtype=dtype))

@@ -326,6 +326,20 @@ def _groups_by_batch_sizes(batches) -> list[list[int]]:
     return list(groups.values())
 
 
+def all_finite(tensor: torch.Tensor) -> bool:
+    """Whether no entry is NaN or +-inf, without a tensor-sized temporary.
+
+    ``torch.isfinite(t).all()`` materializes a boolean copy of ``t`` (and temporaries inside
+    ``isfinite``): for a (K, d) upload tensor that is ~25x slower than this one-pass min/max, which
+    propagates NaN and exposes an infinity at either end."""
+    if tensor.numel() == 0:
+        return True
+    if not tensor.is_floating_point():
+        return True
+    low, high = torch.aminmax(tensor)
+    return bool(torch.isfinite(low) & torch.isfinite(high))
+
+
 @torch.no_grad()
 def evaluate(model: FlatModel, w: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
              chunk: int = 2048, precision: str = "float32") -> tuple[float, float]:
