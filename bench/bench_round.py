@@ -40,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import spfl.simulation as simulation  # noqa: E402
 from reference_simulator import ReferenceSimulator  # noqa: E402
 from spfl.spec import make_spec  # noqa: E402
+from spfl.training import PRECISIONS  # noqa: E402
 from synthetic import cifar_like  # noqa: E402
 
 # Paper-scale CIFAR run settings (config/config.yaml base), one round never evaluates the test set.
@@ -231,7 +232,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--devices", type=int, default=20, help="number of FL devices K")
-    parser.add_argument("--precision", default="float32", choices=("float32", "bfloat16"))
+    parser.add_argument("--precision", default="float32", choices=PRECISIONS)
     parser.add_argument("--setup", default="cifar", choices=("cifar", "digits"),
                         help="CIFAR CNN on synthetic CIFAR-shaped data, or the quick config's digits MLP")
     parser.add_argument("--train-size", type=int, default=50_000, help="synthetic training images")
