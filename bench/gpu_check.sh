@@ -226,8 +226,9 @@ run_cell() {
     printf '%d.%03d %s\n' $(( ms / 1000 )) $(( ms % 1000 )) "$note" > "$CELL_DIR/cell_$precision.seconds"
     return $rc
 }
-# cell_limit MAX: MAX, or what the budget leaves (less 25 s for the steps' margins and the summary).
-cell_limit() { local left=$(( $(remaining) - 25 )); [ "$1" -gt "$left" ] && echo "$left" || echo "$1"; }
+# cell_limit MAX: MAX, or what the budget leaves less 50 s: run_step's margin, the cell summary and the
+# final JSON, so that a cell stopped at its limit still writes its seconds and the summary still runs.
+cell_limit() { local left=$(( $(remaining) - 50 )); [ "$1" -gt "$left" ] && echo "$left" || echo "$1"; }
 export PY CELL_DIR CELL_THREADS
 if [ -s "$CELL_DIR/cell.yaml" ]; then
     limit=$(cell_limit 150)
@@ -235,7 +236,9 @@ if [ -s "$CELL_DIR/cell.yaml" ]; then
     limit=$(cell_limit 130)
     run_step cell_tf32_bfloat16 $(( limit + 10 )) bash -c "$(declare -f run_cell); run_cell tf32 $limit 'side by side with bfloat16' & p1=\$!; \
         run_cell bfloat16 $limit 'side by side with tf32' & p2=\$!; wait \$p1; a=\$?; wait \$p2; b=\$?; exit \$(( a > b ? a : b ))"
-    run_step cell_summary 30 "$PY" bench/paper_cell.py summarize "$CELL_DIR"
+    # Always (also when the cells ran out of time): what finished is summarized.
+    log "cell_summary:"
+    timeout 30 "$PY" bench/paper_cell.py summarize "$CELL_DIR" 2>&1 | tee "$OUT_DIR/cell_summary.log" | tee -a "$LOG"
     cp "$CELL_DIR/paper_cell.json" "$OUT_DIR/paper_cell.json" 2> /dev/null
 fi
 rm -rf "$(dirname "$DATA_FILE")"
