@@ -100,8 +100,16 @@ def prepare(out: Path, data: Path | None, train: int, test: int, rounds: int | N
 
 
 def _summary(folder: Path, method: str) -> dict | None:
+    """A finished method's summary.json, with its round loop's wall time (timing.json, or the summary's
+    own ``wall_time_s`` in older records)."""
     path = folder / method / "summary.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+    if not path.is_file():
+        return None
+    summary = json.loads(path.read_text())
+    timing = folder / method / "timing.json"
+    if "wall_time_s" not in summary:
+        summary["wall_time_s"] = json.loads(timing.read_text())["wall_time_s"] if timing.is_file() else 0.0
+    return summary
 
 
 def summarize(out: Path) -> dict:
