@@ -15,7 +15,8 @@ import pytest
 from scipy import stats
 
 from spfl import analysis, plots
-from spfl.experiments import FIGURES, load_plan
+from spfl.experiments import FIGURES
+from spfl.plan import load_plan
 from spfl.records import ALLOCATION_COLUMNS, METRIC_COLUMNS, write_csv, write_json
 from spfl.spec import make_spec
 
@@ -30,6 +31,7 @@ OPTIMIZED = {"spfl", "spfl_power", "spfl_bandwidth", "spfl_noreuse"}
 def config() -> dict:
     main = ["ideal", "digital", "digital_reuse", "scheduling", "signsgd", "spfl", "spfl_uniform"]
     return {
+        "name": "synthetic",
         "base": {"dataset": "digits", "rounds": ROUNDS, "eval_every": EVAL, "num_devices": K},
         "seeds": [0, 1, 2],
         "experiments": {
@@ -108,7 +110,7 @@ def plan(tmp_path_factory):
 
 
 def records(plan, runs):
-    return [{**r.record(), "dir": str(plan.root / r.record()["dir"])} for r in runs]
+    return [{**r.record(), "dir": str(plan.root / "results" / "runs" / r.cell)} for r in runs]
 
 
 def table(plan, figure):

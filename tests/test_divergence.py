@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 
 from spfl import analysis, plots
-from spfl.experiments import load_plan
+from spfl.plan import load_plan
 from test_analysis import config as synthetic_config
 from test_analysis import records, table, write_cell
 from workflow_helpers import copy_workflow, snakemake, write_config
@@ -55,7 +55,7 @@ def plan(tmp_path_factory):
     for run in plan.experiments["bandwidth"].runs:
         bandwidth = dict(run.point)["total_bandwidth_mhz"]
         if (run.method, bandwidth, run.seed) == ("spfl", 1.0, 0) or (run.method, bandwidth) == ("digital", 2.0):
-            make_diverged(root / run.record()["dir"] / run.method)
+            make_diverged(root / "results" / "runs" / run.cell / run.method)
     plan.root = root
     return plan
 
@@ -189,6 +189,7 @@ def diverging_config() -> dict:
             "total_bandwidth_mhz": 1.0, "deadline_ms": 273.3, "device": "cpu"}
     methods = ["digital", "signsgd", "spfl"]
     return {
+        "name": "diverging",
         "base": base,
         "seeds": [0],
         "experiments": {
@@ -210,7 +211,7 @@ def test_a_diverging_grid_point_is_recorded_and_marked_and_the_workflow_finishes
     name = write_config(workdir, "diverging.yaml", diverging_config())
     result = snakemake(workdir, "--cores", "2", "--configfile", name, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
-    tables = workdir / "results" / "tables"
+    tables = workdir / "results" / "diverging" / "tables"
 
     runs = pd.read_csv(tables / "runs.csv")
     huge, fine = runs[runs["learning_rate"] > 1], runs[runs["learning_rate"] < 1]
@@ -234,8 +235,8 @@ def test_a_diverging_grid_point_is_recorded_and_marked_and_the_workflow_finishes
         assert "diverged" in (tables / f"{name}.md").read_text().split("|---", 1)[1], name
 
     for figure in ("accuracy_vs_bandwidth", "accuracy_vs_round"):
-        assert (workdir / "figures" / f"{figure}.pdf").read_bytes()[:4] == b"%PDF"
-        assert (workdir / "figures" / f"{figure}.png").read_bytes()[:4] == b"\x89PNG"
+        assert (workdir / "figures" / "diverging" / f"{figure}.pdf").read_bytes()[:4] == b"%PDF"
+        assert (workdir / "figures" / "diverging" / f"{figure}.png").read_bytes()[:4] == b"\x89PNG"
         fig = plots.draw(figure, pd.read_csv(tables / f"{figure}.csv"), {"dpi": 50})
         shown = texts(fig)
         plt.close(fig)

@@ -1,6 +1,6 @@
 """The tiny configuration's tables are byte-identical with `--cores 1` and `--cores 2` (issue #5).
 
-Parallel jobs must not change a single byte of results/tables: every number comes from seeded
+Parallel jobs must not change a single byte of results/test/tables: every number comes from seeded
 simulations, and nothing that depends on scheduling (order of completion, wall-clock times, host
 names) may reach a table.  tests/test_slurm.py reuses these helpers to compare a SLURM run with a
 local one.
@@ -22,9 +22,10 @@ from pathlib import Path
 
 import pytest
 
-from workflow_helpers import SNAKEMAKE, TINY_CONFIG, copy_workflow
+from workflow_helpers import LOCAL_ONLY, SNAKEMAKE, TINY_CONFIG, copy_workflow
+from workflow_helpers import TABLES as TABLES_DIR
 
-TABLES = Path("results/tables")
+TABLES = Path(TABLES_DIR)
 TABLE_RULES = ("table", "headline_table", "runs_table")
 # Exit status of a run that `timeout` stopped: 124 (TERM), 137 or -9 (the KILL of `-k`, which hits the
 # whole process group, `timeout` itself included).
@@ -41,7 +42,7 @@ def run_tables(workdir: Path, *args: str, limit: int = 420, env: dict[str, str] 
     command = ["timeout", "-k", "10", str(limit), str(SNAKEMAKE), "--directory", str(workdir), "--snakefile",
                str(workdir / "Snakefile"), "--configfile", TINY_CONFIG, "--until", *TABLE_RULES, *args]
     return subprocess.run(command, capture_output=True, text=True, cwd=workdir, timeout=limit + 30,
-                          env={**(env or os.environ), "MPLBACKEND": "Agg"})
+                          env={**(env or {**os.environ, **LOCAL_ONLY}), "MPLBACKEND": "Agg"})
 
 
 def failure(result: subprocess.CompletedProcess, what: str) -> str:
