@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -29,8 +30,8 @@ from pathlib import Path
 import pytest
 
 from slurm_cluster import SlurmCluster, missing_requirements
-from test_reproducible_tables import TIMED_OUT, copy_workflow, failure, run_tables, table_differences
-from workflow_helpers import RUNS
+from test_reproducible_tables import TABLE_RULES, TIMED_OUT, copy_workflow, failure, run_tables, table_differences
+from workflow_helpers import RUNS, SNAKEMAKE, TINY_CONFIG
 
 INIT_SECONDS = 5  # --slurm-init-seconds-before-status-checks: first status check after this
 MIN_JOB_AGE = 300  # keep >= 3 x INIT_SECONDS, or the plugin falls back to sacct, which fails here
@@ -152,3 +153,48 @@ def test_the_profile_names_jobs_after_the_workflow():
     """The recovery finds the run's jobs by name: the profile sets the plugin's job-name prefix."""
     profile = (Path(__file__).resolve().parents[1] / "workflow" / "profiles" / "slurm" / "config.yaml").read_text()
     assert re.search(r"^slurm-jobname-prefix: spfl\b", profile, re.M)
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_after_a_kill_the_recovery_cancels_the_old_jobs_before_the_restart(tmp_path, slurm_cluster):
+    """kill -9 of Snakemake while its jobs are queued: the documented recovery (cancel script, --unlock,
+    the same command) leaves none of the old run's jobs in the queue before the restart submits again."""
+    workdir = copy_workflow(tmp_path / "wf")
+    command = [str(SNAKEMAKE), "--directory", str(workdir), "--snakefile", str(workdir / "Snakefile"),
+               "--configfile", TINY_CONFIG, "--until", *TABLE_RULES, "--profile", "workflow/profiles/slurm",
+               "--slurm-init-seconds-before-status-checks", str(INIT_SECONDS), "--retries", "0"]
+    env = {**slurm_cluster.env, "MPLBACKEND": "Agg"}
+    log = workdir / "killed-run.log"
+    with log.open("w") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=workdir, env=env,
+                                   start_new_session=True)
+    try:
+        deadline = time.monotonic() + LIMIT
+        while time.monotonic() < deadline and process.poll() is None and len(SUBMITTED.findall(log.read_text())) < 3:
+            time.sleep(0.2)
+        running = process.poll() is None
+        os.killpg(process.pid, signal.SIGKILL)
+    finally:
+        process.wait(timeout=30)
+    assert running, f"Snakemake ended before the kill:\n{log.read_text()[-3000:]}"
+    run_id = re.search(r"SLURM run ID: (\S+)", log.read_text()).group(1)
+    old_jobs = set(SUBMITTED.findall(log.read_text()))
+    queued = set(slurm_cluster.run("squeue", "--noheader", "--name", run_id, "--format", "%i").stdout.split())
+    assert queued, "every job had ended before the kill: the test shows nothing"
+
+    cancel = subprocess.run([sys.executable, str(CANCEL_SCRIPT), "--directory", str(workdir), "--wait", "60"],
+                            capture_output=True, text=True, env=env, timeout=120)
+    assert cancel.returncode == 0, cancel.stdout + cancel.stderr
+    assert not slurm_cluster.run("squeue", "--noheader", "--name", run_id, "--format", "%i").stdout.split()
+    states = slurm_cluster.finished_jobs()
+    assert {states.get(job) for job in queued} <= {"CANCELLED", "COMPLETED"}, states
+
+    unlock = subprocess.run([*command, "--unlock"], capture_output=True, text=True, cwd=workdir, env=env, timeout=120)
+    assert unlock.returncode == 0, unlock.stderr[-3000:]
+    restart = run_tables(workdir, "--profile", "workflow/profiles/slurm", "--slurm-init-seconds-before-status-checks",
+                         str(INIT_SECONDS), "--retries", "0", limit=LIMIT, env=slurm_cluster.env)
+    assert restart.returncode == 0, failure(restart, "restart after the recovery") + "\n" + slurm_cluster.log_tail()
+    new_jobs = set(SUBMITTED.findall(restart.stdout + restart.stderr))
+    assert new_jobs and not new_jobs & old_jobs
+    assert len(list((workdir / RUNS).glob("*/cell.json"))) == 10  # every cell of config/test.yaml
