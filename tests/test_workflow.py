@@ -347,6 +347,8 @@ def test_end_to_end_report(finished):
     for name in FIGURES:
         assert f"{name}.png" in text, name
     assert "headline.html" in text
+    # every figure and the headline table say which config and dataset they show
+    assert text.count('"config": "test"') == text.count('"dataset": "digits"') == len(FIGURES) + 1
 
 
 @pytest.mark.slow
