@@ -197,8 +197,9 @@ def test_a_repeated_experiment_name_stops_the_workflow_naming_the_file(workdir):
     twice = text.replace("experiments:\n", "experiments:\n  power:\n    grid: {max_power_dbm: [11]}\n", 1)
     (workdir / "twice.yaml").write_text(twice)
     result = snakemake(workdir, "-n", "--configfile", "twice.yaml")
+    output = result.stdout + result.stderr
     assert result.returncode != 0
-    assert "twice.yaml" in result.stderr and "power" in result.stderr
+    assert "config file" in output and "twice.yaml" in output and "'power'" in output
 
 
 def test_two_configs_write_disjoint_outputs(workdir):
