@@ -1,11 +1,11 @@
-"""Transmission and aggregation: exact, hand-computed small cases (SPEC section 4)."""
+"""Transmission and aggregation: exact, hand-computed small cases (docs/model.md, "Aggregation")."""
 
 import numpy as np
 import pytest
 import torch
 
 from spfl.aggregation import Aggregator
-from spfl.transmission import Delivery, packet_layout, quantize_modulus, signs, transmit
+from spfl.transmission import Delivery, Link, Resources, get_scheme, quantize_modulus, signs
 
 G = torch.tensor([[1.0, -2.0, 0.0],
                   [-3.0, 1.0, 2.0],
@@ -45,9 +45,13 @@ def test_received_mean_compensation_exact():
     assert torch.allclose(out2, signs(G[1]) * c)
 
 
-def test_sign_only_devices_skipped_before_any_modulus():
+def test_sign_only_devices_before_any_modulus_use_their_own_norm():
+    """No modulus has arrived yet: a sign-only device's signs are scaled by its own ||g_k|| / sqrt(d)."""
     agg = Aggregator("sign_reuse", ALPHA)
-    assert agg.aggregate(G, delivery([1, 1, 0], [0, 0, 0])) is None  # signs alone, no modulus seen yet
+    out = agg.aggregate(G, delivery([1, 1, 0], [0, 0, 0]))
+    own0, own1 = 5.0**0.5 / 3**0.5, 14.0**0.5 / 3**0.5  # ||(1,-2,0)|| / sqrt 3, ||(-3,1,2)|| / sqrt 3
+    expected = (0.5 * signs(G[0]) * own0 + 0.25 * signs(G[1]) * own1) / 0.75
+    assert torch.allclose(out, expected, atol=1e-6)
     out = agg.aggregate(G, delivery([1, 1, 1], [0, 0, 1]))  # device 2's modulus is this round's c
     c = G[2].abs()
     assert torch.allclose(out, 0.5 * signs(G[0]) * c + 0.25 * signs(G[1]) * c + 0.25 * G[2])
@@ -115,23 +119,44 @@ def test_modulus_quantizers():
     assert torch.allclose(q2, torch.tensor([[0.0, 0.0, 1.0, 3.0]]))
 
 
-def test_packet_layouts_count_bits_and_slots():
+def layout(scheme, d, bits=31, compensation="received_mean", deadline=0.1):
+    return get_scheme(scheme).layout(d, bits, compensation, deadline)
+
+
+def test_packet_layouts_count_bits_and_shares():
     d = 1000
-    sm = packet_layout("sign_modulus", d, 31, "received_mean", 0.1, None)
+    sm = layout("sign_modulus", d)
     assert (sm.sign_bits, sm.modulus_bits) == (1000, 31000)
-    assert sm.sign_slot == pytest.approx(0.1 / 32) and sm.sign_slot + sm.modulus_slot == pytest.approx(0.1)
-    assert packet_layout("sign_modulus", d, 31, "scalar", 0.1, None).sign_bits == 1032
-    assert packet_layout("digital", d, 31, "received_mean", 0.1, None).sign_bits == 32000
-    assert packet_layout("sign_only", d, 31, "received_mean", 0.1, None).sign_bits == 1032
-    assert packet_layout("sign_modulus", d, 7, "received_mean", 0.1, 0.5).modulus_bits == 7032
+    assert sm.proportional_share == pytest.approx(1 / 32)
+    assert sm.fixed_share("proportional") == pytest.approx(1 / 32) and sm.fixed_share(0.25) == 0.25
+    assert sm.fixed_share("optimized") is None
+    assert layout("sign_modulus", d, compensation="scalar").sign_bits == 1032
+    whole = layout("digital", d)
+    assert (whole.sign_bits, whole.modulus_bits, whole.fixed_share("optimized")) == (32000, 0, 1.0)
+    assert layout("sign_only", d).sign_bits == 1032
+    assert layout("sign_modulus", d, bits=7).modulus_bits == 7032  # 7 d bits + the 32-bit quantizer range
+    assert layout("sign_modulus", d, bits=15).modulus_bits == 15000  # float16: no header
 
 
 def test_transmit_error_free_and_silent_devices():
-    layout = packet_layout("error_free", 10, 31, "received_mean", 0.1, None)
-    d = transmit(layout, np.zeros(2), np.zeros(2), np.zeros(2), np.ones(2), np.zeros((2, 2)), 1e-20, "outage", 1.0)
-    assert d.sign_ok.all() and d.uplink_bits == 640
-    layout = packet_layout("sign_modulus", 10, 31, "received_mean", 0.1, None)
-    d = transmit(layout, np.array([0.0, 1e6]), np.array([1.0, 1.0]), np.array([1.0, 0.0]), np.ones(2),
-                 np.full((2, 2), 5.0), 1e-20, "outage", 1.0)
+    link = Link(np.ones(2), 1e-20)
+    none = Resources(np.zeros(2), np.zeros(2), np.zeros(2), np.ones(2))
+    d = get_scheme("error_free").transmit(layout("error_free", 10), none, link, np.zeros((2, 2)))
+    assert d.sign_ok.all() and d.both_ok.all() and d.uplink_bits == 640
+    sm = layout("sign_modulus", 10)
+    resources = Resources(np.array([0.0, 1e6]), np.array([1.0, 1.0]), np.array([1.0, 0.0]), np.full(2, 1 / 32))
+    d = get_scheme("sign_modulus").transmit(sm, resources, link, np.full((2, 2), 5.0))
     assert d.sent_sign.tolist() == [False, True] and d.sent_modulus.tolist() == [False, False]
     assert d.sign_ok.tolist() == [False, True] and d.uplink_bits == 10
+    assert d.both_ok.tolist() == [False, False]  # a sign without its modulus is not a full gradient
+
+
+def test_transmit_per_device_slot_share():
+    """tau_k splits the deadline: a sign packet with all of it (tau = 1) needs the lowest SNR."""
+    link = Link(np.full(3, 1e-10), 4e-21)
+    sm = layout("sign_modulus", 4000, deadline=0.01)
+    resources = Resources(np.full(3, 1e5), np.full(3, 0.2), np.full(3, 0.2), np.array([1 / 32, 0.5, 1.0]))
+    t_s, t_m = link.thresholds(sm, resources)
+    assert t_s[0] > t_s[1] > t_s[2] and t_m[2] == np.inf
+    expected = 1e5 * 4e-21 * (2 ** (4000 / (1e5 * 0.5 * 0.01)) - 1) / (0.2 * 1e-10)
+    assert t_s[1] == pytest.approx(expected, rel=1e-12)

@@ -16,6 +16,7 @@ day it is fixed the test says so.
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import os
 import re
@@ -28,6 +29,7 @@ import pytest
 import yaml
 
 from spfl import cli
+from spfl.spec import SETTING, make_spec
 from workflow_helpers import copy_workflow, snakemake, tiny_config, tree
 
 SNAKEMAKE = "snakemake"
@@ -82,9 +84,17 @@ class Case:
     files: tuple[tuple[str, bytes], ...] = ()  # files created first (dataset archives, prepared data)
     args: tuple[str, ...] = ()  # extra command-line arguments
     known: str | None = None  # a known gap: expected to fail (strict xfail), says why
+    spec: str = SPEC  # the run spec's file name (its suffix picks YAML or JSON)
 
 
 CIFAR = at("base.dataset", "cifar10")
+
+
+def bad_setting(name: str, key: str, value: Any) -> Case:
+    """A run spec with one setting of the wrong type or out of range: the message must name the file, the
+    key and the value, and say what is allowed (the setting's own description of it, as in the schema)."""
+    return Case(name, SPFL_RUN, (f"{SPEC}: run setting '{key}' = {value!r} is invalid",
+                                 f"allowed {SETTING[key].allowed()}"), at(key, value))
 
 CASES = [
     # -- types, unknown keys, ranges, choices ------------------------------------------------------
@@ -178,11 +188,144 @@ CASES = [
          ("data/cifar-10-batches-py/data_batch_1 failed its md5 check", "re-extract the archive"),
          both(at("dataset", "cifar10"), at("data_dir", "data")),
          files=tuple((f"data/cifar-10-batches-py/{name}", b"") for name in CIFAR_FILES)),
+    # -- the spec file itself: empty, repeated keys, syntax (with its line), not text, not a file -------
+    Case("spec empty", SPFL_RUN, (f"run spec file '{SPEC}' is empty", "allowed a mapping of run settings"),
+         text=lambda t: ""),
+    Case("spec only comments", SPFL_RUN, (f"run spec file '{SPEC}' is empty",), text=lambda t: "# to do\n"),
+    Case("spec repeated key", SPFL_RUN,
+         (f"run spec file '{SPEC}' line 6 repeats key 'rounds' (first at line 4)", "allowed each key once"),
+         text=lambda t: t + "rounds: 5\n"),
+    Case("spec repeated key in JSON", SPFL_RUN,
+         (f"run spec file '{SPEC}' line 3 repeats key 'rounds' (first at line 1)",),
+         text=lambda t: '{"rounds": 2,\n "seed": 1,\n "rounds": 3}\n'),
+    Case("spec repeated nested key", SPFL_RUN, ("line 2 repeats key 'a' (first at line 1)",),
+         text=lambda t: "seed: {a: 1,\n  a: 2}\n"),
+    Case("spec syntax error names the line", SPFL_RUN,
+         (f"run spec file '{SPEC}' is not valid YAML/JSON: line 7, column 1",), text=lambda t: t + "seed: [1\n"),
+    Case("spec tab indentation", SPFL_RUN, ("is not valid YAML/JSON: line 7, column 1", "'\\t'"),
+         text=lambda t: t + "seed:\n\t1\n"),
+    Case("spec JSON syntax error", SPFL_RUN, ("run spec file 'spec.json' is not valid JSON: line 2, column 10",),
+         text=lambda t: '{"rounds": 2,\n "seed": }\n', spec="spec.json"),
+    Case("spec JSON repeated key", SPFL_RUN,
+         ("run spec file 'spec.json' line 2 repeats key 'seed' (first at line 1)", "allowed each key once"),
+         text=lambda t: '{"seed": 2,\n "seed": 3}\n', spec="spec.json"),
+    Case("spec JSON trailing comma", SPFL_RUN, ("'spec.json' is not valid JSON: line 1",),
+         text=lambda t: '{"seed": 2,}\n', spec="spec.json"),
+    Case("spec is a folder", SPFL_RUN, (f"run spec file '{SPEC}' is a folder", "allowed a YAML or JSON file"),
+         write=False, files=((f"{SPEC}/settings.yaml", b"rounds: 2\n"),)),
+    Case("spec is binary", SPFL_RUN, (f"run spec file '{SPEC}' is not a text file", "not UTF-8"), write=False,
+         files=((SPEC, GARBAGE),)),
+    Case("spec holds a NUL", SPFL_RUN, (f"run spec file '{SPEC}' is not a text file (character #x0000",),
+         write=False, files=((SPEC, b"rounds: 2\x00\n"),)),
+    Case("spec a scalar", SPFL_RUN, (f"'{SPEC}' must hold a mapping of settings, not int",), text=lambda t: "5\n"),
+    Case("spec a JSON list", SPFL_RUN, (f"'{SPEC}' must hold a mapping of settings, not list",),
+         text=lambda t: "[1, 2]\n"),
+    Case("spec a Python object tag", SPFL_RUN, ("is not valid YAML/JSON", "could not determine a constructor"),
+         text=lambda t: t + "seed: !!python/object/apply:os.system ['true']\n"),
+    Case("spec key not a string", SPFL_RUN, (f"{SPEC}: unknown run setting '1'",), text=lambda t: t + "1: 2\n"),
+    Case("spec unknown key in JSON", SPFL_RUN, (f"{SPEC}: unknown run setting 'bandwith_mhz'",),
+         text=lambda t: '{"rounds": 2, "bandwith_mhz": 1}\n'),
+    Case("spec mistyped key suggests the right one", SPFL_RUN,
+         ("unknown run setting 'total_bandwith_mhz' (did you mean 'total_bandwidth_mhz'?)",),
+         at("total_bandwith_mhz", 2.0)),
+    # -- each setting's type and range: the spec file named, the value shown, what is allowed said ------
+    *(bad_setting(name, key, value) for name, key, value in (
+        ("null for a number", "rounds", None),
+        ("boolean for an integer", "num_devices", True),
+        ("fraction for an integer", "batch_size", 2.5),
+        ("quoted number", "learning_rate", "0.1"),
+        ("infinity", "deadline_ms", float("inf")),
+        ("negative bandwidth", "total_bandwidth_mhz", -1),
+        ("zero learning rate", "learning_rate", 0),
+        ("slot share zero", "slot_share", 0),
+        ("slot share above one", "slot_share", 1.5),
+        ("modulus bits zero", "modulus_bits", 0),
+        ("modulus bits 32", "modulus_bits", 32),
+        ("momentum one", "server_momentum", 1.0),
+        ("power above 60 dBm", "max_power_dbm", 61),
+        ("noise density positive", "noise_psd_dbm_hz", 1),
+        ("method in capitals", "method", "SPFL"),
+        ("packet error model", "per_model", "rayleigh"),
+        ("power constraint", "power_constraint", "peak"),
+        ("compensation", "compensation", "zero"),
+        ("normalization", "normalize", "none"),
+        ("signSGD aggregation", "signsgd_aggregation", "vote"),
+        ("precision", "precision", "float16"),
+        ("torch device", "device", "tpu"),
+        ("negative checkpoint interval", "checkpoint_every", -1),
+        ("evaluation interval zero", "eval_every", 0),
+        ("local steps zero", "local_steps", 0),
+        ("Dirichlet beta zero", "dirichlet_beta", 0),
+        ("minimum samples zero", "min_samples_per_device", 0),
+        ("shards zero", "shards_per_device", 0),
+        ("inner radius below 1 m", "cell_inner_radius_m", 0.5),
+        ("too many devices", "num_devices", 10001),
+        ("fractional seed", "seed", 1.5),
+        ("download as a word", "download", "yes"),
+        ("data file a number", "data_file", 5),
+        ("spec dataset", "dataset", "mnist"),
+        ("spec model", "model", "resnet"),
+        ("threads zero", "threads", 0),
+        ("threads as a word", "threads", "auto"),
+    )),
+    Case("NaN", SPFL_RUN, (f"{SPEC}: run setting 'smoothness' = nan", SETTING["smoothness"].allowed()),
+         text=lambda t: t + "smoothness: .nan\n"),
+    Case("a date", SPFL_RUN, ("'seed' = datetime.date(2001, 1, 1)", SETTING["seed"].allowed()),
+         text=lambda t: t + "seed: 2001-01-01\n"),
+    Case("outer radius inside the inner", SPFL_RUN,
+         ("'cell_outer_radius_m' = 30.0", "allowed a number > cell_inner_radius_m"), at("cell_outer_radius_m", 30)),
+    # -- the command line: --set, --methods, --out, --log, --threads ------------------------------------
+    Case("--set unknown key blames the --set", SPFL_RUN, ("--set 'foo=1': unknown run setting 'foo'",),
+         args=("--set", "foo=1")),
+    Case("--set mistyped key suggests the right one", SPFL_RUN,
+         ("--set 'learning_rte=0.1': unknown run setting 'learning_rte' (did you mean 'learning_rate'?)",),
+         args=("--set", "learning_rte=0.1")),
+    Case("--set value not YAML", SPFL_RUN,
+         ("--set 'rounds=[1,': the value is not valid YAML/JSON: line 1, column 4",), args=("--set", "rounds=[1,")),
+    Case("--set wrong type", SPFL_RUN, ("--set 'rounds=ten': run setting 'rounds' = 'ten'", "allowed an integer"),
+         args=("--set", "rounds=ten")),
+    Case("--set empty key", SPFL_RUN, ("--set '=3': unknown run setting ''",), args=("--set", "=3")),
+    Case("--set a word for a number", SPFL_RUN,
+         ("--set 'deadline_ms=soon': run setting 'deadline_ms' = 'soon'", SETTING["deadline_ms"].allowed()),
+         args=("--set", "deadline_ms=soon")),
+    Case("--set the same key twice", SPFL_RUN, ("--set 'rounds=4' sets 'rounds' a second time",),
+         args=("--set", "rounds=3", "--set", "rounds=4")),
+    Case("--set breaks a rule with the file", SPFL_RUN,
+         (f"{SPEC} with min_samples_per_device=500: run setting 'num_devices' = 5 is invalid",),
+         args=("--set", "min_samples_per_device=500")),
+    Case("--set model for the dataset", SPFL_RUN, (f"{SPEC} with model='cifar_cnn'", "for dataset 'digits'"),
+         args=("--set", "model=cifar_cnn")),
+    Case("--methods only a comma", SPFL_RUN,
+         ("--methods ',' has an empty method name", "allowed a comma-separated list of ideal"),
+         args=("--methods", ",")),
+    Case("--methods trailing comma", SPFL_RUN, ("--methods 'spfl,' has an empty method name",),
+         args=("--methods", "spfl,")),
+    Case("--methods empty", SPFL_RUN, ("--methods '' has an empty method name",), args=("--methods", "")),
+    Case("--methods a mistyped name", SPFL_RUN,
+         ("--methods 'sp-fl': method 'sp-fl' is unknown (did you mean 'spfl'?)", "allowed ideal, digital"),
+         args=("--methods", "sp-fl")),
+    Case("--threads zero", SPFL_RUN, ("argument --threads: '0' is invalid: allowed an integer >= 1",),
+         args=("--threads", "0")),
+    Case("--threads a word", SPFL_RUN, ("argument --threads: 'many' is invalid",), args=("--threads", "many")),
+    Case("--out is a file", SPFL_RUN, ("--out 'out' is a file", "allowed a folder"), files=(("out", b"notes\n"),)),
+    Case("--out inside a file", SPFL_RUN, ("--out 'notes/out' is inside 'notes', which is a file",),
+         files=(("notes", b"notes\n"),), args=("--out", "notes/out")),
+    Case("--out holds another spec's records", SPFL_RUN,
+         ("--out 'out' holds records of another run spec ('out/spfl/spec.json' differs in seed)",
+          "choose a new --out folder, or delete 'out'"),
+         files=(("out/spfl/spec.json", json.dumps(make_spec(SPEC_BASE, seed=7).to_dict()).encode()),)),
+    Case("--out holds records of older code", SPFL_RUN, ("'out/digital/spec.json' differs in bandwidth_hz",),
+         files=(("out/digital/spec.json",
+                 json.dumps({**make_spec(SPEC_BASE).to_dict(), "bandwidth_hz": 1}).encode()),)),
+    Case("--out holds an unreadable record", SPFL_RUN, ("'out/spfl/spec.json' cannot be read",),
+         files=(("out/spfl/spec.json", b"{"),)),
+    Case("--log is a folder", SPFL_RUN, ("--log 'logs' is a folder", "allowed a file"),
+         files=(("logs/old.log", b""),), args=("--log", "logs")),
 ]
 
 
 def test_the_table_is_large_and_its_names_unique():
-    assert len(CASES) >= 25 and len({case.name for case in CASES}) == len(CASES)
+    assert len(CASES) >= 80 and len({case.name for case in CASES}) == len(CASES)
 
 
 def with_sentinels(workdir: Path) -> Path:
@@ -235,11 +378,16 @@ def run_snakemake_case(case: Case, tmp_path: Path) -> str:
 
 def run_spfl_case(case: Case, tmp_path: Path, capsys, monkeypatch) -> str:
     monkeypatch.chdir(tmp_path)
-    prepare(case, tmp_path, SPEC, copy.deepcopy(SPEC_BASE))
-    status = cli.main(["run", SPEC, "--out", "out", *case.args])
+    prepare(case, tmp_path, case.spec, copy.deepcopy(SPEC_BASE))
+    before = tree(tmp_path)
+    try:
+        status = cli.main(["run", case.spec, "--out", "out", *case.args])
+    except SystemExit as exc:  # argparse refuses an argument this way
+        status = exc.code
     output = capsys.readouterr().err
     assert status != 0, f"accepted:\n{output[-3000:]}"
-    assert not (tmp_path / "out").exists(), "the run wrote to --out"
+    assert tree(tmp_path) == before, "the run wrote, changed or removed a file"
+    assert len(output.strip().splitlines()) == 1 or "usage:" in output, f"not one line:\n{output}"
     return output
 
 

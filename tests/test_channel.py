@@ -13,7 +13,7 @@ from spfl.channel import (
     path_loss_db,
     place_devices,
 )
-from spfl.transmission import packet_layout, transmit
+from spfl.transmission import Link, Resources, get_scheme
 
 NOISE = dbm_to_watt(-174.0)
 
@@ -77,25 +77,43 @@ def test_huge_payload_saturates_without_overflow():
     assert q == 1.0
 
 
-def test_simulator_drop_rate_matches_closed_form():
-    """The realized losses of the simulator's transmit() match q within a 99.9 % binomial interval."""
+@pytest.mark.parametrize("fading", ["per_packet", "block"])
+def test_simulator_drop_rate_matches_closed_form(fading):
+    """Realized losses of the scheme's transmit() match q (and P(both)) within 99.9 % binomial intervals.
+
+    Under block fading both packets see one draw: P(both) = exp(-max(t_s, t_m)) = min(pi_s, pi_m);
+    per packet: P(both) = pi_s pi_m.  The two differ by 0.1-0.3 here, far outside the intervals."""
     rng = np.random.default_rng(7)
     num_devices, rounds = 8, 4000
     distance = place_devices(num_devices, 50.0, 500.0, rng)
     gain = large_scale_gain(distance)
-    layout = packet_layout("sign_modulus", 4810, 31, "received_mean", 0.8, None)
-    bandwidth = np.full(num_devices, 2.5e4)
-    power_sign = np.full(num_devices, 0.4)
-    power_modulus = np.full(num_devices, 0.15)
+    layout = get_scheme("sign_modulus").layout(4810, 31, "received_mean", 0.8)
+    resources = Resources(np.full(num_devices, 1.5e4), np.full(num_devices, 0.4), np.full(num_devices, 0.15),
+                          np.full(num_devices, 1 / 32))
+    link = Link(gain, NOISE, fading=fading)
     lost_sign = np.zeros(num_devices, dtype=int)
     lost_modulus = np.zeros(num_devices, dtype=int)
+    both = np.zeros(num_devices, dtype=int)
     for _ in range(rounds):
-        d = transmit(layout, bandwidth, power_sign, power_modulus, gain, draw_fading(rng, num_devices, 2),
-                     NOISE, "outage", 1.0)
+        d = get_scheme("sign_modulus").transmit(layout, resources, link, draw_fading(rng, num_devices, fading))
         lost_sign += ~d.sign_ok
         lost_modulus += ~d.modulus_ok
-    for lost, q in ((lost_sign, d.q_sign), (lost_modulus, d.q_modulus)):
+        both += d.both_ok
+    pi_s, pi_m = 1 - d.q_sign, 1 - d.q_modulus
+    p_both = np.minimum(pi_s, pi_m) if fading == "block" else pi_s * pi_m
+    for count, p in ((lost_sign, d.q_sign), (lost_modulus, d.q_modulus), (both, p_both)):
         for k in range(num_devices):
-            lo, hi = binomial_interval(rounds, float(q[k]))
-            assert lo <= lost[k] <= hi, (k, lost[k], q[k] * rounds)
+            lo, hi = binomial_interval(rounds, float(p[k]))
+            assert lo <= count[k] <= hi, (k, count[k], p[k] * rounds)
     assert 0.02 < d.q_modulus.mean() < 0.98  # the check above is not vacuous
+    assert np.abs(np.minimum(pi_s, pi_m) - pi_s * pi_m).max() > 0.1  # and tells the two models apart
+
+
+def test_block_fading_shares_one_draw_per_device_and_per_packet_does_not():
+    block = draw_fading(np.random.default_rng(3), 5, "block")
+    independent = draw_fading(np.random.default_rng(3), 5, "per_packet")
+    assert np.array_equal(block[:, 0], block[:, 1])
+    assert np.array_equal(block[:, 0], independent[:, 0])  # same stream: common random numbers
+    assert not np.array_equal(independent[:, 0], independent[:, 1])
+    with pytest.raises(ValueError, match="fading"):
+        draw_fading(np.random.default_rng(3), 5, "rician")

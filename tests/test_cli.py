@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -93,3 +94,131 @@ def test_calibrate_finds_deadline_for_target_error(tmp_path, capsys):
     result = json.loads(capsys.readouterr().out)
     assert result["uniform_packet_error"]["modulus"] == pytest.approx(0.4, abs=2e-3)
     assert result["deadline_ms"] > 0
+
+
+# --- thread-independent numbers ------------------------------------------------------------------
+
+def spfl_run(*argv, **kwargs):
+    return subprocess.run([sys.executable, "-m", "spfl.cli", "run", *map(str, argv)], capture_output=True,
+                          text=True, **kwargs)
+
+
+def record_bytes(out):
+    """Every record file's bytes but timing.json, the one record that measures the machine rather than
+    the run."""
+    files = {}
+    for path in sorted(p for p in out.rglob("*") if p.is_file()):
+        if path.name == "timing.json":
+            assert json.loads(path.read_text())["wall_time_s"] >= 0
+        else:
+            files[str(path.relative_to(out))] = path.read_bytes()
+    return files
+
+
+def test_records_do_not_depend_on_the_cores_granted(tmp_path):
+    """`--threads` is what Snakemake or SLURM grants (it varies with --cores); the numbers must not.
+    Before the thread count was pinned to the spec's `threads` setting, --threads 1 and 2 gave different
+    bytes for most records (torch splits reductions by thread count)."""
+    spec = write_spec(tmp_path, num_devices=10, batch_size=32, rounds=6, eval_every=3, total_bandwidth_mhz=1.0)
+    outs = {}
+    for threads in (1, 2):
+        outs[threads] = tmp_path / f"threads{threads}"
+        result = spfl_run(spec, "--methods", "spfl,digital,ideal", "--threads", threads, "--out", outs[threads],
+                          timeout=600)
+        assert result.returncode == 0, result.stderr
+    one, two = record_bytes(outs[1]), record_bytes(outs[2])
+    assert len(one) == 2 + 3 * 5 and one == two
+    recorded = json.loads((outs[1] / "spfl" / "spec.json").read_text())
+    assert recorded["threads"] == 1, "the thread count the numbers were computed with is recorded"
+
+
+def test_thread_count_is_part_of_the_run_identity():
+    from spfl.spec import make_spec
+
+    assert make_spec(threads=1).run_hash != make_spec(threads=4).run_hash
+
+
+def test_more_threads_than_granted_is_said_once(tmp_path, capsys):
+    spec = write_spec(tmp_path, method="ideal", threads=2)
+    assert main(["run", str(spec), "--threads", "1", "--out", str(tmp_path / "out")]) == 0
+    err = capsys.readouterr().err
+    assert "run setting 'threads' = 2 is more than --threads 1 (the cores granted): the numbers stay" in err
+
+
+# --- what the command line says -------------------------------------------------------------------
+
+def test_accuracy_is_printed_in_percent_like_the_tables(tmp_path, capsys):
+    spec = write_spec(tmp_path, method="ideal")
+    assert main(["run", str(spec), "--out", str(tmp_path / "out")]) == 0
+    line = capsys.readouterr().out.strip()
+    accuracy = json.loads((tmp_path / "out/ideal/summary.json").read_text())["final_accuracy"]
+    assert line == f"ideal: status ok, final accuracy {100 * accuracy:.2f} % -> {tmp_path / 'out/ideal'}"
+
+
+def test_run_help_lists_every_method(capsys):
+    from spfl.methods import METHOD
+
+    with pytest.raises(SystemExit) as done:
+        main(["run", "--help"])
+    assert done.value.code == 0
+    text = capsys.readouterr().out
+    for name, method in METHOD.items():
+        assert f"  {name}" in text and method.summary in text, name
+
+
+# --- --out: reuse, another spec, read-only, full disk ---------------------------------------------
+
+def test_out_folder_reused_by_the_same_spec_but_not_by_another(tmp_path, capsys):
+    spec = write_spec(tmp_path, method="ideal")
+    out = tmp_path / "out"
+    assert main(["run", str(spec), "--out", str(out)]) == 0
+    assert main(["run", str(spec), "--methods", "digital", "--out", str(out)]) == 0, "same spec, more methods"
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in out.rglob("*"))
+    capsys.readouterr()
+    assert main(["run", str(spec), "--set", "seed=3", "--methods", "spfl", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"spfl run: error: --out '{out}' holds records of another run spec ('{out}/digital/spec.json' "
+                   f"differs in seed): choose a new --out folder, or delete '{out}' to replace them")
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in out.rglob("*")) == before
+
+
+def test_read_only_out_is_one_line(tmp_path, capsys, monkeypatch):
+    """A read-only --out folder is refused before any work, in one line, with nothing written.  Root may
+    write anywhere, so under root the folder's owner is taken to be someone else (os.access says no)."""
+    import os
+
+    spec = write_spec(tmp_path, method="ideal")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    if os.geteuid() == 0:
+        real_access = os.access
+        monkeypatch.setattr(os, "access", lambda path, mode, **kw: (
+            not (Path(path) == locked and mode & os.W_OK) and real_access(path, mode, **kw)))
+    try:
+        assert main(["run", str(spec), "--out", str(locked / "out")]) == 2
+        assert capsys.readouterr().err.strip() == (
+            f"spfl run: error: --out '{locked / 'out'}' cannot be written ('{locked}' is read-only for this "
+            f"user): choose another --out folder")
+        assert list(locked.iterdir()) == []
+    finally:
+        locked.chmod(0o755)
+
+
+def test_full_disk_during_a_run_is_one_line_and_leaves_no_temporary_file(tmp_path, capsys, monkeypatch):
+    import errno
+    import os
+
+    spec = write_spec(tmp_path, method="ideal")
+    out = tmp_path / "out"
+
+    def no_space(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", no_space)
+    assert main(["run", str(spec), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err
+    assert err.splitlines()[-1] == (f"spfl run: error: cannot write '{out / 'partition.csv'}': No space left on "
+                                    f"device; free some space and run again")
+    assert [p for p in out.rglob("*") if p.is_file()] == [], "no torn or temporary file"

@@ -52,7 +52,7 @@ def failure(result: subprocess.CompletedProcess, what: str) -> str:
 
 
 def tables_of(workdir: Path) -> dict[str, bytes]:
-    """Every file under results/tables, by its path relative to that folder."""
+    """Every file under the tables folder (TABLES), by its path relative to that folder."""
     folder = workdir / TABLES
     return {str(path.relative_to(folder)): path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
 
@@ -68,7 +68,7 @@ def differing_columns(want: bytes, got: bytes) -> list[str]:
 
 
 def table_differences(expected: Path, actual: Path, context: int = 5) -> list[str]:
-    """Byte-for-byte comparison of two runs' results/tables; one readable entry per differing file.
+    """Byte-for-byte comparison of two runs' tables; one readable entry per differing file.
 
     For a CSV that differs only in some values, the entry names the columns: a column such as a
     wall-clock time then stands out at once among the rows of the line diff.

@@ -84,3 +84,42 @@ def test_config_readme_documents_every_setting():
     text = (ROOT / "config" / "README.md").read_text()
     missing = [s.name for s in SETTINGS if f"`{s.name}`" not in text]
     assert not missing, f"config/README.md does not document {missing}"
+
+
+@pytest.mark.parametrize("value, fragment", [
+    (1.0, "< 1.0"), (0.0, "> 0.0"), (1.5, "< 1.0"), ("adaptive", "proportional, optimized"), (True, "'slot_share'"),
+])
+def test_slot_share_bounds_are_checked_at_validation(value, fragment):
+    """tau = 1 would leave the modulus no time and tau = 0 the sign none: refused before any work."""
+    with pytest.raises(SpecError) as err:
+        make_spec(slot_share=value)
+    assert fragment in str(err.value) and "'slot_share'" in str(err.value)
+
+
+@pytest.mark.parametrize("value", ["proportional", "optimized", 0.25, 0.999, 1e-3])
+def test_slot_share_accepts_words_and_open_unit_interval(value):
+    assert make_spec(slot_share=value).slot_share == value
+
+
+def test_slot_share_schema_allows_exactly_the_same_values():
+    import jsonschema
+
+    schema = json_schema()
+    for value, ok in (("optimized", True), (0.3, True), (1.0, False), (0.0, False), ("x", False)):
+        valid = jsonschema.Draft202012Validator(schema).is_valid({"slot_share": value})
+        assert valid == ok, value
+
+
+@pytest.mark.parametrize("eta, smoothness", [(0.2, 10.0), (0.5, 4.0), (1.0, 2.5)])
+def test_learning_rate_times_smoothness_at_least_two_is_refused(eta, smoothness):
+    """eta L >= 2 makes U_m = (eta - L eta^2 / 2) ||g||^2 <= 0: every allocation objective would be zero."""
+    with pytest.raises(SpecError) as err:
+        make_spec(learning_rate=eta, smoothness=smoothness)
+    message = str(err.value)
+    assert "'learning_rate'" in message and "'smoothness'" in message and "< 2" in message
+    make_spec(learning_rate=eta, smoothness=0.99 * 2 / eta)  # just below the bound is fine
+
+
+def test_model_defaults_are_the_consistent_pair():
+    spec = make_spec()
+    assert (spec.fading, spec.normalize, spec.slot_share) == ("block", "received", "proportional")

@@ -1,16 +1,19 @@
-"""The parameter server's aggregation rules and the compensatory modulus (SPEC section 4).
+"""The parameter server's aggregation rules and the compensatory modulus (docs/model.md, "Aggregation").
 
 Rules (what the PS does with what arrived):
 
 - ``full``:       average the full gradients that arrived; lost devices are dropped;
 - ``stale``:      as ``full``, but a lost device's last received gradient is reused;
 - ``sign_reuse``: SP-FL: both packets -> g_k; sign only -> s_k * c (compensatory modulus);
-                  sign lost -> dropped;
+                  sign lost -> dropped.  Before any modulus has arrived, a sign-only device's signs
+                  are scaled by its own ||g_k|| / sqrt(d) (reported on the control channel);
 - ``no_reuse``:   sign-modulus packets without sign reuse (only full gradients count);
 - ``signs``:      signSGD: scaled signs averaged, or a weighted majority vote.
 
 The aggregate is ``weights @ U`` with one row of U per device, so that when everything arrives
-every full-gradient rule performs exactly the arithmetic of plain FedSGD.
+every full-gradient rule performs exactly the arithmetic of plain FedSGD.  Each rule also says what
+one device's packets are worth to it (:meth:`Aggregator.packet_worths`), so that the allocation
+maximizes the expectation of the surrogate of the aggregate this rule forms.
 """
 
 from __future__ import annotations
@@ -20,9 +23,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from spfl.allocation.objective import packet_worth
 from spfl.transmission import Delivery, quantize_modulus, signs
 
 RULES = ("full", "stale", "sign_reuse", "no_reuse", "signs")
+# Rules for which a sign packet that arrives without its modulus enters the aggregate (and its weight).
+SIGN_ONLY_COUNTS = {"full": True, "stale": True, "sign_reuse": True, "no_reuse": False, "signs": True}
 COMPENSATIONS = ("received_mean", "previous_update", "scalar")
 
 
@@ -46,20 +52,50 @@ class Aggregator:
         self.stale: torch.Tensor | None = None          # last received gradient per device
         self.has_stale: np.ndarray = np.zeros(len(alpha), dtype=bool)
 
+    @property
+    def sign_only_counts(self) -> bool:
+        """Whether a sign packet that arrives without its modulus enters the aggregate."""
+        return SIGN_ONLY_COUNTS[self.rule]
+
     # -- what the allocation needs before the round ------------------------------------------------
+    def packet_worths(self, uploads: torch.Tensor, learning_rate: float, smoothness: float
+                      ) -> tuple[np.ndarray, np.ndarray]:
+        """(U_s, U_m) per device: the one-step surrogate of a sign-only receipt and of a full gradient
+        under this rule (docs/model.md, "Objective").  Single-packet rules are worth U_m per packet
+        (U_s = U_m); signSGD's scaled sign is worth what a sign with its own scale is."""
+        squared_norm = uploads.double().square().sum(dim=1).cpu().numpy()
+        zeros = np.zeros_like(squared_norm)
+        full = packet_worth(squared_norm, zeros, zeros, learning_rate, smoothness)[1]
+        if self.rule in ("full", "stale"):
+            return full, full
+        if self.rule == "no_reuse":
+            return zeros, full
+        if self.rule == "signs":
+            inner, c_squared = self._own_scale_terms(uploads)
+        else:
+            inner, c_squared = self.sign_importance_terms(uploads)
+        sign = packet_worth(squared_norm, inner, c_squared, learning_rate, smoothness)[0]
+        return (sign, sign) if self.rule == "signs" else (sign, full)
+
     def sign_importance_terms(self, uploads: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        """Per device <|g_k|, c> and ||c||^2 for the sign-packet utility (0 when no c exists)."""
-        magnitude = uploads.abs()
+        """Per device <|g_k|, c> and ||c||^2 of the compensatory modulus c known before the round."""
         if self.compensation == "scalar":
-            l1 = magnitude.double().sum(dim=1).cpu().numpy()
-            per_entry = l1 / uploads.shape[1]
-            return l1 * per_entry, per_entry**2 * uploads.shape[1]
+            return self._own_scale_terms(uploads)
         c = self._current_modulus()
-        if c is None:
-            zeros = np.zeros(uploads.shape[0])
-            return zeros, zeros
-        inner = (magnitude.double() @ c.double()).cpu().numpy()
+        if c is None:  # nothing arrived yet: each device's own ||g_k|| / sqrt(d) (see _compensated)
+            magnitude = uploads.double().abs()
+            norm = magnitude.square().sum(dim=1).sqrt()
+            inner = magnitude.sum(dim=1) * norm / uploads.shape[1] ** 0.5
+            return inner.cpu().numpy(), norm.square().cpu().numpy()
+        inner = (uploads.abs().double() @ c.double()).cpu().numpy()
         return inner, np.full(uploads.shape[0], float(c.double().square().sum()))
+
+    @staticmethod
+    def _own_scale_terms(uploads: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """<|g_k|, c_k> and ||c_k||^2 for c_k = ||g_k||_1 / d in every entry (a 32-bit scale per device)."""
+        l1 = uploads.abs().double().sum(dim=1).cpu().numpy()
+        per_entry = l1 / uploads.shape[1]
+        return l1 * per_entry, per_entry**2 * uploads.shape[1]
 
     def _current_modulus(self) -> torch.Tensor | None:
         if self.compensation == "previous_update":
@@ -69,14 +105,25 @@ class Aggregator:
     # -- the round ---------------------------------------------------------------------------------
     def aggregate(self, uploads: torch.Tensor, delivery: Delivery) -> torch.Tensor | None:
         """g_hat for this round, or None when nothing usable arrived (the model stays put)."""
-        if self.rule == "signs":
-            update = self._signs(uploads, delivery.sign_ok)
+        if self.rule == "signs" and self.signsgd_aggregation == "majority":
+            update = self._majority(uploads, delivery.sign_ok)
         else:
-            rows, include = self._rows(uploads, delivery)
-            update = self._weighted(rows, include)
+            weights, rows = self.contributions(uploads, delivery)
+            update = None if weights is None else torch.as_tensor(weights, dtype=rows.dtype,
+                                                                  device=rows.device) @ rows
         if update is not None:
             self.previous_update = update
         return update
+
+    def contributions(self, uploads: torch.Tensor, delivery: Delivery) -> tuple[np.ndarray | None, torch.Tensor]:
+        """(w, X): the aggregate is w @ X, one row X_k per device (what the PS uses of device k) and its
+        weight w_k (0 for devices left out); w is None when nothing usable arrived.  The weighted
+        majority vote of signSGD is the one rule that is not of this form.  Advances the rule's state
+        (the stale gradients) exactly as :meth:`aggregate` does."""
+        if self.rule == "signs":
+            return self._weights(delivery.sign_ok), signs(uploads) * uploads.abs().mean(dim=1, keepdim=True)
+        rows, include = self._rows(uploads, delivery)
+        return self._weights(include), rows
 
     def _decoded(self, uploads: torch.Tensor) -> torch.Tensor:
         """Full gradients as the PS decodes them (bit-exact for 31-bit moduli)."""
@@ -107,16 +154,19 @@ class Aggregator:
             self.modulus = w @ decoded[torch.from_numpy(np.flatnonzero(both)).to(decoded.device)].abs()
         if not sign_only.any():
             return decoded, both
-        if self.compensation == "scalar":
-            scale = uploads.abs().mean(dim=1, keepdim=True)
-            compensated = signs(uploads) * scale
-        else:
-            c = self._current_modulus()
-            if c is None:  # no modulus seen yet: the sign-only devices cannot be used
-                return decoded, both
-            compensated = signs(uploads) * c
+        compensated = self._compensated(uploads)
         mask = torch.from_numpy(sign_only).to(decoded.device).unsqueeze(1)
         return torch.where(mask, compensated, decoded), delivery.sign_ok
+
+    def _compensated(self, uploads: torch.Tensor) -> torch.Tensor:
+        """s_k * c for every device.  With no compensatory modulus yet (no modulus has arrived, or no
+        update exists), each device's own ||g_k|| / sqrt(d), which it reports on the control channel."""
+        if self.compensation == "scalar":
+            return signs(uploads) * uploads.abs().mean(dim=1, keepdim=True)
+        c = self._current_modulus()
+        if c is None:
+            return signs(uploads) * (uploads.norm(dim=1, keepdim=True) / uploads.shape[1] ** 0.5)
+        return signs(uploads) * c
 
     def _weights(self, include: np.ndarray) -> np.ndarray | None:
         if not include.any():
@@ -125,22 +175,13 @@ class Aggregator:
         total = masked.sum() if self.normalize == "received" else self.alpha.sum()
         return masked / total
 
-    def _weighted(self, rows: torch.Tensor, include: np.ndarray) -> torch.Tensor | None:
-        weights = self._weights(include)
-        if weights is None:
-            return None
-        return torch.as_tensor(weights, dtype=rows.dtype, device=rows.device) @ rows
-
-    def _signs(self, uploads: torch.Tensor, arrived: np.ndarray) -> torch.Tensor | None:
+    def _majority(self, uploads: torch.Tensor, arrived: np.ndarray) -> torch.Tensor | None:
+        """signSGD's weighted majority vote, scaled by the weighted mean of the devices' scales."""
         weights = self._weights(arrived)
         if weights is None:
             return None
         w = torch.as_tensor(weights, dtype=uploads.dtype, device=uploads.device)
-        scale = uploads.abs().mean(dim=1)
-        s = signs(uploads)
-        if self.signsgd_aggregation == "mean":
-            return w @ (s * scale.unsqueeze(1))
-        return signs(w @ s) * (w @ scale)
+        return signs(w @ signs(uploads)) * (w @ uploads.abs().mean(dim=1))
 
     # -- checkpointing -----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

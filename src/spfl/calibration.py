@@ -1,4 +1,4 @@
-"""Calibrating the round deadline T (SPEC section 3).
+"""Calibrating the round deadline T (docs/model.md, "Calibration").
 
 T is a per-experiment setting: too long and no packet is ever lost, too short and nothing
 arrives.  ``calibrate_deadline`` finds the T at which, with uniform bandwidth and equal power,
@@ -14,7 +14,7 @@ from scipy.optimize import brentq
 from spfl.channel import dbm_to_watt, large_scale_gain, packet_error_rate, place_devices
 from spfl.models import build_model, count_parameters, default_model
 from spfl.spec import RunSpec
-from spfl.transmission import packet_layout
+from spfl.transmission import get_scheme
 
 # Input shape and classes of each dataset, so calibration needs no data on disk.
 DATASET_SHAPES = {"digits": ((1, 8, 8), 10), "cifar10": ((3, 32, 32), 10)}
@@ -27,8 +27,9 @@ def uniform_packet_error(spec: RunSpec, deadline_ms: float, num_params: int, dro
     bandwidth = spec.total_bandwidth_mhz * 1e6 / spec.num_devices
     power, noise = dbm_to_watt(spec.max_power_dbm), dbm_to_watt(spec.noise_psd_dbm_hz)
     deadline = deadline_ms / 1000.0
-    sm = packet_layout("sign_modulus", num_params, spec.modulus_bits, spec.compensation, deadline, spec.slot_share)
-    whole = packet_layout("digital", num_params, spec.modulus_bits, spec.compensation, deadline, None)
+    sm = get_scheme("sign_modulus").layout(num_params, spec.modulus_bits, spec.compensation, deadline)
+    whole = get_scheme("digital").layout(num_params, spec.modulus_bits, spec.compensation, deadline)
+    tau = sm.fixed_share(spec.slot_share) or sm.proportional_share  # optimized: the proportional start
     # Equal power per packet: p_s = p_m = P under the energy constraint, P / 2 each under the sum one.
     per_packet = power if spec.power_constraint == "energy" else power / 2
 
@@ -37,9 +38,9 @@ def uniform_packet_error(spec: RunSpec, deadline_ms: float, num_params: int, dro
                                        spec.waterfall_m).mean())
 
     return {
-        "sign": mean_q(sm.sign_bits, sm.sign_slot, per_packet),
-        "modulus": mean_q(sm.modulus_bits, sm.modulus_slot, per_packet),
-        "digital": mean_q(whole.sign_bits, whole.sign_slot, power),
+        "sign": mean_q(sm.sign_bits, tau * deadline, per_packet),
+        "modulus": mean_q(sm.modulus_bits, (1 - tau) * deadline, per_packet),
+        "digital": mean_q(whole.sign_bits, deadline, power),
     }
 
 

@@ -1,4 +1,4 @@
-"""Wireless uplink physics (SPEC section 3): geometry, path loss, fading, packet errors.
+"""Wireless uplink physics (docs/model.md, "Channel"): geometry, path loss, fading, packet errors.
 
 A packet of ``bits`` sent in ``slot`` seconds over ``bandwidth`` Hz with transmit power
 ``power`` W to a device of large-scale gain ``gain`` fails when the fading power |h|^2 falls
@@ -17,14 +17,11 @@ from dataclasses import dataclass
 import numpy as np
 
 PACKET_ERROR_MODELS = ("outage", "waterfall")
+FADING_MODELS = ("block", "per_packet")
 
 
 def dbm_to_watt(dbm: float) -> float:
     return 10.0 ** (dbm / 10.0) / 1000.0
-
-
-def watt_to_dbm(watt: float) -> float:
-    return 10.0 * np.log10(watt * 1000.0)
 
 
 def path_loss_db(distance_m: np.ndarray) -> np.ndarray:
@@ -93,23 +90,30 @@ def packet_error_rate(
 
 
 @dataclass(frozen=True)
-class Cell:
-    """Fixed per-seed geometry of one cell: device distances and large-scale gains."""
+class Geometry:
+    """Fixed per-seed radio geometry of the cell: device distances and large-scale gains."""
 
     distance: np.ndarray
     gain: np.ndarray
 
     @classmethod
     def drop(cls, num_devices: int, inner_radius: float, outer_radius: float,
-             rng: np.random.Generator) -> Cell:
+             rng: np.random.Generator) -> Geometry:
         distance = place_devices(num_devices, inner_radius, outer_radius, rng)
         return cls(distance=distance, gain=large_scale_gain(distance))
 
 
-def draw_fading(rng: np.random.Generator, num_devices: int, num_packets: int) -> np.ndarray:
-    """Rayleigh block fading |h|^2 ~ Exp(1), independent per device, packet and round.
+def draw_fading(rng: np.random.Generator, num_devices: int, fading: str = "block") -> np.ndarray:
+    """One round's Rayleigh fading powers |h|^2 ~ Exp(1) of every device's (sign, modulus) packets.
 
-    Every method draws the same (num_devices, num_packets) block each round from the same
-    stream, whatever it transmits, so that methods see common random numbers.
+    ``block``: one draw per device for both packets (quasi-static within the round);
+    ``per_packet``: an independent draw per packet.  Both read the same (K, 2) block from the
+    stream every round, whatever the model and the method, so methods and fading models see
+    common random numbers (block fading uses the first column for both packets).
     """
-    return rng.exponential(1.0, size=(num_devices, num_packets))
+    if fading not in FADING_MODELS:
+        raise ValueError(f"fading={fading!r}: allowed {FADING_MODELS}")
+    draws = rng.exponential(1.0, size=(num_devices, 2))
+    if fading == "block":
+        draws[:, 1] = draws[:, 0]
+    return draws

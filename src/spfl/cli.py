@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -26,30 +27,110 @@ def _configure_logging(log_file: str | None) -> None:
 def _spec_from_args(args):
     from spfl.spec import load_spec, parse_assignment
 
-    overrides = dict(parse_assignment(a) for a in args.set)
+    overrides = {}
+    for text in args.set:
+        key, value = parse_assignment(text)
+        if key in overrides:
+            raise ValueError(f"--set {text!r} sets '{key}' a second time: allowed each key once")
+        overrides[key] = value
     return load_spec(args.spec, **overrides)
 
 
-def cmd_run(args) -> int:
+def _methods(text: str | None, spec) -> list[str]:
     from spfl.methods import get_method
+    from spfl.spec import METHODS, did_you_mean
 
+    if text is None:
+        return [spec.method]
+    names = [name.strip() for name in text.split(",")]
+    if not all(names):
+        raise ValueError(f"--methods {text!r} has an empty method name: allowed a comma-separated list of "
+                         f"{', '.join(METHODS)}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"--methods {text!r} lists a method twice: each method runs once")
+    for name in names:
+        if name not in METHODS:
+            raise ValueError(f"--methods {text!r}: method '{name}' is unknown{did_you_mean(name, METHODS)}: allowed "
+                             f"{', '.join(METHODS)}")
+    return [get_method(name).name for name in names]
+
+
+def _check_out_folder(out: Path, spec) -> None:
+    """--out must be (or become) a writable folder that holds no records of another run spec."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out '{out}' is a file: allowed a folder (new, or holding this spec's records)")
+    existing = out
+    while not existing.exists():  # the nearest existing folder is where the first folder gets created
+        if existing.parent == existing:
+            break
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        raise ValueError(f"--out '{out}' is inside '{existing}', which is a file: allowed a folder")
+    if existing.exists() and not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"--out '{out}' cannot be written ('{existing}' is read-only for this user): choose "
+                         f"another --out folder")
+    other = _other_spec_records(out, spec)
+    if other:
+        raise ValueError(f"--out '{out}' holds records of another run spec ({other}): choose a new --out folder, "
+                         f"or delete '{out}' to replace them")
+
+
+def _other_spec_records(out: Path, spec) -> str | None:
+    """Where ``out`` holds a finished run of different settings (the method aside), else None."""
+    from spfl.spec import SETTING
+
+    def identity(settings: dict) -> dict:
+        return {k: v for k, v in settings.items() if k != "method" and (k not in SETTING or SETTING[k].science)}
+
+    mine = identity(spec.to_dict())
+    for path in sorted(out.glob("*/spec.json")) if out.is_dir() else ():
+        try:
+            theirs = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return f"'{path}' cannot be read"
+        if not isinstance(theirs, dict):
+            return f"'{path}' is not a run spec"
+        theirs = identity(theirs)
+        differ = sorted(k for k in mine.keys() | theirs.keys() if mine.get(k, ...) != theirs.get(k, ...))
+        if differ:
+            shown = ", ".join(differ[:4]) + (f" and {len(differ) - 4} more" if len(differ) > 4 else "")
+            return f"'{path}' differs in {shown}"
+    return None
+
+
+def _pin_threads(threads: int) -> None:
+    """The numerical work runs on exactly the spec's thread count, so its numbers never depend on the
+    cores a scheduler grants (torch's reductions and BLAS split work by thread count)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - installed with scikit-learn
+        return
+    threadpool_limits(limits=threads, user_api="blas")
+
+
+def cmd_run(args) -> int:
     spec = _spec_from_args(args)
-    methods = args.methods.split(",") if args.methods else [spec.method]
-    if len(set(methods)) != len(methods):
-        raise ValueError(f"--methods {args.methods!r} lists a method twice: each method runs once")
-    for name in methods:
-        get_method(name)
-    import torch  # after every check: importing torch takes seconds
+    methods = _methods(args.methods, spec)
+    out = Path(args.out)
+    _check_out_folder(out, spec)
+    if args.log and Path(args.log).is_dir():
+        raise ValueError(f"--log '{args.log}' is a folder: allowed a file")
+    from spfl.simulation import run_cell  # after every check: importing torch takes seconds
 
-    from spfl.simulation import run_cell
-
-    torch.set_num_threads(args.threads)
+    _pin_threads(spec.threads)
     _configure_logging(args.log)
-    summaries = run_cell(spec, methods, args.out)
+    if args.threads is not None and spec.threads > args.threads:
+        logging.getLogger("spfl").warning(
+            "run setting 'threads' = %d is more than --threads %d (the cores granted): the numbers stay those of "
+            "%d threads, the run is slower", spec.threads, args.threads, spec.threads)
+    summaries = run_cell(spec, methods, out)
     for name, summary in summaries.items():
         accuracy = summary["final_accuracy"]
-        shown = "-" if accuracy is None else f"{accuracy:.4f}"
-        print(f"{name}: status {summary['status']}, final accuracy {shown} -> {Path(args.out) / name}")
+        shown = "-" if accuracy is None else f"{100 * accuracy:.2f} %"
+        print(f"{name}: status {summary['status']}, final accuracy {shown} -> {out / name}")
     return 0
 
 
@@ -93,6 +174,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _methods_epilog() -> str:
+    from spfl.methods import METHOD
+
+    width = max(map(len, METHOD))
+    return "methods:\n" + "\n".join(f"  {name:<{width}}  {m.summary}" for name, m in METHOD.items())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="spfl", description="Sign-Prioritized Federated Learning simulator")
     parser.add_argument("--version", action="version", version=f"spfl {__version__}")
@@ -103,13 +191,15 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override one run setting (repeatable)")
 
-    run = sub.add_parser("run", help="simulate one or more methods on one seed's environment")
+    run = sub.add_parser("run", help="simulate one or more methods on one seed's environment",
+                         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_methods_epilog())
     spec_args(run)
     run.add_argument("--methods", help="comma-separated methods sharing common random numbers "
-                     "(default: the spec's method)")
+                     "(default: the spec's method); the methods are listed below")
     run.add_argument("--out", required=True, help="output folder; each method writes OUT/<method>/")
     run.add_argument("--log", help="progress log file")
-    run.add_argument("--threads", type=_positive_int, default=1, help="torch CPU threads (default 1)")
+    run.add_argument("--threads", type=_positive_int, help="CPU cores granted to this run (a scheduler's "
+                     "grant); the numbers use the spec's 'threads' setting, so they never depend on it")
     run.set_defaults(func=cmd_run)
 
     prepare = sub.add_parser("prepare", help="load a dataset once and save it as one tensor file")
@@ -136,9 +226,18 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"spfl {args.command}: error: {exc}", file=sys.stderr)
+    except (ValueError, OSError) as exc:  # a user's mistake or the machine's state: one line, no traceback
+        print(f"spfl {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
+
+
+def _one_line(exc: BaseException) -> str:
+    from spfl.records import WriteError
+
+    if isinstance(exc, OSError) and not isinstance(exc, WriteError) and exc.strerror:
+        where = f" '{exc.filename}'" if exc.filename else ""
+        return f"cannot use{where}: {exc.strerror}"
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 if __name__ == "__main__":

@@ -13,10 +13,8 @@ substitute the md5s of tiny archives through ``checksums=`` (a subclass with its
 from __future__ import annotations
 
 import hashlib
-import os
 import pickle
 import tarfile
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +22,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from spfl.records import write_atomic
 
 DATASETS = ("digits", "cifar10")
 
@@ -264,18 +264,9 @@ def prepare_dataset(name: str, data_dir: str | Path, out_path: str | Path, downl
     """Load ``name`` and save its tensors to ``out_path`` (atomically) for fast loading by the runs."""
     ds = load_dataset(name, data_dir, download, checksums=checksums)
     out = Path(out_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": PREPARED_FORMAT, "name": ds.name, "num_classes": ds.num_classes,
                "train_x": ds.train_x, "train_y": ds.train_y, "test_x": ds.test_x, "test_y": ds.test_y}
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(payload, fh)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return out
+    return write_atomic(out, lambda handle: torch.save(payload, handle))
 
 
 def load_prepared(path: str | Path) -> Dataset:

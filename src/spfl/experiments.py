@@ -1,8 +1,8 @@
-"""Figure kinds of the pipeline and the `python -m spfl.experiments` commands.
+"""The pipeline's config commands, and one import for what the workflow and the tests use.
 
 The config is read and validated by :mod:`spfl.pipeline_config` and expanded into cells and runs by
-:mod:`spfl.plan`; this module holds what a figure needs from its experiment (``FIGURES``) and the
-maintenance commands:
+:mod:`spfl.plan`; the figures are the registry of :mod:`spfl.figures`.  This module re-exports their
+main names (``load_plan``, ``ConfigError``, ``FIGURES``, ...) and holds the maintenance commands:
 
     python -m spfl.experiments check CONFIG...    validate configs (merged in order) and summarize the plan
     python -m spfl.experiments schemas DIR        write the config, run and grid JSON schemas to DIR
@@ -13,38 +13,15 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
+from spfl.figures import FIGURES
+from spfl.pipeline_config import ConfigError, generated_schemas, load_config_file, read_config
+from spfl.plan import Cell, Plan, Run, cell_hash, load_plan
 from spfl.spec import SETTINGS
 
-MAIN_METHODS = ("ideal", "digital", "digital_reuse", "scheduling", "signsgd", "spfl")
-ABLATION_METHODS = ("spfl", "spfl_uniform", "spfl_power", "spfl_bandwidth", "spfl_noreuse")
-
-
-@dataclass(frozen=True)
-class FigureKind:
-    """What a figure needs from its experiment: the swept setting on its x axis and default methods."""
-
-    name: str
-    x: str | None
-    methods: tuple[str, ...]
-    what: str
-
-
-FIGURES: dict[str, FigureKind] = {f.name: f for f in (
-    FigureKind("accuracy_vs_round", None, MAIN_METHODS, "test accuracy per round (one panel per grid point)"),
-    FigureKind("accuracy_vs_bandwidth", "total_bandwidth_mhz", MAIN_METHODS, "final accuracy vs B_tot"),
-    FigureKind("accuracy_vs_power", "max_power_dbm", MAIN_METHODS, "final accuracy vs P_max"),
-    FigureKind("accuracy_vs_devices", "num_devices", MAIN_METHODS, "final accuracy vs K"),
-    FigureKind("allocation", None, ("spfl",), "B_k and sign power share per device, by channel gain"),
-    FigureKind("packet_errors", "total_bandwidth_mhz", ("spfl", "spfl_uniform"),
-               "mean sign / modulus packet error vs B_tot"),
-    FigureKind("ablation", None, ABLATION_METHODS, "test accuracy per round of SP-FL and its ablations"),
-    FigureKind("solver_convergence", None, ("spfl",), "objective Phi per alternating-optimization iteration"),
-    FigureKind("noniid", "dirichlet_beta", MAIN_METHODS, "final accuracy vs Dirichlet beta"),
-)}
-
+__all__ = ["FIGURES", "Cell", "ConfigError", "Plan", "Run", "cell_hash", "generated_schemas", "load_config_file",
+           "load_plan", "main", "read_config", "settings_table", "update_readme"]
 
 SETTINGS_START, SETTINGS_END = "<!-- run-settings:start -->", "<!-- run-settings:end -->"
 
@@ -83,9 +60,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{argv[1]}: {'updated' if update_readme(argv[1]) else 'up to date'}")
         return 0
     if argv[:1] == ["check"] and len(argv) >= 2:
-        from spfl.pipeline_config import ConfigError, read_config
-        from spfl.plan import load_plan
-
         files = argv[1:]
         try:
             plan = load_plan(read_config(files))

@@ -22,7 +22,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from spfl.pipeline_config import BASE_ONLY, FIGURES, PIPELINE_OWNED, ConfigError, check_value, validated
+from spfl.figures import FIGURES
+from spfl.pipeline_config import BASE_ONLY, PIPELINE_OWNED, ConfigError, check_value, validated
 from spfl.spec import METHODS, SETTING, SpecError, canonical_hash, make_spec
 
 
@@ -98,6 +99,8 @@ class Plan:
             raise ConfigError(f"figure '{figure}' is not configured: add it under config key 'figures' "
                               f"(configured: {', '.join(self.figures) or 'none'})")
         options = self.figures[figure]
+        if options.get("source") == "headline":
+            return self.headline_runs()
         select = options["select"]
         return [r for r in self.experiments[options["experiment"]].runs
                 if r.method in options["methods"]
@@ -187,9 +190,14 @@ def _expand_experiment(name: str, exp: Mapping[str, Any], config: Mapping[str, A
                       tuple(methods), tuple(seeds), runs)
 
 
-def _resolve_figure(name: str, options: Mapping[str, Any], experiments: Mapping[str, Experiment]) -> dict:
+def _resolve_figure(name: str, options: Mapping[str, Any], experiments: Mapping[str, Experiment],
+                    headline: Mapping[str, Any] | None = None) -> dict:
     where = f"figures.{name}"
     kind = FIGURES[name]
+    if kind.source == "headline":
+        if headline is None:
+            raise ConfigError(f"config key '{where}' needs the headline table: add config key 'headline'")
+        return {**headline, "source": "headline", "x": None}
     exp_name = options["experiment"]
     if exp_name not in experiments:
         raise ConfigError(f"config key '{where}.experiment' = {exp_name!r} is invalid: allowed one of "
@@ -226,7 +234,8 @@ def _resolve_figure(name: str, options: Mapping[str, Any], experiments: Mapping[
             "swept": list(exp.swept), "description": exp.description}
 
 
-def _resolve_headline(options: Mapping[str, Any], experiments: Mapping[str, Experiment]) -> dict:
+def _resolve_headline(options: Mapping[str, Any], experiments: Mapping[str, Experiment],
+                      cells: Mapping[str, Cell]) -> dict:
     budgets = {}
     for i, name in enumerate(options["experiments"]):
         key = f"headline.experiments[{i}]"
@@ -243,6 +252,12 @@ def _resolve_headline(options: Mapping[str, Any], experiments: Mapping[str, Expe
             raise ConfigError(f"config key 'headline.baselines' = {options['baselines']!r} is invalid: none of "
                               f"them is run by experiments.{name} ({', '.join(exp.methods)})")
         budgets[name] = exp.swept[0]
+        round_budget = options.get("round_budget")
+        for params in {r.cell: cells[r.cell].params for r in exp.runs}.values():
+            evaluated = {0, params["rounds"], *range(params["eval_every"], params["rounds"] + 1, params["eval_every"])}
+            if round_budget is not None and round_budget not in evaluated:
+                raise ConfigError(f"config key 'headline.round_budget' = {round_budget} is invalid: allowed an "
+                                  f"evaluated round of experiments.{name} ({', '.join(map(str, sorted(evaluated)))})")
     return {**dict(options), "budgets": budgets}
 
 
@@ -254,6 +269,6 @@ def load_plan(config: Mapping[str, Any]) -> Plan:
                    for name, exp in config["experiments"].items()}
     for cell in cells.values():
         cell.methods.sort(key=METHODS.index)
-    figures = {name: _resolve_figure(name, opts, experiments) for name, opts in config["figures"].items()}
-    headline = _resolve_headline(config["headline"], experiments) if config.get("headline") else None
+    headline = _resolve_headline(config["headline"], experiments, cells) if config.get("headline") else None
+    figures = {name: _resolve_figure(name, opts, experiments, headline) for name, opts in config["figures"].items()}
     return Plan(config, experiments, cells, figures, headline)

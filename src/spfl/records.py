@@ -9,20 +9,22 @@ common random numbers lives side by side):
     OUT/<method>/metrics.csv     one row per round (METRIC_COLUMNS); round 0 is the initial model
     OUT/<method>/allocation.csv  per-device allocation snapshots (ALLOCATION_COLUMNS)
     OUT/<method>/solver_trace.csv  Phi per alternating-optimization iteration at snapshot rounds
+    OUT/<method>/timing.json     wall time of the run (the one record that differs between identical runs)
     OUT/<method>/summary.json    written last: its presence means the run finished
 """
 
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
 import math
 import os
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 METRIC_COLUMNS = (
     "round",                  # rounds completed (0 = initial model)
@@ -41,7 +43,7 @@ METRIC_COLUMNS = (
     "update_norm",            # ||g_hat|| of the applied update (0 when nothing arrived)
 )
 ALLOCATION_COLUMNS = (
-    "round", "device", "bandwidth_hz", "power_sign_w", "power_modulus_w",
+    "round", "device", "bandwidth_hz", "power_sign_w", "power_modulus_w", "slot_share",
     "q_sign", "q_modulus", "u_sign", "u_modulus",
 )
 TRACE_COLUMNS = ("round", "iteration", "objective")  # allocation objective Phi per AO iteration
@@ -56,21 +58,84 @@ def _format(value: Any) -> str:
     return str(value)
 
 
-def write_atomic(path: str | Path, text: str) -> Path:
-    """Write text to a temporary file in the same folder, then rename over the target."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+class WriteError(OSError):
+    """A file could not be written (full disk, read-only folder ...): one line naming the file."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)  # the only portable way to read the umask is to set it, so set it back at once
+    os.umask(mask)
+    return mask
+
+
+def fsync_folder(folder: str | Path) -> None:
+    """Make a rename inside ``folder`` durable (POSIX: the entry lives in the folder, not the file)."""
     try:
-        with os.fdopen(fd, "w", newline="") as handle:
-            handle.write(text)
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:  # platforms that cannot open a folder have no folder fsync either
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: str | Path, data: str | bytes | Callable[[BinaryIO], Any]) -> Path:
+    """Write a file all at once or not at all: a temporary file in the same folder, fsynced, renamed
+    over the target, then the folder fsynced.  ``data`` is text (UTF-8), bytes, or a function that
+    writes to a binary handle (``torch.save``), so large payloads are never held twice in memory.
+
+    The file gets the permissions a plain ``open`` would (0666 less the umask; mkstemp alone gives
+    0600, which collaborators on a shared cluster cannot read).  On any failure the temporary file is
+    removed and a :class:`WriteError` names the target (a kill -9 can still leave a ``.NAME.*.tmp``).
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise _write_error(path, exc) from exc
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            os.fchmod(handle.fileno(), 0o666 & ~_umask())
+            if callable(data):
+                data(handle)
+            else:
+                handle.write(data.encode() if isinstance(data, str) else data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        cause = _os_error_in(exc)
+        if cause is not None:
+            raise _write_error(path, cause) from exc
         raise
+    fsync_folder(path.parent)
     return path
+
+
+def _os_error_in(exc: BaseException | None) -> OSError | None:
+    """The OSError behind a failure: torch.save, for one, turns a full disk into a RuntimeError whose
+    context is the OSError that the handle's write raised."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, WriteError):
+            return None  # already one line naming its file
+        if isinstance(exc, OSError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def _write_error(path: Path, exc: OSError) -> WriteError:
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    hint = "; free some space and run again" if exc.errno == errno.ENOSPC else ""
+    return WriteError(exc.errno, f"cannot write '{path}': {reason}{hint}")
 
 
 def csv_text(columns: Sequence[str], rows: Iterable[Mapping[str, Any]]) -> str:

@@ -1,4 +1,4 @@
-"""The federated learning round loop over the wireless uplink (SPEC sections 2-4).
+"""The federated learning round loop over the wireless uplink (docs/model.md).
 
 ``Environment`` holds everything a seed fixes and all methods share (common random numbers):
 data split, device positions, initial weights.  ``simulate`` runs one method in it; each call
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,10 +20,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from spfl import checkpoint as checkpoints
 from spfl import records
 from spfl.aggregation import Aggregator
-from spfl.allocation import AllocationProblem, allocate
-from spfl.channel import Cell, dbm_to_watt, draw_fading
+from spfl.allocation import Allocation, AllocationProblem, allocate
+from spfl.channel import Geometry, dbm_to_watt, draw_fading
 from spfl.data import Dataset, load_dataset, load_prepared
 from spfl.methods import Method, get_method
 from spfl.models import build_model, default_model
@@ -32,7 +32,7 @@ from spfl.partition import label_histogram, partition
 from spfl.provenance import code_version, package_versions
 from spfl.spec import RunSpec
 from spfl.training import FlatModel, LocalTrainer, evaluate
-from spfl.transmission import Delivery, PacketLayout, packet_layout, transmit
+from spfl.transmission import Delivery, Link, Resources, get_scheme
 
 log = logging.getLogger("spfl")
 
@@ -60,7 +60,7 @@ class Environment:
     dataset: Dataset
     parts: list[np.ndarray]
     alpha: np.ndarray
-    cell: Cell
+    geometry: Geometry
     model: FlatModel
     initial_weights: torch.Tensor
     device: torch.device
@@ -82,7 +82,7 @@ def build_environment(spec: RunSpec, dataset: Dataset | None = None) -> Environm
                       np.random.default_rng(seeds["partition"]), beta=spec.dirichlet_beta,
                       min_size=spec.min_samples_per_device, shards_per_device=spec.shards_per_device)
     sizes = np.array([len(p) for p in parts], dtype=float)
-    cell = Cell.drop(spec.num_devices, spec.cell_inner_radius_m, spec.cell_outer_radius_m,
+    geometry = Geometry.drop(spec.num_devices, spec.cell_inner_radius_m, spec.cell_outer_radius_m,
                      np.random.default_rng(seeds["geometry"]))
     generator = torch.Generator().manual_seed(int(seeds["init"].generate_state(1, np.uint64)[0] >> 1))
     name = default_model(spec.dataset) if spec.model == "auto" else spec.model
@@ -90,7 +90,7 @@ def build_environment(spec: RunSpec, dataset: Dataset | None = None) -> Environm
     model = FlatModel.wrap(module)
     on_device = Dataset(dataset.name, dataset.train_x.to(device), dataset.train_y.to(device),
                         dataset.test_x.to(device), dataset.test_y.to(device), dataset.num_classes)
-    return Environment(spec, on_device, parts, sizes / sizes.sum(), cell, model,
+    return Environment(spec, on_device, parts, sizes / sizes.sum(), geometry, model,
                        model.initial_vector(), device)
 
 
@@ -140,12 +140,13 @@ class Simulation:
         self.spec = env.spec.with_method(method if isinstance(method, str) else method.name)
         self.method = get_method(self.spec.method)
         spec = self.spec
-        self.layout: PacketLayout = packet_layout(
-            self.method.scheme, env.num_params, spec.modulus_bits, spec.compensation,
-            spec.deadline_ms / 1000.0, spec.slot_share)
+        self.scheme = get_scheme(self.method.scheme)
+        self.layout = self.scheme.layout(env.num_params, spec.modulus_bits, spec.compensation,
+                                         spec.deadline_ms / 1000.0)
+        self.link = Link(env.geometry.gain, dbm_to_watt(spec.noise_psd_dbm_hz), spec.per_model, spec.waterfall_m,
+                         spec.fading)
         self.total_bandwidth = spec.total_bandwidth_mhz * 1e6
         self.max_power = dbm_to_watt(spec.max_power_dbm)
-        self.noise_psd = dbm_to_watt(spec.noise_psd_dbm_hz)
         batched = env.device.type == "cuda" if batched is None else batched
         self.trainer = LocalTrainer(env.model, spec.learning_rate, spec.local_steps, batched=batched,
                                     precision=spec.precision)
@@ -177,45 +178,34 @@ class Simulation:
         return batches
 
     def allocation_problem(self, uploads: torch.Tensor, aggregator: Aggregator) -> AllocationProblem:
-        """The one-step importance of every packet (SPEC section 5) as an allocation problem."""
-        eta, smooth = self.spec.learning_rate, self.spec.smoothness
-        squared_norm = uploads.double().square().sum(dim=1).cpu().numpy()
-        u_modulus = max(eta - smooth * eta**2 / 2, 0.0) * squared_norm
-        if self.method.aggregation == "sign_reuse":
-            inner, c_squared = aggregator.sign_importance_terms(uploads)
-            u_sign = np.maximum(eta * inner - smooth * eta**2 / 2 * c_squared, 0.0)
-        else:
-            u_sign = np.zeros_like(u_modulus)
-        if self.layout.modulus_bits > 0:
-            sign_bits, modulus_bits, slot_share = (self.layout.sign_bits, self.layout.modulus_bits,
-                                                   self.layout.slot_share)
-        else:  # one whole-gradient packet (scheduling): the allocation sends sign + modulus bits over T
-            sign_bits, modulus_bits, slot_share = (self.env.num_params,
-                                                   self.layout.sign_bits - self.env.num_params, None)
+        """This round's allocation problem: every packet's worth under the method's aggregation rule
+        (reported on the control channel before allocation) and the round's budgets."""
+        spec = self.spec
+        u_sign, u_modulus = aggregator.packet_worths(uploads, spec.learning_rate, spec.smoothness)
         return AllocationProblem(
-            alpha=self.env.alpha, gain=self.env.cell.gain, u_sign=u_sign, u_modulus=u_modulus,
-            total_bandwidth=self.total_bandwidth, max_power=self.max_power, noise_psd=self.noise_psd,
-            deadline=self.spec.deadline_ms / 1000.0, sign_bits=sign_bits, modulus_bits=modulus_bits,
-            power_constraint=self.spec.power_constraint, per_model=self.spec.per_model,
-            waterfall_m=self.spec.waterfall_m, slot_share=slot_share)
+            alpha=self.env.alpha, gain=self.link.gain, u_sign=u_sign, u_modulus=u_modulus,
+            total_bandwidth=self.total_bandwidth, max_power=self.max_power, noise_psd=self.link.noise_psd,
+            deadline=self.layout.deadline, sign_bits=self.layout.sign_bits, modulus_bits=self.layout.modulus_bits,
+            slot_share=self.layout.fixed_share(spec.slot_share), power_constraint=spec.power_constraint,
+            per_model=spec.per_model, waterfall_m=spec.waterfall_m, fading=spec.fading,
+            normalize=spec.normalize, sign_only_counts=aggregator.sign_only_counts)
 
-    def resources(self, uploads: torch.Tensor, state: RunState):
-        """Bandwidth and power per device (and the allocation, when one is solved)."""
-        num = self.spec.num_devices
-        fixed = self.method.policy in ("none", "uniform") and self.method.scheme != "sign_modulus"
-        if fixed:
-            bandwidth = np.full(num, self.total_bandwidth / num)
-            return bandwidth, np.full(num, self.max_power), np.zeros(num), None, None
+    def resources(self, uploads: torch.Tensor, state: RunState) -> tuple[Resources, Allocation | None,
+                                                                          AllocationProblem | None]:
+        """Bandwidth, powers and sign shares per device, with the allocation that chose them."""
+        if self.scheme.error_free:  # nothing to allocate: every packet arrives
+            num = self.spec.num_devices
+            return Resources(np.full(num, self.total_bandwidth / num), np.full(num, self.max_power),
+                             np.zeros(num), np.ones(num)), None, None
         problem = self.allocation_problem(uploads, state.aggregator)
         allocation = allocate(problem, policy=self.method.policy)
-        if self.method.scheme == "digital":  # scheduling: one whole-gradient packet at full power
-            return allocation.bandwidth, allocation.power_sign, np.zeros(num), allocation, problem
-        return allocation.bandwidth, allocation.power_sign, allocation.power_modulus, allocation, problem
+        return (Resources(allocation.bandwidth, allocation.power_sign, allocation.power_modulus,
+                          allocation.slot_share), allocation, problem)
 
     def step(self, state: RunState) -> None:
         spec, env = self.spec, self.env
         batches = self.draw_batches(state)
-        fading = draw_fading(state.fading_rng, spec.num_devices, 2)
+        fading = draw_fading(state.fading_rng, spec.num_devices, spec.fading)
         uploads, losses = self.trainer.uploads(state.weights, batches)
         if not (np.isfinite(losses).all() and bool(torch.isfinite(uploads).all())):
             # Diverged before anything is sent: a non-finite upload has no importance to allocate by.
@@ -226,9 +216,8 @@ class Simulation:
             state.metric_rows.append(row)
             state.status, state.diverged_round = "diverged", state.round
             return
-        bandwidth, power_sign, power_modulus, allocation, problem = self.resources(uploads, state)
-        delivery = transmit(self.layout, bandwidth, power_sign, power_modulus, env.cell.gain, fading,
-                            self.noise_psd, spec.per_model, spec.waterfall_m)
+        resources, allocation, problem = self.resources(uploads, state)
+        delivery = self.scheme.transmit(self.layout, resources, self.link, fading)
         update = state.aggregator.aggregate(uploads, delivery)
         state.round += 1
         if update is not None:
@@ -242,7 +231,7 @@ class Simulation:
             row["test_loss"], row["test_accuracy"] = evaluate(env.model, state.weights, env.dataset.test_x,
                                                               env.dataset.test_y)
             if allocation is not None:
-                self.snapshot(state, bandwidth, power_sign, power_modulus, delivery, problem, allocation)
+                self.snapshot(state, resources, delivery, problem, allocation)
         state.metric_rows.append(row)
         finite = math.isfinite(train_loss) and bool(torch.isfinite(state.weights).all())
         if not finite:
@@ -258,8 +247,7 @@ class Simulation:
             "modulus_error_rate": _fraction(~delivery.modulus_ok & sent_m, sent_m),
             "devices_transmitting": int(sent_s.sum()),
             "devices_sign_received": int(delivery.sign_ok.sum()),
-            "devices_both_received": int((delivery.both_ok if self.layout.modulus_bits > 0
-                                          else delivery.sign_ok).sum()),
+            "devices_both_received": int(delivery.both_ok.sum()),
             "uplink_bits": delivery.uplink_bits,
             "objective": None if allocation is None else float(allocation.objective),
             "expected_sign_error": float(delivery.q_sign[sent_s].mean()) if sent_s.any() else None,
@@ -267,11 +255,12 @@ class Simulation:
             "update_norm": 0.0 if update is None else float(update.double().norm()),
         }
 
-    def snapshot(self, state, bandwidth, power_sign, power_modulus, delivery, problem, allocation) -> None:
+    def snapshot(self, state, resources: Resources, delivery, problem, allocation) -> None:
         for k in range(self.spec.num_devices):
             state.allocation_rows.append({
-                "round": state.round, "device": k, "bandwidth_hz": float(bandwidth[k]),
-                "power_sign_w": float(power_sign[k]), "power_modulus_w": float(power_modulus[k]),
+                "round": state.round, "device": k, "bandwidth_hz": float(resources.bandwidth[k]),
+                "power_sign_w": float(resources.power_sign[k]), "power_modulus_w": float(resources.power_modulus[k]),
+                "slot_share": float(resources.slot_share[k]),
                 "q_sign": float(delivery.q_sign[k]), "q_modulus": float(delivery.q_modulus[k]),
                 "u_sign": float(problem.u_sign[k]), "u_modulus": float(problem.u_modulus[k]),
             })
@@ -290,12 +279,8 @@ class Simulation:
 
     def train(self, checkpoint: Path | None = None) -> RunState:
         """The round loop; returns the final state (weights, metrics, buffers)."""
-        state = self.initial_state()
-        if checkpoint is not None and checkpoint.exists():
-            saved = torch.load(checkpoint, weights_only=False, map_location=self.env.device)
-            if (saved.get("run_hash"), saved.get("code_version")) == (self.spec.run_hash, code_version()):
-                state.restore(saved["state"])
-                log.info("%s: resumed from round %d", self.spec.method, state.round)
+        state = (self.initial_state() if checkpoint is None else checkpoints.resume(
+            checkpoint, self.spec.run_hash, self.initial_state, self.env.device, label=self.spec.method))
         if state.round == 0:
             test_loss, test_accuracy = evaluate(self.env.model, state.weights, self.env.dataset.test_x,
                                                 self.env.dataset.test_y)
@@ -338,21 +323,18 @@ class Simulation:
             "run_hash": self.spec.run_hash,
             "code_version": code_version(),
             "num_params": self.env.num_params,
-            "wall_time_s": round(wall_time, 3),
             "versions": package_versions(),
         }
+        # The one measurement that differs between identical runs lives apart, so every other record is
+        # byte-identical across reruns, thread grants and executors.
+        records.write_json(out / "timing.json", {"wall_time_s": round(wall_time, 3)})
         records.write_json(out / "summary.json", summary)
         return summary
 
 
 def save_checkpoint(path: Path, run_hash: str, state: RunState) -> None:
-    """torch.save to a temporary name, then rename: a kill never leaves a torn checkpoint.
-
-    A checkpoint only resumes the same spec under the same simulation code."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save({"run_hash": run_hash, "code_version": code_version(), "state": state.to_checkpoint()}, tmp)
-    os.replace(tmp, path)
+    """Atomic and fsynced (spfl.checkpoint); it only resumes the same spec under the same code."""
+    checkpoints.save(path, run_hash, state.to_checkpoint())
 
 
 def run_cell(spec: RunSpec, methods: list[str], out_dir: str | Path) -> dict[str, dict[str, Any]]:
@@ -367,7 +349,8 @@ def run_cell(spec: RunSpec, methods: list[str], out_dir: str | Path) -> dict[str
                       ({"device": k, "label": c, "count": int(hist[k, c])}
                        for k in range(hist.shape[0]) for c in range(hist.shape[1])))
     records.write_csv(out / "devices.csv", ("device", "distance_m", "gain", "num_samples", "alpha"),
-                      ({"device": k, "distance_m": float(env.cell.distance[k]), "gain": float(env.cell.gain[k]),
+                      ({"device": k, "distance_m": float(env.geometry.distance[k]),
+                        "gain": float(env.geometry.gain[k]),
                         "num_samples": len(env.parts[k]), "alpha": float(env.alpha[k])}
                        for k in range(spec.num_devices)))
     return {m: Simulation(env, m).run(out / m) for m in methods}

@@ -1,15 +1,17 @@
 """Run specifications: every setting of one simulation, its defaults, checks and identity.
 
 A run spec is a flat mapping of named settings.  ``SETTINGS`` is the single source of truth:
-defaults, allowed values and ranges, units and provenance ([paper] or [recon], see SPEC.md).
+defaults, allowed values and ranges, units and provenance ([paper] or [recon], see docs/model.md).
 The CLI, the Snakemake schema (``spfl schema``) and ``config/README.md`` all derive from it.
 """
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import math
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
@@ -47,6 +49,8 @@ class Setting:
     minimum: float | None = None
     maximum: float | None = None
     exclusive_minimum: bool = False
+    exclusive_maximum: bool = False
+    named: tuple[str, ...] = ()  # words allowed besides the numbers of a numeric setting
     nullable: bool = False
     science: bool = True  # part of the run's identity (hash); False for paths and devices
 
@@ -55,16 +59,22 @@ class Setting:
             return "one of " + ", ".join(map(str, self.choices))
         lo = "" if self.minimum is None else (f"> {self.minimum}" if self.exclusive_minimum
                                                else f">= {self.minimum}")
-        hi = "" if self.maximum is None else f"<= {self.maximum}"
+        hi = "" if self.maximum is None else (f"< {self.maximum}" if self.exclusive_maximum
+                                               else f"<= {self.maximum}")
         kind = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}[self.kind]
         bounds = " and ".join(b for b in (lo, hi) if b)
-        return kind + (f" {bounds}" if bounds else "") + (" or null" if self.nullable else "")
+        words = "one of " + ", ".join(self.named) + " or " if self.named else ""
+        return words + kind + (f" {bounds}" if bounds else "") + (" or null" if self.nullable else "")
 
     def check(self, value: Any) -> Any:
         """Return the value coerced to the setting's type, or raise SpecError."""
         if value is None and self.nullable:
             return None
         bad = SpecError(f"run setting '{self.name}' = {value!r} is invalid: allowed {self.allowed()}")
+        if self.named and isinstance(value, str):
+            if value not in self.named:
+                raise bad
+            return value
         if self.kind is bool:
             if not isinstance(value, bool):
                 raise bad
@@ -83,7 +93,8 @@ class Setting:
         if self.minimum is not None and (value < self.minimum or (self.exclusive_minimum
                                                                   and value == self.minimum)):
             raise bad
-        if self.maximum is not None and value > self.maximum:
+        if self.maximum is not None and (value > self.maximum or (self.exclusive_maximum
+                                                                  and value == self.maximum)):
             raise bad
         return value
 
@@ -123,12 +134,14 @@ SETTINGS: tuple[Setting, ...] = (
     _s("seed", int, 0, "Seed of every random draw (partition, init, batches, positions, fading).",
        minimum=0, origin="run"),
     # method
-    _s("method", str, "spfl", "Method (SPEC section 7).", choices=METHODS, origin="paper"),
+    _s("method", str, "spfl", "Method (a transmission scheme, allocation policy and aggregation rule; "
+       "docs/model.md).", choices=METHODS, origin="paper"),
     _s("compensation", str, "received_mean", "Compensatory modulus for sign-only devices.",
        choices=("received_mean", "previous_update", "scalar")),
-    _s("normalize", str, "received", "Aggregate divided by the weight of received devices or of all.",
-       choices=("received", "all")),
-    _s("smoothness", float, 10.0, "Smoothness constant L in the one-step objective.", minimum=0.0),
+    _s("normalize", str, "received", "Aggregate divided by the weight of received devices or of all; "
+       "the allocation objective is the expectation under the same rule.", choices=("received", "all")),
+    _s("smoothness", float, 10.0, "Smoothness constant L in the one-step objective (learning_rate * L < 2).",
+       minimum=0.0),
     _s("signsgd_aggregation", str, "mean", "signsgd: alpha-weighted mean of scaled signs or majority vote.",
        choices=("mean", "majority")),
     _s("modulus_bits", int, 31, "Bits per modulus entry b: 31 float32 magnitudes, 15 float16, "
@@ -141,8 +154,12 @@ SETTINGS: tuple[Setting, ...] = (
        maximum=0.0),
     _s("deadline_ms", float, 100.0, "Round upload deadline T (ms); calibrate per experiment.", minimum=0.0,
        exclusive_minimum=True),
-    _s("slot_share", float, None, "Sign slot share tau of T; null = D_s / (D_s + D_m).", minimum=0.0,
-       maximum=1.0, exclusive_minimum=True, nullable=True),
+    _s("slot_share", float, "proportional", "Sign packet's share tau of the deadline (and of the band, "
+       "as sub-bands): proportional = D_s / (D_s + D_m), optimized = per device by SP-FL's allocation, "
+       "or a fixed number.", minimum=0.0, maximum=1.0, exclusive_minimum=True, exclusive_maximum=True,
+       named=("proportional", "optimized")),
+    _s("fading", str, "block", "Rayleigh fading: block = one draw per device and round for both packets, "
+       "per_packet = an independent draw per packet.", choices=("block", "per_packet")),
     _s("cell_inner_radius_m", float, 50.0, "Inner radius of the device annulus (m).", minimum=1.0),
     _s("cell_outer_radius_m", float, 500.0, "Outer radius of the device annulus (m).", minimum=1.0),
     _s("per_model", str, "outage", "Packet error model: Shannon-rate outage or waterfall.",
@@ -155,6 +172,9 @@ SETTINGS: tuple[Setting, ...] = (
        choices=("cpu", "cuda", "auto"), origin="run", science=False),
     _s("precision", str, "float32", "Local computation precision: float32, or bfloat16 autocast (accelerators).",
        choices=("float32", "bfloat16"), origin="run"),
+    _s("threads", int, 1, "CPU threads of the numerical work (torch, BLAS). Part of the run's identity, since "
+       "CPU results depend on it; the cores a scheduler grants (`spfl run --threads`) never change it.",
+       minimum=1, maximum=256, origin="run"),
     _s("checkpoint_every", int, 0, "Save a resumable checkpoint every N rounds (0 = never).", minimum=0,
        origin="run", science=False),
 )
@@ -192,7 +212,8 @@ class RunSpec:
     max_power_dbm: float = 23.0
     noise_psd_dbm_hz: float = -174.0
     deadline_ms: float = 100.0
-    slot_share: float | None = None
+    slot_share: float | str = "proportional"
+    fading: str = "block"
     cell_inner_radius_m: float = 50.0
     cell_outer_radius_m: float = 500.0
     per_model: str = "outage"
@@ -200,6 +221,7 @@ class RunSpec:
     power_constraint: str = "energy"
     device: str = "cpu"
     precision: str = "float32"
+    threads: int = 1
     checkpoint_every: int = 0
 
     def to_dict(self) -> dict[str, Any]:
@@ -230,9 +252,10 @@ def make_spec(values: Mapping[str, Any] | None = None, **overrides: Any) -> RunS
     """Validate settings (unknown keys, types, ranges, cross-field rules) into a RunSpec."""
     merged = dict(values or {})
     merged.update(overrides)
-    unknown = sorted(set(merged) - set(SETTING))
+    unknown = sorted(set(merged) - set(SETTING), key=str)
     if unknown:
-        raise SpecError(f"unknown run setting '{unknown[0]}': allowed keys are {', '.join(SETTING)}")
+        raise SpecError(f"unknown run setting '{unknown[0]}'{did_you_mean(unknown[0], SETTING)}: allowed keys are "
+                        f"{', '.join(SETTING)}")
     checked = {name: SETTING[name].check(value) for name, value in merged.items()}
     spec = RunSpec(**checked)
     if spec.cell_outer_radius_m <= spec.cell_inner_radius_m:
@@ -245,14 +268,49 @@ def make_spec(values: Mapping[str, Any] | None = None, **overrides: Any) -> RunS
             f"run setting 'num_devices' = {spec.num_devices} is invalid with min_samples_per_device = "
             f"{spec.min_samples_per_device}: allowed num_devices * min_samples_per_device <= {train_size} "
             f"(the {spec.dataset} training set), or a device would be left without data")
+    if spec.learning_rate * spec.smoothness >= 2.0:
+        raise SpecError(
+            f"run settings 'learning_rate' = {spec.learning_rate} and 'smoothness' = {spec.smoothness} are "
+            "invalid together: allowed learning_rate * smoothness < 2 (otherwise a full gradient's one-step "
+            "worth U_m = (eta - L eta^2 / 2) ||g||^2 is <= 0 and the allocation objective is zero everywhere)")
     if spec.dataset == "digits" and spec.model == "cifar_cnn":
         raise SpecError("run setting 'model' = 'cifar_cnn' is invalid for dataset 'digits': allowed mlp, cnn, auto")
     return spec
 
 
+def did_you_mean(word: Any, choices: Any) -> str:
+    """' (did you mean 'x'?)' for a near miss among choices, else ''."""
+    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.75)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+class _DuplicateKey(yaml.constructor.ConstructorError):
+    def __init__(self, key: Any, first_line: int, mark: yaml.Mark):
+        super().__init__(problem=f"repeats key '{key}' (first at line {first_line})", problem_mark=mark)
+        self.key, self.first_line = key, first_line
+
+
 class _Yaml12Loader(yaml.SafeLoader):
-    """SafeLoader that reads floats as YAML 1.2 and JSON do.  PyYAML follows YAML 1.1, where a float
-    needs a dot: it would read 1e-05 and 1e+30 (how json.dumps writes them) as strings."""
+    """SafeLoader that reads floats as YAML 1.2 and JSON do, and refuses repeated keys.
+
+    PyYAML follows YAML 1.1, where a float needs a dot: it would read 1e-05 and 1e+30 (how json.dumps
+    writes them) as strings.  A repeated key would silently keep the last value (or the last
+    experiment of a config), so it is an error here, for YAML and JSON alike."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        first_line: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # '<<' merges are meant to be overridden
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                seen = key in first_line
+            except TypeError:  # an unhashable key: the base class reports it
+                continue
+            if seen:
+                raise _DuplicateKey(key, first_line[key], key_node.start_mark)
+            first_line[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
 
 
 _Yaml12Loader.yaml_implicit_resolvers = {  # a copy: adding to SafeLoader's own table would change it too
@@ -262,36 +320,115 @@ _Yaml12Loader.add_implicit_resolver(
     list("-+0123456789"))
 
 
-def load_yaml(text: str) -> Any:
-    """YAML (or JSON) text with YAML 1.2 floats."""
-    return yaml.load(text, Loader=_Yaml12Loader)
+def load_yaml(text: str | os.PathLike, source: str | None = None) -> Any:
+    """YAML (or JSON) with YAML 1.2 floats and no repeated keys.
+
+    ``text`` is the text itself, or a path (``pathlib.Path``) to read: a file that is missing, a
+    folder, not UTF-8 text or not valid YAML, and a repeated key, each raise a one-line SpecError
+    naming ``source`` (default: the path, or "YAML text") and, where it applies, the key and line:
+    ``load_yaml(Path("config/quick.yaml"))`` -> "'config/quick.yaml' line 7 repeats key 'seeds'
+    (first at line 3): allowed each key once".
+    """
+    if isinstance(text, os.PathLike):
+        path = Path(text)
+        source = source or f"'{path}'"
+        try:
+            text = path.read_bytes().decode("utf-8")
+        except FileNotFoundError:
+            raise SpecError(f"{source} not found") from None
+        except IsADirectoryError:
+            raise SpecError(f"{source} is a folder: allowed a YAML or JSON file") from None
+        except UnicodeDecodeError as exc:
+            raise SpecError(f"{source} is not a text file (byte {exc.start} is not UTF-8): allowed a YAML or "
+                            f"JSON file") from None
+        except OSError as exc:
+            raise SpecError(f"{source} cannot be read: {exc.strerror or exc}") from None
+        if path.suffix.lower() == ".json":
+            return _load_json(text, source)
+    return _load_yaml_text(text, source or "YAML text")
+
+
+def _load_json(text: str, source: str) -> Any:
+    """Strict JSON (YAML would read ``{"seed": }`` as a null seed); a repeated key is found with its line
+    by reading the same text as YAML, which JSON is a subset of."""
+    repeated: list[str] = []
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        mapping: dict[str, Any] = {}
+        for key, value in items:
+            if key in mapping:
+                repeated.append(key)
+            mapping[key] = value
+        return mapping
+
+    try:
+        value = json.loads(text, object_pairs_hook=pairs)
+    except json.JSONDecodeError as exc:
+        raise SpecError(f"{source} is not valid JSON: line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
+    if not repeated:
+        return value
+    try:
+        _load_yaml_text(text, source)
+    except SpecError as exc:
+        if "repeats key" in str(exc):
+            raise
+    raise SpecError(f"{source} repeats key '{repeated[0]}': allowed each key once")
+
+
+def _load_yaml_text(text: str, source: str) -> Any:
+    try:
+        return yaml.load(text, Loader=_Yaml12Loader)
+    except _DuplicateKey as exc:
+        raise SpecError(f"{source} line {exc.problem_mark.line + 1} {exc.problem}: allowed each key once") from None
+    except yaml.reader.ReaderError as exc:
+        character = f"#x{exc.character:04x}" if isinstance(exc.character, int) else repr(exc.character)
+        raise SpecError(f"{source} is not a text file (character {character} at position {exc.position}): "
+                        f"allowed a YAML or JSON file") from None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        raise SpecError(f"{source} is not valid YAML/JSON: {where}{exc.problem or exc.context}") from None
+    except yaml.YAMLError as exc:
+        raise SpecError(f"{source} is not valid YAML/JSON: {str(exc).splitlines()[0]}") from None
 
 
 def load_spec(path: str | Path, **overrides: Any) -> RunSpec:
-    """Read a YAML or JSON run spec file; errors name the file."""
+    """Read a YAML or JSON run spec file; errors name the file (and the overrides, when they are involved)."""
     path = Path(path)
-    try:
-        values = load_yaml(path.read_text())
-    except FileNotFoundError:
-        raise SpecError(f"run spec file '{path}' not found") from None
-    except yaml.YAMLError as exc:
-        raise SpecError(f"run spec file '{path}' is not valid YAML/JSON: {str(exc).splitlines()[0]}") from None
+    values = load_yaml(path, source=f"run spec file '{path}'")
     if values is None:
-        values = {}
+        raise SpecError(f"run spec file '{path}' is empty: allowed a mapping of run settings (write '{{}}' to run "
+                        f"every default)")
     if not isinstance(values, dict):
         raise SpecError(f"run spec file '{path}' must hold a mapping of settings, not {type(values).__name__}")
     try:
         return make_spec(values, **overrides)
     except SpecError as exc:
-        raise SpecError(f"{path}: {exc}") from None
+        error = exc
+    try:  # blame the file when it is wrong by itself, else the overrides
+        make_spec(values)
+    except SpecError:
+        raise SpecError(f"{path}: {error}") from None
+    raise SpecError(f"{path} with {', '.join(f'{k}={v!r}' for k, v in overrides.items())}: {error}") from None
 
 
 def parse_assignment(text: str) -> tuple[str, Any]:
-    """'key=value' from the command line; the value is read as YAML (numbers, booleans, null)."""
+    """'key=value' from the command line (--set); the value is read as YAML (numbers, booleans, null).
+
+    The key and the value are checked here, so that a mistake blames the --set, not the spec file."""
     if "=" not in text:
         raise SpecError(f"--set {text!r} is invalid: allowed KEY=VALUE")
     key, raw = text.split("=", 1)
-    return key.strip(), load_yaml(raw)
+    key = key.strip()
+    if key not in SETTING:
+        raise SpecError(f"--set {text!r}: unknown run setting '{key}'{did_you_mean(key, SETTING)}: allowed keys "
+                        f"are {', '.join(SETTING)}")
+    value = load_yaml(raw, source=f"--set {text!r}: the value")
+    try:
+        SETTING[key].check(value)
+    except SpecError as exc:
+        raise SpecError(f"--set {text!r}: {exc}") from None
+    return key, value
 
 
 def json_schema() -> dict[str, Any]:
@@ -300,13 +437,17 @@ def json_schema() -> dict[str, Any]:
     props: dict[str, Any] = {}
     for s in SETTINGS:
         prop: dict[str, Any] = {"description": f"[{s.origin}] {s.help}"}
-        prop["type"] = [types[s.kind], "null"] if s.nullable else types[s.kind]
+        value: dict[str, Any] = {"type": [types[s.kind], "null"] if s.nullable else types[s.kind]}
         if s.choices is not None:
-            prop["enum"] = list(s.choices) + ([None] if s.nullable else [])
+            value["enum"] = list(s.choices) + ([None] if s.nullable else [])
         if s.minimum is not None:
-            prop["exclusiveMinimum" if s.exclusive_minimum else "minimum"] = s.minimum
+            value["exclusiveMinimum" if s.exclusive_minimum else "minimum"] = s.minimum
         if s.maximum is not None:
-            prop["maximum"] = s.maximum
+            value["exclusiveMaximum" if s.exclusive_maximum else "maximum"] = s.maximum
+        if s.named:
+            prop["anyOf"] = [{"type": "string", "enum": list(s.named)}, value]
+        else:
+            prop.update(value)
         prop["default"] = s.default
         props[s.name] = prop
     return {

@@ -1,15 +1,17 @@
-"""Uplink transmission: encode gradients into packets, send them through the channel, decode.
+"""Uplink transmission: which packets a device sends, their bits, and what arrives.
 
-A *scheme* says which packets a device sends and how many bits and seconds each takes:
+A *scheme* owns its packet layout and its transmission; the round loop never asks for its name:
 
 - ``error_free``:   the whole gradient, never lost (the `ideal` upper bound);
 - ``digital``:      the whole gradient as one packet of (b + 1) d bits over the deadline T;
 - ``sign_only``:    d sign bits plus a 32-bit scale over T (signSGD);
-- ``sign_modulus``: SP-FL: a sign packet of d bits in tau T and a modulus packet of b d bits in
-  (1 - tau) T, each with its own power and its own fading draw.
+- ``sign_modulus``: SP-FL: a sign packet of d bits in the share tau of the link and a modulus packet of
+  b d bits in the rest, each with its own power.
 
-Packets succeed when the round's fading draw exceeds the packet's failure threshold
-(:mod:`spfl.channel`), so realized losses follow the closed-form error rates exactly.
+A packet succeeds when the round's fading draw reaches the packet's failure threshold
+(:mod:`spfl.channel`), so realized losses follow the closed-form error rates exactly.  Under block
+fading both packets of a device see the same draw, so the packet with the lower threshold arrives
+whenever the other one does (docs/model.md, "Packets and fading").
 """
 
 from __future__ import annotations
@@ -19,9 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from spfl.channel import failure_threshold
+from spfl.channel import FADING_MODELS, PACKET_ERROR_MODELS, failure_threshold
 
-SCHEMES = ("error_free", "digital", "sign_only", "sign_modulus")
 SCALE_BITS = 32  # one float32 header: a scale or a quantizer range
 
 
@@ -45,73 +46,157 @@ def quantize_modulus(m: torch.Tensor, bits: int) -> torch.Tensor:
     return torch.round(m / scale * levels) / levels * scale
 
 
+def magnitude_bits(modulus_bits: int, num_params: int) -> int:
+    """Bits of d magnitudes: b per entry, plus the quantizer's 32-bit range for b not in (15, 31)."""
+    return modulus_bits * num_params + (0 if modulus_bits in (31, 15) else SCALE_BITS)
+
+
 @dataclass(frozen=True)
 class PacketLayout:
-    """Bits and slot durations of one device's packets (the same for every device)."""
+    """Bits of one device's packets and the round deadline (the same for every device)."""
 
-    scheme: str
-    sign_bits: float      # the sign packet, or the whole packet of single-packet schemes
-    modulus_bits: float   # 0 when the scheme sends no modulus packet
-    sign_slot: float
-    modulus_slot: float
+    sign_bits: float     # the sign packet, or the one packet of single-packet schemes
+    modulus_bits: float  # 0: the scheme sends a single packet
+    deadline: float      # T (s)
 
     @property
-    def slot_share(self) -> float:
-        return self.sign_slot / (self.sign_slot + self.modulus_slot)
+    def two_packets(self) -> bool:
+        return self.modulus_bits > 0
+
+    @property
+    def proportional_share(self) -> float:
+        """tau = D_s / (D_s + D_m): both packets then need the same spectral efficiency."""
+        return self.sign_bits / (self.sign_bits + self.modulus_bits)
+
+    def fixed_share(self, slot_share: float | str) -> float | None:
+        """The sign share tau a run setting fixes (1 for single packets); None when it is optimized."""
+        if not self.two_packets:
+            return 1.0
+        if slot_share == "optimized":
+            return None
+        return self.proportional_share if slot_share == "proportional" else float(slot_share)
 
 
-def packet_layout(scheme: str, num_params: int, modulus_bits: int, compensation: str,
-                  deadline_s: float, slot_share: float | None) -> PacketLayout:
-    header = SCALE_BITS if modulus_bits not in (31, 15) else 0
-    magnitude_bits = modulus_bits * num_params + header
-    if scheme in ("error_free", "digital"):
-        return PacketLayout(scheme, num_params + magnitude_bits, 0.0, deadline_s, 0.0)
-    if scheme == "sign_only":
-        return PacketLayout(scheme, num_params + SCALE_BITS, 0.0, deadline_s, 0.0)
-    if scheme == "sign_modulus":
-        sign_bits = num_params + (SCALE_BITS if compensation == "scalar" else 0)
-        tau = slot_share if slot_share is not None else sign_bits / (sign_bits + magnitude_bits)
-        return PacketLayout(scheme, sign_bits, magnitude_bits, tau * deadline_s, (1 - tau) * deadline_s)
-    raise ValueError(f"scheme {scheme!r}: allowed {SCHEMES}")
+@dataclass(frozen=True)
+class Resources:
+    """One round's radio resources per device (arrays of length K)."""
+
+    bandwidth: np.ndarray      # B_k (Hz)
+    power_sign: np.ndarray     # p_s,k (W): the sign packet's, or the single packet's
+    power_modulus: np.ndarray  # p_m,k (W); 0 = no modulus packet
+    slot_share: np.ndarray     # tau_k: the sign packet's share of the link (1 for single packets)
+
+
+@dataclass(frozen=True)
+class Link:
+    """What the uplink physics needs besides the resources: gains, noise and the channel model."""
+
+    gain: np.ndarray
+    noise_psd: float
+    per_model: str = "outage"
+    waterfall_m: float = 1.0
+    fading: str = "block"
+
+    def __post_init__(self) -> None:
+        if self.per_model not in PACKET_ERROR_MODELS:
+            raise ValueError(f"per_model={self.per_model!r}: allowed {PACKET_ERROR_MODELS}")
+        if self.fading not in FADING_MODELS:
+            raise ValueError(f"fading={self.fading!r}: allowed {FADING_MODELS}")
+
+    def thresholds(self, layout: PacketLayout, resources: Resources) -> tuple[np.ndarray, np.ndarray]:
+        """Failure thresholds (t_s, t_m) of every device's packets; inf = always lost / not sent."""
+        tau = np.asarray(resources.slot_share, dtype=float)
+        sign = failure_threshold(resources.bandwidth, resources.power_sign, self.gain, layout.sign_bits,
+                                 tau * layout.deadline, self.noise_psd, self.per_model, self.waterfall_m)
+        if not layout.two_packets:
+            return sign, np.full_like(sign, np.inf)
+        modulus = failure_threshold(resources.bandwidth, resources.power_modulus, self.gain, layout.modulus_bits,
+                                    (1.0 - tau) * layout.deadline, self.noise_psd, self.per_model,
+                                    self.waterfall_m)
+        return sign, modulus
+
+    def both_error(self, threshold_sign: np.ndarray, threshold_modulus: np.ndarray) -> np.ndarray:
+        """P(not both packets arrive): exp(-max t) under block fading, exp(-t_s - t_m) per packet."""
+        with np.errstate(invalid="ignore"):
+            joint = (np.maximum(threshold_sign, threshold_modulus) if self.fading == "block"
+                     else threshold_sign + threshold_modulus)
+        return -np.expm1(-joint)
 
 
 @dataclass(frozen=True)
 class Delivery:
-    """What happened to every device's packets in one round (PS-side, CRC-detected)."""
+    """What happened to every device's packets in one round (PS-side, CRC-detected).
 
-    sent_sign: np.ndarray      # bool (K,): the sign / whole packet was transmitted
-    sent_modulus: np.ndarray   # bool (K,)
-    sign_ok: np.ndarray        # bool (K,): the sign / whole packet arrived
-    modulus_ok: np.ndarray     # bool (K,)
-    q_sign: np.ndarray         # closed-form error probability of each sign / whole packet
+    Arrays have the devices on the last axis (a leading axis of rounds is allowed)."""
+
+    sent_sign: np.ndarray      # bool: the sign / single packet was transmitted
+    sent_modulus: np.ndarray   # bool
+    sign_ok: np.ndarray        # bool: the sign / single packet arrived
+    modulus_ok: np.ndarray     # bool
+    q_sign: np.ndarray         # closed-form error probability of each sign / single packet
     q_modulus: np.ndarray
     uplink_bits: float
+    single_packet: bool = False  # the sign packet carries the whole upload
 
     @property
     def both_ok(self) -> np.ndarray:
-        return self.sign_ok & self.modulus_ok
+        """The full gradient arrived (for single-packet schemes: the packet arrived)."""
+        return self.sign_ok if self.single_packet else self.sign_ok & self.modulus_ok
 
 
-def transmit(layout: PacketLayout, bandwidth: np.ndarray, power_sign: np.ndarray,
-             power_modulus: np.ndarray, gain: np.ndarray, fading: np.ndarray, noise_psd: float,
-             per_model: str, waterfall_m: float) -> Delivery:
-    """Send each device's packets; ``fading`` is the round's (K, 2) block of |h|^2 draws."""
-    num_devices = len(gain)
-    if layout.scheme == "error_free":
-        ones = np.ones(num_devices, dtype=bool)
-        zeros = np.zeros(num_devices)
-        return Delivery(ones, ones, ones, ones, zeros, zeros, float(layout.sign_bits * num_devices))
-    sent_sign = (bandwidth > 0) & (power_sign > 0)
-    sent_modulus = sent_sign & (power_modulus > 0) & (layout.modulus_bits > 0)
-    sign_threshold = failure_threshold(bandwidth, power_sign, gain, layout.sign_bits, layout.sign_slot,
-                                       noise_psd, per_model, waterfall_m)
-    if layout.modulus_bits > 0:
-        modulus_threshold = failure_threshold(bandwidth, power_modulus, gain, layout.modulus_bits,
-                                              layout.modulus_slot, noise_psd, per_model, waterfall_m)
-    else:
-        modulus_threshold = np.full(num_devices, np.inf)
-    sign_ok = sent_sign & (fading[:, 0] >= sign_threshold)
-    modulus_ok = sent_modulus & (fading[:, 1] >= modulus_threshold)
-    bits = layout.sign_bits * sent_sign.sum() + layout.modulus_bits * sent_modulus.sum()
-    return Delivery(sent_sign, sent_modulus, sign_ok, modulus_ok,
-                    -np.expm1(-sign_threshold), -np.expm1(-modulus_threshold), float(bits))
+@dataclass(frozen=True)
+class Scheme:
+    """A transmission scheme: its packets, and how they travel."""
+
+    name: str
+    error_free: bool = False
+
+    def layout(self, num_params: int, modulus_bits: int, compensation: str, deadline: float) -> PacketLayout:
+        raise NotImplementedError
+
+    def transmit(self, layout: PacketLayout, resources: Resources, link: Link, fading: np.ndarray) -> Delivery:
+        """Send each device's packets; ``fading`` holds (..., K, 2) draws of |h|^2 (spfl.channel.draw_fading)."""
+        if self.error_free:
+            ones = np.ones(fading.shape[:-1], dtype=bool)
+            zeros = np.zeros(fading.shape[:-1])
+            return Delivery(ones, ones, ones, ones, zeros, zeros, float(layout.sign_bits * ones.shape[-1]),
+                            single_packet=True)
+        t_s, t_m = link.thresholds(layout, resources)
+        sent_sign = (resources.bandwidth > 0) & (resources.power_sign > 0)
+        sent_modulus = sent_sign & (resources.power_modulus > 0) & layout.two_packets
+        sign_ok = sent_sign & (fading[..., 0] >= t_s)
+        modulus_ok = sent_modulus & (fading[..., 1] >= t_m)
+        bits = layout.sign_bits * sent_sign.sum() + layout.modulus_bits * sent_modulus.sum()
+        return Delivery(sent_sign, sent_modulus, sign_ok, modulus_ok, -np.expm1(-t_s), -np.expm1(-t_m),
+                        float(bits), single_packet=not layout.two_packets)
+
+
+class _WholeGradient(Scheme):
+    def layout(self, num_params, modulus_bits, compensation, deadline):
+        return PacketLayout(num_params + magnitude_bits(modulus_bits, num_params), 0.0, deadline)
+
+
+class _SignOnly(Scheme):
+    def layout(self, num_params, modulus_bits, compensation, deadline):
+        return PacketLayout(num_params + SCALE_BITS, 0.0, deadline)
+
+
+class _SignModulus(Scheme):
+    def layout(self, num_params, modulus_bits, compensation, deadline):
+        sign_bits = num_params + (SCALE_BITS if compensation == "scalar" else 0)
+        return PacketLayout(sign_bits, magnitude_bits(modulus_bits, num_params), deadline)
+
+
+SCHEMES: dict[str, Scheme] = {s.name: s for s in (
+    _WholeGradient("error_free", error_free=True),
+    _WholeGradient("digital"),
+    _SignOnly("sign_only"),
+    _SignModulus("sign_modulus"),
+)}
+
+
+def get_scheme(name: str) -> Scheme:
+    try:
+        return SCHEMES[name]
+    except KeyError:
+        raise ValueError(f"scheme {name!r}: allowed {', '.join(SCHEMES)}") from None

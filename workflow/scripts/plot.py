@@ -1,8 +1,8 @@
-"""Snakemake script of the plot rules: one aggregated table -> one figure (spfl.plots), PDF and PNG."""
+"""Snakemake script of the plot rules: one aggregated table -> one figure (spfl.figures registry), PDF and PNG."""
 
 import logging
 
-from spfl.plots import make_figure
+from spfl.figures import make_figure
 
 snakemake = globals()["snakemake"]  # injected by Snakemake's script directive
 

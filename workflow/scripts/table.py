@@ -1,9 +1,9 @@
-"""Snakemake script of the table rules: run records -> one aggregated table (spfl.analysis)."""
+"""Snakemake script of the table rules: run records -> one aggregated table (spfl.figures registry)."""
 
 import logging
 from pathlib import Path
 
-from spfl.analysis import build_table, write_table
+from spfl.figures import build_table, write_table
 
 snakemake = globals()["snakemake"]  # injected by Snakemake's script directive
 

@@ -1,22 +1,23 @@
-"""Hierarchical resource allocation of SP-FL (SPEC sections 5 and 6), pure numpy/scipy.
+"""Hierarchical resource allocation of SP-FL (docs/model.md, "Objective" and "Solver"), numpy only.
 
-Per round, bandwidth is split across devices and each device's power between its sign and
-modulus packets so as to maximize the one-step importance objective Phi.  Public names:
-:class:`AllocationProblem`, :func:`objective`, :func:`packet_error`, :func:`allocate`,
-:class:`Allocation` and ``ALLOCATION_POLICIES``.
+Per round, bandwidth is split across devices and each device's power (and, optionally, its link)
+between its sign and modulus packets so as to maximize Phi, the expected one-step surrogate of the
+aggregate the method forms.  Public names: :class:`AllocationProblem`, :func:`objective`,
+:func:`packet_worth`, :func:`allocate`, :class:`Allocation` and ``ALLOCATION_POLICIES``.
 """
 
-from spfl.allocation.objective import objective, objective_gradient, packet_error
-from spfl.allocation.policies import ALLOCATION_POLICIES, Allocation, allocate
-from spfl.allocation.problem import POWER_CONSTRAINTS, AllocationProblem
+from spfl.allocation.objective import Allocation, objective, packet_worth
+from spfl.allocation.policies import ALLOCATION_POLICIES, allocate, uniform_point
+from spfl.allocation.problem import NORMALIZATIONS, POWER_CONSTRAINTS, AllocationProblem
 
 __all__ = [
     "ALLOCATION_POLICIES",
+    "NORMALIZATIONS",
     "POWER_CONSTRAINTS",
     "Allocation",
     "AllocationProblem",
     "allocate",
     "objective",
-    "objective_gradient",
-    "packet_error",
+    "packet_worth",
+    "uniform_point",
 ]
