@@ -32,6 +32,7 @@ OPTIMIZED = {"spfl", "spfl_power", "spfl_bandwidth", "spfl_noreuse"}
 
 def config() -> dict:
     return {
+        "name": "synthetic",
         "base": {"dataset": "digits", "rounds": ROUNDS, "eval_every": EVAL, "num_devices": K},
         "seeds": [0, 1, 2],
         "experiments": {
@@ -109,7 +110,7 @@ def make_plan(root: Path, cfg: dict | None = None):
 
 
 def records(plan, runs) -> list[dict]:
-    return [{**r.record(), "dir": str(plan.root / r.record()["dir"])} for r in runs]
+    return [{**r.record(), "dir": str(plan.root / "results" / "runs" / r.cell)} for r in runs]
 
 
 def table(plan, figure):

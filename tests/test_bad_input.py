@@ -108,8 +108,9 @@ CASES = [
          at("experiments.power.grid.max_power_dbm", [17, 99])),
     Case("choice", SNAKEMAKE, ("'base.dataset' = \"mnist\"", 'allowed one of "digits", "cifar10"'),
          at("base.dataset", "mnist")),
-    Case("float in YAML 1.1", SNAKEMAKE, ("'base.learning_rate' = \"1e30\"", "allowed type number"),
-         text=lambda t: t.replace("  rounds: 6\n", "  rounds: 6\n  learning_rate: 1e30\n", 1)),
+    # config files are read as YAML 1.2, like run specs: 9.9e1 is the number 99 (YAML 1.1 would give a string)
+    Case("exponent number out of range", SNAKEMAKE, ("'base.max_power_dbm' = 99.0", "allowed <= 60"),
+         text=lambda t: t.replace("  rounds: 6\n", "  rounds: 6\n  max_power_dbm: 9.9e1\n", 1)),
     Case("missing required key", SNAKEMAKE, ("'experiments' is missing (required)",), drop("experiments")),
     Case("cross-field rule", SNAKEMAKE, ("'cell_outer_radius_m' = 40.0", "allowed a number > cell_inner_radius_m"),
          at("base.cell_outer_radius_m", 40.0)),

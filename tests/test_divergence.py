@@ -55,7 +55,7 @@ def plan(tmp_path_factory):
     for run in plan.experiments["bandwidth"].runs:
         bandwidth = dict(run.point)["total_bandwidth_mhz"]
         if (run.method, bandwidth, run.seed) == ("spfl", 1.0, 0) or (run.method, bandwidth) == ("digital", 2.0):
-            make_diverged(root / run.record()["dir"] / run.method)
+            make_diverged(root / "results" / "runs" / run.cell / run.method)
     plan.root = root
     return plan
 
@@ -190,6 +190,7 @@ def diverging_config() -> dict:
             "total_bandwidth_mhz": 1.0, "deadline_ms": 273.3, "device": "cpu", "smoothness": 0.0}
     methods = ["digital", "signsgd", "spfl"]
     return {
+        "name": "diverging",
         "base": base,
         "seeds": [0],
         "experiments": {
@@ -211,7 +212,7 @@ def test_a_diverging_grid_point_is_recorded_and_marked_and_the_workflow_finishes
     name = write_config(workdir, "diverging.yaml", diverging_config())
     result = snakemake(workdir, "--cores", "2", "--configfile", name, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
-    tables = workdir / "results" / "tables"
+    tables = workdir / "results" / "diverging" / "tables"
 
     runs = pd.read_csv(tables / "runs.csv")
     huge, fine = runs[runs["learning_rate"] > 1], runs[runs["learning_rate"] < 1]
@@ -236,10 +237,10 @@ def test_a_diverging_grid_point_is_recorded_and_marked_and_the_workflow_finishes
 
     gain = pd.read_csv(tables / "gain.csv").set_index("budget_value")  # the headline, drawn
     assert gain.loc[HUGE, "n_diverged"] == 3 and gain.loc[HUGE, "n"] == 0 and gain.loc[0.1, "n"] == 1
-    assert (workdir / "figures" / "gain.png").read_bytes()[:4] == b"\x89PNG"
+    assert (workdir / "figures" / "diverging" / "gain.png").read_bytes()[:4] == b"\x89PNG"
     for figure in ("accuracy_vs_bandwidth", "accuracy_vs_round"):
-        assert (workdir / "figures" / f"{figure}.pdf").read_bytes()[:4] == b"%PDF"
-        assert (workdir / "figures" / f"{figure}.png").read_bytes()[:4] == b"\x89PNG"
+        assert (workdir / "figures" / "diverging" / f"{figure}.pdf").read_bytes()[:4] == b"%PDF"
+        assert (workdir / "figures" / "diverging" / f"{figure}.png").read_bytes()[:4] == b"\x89PNG"
         fig = figures.draw(figure, pd.read_csv(tables / f"{figure}.csv"), {"dpi": 50})
         shown = texts(fig)
         plt.close(fig)

@@ -102,7 +102,7 @@ def test_write_generated_repairs_a_stale_file(tmp_path):
 def test_missing_markers_are_named(tmp_path):
     (tmp_path / "config").mkdir()
     (tmp_path / "config" / "README.md").write_text("no markers\n")
-    (tmp_path / "workflow" / "schemas").mkdir(parents=True)
+    (tmp_path / figures.SCHEMA_FILE).parent.mkdir(parents=True)
     shutil.copy(figures.ROOT / figures.SCHEMA_FILE, tmp_path / figures.SCHEMA_FILE)
     with pytest.raises(figures.FigureError, match="config/README.md' lacks the generated-block markers"):
         figures.generated_files(tmp_path)

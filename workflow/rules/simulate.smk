@@ -1,16 +1,18 @@
 # Stage 2: simulations.  One job per *cell* (one grid point and one seed): all the methods asked for
 # that cell by any experiment run in one process, so they share common random numbers and the torch
-# import.  The cell folder is named by the hash of its settings and holds params.json, the per-method
-# records and, written last, cell.json (the job's output).
+# import.  The cell folder (`<results>/<name>/runs/<cell>`) is named by the hash of its settings and holds
+# params.json, the per-method records and, written last, cell.json (the job's output).  Each job's wall
+# time, memory and CPU time go to `<results>/<name>/benchmarks/simulate/<cell>.tsv`
+# (summarize them with workflow/scripts/runtimes.py).
 
 
 rule cell_params:
     output:
-        "results/runs/{cell}/params.json",
+        f"{RUNS}/{{cell}}/params.json",
     params:
         settings=lambda wildcards: cell_of(wildcards).params,
     log:
-        "logs/cell_params/{cell}.log",
+        f"{LOGS}/cell_params/{{cell}}.log",
     localrule: True
     run:
         from spfl.records import write_json
@@ -20,10 +22,10 @@ rule cell_params:
 
 rule simulate:
     input:
-        params="results/runs/{cell}/params.json",
+        params=f"{RUNS}/{{cell}}/params.json",
         data=lambda wildcards: data_file(cell_of(wildcards).dataset),
     output:
-        manifest="results/runs/{cell}/cell.json",
+        manifest=f"{RUNS}/{{cell}}/cell.json",
     params:
         methods=lambda wildcards: ",".join(cell_of(wildcards).methods),
         out=lambda wildcards, output: os.path.dirname(output.manifest),
@@ -41,7 +43,9 @@ rule simulate:
             )
         ),
     log:
-        "logs/simulate/{cell}.log",
+        f"{LOGS}/simulate/{{cell}}.log",
+    benchmark:
+        f"{BENCHMARKS}/simulate/{{cell}}.tsv"
     threads: RESOURCES["simulate"]["threads"]
     resources:
         mem_mb=grown("simulate", "mem_mb"),
@@ -50,6 +54,6 @@ rule simulate:
     conda:
         "../envs/spfl.yaml"
     shell:
-        "spfl run {input.params} --methods {params.methods} --out {params.out} --threads {threads}"
-        " > {log} 2>&1"
-        " && printf '%s\\n' {params.manifest} > {output.manifest}"
+        f"{SPFL} run {{input.params:q}} --set data_file={{input.data:q}} --methods {{params.methods}}"
+        " --out {params.out:q} --threads {threads} > {log:q} 2>&1"
+        " && printf '%s\\n' {params.manifest} > {output.manifest:q}"
