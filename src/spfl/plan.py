@@ -27,6 +27,10 @@ from spfl.pipeline_config import BASE_ONLY, PIPELINE_OWNED, ConfigError, check_v
 from spfl.spec import METHODS, SETTING, SpecError, canonical_hash, make_spec
 
 
+# The pseudo-setting of an experiment's `variants`: runs carry the variant's name like a swept setting.
+VARIANT = "variant"
+
+
 def cell_hash(params: Mapping[str, Any]) -> str:
     """Name of a cell folder: hash of the validated science settings without ``method``.
 
@@ -144,8 +148,16 @@ def _expand_experiment(name: str, exp: Mapping[str, Any], config: Mapping[str, A
         if key in raw_grid:
             raise ConfigError(f"config key '{where}.set.{key}' is also swept in '{where}.grid.{key}': "
                               "set it in one place only")
+    variants = {variant: dict(values or {}) for variant, values in (exp.get("variants") or {}).items()}
+    for variant, values in variants.items():
+        for key in values:
+            if key in raw_grid or key in (*PIPELINE_OWNED, *BASE_ONLY, "method"):
+                raise ConfigError(f"config key '{where}.variants.{variant}.{key}' is not allowed: a variant changes "
+                                  "settings that the grid does not sweep (and not method, seed or data paths)")
     grid = {k: [check_value(f"{where}.grid.{k}[{i}]", k, v) for i, v in enumerate(values)]
             for k, values in raw_grid.items()}
+    if variants:  # one-at-a-time changes, swept as the pseudo-setting `variant` (first, so panels follow it)
+        grid = {VARIANT: list(variants), **grid}
     for k, values in grid.items():
         if len(set(map(repr, values))) != len(values):
             raise ConfigError(f"config key '{where}.grid.{k}' = {raw_grid[k]!r} is invalid: "
@@ -160,6 +172,8 @@ def _expand_experiment(name: str, exp: Mapping[str, Any], config: Mapping[str, A
         point = tuple(zip(swept, values))
         for seed in seeds:
             settings = {**base, **fixed, **dict(point), "seed": seed}
+            if VARIANT in settings:
+                settings.update(variants[settings.pop(VARIANT)])
             settings.pop("method", None)
             try:
                 spec = make_spec(settings)
@@ -212,7 +226,8 @@ def _resolve_figure(name: str, options: Mapping[str, Any], experiments: Mapping[
         if key not in exp.swept:
             raise ConfigError(f"config key '{where}.select.{key}' is invalid: experiments.{exp_name} sweeps "
                               f"{', '.join(exp.swept) or 'nothing'}")
-        checked = [check_value(f"{where}.select.{key}[{i}]", key, v) for i, v in enumerate(values)]
+        checked = (list(values) if key == VARIANT else
+                   [check_value(f"{where}.select.{key}[{i}]", key, v) for i, v in enumerate(values)])
         missing = [v for v in checked if v not in exp.grid[key]]
         if missing:
             raise ConfigError(f"config key '{where}.select.{key}' = {missing[0]!r} is invalid: allowed values "
