@@ -132,7 +132,8 @@ def test_single_figure_builds_only_what_it_needs(workdir):
     assert result.returncode == 0, result.stderr
     jobs = jobs_of(result.stdout)
     assert set(jobs) == {"prepare_data", "cell_params", "simulate", "table", "plot_accuracy_vs_power"}
-    assert jobs["table"] == 1 and jobs["simulate"] == 3 * 2  # 3 power values x 2 seeds
+    power = load_plan(read_config([ROOT / "config" / "quick.yaml"])).figure_runs("accuracy_vs_power")
+    assert jobs["table"] == 1 and jobs["simulate"] == len({r.cell for r in power})  # its cells, nothing else
 
 
 def test_invalid_config_stops_before_any_job_naming_the_key(workdir):
