@@ -399,3 +399,19 @@ def test_figures_are_readable_per_the_umask(tables, tmp_path):
         os.umask(old)
     assert (tmp_path / "f.pdf").stat().st_mode & 0o777 == 0o644 and (tmp_path / "f.png").stat().st_mode & 0o777 == 0o644
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_a_figure_names_its_config_and_dataset(tables, tmp_path, monkeypatch):
+    """A figure copied out of its folder still says which config and data it shows (the plot rule passes
+    "config <name>, <dataset>"); without a source nothing is added."""
+    from spfl import plots
+
+    drawn = []
+    monkeypatch.setattr(plots, "save_figure", lambda fig, pdf, png, dpi: drawn.append(fig))
+    path = tmp_path / "t.csv"
+    tables["accuracy_vs_bandwidth"].to_csv(path, index=False)
+    figures.make_figure("accuracy_vs_bandwidth", path, tmp_path / "f.pdf", tmp_path / "f.png", {"dpi": 40},
+                        source="config quick, digits")
+    figures.make_figure("accuracy_vs_bandwidth", path, tmp_path / "g.pdf", tmp_path / "g.png", {"dpi": 40})
+    assert drawn[0]._suptitle.get_text() == "config quick, digits"
+    assert drawn[1]._suptitle is None

@@ -254,8 +254,11 @@ def draw(name: str, table: pd.DataFrame, style: Mapping[str, Any] | None = None)
 
 
 def make_figure(name: str, table_path: str | Path, pdf: str | Path, png: str | Path,
-                style: Mapping[str, Any] | None = None) -> None:
-    """Read the table, draw, save PDF and PNG (the PNG at the style's dpi), byte-reproducibly."""
+                style: Mapping[str, Any] | None = None, source: str | None = None) -> None:
+    """Read the table, draw, save PDF and PNG (the PNG at the style's dpi), byte-reproducibly.
+
+    ``source`` (e.g. "config quick, digits") is written in the figure's top right corner, so a figure
+    copied out of its folder still says what it shows."""
     import pandas as pd
 
     from spfl import plots
@@ -263,6 +266,8 @@ def make_figure(name: str, table_path: str | Path, pdf: str | Path, png: str | P
     logging.getLogger("fontTools").setLevel(logging.WARNING)  # font subsetting logs pages at INFO
     style = {**plots.DEFAULT_STYLE, **dict(style or {})}
     fig = draw(name, pd.read_csv(table_path), style)
+    if source:
+        fig.suptitle(source, x=0.99, ha="right", fontsize="small", color="0.35")
     plots.save_figure(fig, pdf, png, style["dpi"])
 
 

@@ -20,6 +20,7 @@ for _figure in FIGURE_NAMES:
         params:
             figure=_figure,
             style=STYLE,
+            source=f"config {NAME}, {datasets_of(figure_runs(_figure))}",
             code=PLOTS_VERSION,
         log:
             f"{LOGS}/plots/{_figure}.log",

@@ -12,7 +12,7 @@ logging.basicConfig(filename=snakemake.log[0], level=logging.INFO, format="%(asc
 logging.getLogger("fontTools").setLevel(logging.WARNING)
 try:
     make_figure(snakemake.params.figure, snakemake.input.table, snakemake.output.pdf, snakemake.output.png,
-                dict(snakemake.params.style))
+                dict(snakemake.params.style), source=snakemake.params.source)
     logging.info("%s: wrote %s and %s", snakemake.params.figure, snakemake.output.pdf, snakemake.output.png)
 except Exception:
     logging.exception("plot failed")
