@@ -40,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import spfl.simulation as simulation  # noqa: E402
 from reference_simulator import ReferenceSimulator  # noqa: E402
 from spfl.spec import make_spec  # noqa: E402
+from spfl.training import PRECISIONS  # noqa: E402
 from synthetic import cifar_like  # noqa: E402
 
 # Paper-scale CIFAR run settings (config/config.yaml base), one round never evaluates the test set.
@@ -64,6 +65,9 @@ def timed(fn, device: torch.device) -> float:
     return time.perf_counter() - start
 
 
+_MISSING = object()
+
+
 class PhaseClock:
     """Wraps the phases of ``Simulation.step`` so one step reports where its time went."""
 
@@ -72,7 +76,13 @@ class PhaseClock:
         sim.draw_batches = self._wrap("draw_batches", sim.draw_batches)
         sim.trainer.uploads = self._wrap("uploads", sim.trainer.uploads)
         sim.allocation_problem = self._wrap("allocation_problem", sim.allocation_problem)
-        self._module_functions = {name: getattr(simulation, name) for name in ("allocate", "transmit")}
+        # Functions the step looks up at call time: the solver in the simulation module, and the packet
+        # transmission either there (older layout) or on the method's transmission scheme object.
+        self._lookups = [(simulation, "allocate")]
+        if hasattr(simulation, "transmit"):
+            self._lookups.append((simulation, "transmit"))
+        elif hasattr(getattr(sim, "scheme", None), "transmit"):
+            self._lookups.append((sim.scheme, "transmit"))
 
     def _wrap(self, name, fn):
         @functools.wraps(fn)
@@ -90,13 +100,17 @@ class PhaseClock:
         self.seconds.clear()
         state.aggregator.aggregate = self._wrap("aggregate", type(state.aggregator).aggregate.__get__(
             state.aggregator))
-        for name, fn in self._module_functions.items():
-            setattr(simulation, name, self._wrap(name, fn))
+        saved = [(owner, name, vars(owner).get(name, _MISSING)) for owner, name in self._lookups]
+        for owner, name in self._lookups:
+            setattr(owner, name, self._wrap(name, getattr(owner, name)))
         try:
             total = timed(lambda: sim.step(state), self.device)
         finally:
-            for name, fn in self._module_functions.items():
-                setattr(simulation, name, fn)
+            for owner, name, own in saved:  # put back what the owner itself held, or unshadow its class's
+                if own is _MISSING:
+                    delattr(owner, name)
+                else:
+                    setattr(owner, name, own)
         phases = {name: self.seconds.get(name, 0.0) for name in PHASES}
         phases["rest"] = total - sum(phases.values())
         phases["total"] = total
@@ -231,7 +245,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--devices", type=int, default=20, help="number of FL devices K")
-    parser.add_argument("--precision", default="float32", choices=("float32", "bfloat16"))
+    parser.add_argument("--precision", default="float32", choices=PRECISIONS)
     parser.add_argument("--setup", default="cifar", choices=("cifar", "digits"),
                         help="CIFAR CNN on synthetic CIFAR-shaped data, or the quick config's digits MLP")
     parser.add_argument("--train-size", type=int, default=50_000, help="synthetic training images")

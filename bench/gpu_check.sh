@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# GPU check for spfl: sequential vs batched rounds on CUDA, bf16, and one paper-scale run (K = 20,
-# 300 rounds, CIFAR-shaped synthetic data).  Made to be handed to a GPU machine with no network and
-# run unattended in under 8 minutes; it always writes its JSON, also when steps fail or time out.
+# GPU check for spfl: the CUDA training tests (exact float32), one whole paper cell through `spfl run`
+# (7 methods, K = 20, 500 rounds, CIFAR-shaped synthetic data) in float32, then in tf32 and bfloat16
+# (their accuracy next to float32's), the projected time of the full paper configuration, and the
+# round benchmark (floor, reference, sequential vs batched).  Made to be handed to a GPU machine with no
+# network and run unattended in under 6 minutes (GPU_CHECK_BUDGET_S); it always writes its JSON, also
+# when steps fail or time out, and skips what no longer fits the budget (most important steps first).
 #
 #   bench/gpu_check.sh [OUT_DIR] [WHEEL_DIR]
 #
@@ -10,18 +13,26 @@
 # WHEEL_DIR  wheels to install torch & co. from when the python found has no torch
 #            (default: $WHEEL_DIR, else the first of $PIP_FIND_LINKS /opt/wheels ./wheels shared/wheels
 #            that holds a torch wheel).  Installs use pip --no-index only: never the network.
-# Env:       PYTHON (interpreter to try first), GPU_CHECK_BUDGET_S (total seconds, default 450),
-#            PAPER_ROUNDS (default 300), REPEATS (default 10), GPU_CHECK_DEVICE (default cuda; cpu for a
-#            dry run of the script itself on a machine without a GPU).
+# Env:       PYTHON (interpreter to try first), GPU_CHECK_BUDGET_S (total seconds, default 330),
+#            REPEATS (round benchmark, default 5), GPU_CHECK_DEVICE (default cuda; cpu for a dry run of
+#            the script itself on a machine without a GPU), and for dry runs: CELL_ROUNDS (default 500),
+#            CELL_DEVICES (default: the paper's K), TRAIN_SIZE / TEST_SIZE (synthetic images, default
+#            50000 / 10000), CELL_THREADS (torch CPU threads of `spfl run`, default 1).
+# Dry run:   GPU_CHECK_DEVICE=cpu CELL_ROUNDS=2 CELL_DEVICES=4 TRAIN_SIZE=2000 TEST_SIZE=500 REPEATS=1 \
+#            bench/gpu_check.sh /tmp/dry
 set -u
 cd "$(dirname "$0")/.." || exit 1
 ROOT=$(pwd)
 OUT_DIR=${1:-${OUT:-bench/out/gpu}}
 WHEELS=${2:-${WHEEL_DIR:-}}
-BUDGET=${GPU_CHECK_BUDGET_S:-450}
-PAPER_ROUNDS=${PAPER_ROUNDS:-300}
-REPEATS=${REPEATS:-10}
+BUDGET=${GPU_CHECK_BUDGET_S:-330}
+REPEATS=${REPEATS:-5}
 DEVICE=${GPU_CHECK_DEVICE:-cuda}
+CELL_ROUNDS=${CELL_ROUNDS:-}
+CELL_DEVICES=${CELL_DEVICES:-}
+TRAIN_SIZE=${TRAIN_SIZE:-50000}
+TEST_SIZE=${TEST_SIZE:-10000}
+CELL_THREADS=${CELL_THREADS:-1}
 mkdir -p "$OUT_DIR"
 OUT_DIR=$(cd "$OUT_DIR" && pwd)
 STEPS="$OUT_DIR/steps.tsv"
@@ -48,7 +59,7 @@ run_step() {
         printf '%s\tskipped\t-1\t0\n' "$name" >> "$STEPS"
         return 1
     fi
-    log "$name: start (limit ${max}s): $(echo "$*" | head -c 200)"
+    log "$name: start (limit ${max}s): $(echo "$*" | tr -s '\n ' ' ' | head -c 200)"
     t0=$(date +%s)
     timeout --kill-after=10 "$max" "$@" > "$OUT_DIR/$name.log" 2>&1
     rc=$?
@@ -99,7 +110,7 @@ text = lambda n: (out / n).read_text().strip() if (out / n).exists() else None
 summary = {
     "host": platform.node(), "device": device, "budget_s": budget, "elapsed_s": elapsed,
     "nvidia_smi": text("nvidia_smi.txt"), "environment": read("environment.json"), "steps": steps,
-    "results": {n: read(f"{n}.json") for n in (f"round_{device}", f"round_{device}_bf16", "paper_run")},
+    "results": {n: read(f"{n}.json") for n in (f"round_{device}", "paper_cell")},
 }
 summary["ok"] = all(s["status"] == "ok" for s in steps.values()) and bool(steps)
 (out / "gpu_check.json").write_text(json.dumps(summary, indent=2))
@@ -118,7 +129,7 @@ EOF
         done < "$STEPS"
         echo "}, \"results\": {"
         first=1
-        for n in "round_$DEVICE" "round_${DEVICE}_bf16" paper_run; do
+        for n in "round_$DEVICE" paper_cell; do
             [ $first -eq 0 ] && echo ","
             first=0
             if [ -s "$OUT_DIR/$n.json" ]; then printf '"%s": ' "$n"; cat "$OUT_DIR/$n.json"
@@ -184,20 +195,56 @@ EOF
 CUDA=$("$PY" -c "import torch; print(int(torch.cuda.is_available()))" 2>/dev/null || echo 0)
 [ "$CUDA" = "1" ] || log "CUDA is not available to torch: the CUDA steps will fail and say so"
 
-# 3. Round benchmark: floor, reference, sequential vs batched per-device gradients, on CUDA.
-run_step "round_$DEVICE" 150 "$PY" bench/bench_round.py --device "$DEVICE" --paths sequential,batched --repeats "$REPEATS" \
-    --threads "$THREADS" --json "$OUT_DIR/round_$DEVICE.json"
-# 4. Paper-scale run: K = 20, 300 rounds, default path on CUDA (batched).
-run_step paper_run 200 "$PY" bench/bench_round.py --device "$DEVICE" --paper-rounds "$PAPER_ROUNDS" \
-    --threads "$THREADS" --json "$OUT_DIR/paper_run.json"
-# 5. bf16 autocast round.
-run_step "round_${DEVICE}_bf16" 60 "$PY" bench/bench_round.py --device "$DEVICE" --paths sequential,batched \
-    --precision bfloat16 --repeats "$REPEATS" --no-reference --threads "$THREADS" --json "$OUT_DIR/round_${DEVICE}_bf16.json"
-# 6. The training tests, including the CUDA ones that are skipped on CPU machines.
+# 3. The training tests that need CUDA (exact float32 against the CPU) and the precision-mode tests.
 if "$PY" -c "import pytest" > /dev/null 2>&1; then
-    run_step tests 90 "$PY" -m pytest -q -p no:cacheprovider tests/test_training.py
+    run_step tests 60 "$PY" -m pytest -q -p no:cacheprovider tests/test_training.py -k "cuda or precision or tf32"
 else
     log "tests: skipped (no pytest)"
     printf 'tests\tskipped\t-1\t0\n' >> "$STEPS"
 fi
+
+# 4. One paper cell through `spfl run`: float32 alone (its time is the projection's basis), then tf32 and
+#    bfloat16 side by side on the same GPU (their accuracy is the point; their time is shared).
+CELL_DIR="$OUT_DIR/cell"
+DATA_FILE="${TMPDIR:-/tmp}/spfl-gpu-check-$$/data.pt"  # 0.7 GB at full size: kept out of OUT_DIR
+run_step cell_prepare 60 "$PY" bench/paper_cell.py prepare "$CELL_DIR" --data "$DATA_FILE" --train "$TRAIN_SIZE" \
+    --test "$TEST_SIZE" ${CELL_ROUNDS:+--rounds "$CELL_ROUNDS"} ${CELL_DEVICES:+--devices "$CELL_DEVICES"} \
+    --device "$DEVICE"
+
+# run_cell PRECISION LIMIT [NOTE]: `spfl run` of the cell's methods; writes CELL_DIR/cell_PRECISION.seconds
+# ("<wall seconds> <note>") also when the run fails or is stopped at LIMIT seconds.
+run_cell() {
+    local precision=$1 limit=$2 t0 rc ms note=${3:-}
+    t0=$(date +%s%N)
+    timeout --kill-after=5 "$limit" "$PY" -m spfl.cli run "$CELL_DIR/cell.yaml" --methods "$(cat "$CELL_DIR/methods.txt")" \
+        --set precision="$precision" --threads "$CELL_THREADS" --out "$CELL_DIR/cell_$precision" \
+        --log "$CELL_DIR/cell_$precision.log"
+    rc=$?
+    ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+    [ $rc -ne 0 ] && note="${note:+$note; }rc $rc"
+    [ $rc -eq 124 ] || [ $rc -eq 137 ] && note="${note:+$note; }stopped at the ${limit} s limit"
+    printf '%d.%03d %s\n' $(( ms / 1000 )) $(( ms % 1000 )) "$note" > "$CELL_DIR/cell_$precision.seconds"
+    return $rc
+}
+# cell_limit MAX: MAX, or what the budget leaves less 50 s: run_step's margin, the cell summary and the
+# final JSON, so that a cell stopped at its limit still writes its seconds and the summary still runs.
+cell_limit() { local left=$(( $(remaining) - 50 )); [ "$1" -gt "$left" ] && echo "$left" || echo "$1"; }
+export PY CELL_DIR CELL_THREADS
+if [ -s "$CELL_DIR/cell.yaml" ]; then
+    limit=$(cell_limit 150)
+    run_step cell_float32 $(( limit + 10 )) bash -c "$(declare -f run_cell); run_cell float32 $limit"
+    limit=$(cell_limit 130)
+    run_step cell_tf32_bfloat16 $(( limit + 10 )) bash -c "$(declare -f run_cell); run_cell tf32 $limit 'side by side with bfloat16' & p1=\$!; \
+        run_cell bfloat16 $limit 'side by side with tf32' & p2=\$!; wait \$p1; a=\$?; wait \$p2; b=\$?; exit \$(( a > b ? a : b ))"
+    # Always (also when the cells ran out of time): what finished is summarized.
+    log "cell_summary:"
+    timeout 30 "$PY" bench/paper_cell.py summarize "$CELL_DIR" 2>&1 | tee "$OUT_DIR/cell_summary.log" | tee -a "$LOG"
+    cp "$CELL_DIR/paper_cell.json" "$OUT_DIR/paper_cell.json" 2> /dev/null
+fi
+rm -rf "$(dirname "$DATA_FILE")"
+
+# 5. Round benchmark: floor, reference, sequential vs batched per-device gradients (exact float32).
+run_step "round_$DEVICE" 60 "$PY" bench/bench_round.py --device "$DEVICE" --paths sequential,batched --repeats "$REPEATS" \
+    --threads "$THREADS" --train-size "$TRAIN_SIZE" ${CELL_DEVICES:+--devices "$CELL_DEVICES"} \
+    --json "$OUT_DIR/round_$DEVICE.json"
 log "done in $(( $(date +%s) - START ))s"

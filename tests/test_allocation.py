@@ -1,63 +1,44 @@
-"""Allocation (SPEC sections 5-6): problem validation, objective and physics, blocks, policies, behaviour."""
+"""Allocation: problem validation, the objective and its normalization, the solver's blocks, the policies,
+and the behaviour the model predicts."""
 
+import itertools
 from dataclasses import replace
 
-import mpmath
 import numpy as np
 import pytest
 
-from spfl.allocation import (
-    ALLOCATION_POLICIES,
-    AllocationProblem,
-    allocate,
-    objective,
-    objective_gradient,
-    packet_error,
+from allocation_reference import (
+    NOISE_PSD,
+    assert_consistent,
+    assert_feasible,
+    exact_factors,
+    point_arrays,
+    sample_problem,
 )
-from spfl.allocation.objective import Links, log_phi
-from spfl.allocation.power import optimal_power
-from spfl.allocation.reference import sample_problem
-from spfl.channel import dbm_to_watt, packet_error_rate
+from spfl.allocation import ALLOCATION_POLICIES, AllocationProblem, allocate, objective, uniform_point
+from spfl.allocation.bandwidth import knapsack
+from spfl.allocation.objective import device_coefficients, dilution, normalization_factors
+from spfl.allocation.power import best_split
+from spfl.channel import failure_threshold
 
-NOISE = dbm_to_watt(-174.0)
-
-
-def make_problem(num, seed, scarcity=0.0, **fields):
-    """A calibrated random round (see :func:`spfl.allocation.reference.sample_problem`)."""
-    return sample_problem(num, seed, scarcity, **fields)
-
-
-def assert_feasible(problem, result, rel=1e-9):
-    for array in (result.bandwidth, result.power_sign, result.power_modulus):
-        assert array.shape == (problem.num_devices,)
-        assert np.all(np.isfinite(array)) and np.all(array >= 0)
-    assert result.bandwidth.sum() <= problem.total_bandwidth * (1 + rel)
-    c_s, c_m = problem.power_weights
-    assert np.all(c_s * result.power_sign + c_m * result.power_modulus <= problem.max_power * (1 + rel))
+SWITCHES = [(fading, normalize) for fading in ("block", "per_packet") for normalize in ("all", "received")]
 
 
 # --- problem -------------------------------------------------------------------------------------------
 
-def test_problem_derived_quantities():
-    problem = make_problem(3, 0)
-    tau = problem.sign_bits / (problem.sign_bits + problem.modulus_bits)
-    assert problem.tau == pytest.approx(tau)
-    assert problem.sign_slot + problem.modulus_slot == pytest.approx(problem.deadline)
-    assert problem.sign_slot == pytest.approx(tau * problem.deadline)
-    assert problem.power_weights == pytest.approx((tau, 1 - tau))
-    assert problem.equal_power == pytest.approx(problem.max_power)
-    summed = make_problem(3, 0, power_constraint="sum", slot_share=0.25)
-    assert summed.tau == 0.25 and summed.power_weights == (1.0, 1.0)
-    assert summed.equal_power == pytest.approx(summed.max_power / 2)
-    np.testing.assert_allclose(problem.extra_worth, np.maximum(problem.u_modulus - problem.u_sign, 0))
+BASE = dict(alpha=[0.5, 0.5], gain=[1e-10, 1e-11], u_sign=[1.0, -0.5], u_modulus=[2.0, 1.0], total_bandwidth=1e6,
+            max_power=0.2, noise_psd=NOISE_PSD, deadline=0.1, sign_bits=1e4, modulus_bits=3.1e5, slot_share=None)
 
 
 @pytest.mark.parametrize(
     "change, field",
     [
         ({"alpha": [0.5, -0.1]}, "alpha"),
+        ({"alpha": [0.0, 0.0]}, "alpha"),
         ({"gain": [1e-10, np.nan]}, "gain"),
+        ({"gain": [1e-10, -1e-10]}, "gain"),
         ({"u_sign": [[1.0, 2.0]]}, "u_sign"),
+        ({"u_sign": [1.0, np.inf]}, "u_sign"),
         ({"u_modulus": [1.0]}, "equal lengths"),
         ({"u_modulus": []}, "u_modulus"),
         ({"total_bandwidth": 0.0}, "total_bandwidth"),
@@ -65,246 +46,387 @@ def test_problem_derived_quantities():
         ({"noise_psd": np.inf}, "noise_psd"),
         ({"deadline": 0.0}, "deadline"),
         ({"sign_bits": 0}, "sign_bits"),
+        ({"modulus_bits": -1.0}, "modulus_bits"),
+        ({"modulus_bits": np.nan}, "modulus_bits"),
         ({"power_constraint": "peak"}, "power_constraint"),
         ({"per_model": "rician"}, "per_model"),
-        ({"slot_share": 1.0}, "slot_share"),
+        ({"fading": "fast"}, "fading"),
+        ({"normalize": "none"}, "normalize"),
+        ({"slot_share": 0.0}, "slot_share"),
+        ({"slot_share": 1.5}, "slot_share"),
         ({"waterfall_m": 0.0}, "waterfall_m"),
     ],
 )
 def test_problem_validation_names_the_field(change, field):
-    base = dict(alpha=[0.5, 0.5], gain=[1e-10, 1e-11], u_sign=[1.0, 0.0], u_modulus=[2.0, 1.0],
-                total_bandwidth=1e6, max_power=0.2, noise_psd=NOISE, deadline=0.1, sign_bits=1e4,
-                modulus_bits=3.1e5)
     with pytest.raises(ValueError, match=field):
-        AllocationProblem(**{**base, **change})
+        AllocationProblem(**{**BASE, **change})
+
+
+def test_problem_derived_quantities():
+    problem = AllocationProblem(**{**BASE, "slot_share": 0.25})
+    assert problem.two_packets and problem.fixed_share == 0.25
+    assert problem.proportional_share == pytest.approx(1e4 / 3.2e5)
+    assert np.allclose(problem.power_weights(0.25), (0.25, 0.75))
+    assert problem.equal_power(0.25) == pytest.approx(0.2)
+    summed = replace(problem, power_constraint="sum")
+    assert np.allclose(summed.power_weights(0.25), (1.0, 1.0)) and summed.equal_power(0.25) == pytest.approx(0.1)
+    optimized = AllocationProblem(**BASE)
+    assert optimized.slot_share is None and optimized.fixed_share == optimized.proportional_share
+    single = AllocationProblem(**{**BASE, "modulus_bits": 0})
+    assert not single.two_packets and single.slot_share == 1.0 and single.equal_power(1.0) == pytest.approx(0.2)
+    assert single.u_sign[1] == -0.5  # any finite worth is allowed
 
 
 def test_problem_copies_and_freezes_its_arrays():
     alpha = np.array([0.5, 0.5])
-    problem = AllocationProblem(alpha=alpha, gain=[1e-10, 1e-10], u_sign=[1, 1], u_modulus=[2, 2],
-                                total_bandwidth=1e6, max_power=0.2, noise_psd=NOISE, deadline=0.1,
-                                sign_bits=1e4, modulus_bits=3.1e5)
+    problem = AllocationProblem(**{**BASE, "alpha": alpha})
     alpha[0] = 9.0
     assert problem.alpha[0] == 0.5
     with pytest.raises(ValueError):
         problem.alpha[0] = 1.0
 
 
-# --- objective and physics -----------------------------------------------------------------------------
+# --- objective -----------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("per_model", ["outage", "waterfall"])
-def test_packet_error_is_the_channel_physics(per_model):
-    problem = make_problem(4, 1, per_model=per_model)
-    bandwidth = np.array([1e5, 2e5, 0.0, 4e5])
-    got = packet_error(problem, bandwidth, 0.1, problem.sign_bits, problem.sign_slot)
-    want = packet_error_rate(bandwidth, 0.1, problem.gain, problem.sign_bits, problem.sign_slot, NOISE,
-                             per_model)
-    np.testing.assert_array_equal(got, want)
-    assert got[2] == 1.0  # no bandwidth: always lost
+def _by_hand(problem, bandwidth, power_sign, power_modulus, tau):
+    """Phi from the Shannon outage rule and an enumeration of every device's outcome (lost / sign only /
+    both), with the aggregate's weights alpha_k I_k (all) or alpha_k I_k / sum alpha_j I_j (received)."""
+    def threshold(bits, slot, power):
+        rate_need = 2.0 ** (bits / (bandwidth * slot)) - 1.0
+        return bandwidth * problem.noise_psd * rate_need / (power * problem.gain)
 
-
-def test_objective_matches_the_formula():
-    problem = make_problem(5, 2)
-    bandwidth = problem.total_bandwidth * np.array([0.1, 0.2, 0.3, 0.4, 0.0])
-    power_sign = np.full(5, 0.5)
-    power_modulus = np.full(5, 0.1)
-    pi_s = 1 - packet_error(problem, bandwidth, power_sign, problem.sign_bits, problem.sign_slot)
-    pi_m = 1 - packet_error(problem, bandwidth, power_modulus, problem.modulus_bits, problem.modulus_slot)
-    extra = np.maximum(problem.u_modulus - problem.u_sign, 0)
-    want = np.sum(problem.alpha * pi_s * (problem.u_sign + pi_m * extra))
-    assert objective(problem, bandwidth, power_sign, power_modulus) == pytest.approx(want, rel=1e-12)
-
-
-@pytest.mark.parametrize("per_model", ["outage", "waterfall"])
-def test_gradient_matches_central_differences(per_model):
-    problem = make_problem(4, 3, per_model=per_model)
-    bandwidth = problem.total_bandwidth * np.array([0.3, 0.2, 0.4, 0.1])
-    power_sign = problem.max_power * np.array([1.0, 2.0, 0.5, 3.0])
-    power_modulus = problem.max_power * np.array([0.9, 0.5, 1.0, 0.2])
-    grads = objective_gradient(problem, bandwidth, power_sign, power_modulus)
-    point = [bandwidth, power_sign, power_modulus]
-    value = objective(problem, *point)
-    for which, grad in enumerate(grads):
-        for k in range(4):
-            step = 1e-6 * point[which][k]
-            plus = [p.copy() for p in point]
-            minus = [p.copy() for p in point]
-            plus[which][k] += step
-            minus[which][k] -= step
-            numeric = (objective(problem, *plus) - objective(problem, *minus)) / (2 * step)
-            # Differences of Phi carry rounding ~1e-16 Phi / step: the absolute tolerance allows for it.
-            assert grad[k] == pytest.approx(numeric, rel=1e-5, abs=1e-8 * value / point[which][k])
+    pi_s = np.exp(-threshold(problem.sign_bits, tau * problem.deadline, power_sign))
+    pi_m = np.exp(-threshold(problem.modulus_bits, (1 - tau) * problem.deadline, power_modulus))
+    pi_both = np.minimum(pi_s, pi_m) if problem.fading == "block" else pi_s * pi_m
+    outcomes = {"lost": 1 - pi_s, "sign": pi_s - pi_both, "both": pi_both}
+    total = 0.0
+    for states in itertools.product(outcomes, repeat=problem.num_devices):
+        probability = np.prod([outcomes[s][k] for k, s in enumerate(states)])
+        included = np.array([s == "both" or (s == "sign" and problem.sign_only_counts) for s in states])
+        worth = np.array([problem.u_modulus[k] if s == "both" else problem.u_sign[k] for k, s in enumerate(states)])
+        weights = problem.alpha * included
+        if problem.normalize == "received":
+            if not included.any():
+                continue
+            weights = weights / weights.sum()
+        total += probability * float(np.sum(weights * worth))
+    return total
 
 
-def test_log_phi_against_high_precision():
-    mpmath.mp.dps = 40
-    log_x = np.linspace(np.log(1e-12), np.log(1e5), 301)
-    value, slope = log_phi(log_x)
-    for lx, v, d in zip(log_x, value, slope):
-        x = mpmath.e ** mpmath.mpf(lx)
-        phi = 1 + (x - 1) * mpmath.e**x
-        assert v == pytest.approx(float(mpmath.log(phi)), rel=1e-11, abs=1e-11)
-        assert d == pytest.approx(float(x * x * mpmath.e**x / phi), rel=1e-9)
-    assert np.all(np.diff(slope) >= -1e-9 * slope[1:])  # log phi is convex in log x
+@pytest.mark.parametrize("fading, normalize", SWITCHES)
+@pytest.mark.parametrize("sign_only_counts", [True, False])
+def test_objective_is_the_expected_surrogate(fading, normalize, sign_only_counts):
+    problem = AllocationProblem(**{**BASE, "alpha": [0.3, 0.7], "fading": fading, "normalize": normalize,
+                                   "sign_only_counts": sign_only_counts})
+    bandwidth = np.array([4e5, 6e5])
+    # Arrival probabilities: sign (0.99, 0.34), modulus (0.27, 0.71): device 1's sign is the more
+    # reliable packet, device 2's the less reliable one, so min and product differ in both directions.
+    power_sign, power_modulus, tau = np.array([0.002, 0.002]), np.array([0.01, 0.03]), np.array([0.2, 0.05])
+    want = _by_hand(problem, bandwidth, power_sign, power_modulus, tau)
+    got = objective(problem, bandwidth, power_sign, power_modulus, tau)
+    assert got == pytest.approx(want, rel=1e-12)
+    pi = [np.exp(-failure_threshold(bandwidth, power, problem.gain, bits, share * problem.deadline, NOISE_PSD))
+          for power, bits, share in ((power_sign, problem.sign_bits, tau),
+                                     (power_modulus, problem.modulus_bits, 1 - tau))]
+    assert pi[0][0] > pi[1][0] + 0.5 and pi[0][1] < pi[1][1] - 0.3
+
+
+def test_objective_of_a_single_packet_and_of_silent_devices():
+    problem = AllocationProblem(**{**BASE, "modulus_bits": 0, "u_sign": [2.0, 1.0]})
+    bandwidth, power = np.array([4e5, 6e5]), np.array([0.2, 0.2])
+    t = failure_threshold(bandwidth, power, problem.gain, problem.sign_bits, problem.deadline, NOISE_PSD)
+    want = float(np.sum(problem.alpha * np.exp(-t) * problem.u_sign))
+    assert objective(problem, bandwidth, power, np.zeros(2)) == pytest.approx(want, rel=1e-12)
+    # No band or no power: the device is never heard.
+    assert objective(problem, np.array([0.0, 6e5]), power, np.zeros(2)) == pytest.approx(want - problem.alpha[0]
+                                                                                       * np.exp(-t[0]) * 2.0)
+    assert objective(problem, bandwidth, np.zeros(2), np.zeros(2)) == 0.0
+
+
+def test_normalization_factors_match_enumeration():
+    rng = np.random.default_rng(5)
+    worst = 0.0
+    for trial in range(40):
+        num = int(rng.integers(1, 11))
+        alpha = 10 ** rng.uniform(-4.0, 0.0, num)
+        alpha[rng.integers(num)] = 1.0
+        alpha *= rng.uniform(0.01, 100.0)  # any scale: the quadrature follows mean(alpha)
+        include = rng.choice([0.0, 1.0, *rng.uniform(0.0, 1.0, 6)], size=(3, num))
+        problem = replace(sample_problem(num, trial, normalize="received"), alpha=alpha)
+        got = normalization_factors(problem, include)
+        want = exact_factors(alpha, include)
+        worst = max(worst, float(np.max(np.abs(got - want) / want)))
+        assert np.all(normalization_factors(replace(problem, normalize="all"), include) == 1.0)
+    assert worst < 1e-10, worst
+
+
+def test_dilution_is_the_derivative_through_the_other_normalizations():
+    rng = np.random.default_rng(6)
+    for trial in range(10):
+        num = int(rng.integers(2, 9))
+        problem = replace(sample_problem(num, trial, normalize="received"), alpha=10 ** rng.uniform(-3, 0, num))
+        values = rng.normal(size=num) * problem.alpha
+        include = rng.uniform(0.05, 0.95, num)
+        got = dilution(problem, values, include)
+        step = 1e-4
+        for j in range(num):
+            up, down = include.copy(), include.copy()
+            up[j] += step
+            down[j] -= step
+            numeric = (np.sum(values * normalization_factors(problem, up))
+                       - np.sum(values * normalization_factors(problem, down))) / (2 * step)
+            scale = float(np.sum(np.abs(values) * normalization_factors(problem, include)))
+            assert got[j] == pytest.approx(numeric, rel=1e-7, abs=1e-9 * scale)
+        assert np.all(dilution(replace(problem, normalize="all"), values, include) == 0.0)
 
 
 # --- power block ---------------------------------------------------------------------------------------
 
+_SPLITS = np.unique(np.concatenate([1 / (1 + np.exp(-np.linspace(-30, 30, 60001))), np.linspace(0, 1, 20001)]))
+
+
+def _grid_best(problem, bandwidth, tau, a, b):
+    """max(0, max over the sign's power share x of a pi_sign + b pi_both), on a dense 1-D grid."""
+    arrays = point_arrays(problem, bandwidth[:, None] / problem.total_bandwidth, _SPLITS[None, :], tau)
+    t_s = failure_threshold(arrays[0], arrays[1], problem.gain[:, None], problem.sign_bits, tau * problem.deadline,
+                            NOISE_PSD, problem.per_model, problem.waterfall_m)
+    t_m = failure_threshold(arrays[0], arrays[2], problem.gain[:, None], problem.modulus_bits,
+                            (1 - tau) * problem.deadline, NOISE_PSD, problem.per_model, problem.waterfall_m)
+    pi_s, pi_m = np.exp(-t_s), np.exp(-t_m)
+    pi_both = np.minimum(pi_s, pi_m) if problem.fading == "block" else pi_s * pi_m
+    return np.maximum(0.0, np.max(a[:, None] * pi_s + b[:, None] * pi_both, axis=1))
+
+
+def _term_at(problem, bandwidth, split, a, b):
+    """a pi_sign + b pi_both at the split's own powers (what the split claims must be achieved)."""
+    t_s = failure_threshold(bandwidth, split.power_sign, problem.gain, problem.sign_bits,
+                            split.slot_share * problem.deadline, NOISE_PSD, problem.per_model, problem.waterfall_m)
+    t_m = failure_threshold(bandwidth, split.power_modulus, problem.gain, problem.modulus_bits,
+                            (1 - split.slot_share) * problem.deadline, NOISE_PSD, problem.per_model,
+                            problem.waterfall_m)
+    pi_s, pi_m = np.exp(-t_s), np.exp(-t_m)
+    pi_both = np.minimum(pi_s, pi_m) if problem.fading == "block" else pi_s * pi_m
+    return a * pi_s + b * pi_both
+
+
+@pytest.mark.parametrize("fading", ["block", "per_packet"])
 @pytest.mark.parametrize("power_constraint", ["energy", "sum"])
-def test_power_block_is_the_global_optimum_per_device(power_constraint):
-    """NR on the convex stationarity function D(y) + end-point comparison = global max of the 1-D split."""
-    rng = np.random.default_rng(4)
-    splits = np.unique(np.concatenate([np.linspace(0, 1, 20001), np.logspace(-14, -1, 2000),
-                                       1 - np.logspace(-14, -1, 2000)]))[:, None]
+def test_power_block_is_the_global_optimum_per_device(fading, power_constraint):
+    rng = np.random.default_rng(7)
     worst = 0.0
-    for seed in range(40):
-        problem = make_problem(8, seed, scarcity=rng.uniform(-2, 1.5), power_constraint=power_constraint,
-                               slot_share=None if seed % 3 else rng.uniform(0.05, 0.5))
-        links = Links.at(problem, np.full(8, 1 / 8))
-        equal = np.full(8, problem.equal_power)
-        power_sign, power_modulus = optimal_power(problem, links.unit_sign, links.unit_modulus, equal, equal)
-        found = links.values(problem, power_sign, power_modulus)
-        c_s, c_m = problem.power_weights
-        with np.errstate(divide="ignore"):
-            grid = links.values(problem, splits * problem.max_power / c_s,
-                                (1 - splits) * problem.max_power / c_m)
-        best = grid.max(axis=0)
-        assert np.all(c_s * power_sign + c_m * power_modulus <= problem.max_power * (1 + 1e-12))
-        worst = max(worst, float(np.max((best - found) / np.maximum(best, 1e-300))))
-    assert worst <= 1e-9
+    for seed in range(12):
+        problem = sample_problem(8, 100 + seed, scarcity=rng.uniform(-1.5, 1.0), fading=fading,
+                                 power_constraint=power_constraint, slot_share=float(rng.uniform(0.02, 0.9)),
+                                 per_model="waterfall" if seed == 11 else "outage")
+        bandwidth = problem.total_bandwidth * rng.dirichlet(np.ones(8))
+        a, b = device_coefficients(problem)
+        if seed % 2:  # the received normalization's coefficients have any sign
+            a, b = a * rng.normal(size=8), b * rng.normal(size=8)
+        split = best_split(problem, bandwidth, a, b)
+        c_s, c_m = problem.power_weights(split.slot_share)
+        assert np.all(c_s * split.power_sign + c_m * split.power_modulus <= problem.max_power * (1 + 1e-12))
+        achieved = np.where(split.power_sign > 0, _term_at(problem, bandwidth, split, a, b), 0.0)
+        np.testing.assert_allclose(split.value, achieved, rtol=1e-12, atol=0)
+        best = _grid_best(problem, bandwidth, problem.slot_share, a, b)
+        worst = max(worst, float(np.max((best - split.value) / np.maximum(best, 1e-300))))
+    assert worst <= 1e-6, worst
+
+
+def test_power_block_sign_only_and_silent_devices():
+    problem = AllocationProblem(**{**BASE, "alpha": [0.25, 0.25, 0.25, 0.25], "gain": [1e-10] * 4,
+                                   "u_sign": [2.0, -1.0, 1.0, 0.0], "u_modulus": [1.0, -0.5, 3.0, 0.0],
+                                   "slot_share": 0.1})
+    bandwidth = np.full(4, 2.5e6)
+    a, b = device_coefficients(problem)
+    split = best_split(problem, bandwidth, a, b)
+    # U_s > U_m: the modulus only dilutes the sign's worth, so the whole budget goes to the sign.
+    assert split.power_modulus[0] == 0.0 and split.power_sign[0] == pytest.approx(problem.max_power / 0.1)
+    assert split.value[0] > 0
+    # Every receipt harmful (U_s, U_m < 0), and a worthless device: silent.
+    assert split.value[1] == 0.0 and split.power_sign[1] == 0.0 and split.power_modulus[1] == 0.0
+    assert split.value[3] == 0.0 and split.power_sign[3] == 0.0
+    # An ordinary device sends both packets.
+    assert split.power_sign[2] > 0 and split.power_modulus[2] > 0
+    best = _grid_best(problem, bandwidth, 0.1, a, b)
+    assert np.all(split.value >= best * (1 - 1e-9))
+
+
+# --- bandwidth block -----------------------------------------------------------------------------------
+
+def test_knapsack_matches_brute_force():
+    rng = np.random.default_rng(8)
+    for _ in range(200):
+        num, options = int(rng.integers(1, 5)), int(rng.integers(1, 7))
+        values = rng.normal(size=(num, options))
+        values[rng.random((num, options)) < 0.2] = -np.inf
+        total = int(rng.integers(0, num * (options - 1) + 1))
+        best = -np.inf
+        for choice in itertools.product(range(options), repeat=num):
+            if sum(choice) == total:
+                best = max(best, float(sum(values[k, j] for k, j in enumerate(choice))))
+        if best == -np.inf:
+            continue  # no finite choice: see test_knapsack_without_a_finite_choice
+        chosen = knapsack(values, total)
+        assert chosen.sum() == total and np.all((chosen >= 0) & (chosen < options))
+        got = float(sum(values[k, j] for k, j in enumerate(chosen)))
+        assert got == best or got == pytest.approx(best, rel=1e-12)
+    with pytest.raises(ValueError, match="knapsack"):
+        knapsack(np.zeros((2, 3)), 5)
+
+
+def test_knapsack_without_a_finite_choice():
+    values = np.array([[0.0, 0.0], [0.0, -np.inf]])
+    try:
+        chosen = knapsack(values, 2)
+    except ValueError:
+        return
+    assert np.all((chosen >= 0) & (chosen < 2)), chosen
 
 
 # --- policies ------------------------------------------------------------------------------------------
 
 def test_unknown_policy_names_the_allowed_ones():
     with pytest.raises(ValueError, match="spfl"):
-        allocate(make_problem(2, 0), "greedy")
+        allocate(sample_problem(2, 0), "greedy")
 
 
+def _policy_cases(fading, normalize):
+    for seed in range(6):
+        yield sample_problem(5, 10 + seed, scarcity=-1.5 + 0.5 * seed, fading=fading, normalize=normalize,
+                             power_constraint=("energy", "sum")[seed % 2],
+                             slot_share=(None, 0.2, None)[seed % 3], sign_only_counts=seed != 4,
+                             **({"modulus_bits": 0} if seed == 5 else {}))
+
+
+@pytest.mark.parametrize("fading, normalize", SWITCHES)
 @pytest.mark.parametrize("policy", ALLOCATION_POLICIES)
-@pytest.mark.parametrize("power_constraint", ["energy", "sum"])
-def test_every_policy_is_feasible_and_monotone(policy, power_constraint):
-    for seed in range(8):
-        problem = make_problem(6, 10 + seed, scarcity=-2.0 + 0.5 * seed, power_constraint=power_constraint)
+def test_every_policy_is_feasible_and_consistent(policy, fading, normalize):
+    for problem in _policy_cases(fading, normalize):
         result = allocate(problem, policy)
         assert result.policy == policy
-        assert np.all(np.diff(result.trace) >= 0)
-        if policy == "scheduling":
-            assert np.all(result.bandwidth.sum() <= problem.total_bandwidth * (1 + 1e-9))
-            continue
         assert_feasible(problem, result)
-        assert result.objective == pytest.approx(
-            objective(problem, result.bandwidth, result.power_sign, result.power_modulus), rel=1e-12)
-        assert result.trace[-1] == result.objective
-        assert len(result.trace) == result.iterations + 1
+        assert_consistent(problem, result)
+        assert result.trace[0] == pytest.approx(objective(problem, *uniform_point(problem)), rel=1e-12)
 
 
-def test_spfl_trace_starts_at_the_uniform_point_and_beats_the_ablations():
-    for seed in range(10):
-        problem = make_problem(10, 30 + seed, scarcity=-1.5 + 0.3 * seed)
-        results = {policy: allocate(problem, policy) for policy in ALLOCATION_POLICIES}
-        uniform = results["uniform"].objective
-        assert results["spfl"].trace[0] == pytest.approx(uniform, rel=1e-12)
-        assert results["power"].objective >= uniform
-        assert results["bandwidth"].objective >= uniform
-        # The uniform row of the alternation starts with the "power" solution and never loses ground.
-        assert results["spfl"].objective >= results["power"].objective
-        assert results["spfl"].objective >= results["bandwidth"].objective * (1 - 1e-6)
-        assert 1 <= results["spfl"].iterations <= 50
+@pytest.mark.parametrize("fading, normalize", SWITCHES)
+def test_optimized_share_beats_the_classical_points(fading, normalize):
+    """With tau optimized, Phi is never below the signSGD-like point (tau = 1, all power to the sign),
+    the digital-like point (proportional tau, both packets equally reliable) or the optimum at the
+    proportional tau."""
+    for seed in range(5):
+        problem = sample_problem(6, 20 + seed, scarcity=-1.0 + 0.5 * seed, fading=fading, normalize=normalize,
+                                 power_constraint=("energy", "sum")[seed % 2], slot_share=None)
+        result = allocate(problem)
+        assert_feasible(problem, result)
+        num = problem.num_devices
+        uniform = np.full(num, 1.0 / num)
+        sign_only = objective(problem, *point_arrays(problem, uniform, np.ones(num), np.ones(num)))
+        tau = problem.proportional_share
+        c_s, c_m = problem.power_weights(tau)
+        unit = [failure_threshold(uniform * problem.total_bandwidth, 1.0, problem.gain, bits, slot * problem.deadline,
+                                  NOISE_PSD) for bits, slot in ((problem.sign_bits, tau),
+                                                                (problem.modulus_bits, 1 - tau))]
+        theta = unit[0] * c_s / (unit[0] * c_s + unit[1] * c_m)  # t_s = t_m
+        digital = objective(problem, *point_arrays(problem, uniform, theta, np.full(num, tau)))
+        proportional = allocate(replace(problem, slot_share=tau)).objective
+        floor = max(sign_only, digital, proportional)
+        assert result.objective >= floor - 1e-12 * abs(floor), (seed, result.objective, sign_only, digital,
+                                                                proportional)
 
 
-def test_ablation_policies_touch_only_their_block():
-    problem = make_problem(5, 40, power_constraint="sum")
-    uniform_bandwidth = np.full(5, problem.total_bandwidth / 5)
-    power = allocate(problem, "power")
-    np.testing.assert_allclose(power.bandwidth, uniform_bandwidth)
-    bandwidth = allocate(problem, "bandwidth")
-    served = bandwidth.bandwidth > 0
-    np.testing.assert_allclose(bandwidth.power_sign[served], problem.max_power / 2)
-    np.testing.assert_allclose(bandwidth.power_modulus[served], problem.max_power / 2)
-    uniform = allocate(problem, "uniform")
-    np.testing.assert_allclose(uniform.bandwidth, uniform_bandwidth)
-    np.testing.assert_allclose(uniform.power_sign, problem.max_power / 2)
-    assert uniform.iterations == 0 and uniform.trace == (uniform.objective,)
-
-
-def test_scheduling_picks_the_best_top_n_set():
-    for seed in range(6):
-        problem = make_problem(7, 50 + seed, scarcity=-1.0 + 0.4 * seed)
+@pytest.mark.parametrize("normalize", ["all", "received"])
+def test_scheduling_picks_the_best_top_n_set(normalize):
+    for seed in range(5):
+        problem = sample_problem(6, 50 + seed, scarcity=-1.0 + 0.5 * seed, modulus_bits=0, normalize=normalize)
         result = allocate(problem, "scheduling")
         served = result.bandwidth > 0
         n = int(served.sum())
-        assert n >= 1
-        np.testing.assert_allclose(result.bandwidth[served], problem.total_bandwidth / n)
-        assert np.all(result.power_sign[served] == problem.max_power)
-        assert np.all(result.power_sign[~served] == 0) and np.all(result.power_modulus == result.power_sign)
-        bits, deadline = problem.sign_bits + problem.modulus_bits, problem.deadline
-        best = 0.0
-        for size in range(1, 8):
-            q = packet_error(problem, problem.total_bandwidth / size, problem.max_power, bits, deadline)
-            score = problem.alpha * (1 - q) * problem.u_modulus
-            best = max(best, float(np.sort(score)[::-1][:size].sum()))
-            if size == n:
-                assert result.objective == pytest.approx(float(score[served].sum()), rel=1e-12)
-        assert result.objective == pytest.approx(best, rel=1e-12)
+        np.testing.assert_allclose(result.bandwidth[served], problem.total_bandwidth / n, rtol=1e-12)
+        assert np.all(result.power_sign[served] == problem.max_power) and np.all(result.power_sign[~served] == 0)
+        best = -np.inf
+        for size in range(1, 7):
+            share = problem.total_bandwidth / size
+            t = failure_threshold(share, problem.max_power, problem.gain, problem.sign_bits, problem.deadline,
+                                  NOISE_PSD)
+            chosen = np.argsort(-problem.alpha * np.exp(-t) * problem.u_modulus, kind="stable")[:size]
+            bandwidth, power = np.zeros(6), np.zeros(6)
+            bandwidth[chosen], power[chosen] = share, problem.max_power
+            best = max(best, objective(problem, bandwidth, power, np.zeros(6)))
+        assert result.objective == pytest.approx(max(best, result.trace[0]), rel=1e-12)
+
+
+def test_ablation_policies_touch_only_their_block():
+    for normalize in ("all", "received"):
+        problem = sample_problem(5, 40, power_constraint="sum", slot_share=0.2, normalize=normalize,
+                                 u_sign=np.full(5, 0.5), u_modulus=np.full(5, 1.0))
+        power = allocate(problem, "power")
+        served = power.power_sign > 0
+        np.testing.assert_allclose(power.bandwidth[served], problem.total_bandwidth / 5, rtol=1e-12)
+        assert np.all(power.bandwidth[~served] == 0)
+        bandwidth = allocate(problem, "bandwidth")
+        served = bandwidth.power_sign > 0
+        assert served.any()
+        np.testing.assert_allclose(bandwidth.power_sign[served], problem.max_power / 2, rtol=1e-12)
+        np.testing.assert_allclose(bandwidth.power_modulus[served], problem.max_power / 2, rtol=1e-12)
+        uniform = allocate(problem, "uniform")
+        np.testing.assert_allclose(uniform.bandwidth, problem.total_bandwidth / 5)
+        np.testing.assert_allclose(uniform.power_sign, problem.max_power / 2)
+        assert uniform.trace == (uniform.objective,)
+        best = allocate(problem).objective
+        # Under received, spfl's successive linearization is a heuristic: seen 7e-7 below "power" here.
+        rel = 1e-9 if normalize == "all" else 1e-5
+        assert best >= max(power.objective, bandwidth.objective, uniform.objective) * (1 - rel)
 
 
 def test_single_device_and_degenerate_devices():
-    one = make_problem(1, 60)
+    one = sample_problem(1, 60, u_sign=[0.5])
     result = allocate(one)
     assert result.bandwidth[0] == pytest.approx(one.total_bandwidth)
     assert_feasible(one, result)
-    # Zero weight, zero utilities and a hopeless channel beside two ordinary devices.
-    problem = make_problem(5, 61, alpha=[0.0, 0.3, 0.3, 0.2, 0.2], u_sign=[1.0, 0.0, 0.5, 0.2, 0.1],
-                           u_modulus=[2.0, 0.0, 1.5, 0.8, 0.9], gain=[1e-10, 1e-10, 1e-10, 1e-30, 1e-11])
-    for policy in ALLOCATION_POLICIES:
-        result = allocate(problem, policy)
-        assert np.isfinite(result.objective)
-        if policy != "scheduling":
+    # Zero weight, zero worths, a harmful sign and a hopeless channel beside two ordinary devices.
+    problem = sample_problem(6, 61, alpha=[0.0, 0.3, 0.2, 0.2, 0.2, 0.1], u_sign=[1.0, 0.0, 0.5, 0.2, -5.0, 0.1],
+                             u_modulus=[2.0, 0.0, 1.5, 0.8, -0.5, 0.9], gain=[1e-10, 1e-10, 1e-10, 1e-30, 1e-10, 1e-11])
+    for normalize in ("all", "received"):
+        for policy in ALLOCATION_POLICIES:
+            result = allocate(replace(problem, normalize=normalize), policy)
             assert_feasible(problem, result)
-    spfl = allocate(problem)
-    assert spfl.bandwidth[[0, 1, 3]] == pytest.approx(0.0)  # worthless devices get nothing
-    assert spfl.bandwidth.sum() == pytest.approx(problem.total_bandwidth, rel=1e-12)
+            assert np.isfinite(result.objective)
+        spfl = allocate(replace(problem, normalize=normalize))
+        assert np.all(spfl.bandwidth[[0, 1, 3, 4]] == 0.0), spfl.bandwidth  # worthless or harmful: nothing
+        assert spfl.bandwidth.sum() == pytest.approx(problem.total_bandwidth, rel=1e-12)
 
 
-def test_waterfall_keeps_uniform_bandwidth_and_optimizes_power():
-    problem = make_problem(4, 70, per_model="waterfall")
-    result = allocate(problem)
-    np.testing.assert_allclose(result.bandwidth, problem.total_bandwidth / 4)
-    assert result.objective >= allocate(problem, "uniform").objective
-    assert_feasible(problem, result)
+@pytest.mark.parametrize("policy", ALLOCATION_POLICIES)
+def test_waterfall_model_runs(policy):
+    for seed, normalize in enumerate(("all", "received")):
+        problem = sample_problem(4, 70 + seed, per_model="waterfall", normalize=normalize, waterfall_m=2.0)
+        result = allocate(problem, policy)
+        assert_feasible(problem, result)
+        assert_consistent(problem, result)
 
 
-# --- behaviour the paper describes ---------------------------------------------------------------------
+# --- behaviour the model predicts ----------------------------------------------------------------------
 
 def test_equal_channels_more_important_device_gets_more_bandwidth():
-    for seed, scarcity in zip(range(6), (-0.5, -0.25, 0.0, 0.25, 0.5, 1.0)):
+    for seed, scarcity in enumerate((-0.5, -0.25, 0.0, 0.25, 0.5, 1.0)):
         importance = np.array([1.0, 1.5, 2.0, 3.0])
-        problem = make_problem(4, 80 + seed, scarcity=scarcity, gain=np.full(4, 10**-11.5),
-                               alpha=np.full(4, 0.25), u_sign=0.3 * importance, u_modulus=importance)
+        problem = sample_problem(4, 80 + seed, scarcity=scarcity, gain=np.full(4, 10**-11.5), alpha=np.full(4, 0.25),
+                                 u_sign=0.3 * importance, u_modulus=importance, normalize="all", slot_share=0.1)
         bandwidth = allocate(problem).bandwidth
         assert np.all(np.diff(bandwidth) >= -1e-9 * problem.total_bandwidth), bandwidth
         assert bandwidth[-1] > bandwidth[0]
 
 
-def _sign_energy_share(problem):
-    result = allocate(problem, "power")
-    c_s, c_m = problem.power_weights
-    spent = c_s * result.power_sign + c_m * result.power_modulus
-    return (c_s * result.power_sign / spent)[0]
-
-
-def test_sign_share_grows_as_modulus_worth_shrinks():
-    shares = [
-        _sign_energy_share(make_problem(1, 90, gain=[10**-11.5], alpha=[1.0], u_sign=[1.0], u_modulus=[u_m]))
-        for u_m in (50.0, 10.0, 4.0, 2.0, 1.5, 1.1, 1.0)
-    ]
-    assert np.all(np.diff(shares) >= -1e-9), shares
-    assert shares[-1] == pytest.approx(1.0) and shares[0] < 0.9
-
-
-def test_sign_share_grows_as_the_channel_weakens():
-    base = make_problem(1, 91, gain=[10**-11.5], alpha=[1.0], u_sign=[1.0], u_modulus=[3.0])
-    shares = [_sign_energy_share(replace(base, gain=[gain])) for gain in 10 ** np.linspace(-10.5, -13.5, 13)]
-    assert np.all(np.diff(shares) >= -1e-9), shares
-    assert shares[-1] == pytest.approx(1.0) and shares[0] < 0.5
+@pytest.mark.parametrize("fading", ["block", "per_packet"])
+def test_sign_power_share_grows_as_the_channel_weakens(fading):
+    base = sample_problem(1, 91, gain=[10**-11.5], alpha=[1.0], u_sign=[1.0], u_modulus=[3.0], slot_share=0.1,
+                          fading=fading)
+    shares = []
+    for gain in 10 ** np.linspace(-10.0, -14.0, 17):
+        result = allocate(replace(base, gain=[gain]), "power")
+        c_s, c_m = base.power_weights(result.slot_share)
+        spent = c_s * result.power_sign + c_m * result.power_modulus
+        shares.append(float((c_s * result.power_sign / spent)[0]))
+    assert np.all(np.diff(shares) >= -1e-6), shares
+    assert shares[-1] == 1.0 and shares[0] < 0.5, shares

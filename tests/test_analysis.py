@@ -1,165 +1,158 @@
-"""Tables (spfl.analysis) and figures (spfl.plots) on synthetic run records written to the contract.
+"""Tables (spfl.analysis through the registry spfl.figures) on synthetic run records.
 
-The records follow spfl.records (devices.csv, metrics.csv, allocation.csv, solver_trace.csv,
-summary.json, spec.json) with known numbers, so the aggregates can be checked exactly and the tests
-need no simulator.
+The records (tests/synthetic_records.py) carry known numbers, so every aggregate is checked against a
+value computed by hand here: means, Student-t intervals (with the textbook quantiles, not scipy),
+paired differences, the best baseline, censoring of rounds to a target.
 """
 
 from __future__ import annotations
 
 import math
 
-import numpy as np
 import pandas as pd
 import pytest
-from scipy import stats
 
-from spfl import analysis, plots
-from spfl.experiments import FIGURES, load_plan
-from spfl.records import ALLOCATION_COLUMNS, METRIC_COLUMNS, write_csv, write_json
-from spfl.spec import make_spec
+from spfl import analysis, figures
+from synthetic_records import EVAL, ROUNDS, accuracy, make_plan, records, table, write_run
 
-ROUNDS, EVAL = 6, 3
-K = 4
-# Final accuracy of each method: a per-method level plus a per-seed offset (so paired gains are exact).
-LEVEL = {"ideal": 0.9, "digital": 0.5, "digital_reuse": 0.55, "scheduling": 0.6, "signsgd": 0.62,
-         "spfl": 0.7, "spfl_uniform": 0.4, "spfl_power": 0.5, "spfl_bandwidth": 0.6, "spfl_noreuse": 0.65}
-OPTIMIZED = {"spfl", "spfl_power", "spfl_bandwidth", "spfl_noreuse"}
+# Two-sided 95 % Student-t quantiles t_{0.975, dof} from a printed table (more digits than the usual 4.303).
+T975 = {1: 12.706204736174694, 2: 4.302652729749462}
 
 
-def config() -> dict:
-    main = ["ideal", "digital", "digital_reuse", "scheduling", "signsgd", "spfl", "spfl_uniform"]
-    return {
-        "base": {"dataset": "digits", "rounds": ROUNDS, "eval_every": EVAL, "num_devices": K},
-        "seeds": [0, 1, 2],
-        "experiments": {
-            "bandwidth": {"grid": {"total_bandwidth_mhz": [1, 2], "method": main}},
-            "power": {"grid": {"max_power_dbm": [10, 23], "method": main}},
-            "devices": {"grid": {"num_devices": [4, 8], "method": main}},
-            "noniid": {"grid": {"dirichlet_beta": [0.1, 0.5], "method": main}},
-            "ablation": {"grid": {"method": ["spfl", "spfl_uniform", "spfl_power", "spfl_bandwidth",
-                                             "spfl_noreuse"]}},
-        },
-        "figures": {name: {"experiment": exp} for name, exp in (
-            ("accuracy_vs_round", "bandwidth"), ("accuracy_vs_bandwidth", "bandwidth"),
-            ("accuracy_vs_power", "power"), ("accuracy_vs_devices", "devices"), ("allocation", "bandwidth"),
-            ("packet_errors", "bandwidth"), ("ablation", "ablation"), ("solver_convergence", "bandwidth"),
-            ("noniid", "noniid"))},
-        "headline": {"experiments": ["bandwidth", "power"]},
-    }
-
-
-def accuracy(method: str, seed: int, bandwidth: float) -> float:
-    """Known final accuracy: SP-FL's lead over the best baseline (signsgd) shrinks with bandwidth."""
-    gain = 0.04 / bandwidth if method == "spfl" else 0.0
-    return LEVEL[method] + gain + 0.01 * seed
-
-
-def write_cell(folder, cell, methods):
-    params = cell.params
-    num_devices = params["num_devices"]
-    gains = [10 ** (-(9 + d)) for d in range(num_devices)]  # device 0 strongest
-    write_csv(folder / "devices.csv", ("device", "distance_m", "gain", "num_samples", "alpha"),
-              [{"device": d, "distance_m": 100.0 + d, "gain": g, "num_samples": 10, "alpha": 1 / num_devices}
-               for d, g in enumerate(gains)])
-    write_csv(folder / "partition.csv", ("device", "label", "count"),
-              [{"device": d, "label": 0, "count": 10} for d in range(num_devices)])
-    bandwidth = params["total_bandwidth_mhz"]
-    for method in methods:
-        out = folder / method
-        final = accuracy(method, params["seed"], bandwidth)
-        metrics = []
-        for r in range(ROUNDS + 1):
-            evaluated = r % EVAL == 0 or r == ROUNDS
-            metrics.append({"round": r, "train_loss": 1.0 / (r + 1),
-                            "test_accuracy": final * r / ROUNDS if evaluated else None,
-                            "test_loss": 1.0 if evaluated else None,
-                            "sign_error_rate": None if r == 0 else 0.1 / bandwidth,
-                            "modulus_error_rate": None if r == 0 or method == "signsgd" else 0.4 / bandwidth})
-        write_csv(out / "metrics.csv", METRIC_COLUMNS, metrics)
-        snapshots = [1, EVAL, ROUNDS]
-        write_csv(out / "allocation.csv", ALLOCATION_COLUMNS, [
-            {"round": r, "device": d, "bandwidth_hz": bandwidth * 1e6 * (d + 1) / sum(range(1, num_devices + 1)),
-             "power_sign_w": 0.2 * 32, "power_modulus_w": 0.0 if d == num_devices - 1 else 0.1,
-             "q_sign": 0.1, "q_modulus": 0.3, "u_sign": 1.0, "u_modulus": 2.0}
-            for r in snapshots for d in range(num_devices)])
-        trace = [{"round": r, "iteration": i, "objective": (1 + r) * (1 - 0.5 ** (i + 1))}
-                 for r in snapshots for i in range(4)] if method in OPTIMIZED else []
-        write_csv(out / "solver_trace.csv", ("round", "iteration", "objective"), trace)
-        spec = make_spec({**params, "method": method}).to_dict()
-        write_json(out / "spec.json", spec)
-        write_json(out / "summary.json", {
-            "method": method, "status": "ok", "diverged_round": None, "final_accuracy": final,
-            "best_accuracy": final, "final_test_loss": 1.0, "rounds_completed": ROUNDS,
-            "mean_sign_error": 0.1 / bandwidth,
-            "mean_modulus_error": None if method == "signsgd" else 0.4 / bandwidth,
-            "run_hash": "x", "code_version": "y", "num_params": 310, "versions": {}})
+def hand_interval(values):
+    """Mean and 95 % interval written out: mean +- t * s / sqrt(n), s with n - 1 in the denominator."""
+    n = len(values)
+    mean = sum(values) / n
+    s = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    half = T975[n - 1] * s / math.sqrt(n)
+    return mean, mean - half, mean + half
 
 
 @pytest.fixture(scope="module")
 def plan(tmp_path_factory):
-    """A plan whose run records exist (synthetic) under a temporary working directory."""
-    root = tmp_path_factory.mktemp("records")
-    plan = load_plan(config())
-    for cell in plan.cells.values():
-        write_cell(root / "results" / "runs" / cell.hash, cell, cell.methods)
-    plan.root = root
-    return plan
-
-
-def records(plan, runs):
-    return [{**r.record(), "dir": str(plan.root / r.record()["dir"])} for r in runs]
-
-
-def table(plan, figure):
-    return analysis.build_table(figure, records(plan, plan.figure_runs(figure)), plan.figures[figure])
+    return make_plan(tmp_path_factory.mktemp("records"))
 
 
 # --- statistics ------------------------------------------------------------------------------------
 
-def test_t_interval_matches_the_textbook_formula():
-    out = analysis.t_interval([1.0, 2.0, 3.0])
-    half = stats.t.ppf(0.975, 2) * 1.0 / math.sqrt(3)
-    assert out["n"] == 3 and out["mean"] == 2.0 and out["std"] == 1.0
-    assert out["ci_low"] == pytest.approx(2.0 - half) and out["ci_high"] == pytest.approx(2.0 + half)
+def test_t_interval_of_three_values_against_hand_numbers():
+    out = analysis.t_interval([12.0, 13.0, 15.0])
+    # mean 40/3; s^2 = (16 + 1 + 25) / 9 / 2 = 7/3; half width = t_{0.975,2} sqrt(7/3) / sqrt(3)
+    assert out["n"] == 3 and out["mean"] == pytest.approx(40 / 3) and out["std"] == pytest.approx(math.sqrt(7 / 3))
+    half = 4.302652729749462 * math.sqrt(7 / 3) / math.sqrt(3)
+    assert half == pytest.approx(3.7945830334, rel=1e-9)
+    assert (out["ci_low"], out["ci_high"]) == pytest.approx((40 / 3 - half, 40 / 3 + half), rel=1e-12)
+
+
+def test_t_interval_of_two_values_uses_one_degree_of_freedom():
+    out = analysis.t_interval([1.0, 3.0])
+    # s = sqrt(2), half = 12.706 * sqrt(2) / sqrt(2)
+    assert (out["ci_low"], out["ci_high"]) == pytest.approx((2 - 12.706204736174694, 2 + 12.706204736174694))
 
 
 def test_t_interval_of_one_or_no_value_has_no_interval_and_skips_missing():
     one = analysis.t_interval([5.0, None, math.nan])
-    assert one["n"] == 1 and one["mean"] == 5.0 and math.isnan(one["ci_low"])
-    assert analysis.t_interval([])["n"] == 0
+    assert one["n"] == 1 and one["mean"] == 5.0 and math.isnan(one["ci_low"]) and math.isnan(one["std"])
+    none = analysis.t_interval([])
+    assert none["n"] == 0 and math.isnan(none["mean"])
 
 
-# --- tables ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("low", "high", "n", "verdict"), [
+    (0.5, 6.2, 3, "yes"), (-4.8, 5.5, 3, "no"), (-3.0, -0.1, 3, "yes"), (0.0, 2.0, 3, "no"),
+    (1.0, 2.0, 1, "n/a"), (math.nan, math.nan, 0, "n/a")])
+def test_significance_is_no_exactly_when_the_interval_contains_zero(low, high, n, verdict):
+    assert analysis.significance({"n": n, "ci_low": low, "ci_high": high}) == verdict
+
+
+@pytest.mark.parametrize(("rounds", "expected"), [
+    ([3, 6, math.nan], 6.0),          # one censored run of three: the median run reached it
+    ([3, math.nan, math.nan], math.nan),  # two of three never did: not reached
+    ([3, math.nan], math.nan),        # even count: the middle pair includes a censored run
+    ([3, 6], 4.5), ([], math.nan)])
+def test_median_rounds_to_target_counts_censored_runs_as_latest(rounds, expected):
+    out = analysis.median_rounds_to_target(rounds)
+    assert (math.isnan(out) and math.isnan(expected)) or out == expected
+
+
+@pytest.mark.parametrize(("rounds", "every", "expected"), [(6, 3, 3), (150, 10, 70), (4, 10, 4), (10, 1, 5),
+                                                           (100, 25, 50), (30, 20, 20)])
+def test_default_round_budget_is_the_evaluated_round_nearest_half(rounds, every, expected):
+    assert analysis.default_round_budget({"rounds": rounds, "eval_every": every}) == expected
+
+
+# --- per-run progress ------------------------------------------------------------------------------
+
+def test_run_progress_reads_the_budget_round_and_the_first_round_at_target(tmp_path):
+    run = write_run(tmp_path, "e", "spfl", 0, final_pct=80.0, budget_pct=70.0, total_bandwidth_mhz=1.0)
+    out = analysis.run_progress(run, None, 70.0)
+    assert (out["round_budget"], out["budget_accuracy_pct"]) == (3, pytest.approx(70.0))
+    assert (out["rounds_to_target"], out["target_reached"]) == (3.0, True)
+    assert analysis.run_progress(run, 6, 75.0)["rounds_to_target"] == 6.0
+    assert analysis.run_progress(run, 6, 75.0)["budget_accuracy_pct"] == pytest.approx(80.0)
+
+
+def test_a_run_that_never_reaches_the_target_is_censored_not_numbered(tmp_path):
+    run = write_run(tmp_path, "e", "spfl", 0, final_pct=80.0, budget_pct=70.0, total_bandwidth_mhz=1.0)
+    out = analysis.run_progress(run, None, 90.0)
+    assert out["target_reached"] is False and math.isnan(out["rounds_to_target"])
+    no_target = analysis.run_progress(run, None, None)
+    assert no_target["target_reached"] is None and math.isnan(no_target["target_accuracy_pct"])
+
+
+def test_a_round_budget_that_was_not_evaluated_names_the_file(tmp_path):
+    run = write_run(tmp_path, "e", "spfl", 0, final_pct=80.0, budget_pct=70.0, total_bandwidth_mhz=1.0)
+    with pytest.raises(analysis.RecordError, match=r"metrics.csv' has no test accuracy at round_budget = 4: "
+                                                   r"allowed an evaluated round \(0, 3, 6\)"):
+        analysis.run_progress(run, 4, None)
+
+
+def test_a_diverged_run_has_no_progress(tmp_path):
+    run = write_run(tmp_path, "e", "spfl", 0, final_pct=80.0, budget_pct=70.0, status="diverged",
+                    total_bandwidth_mhz=1.0)
+    out = analysis.run_progress(run, None, 50.0)
+    assert math.isnan(out["budget_accuracy_pct"]) and out["target_reached"] is None
+
+
+# --- per-figure tables -----------------------------------------------------------------------------
 
 def test_final_accuracy_table_is_mean_and_interval_over_seeds(plan):
     out = table(plan, "accuracy_vs_bandwidth")
-    assert set(out["method"]) == {"ideal", "digital", "digital_reuse", "scheduling", "signsgd", "spfl"}
     row = out[(out["method"] == "spfl") & (out["total_bandwidth_mhz"] == 1.0)].iloc[0]
-    expected = analysis.t_interval([100 * accuracy("spfl", s, 1.0) for s in (0, 1, 2)])
+    # 100 * (0.70 + 0.04 + spread + 0.01 seed): 74, 76, 79
+    mean, low, high = hand_interval([74.0, 76.0, 79.0])
     assert row["n"] == 3 and row["n_diverged"] == 0
-    assert row["mean"] == pytest.approx(expected["mean"]) and row["ci_high"] == pytest.approx(expected["ci_high"])
-    assert (out["ci_low"] <= out["mean"]).all() and (out["mean"] <= out["ci_high"]).all()
+    assert (row["mean"], row["ci_low"], row["ci_high"]) == pytest.approx((mean, low, high))
+    ideal = out[(out["method"] == "ideal") & (out["total_bandwidth_mhz"] == 2.0)].iloc[0]
+    assert (ideal["mean"], ideal["ci_low"], ideal["ci_high"]) == pytest.approx(hand_interval([90.0, 91.0, 92.0]))
+    assert list(dict.fromkeys(out["method"])) == ["ideal", "digital", "digital_reuse", "scheduling", "signsgd", "spfl"]
 
 
 def test_rounds_table_has_every_evaluated_round_per_panel(plan):
     out = table(plan, "accuracy_vs_round")
-    assert sorted(out["round"].unique()) == [0, 3, 6]
+    assert sorted(out["round"].unique()) == [0, EVAL, ROUNDS]
     assert set(out["panel"]) == {"B_tot = 1 MHz", "B_tot = 2 MHz"}
-    final = out[(out["round"] == 6) & (out["method"] == "ideal")]
-    assert final["mean"].tolist() == pytest.approx([91.0, 91.0])
+    spfl = out[(out["method"] == "spfl") & (out["panel"] == "B_tot = 2 MHz")].set_index("round")
+    # accuracy grows linearly to the final value: half of it at round 3; 100 * (0.72 + spread + 0.01 seed)
+    assert spfl.loc[ROUNDS, "mean"] == pytest.approx((72 + 74 + 77) / 3)
+    assert spfl.loc[EVAL, "mean"] == pytest.approx((72 + 74 + 77) / 6)
+    assert spfl.loc[0, "mean"] == 0.0
 
 
-def test_ablation_table_holds_spfl_and_its_ablations(plan):
-    out = table(plan, "ablation")
-    assert set(out["method"]) == {"spfl", "spfl_uniform", "spfl_power", "spfl_bandwidth", "spfl_noreuse"}
+def test_ablation_table_averages_each_ablation(plan):
+    out = table(plan, "ablation").query(f"round == {ROUNDS}").set_index("method")
+    assert list(out.index) == ["spfl", "spfl_uniform", "spfl_power", "spfl_bandwidth", "spfl_noreuse"]
+    # the ablation runs at the default bandwidth; only spfl depends on it, the others are level + seed
+    for method, level in (("spfl_uniform", 40), ("spfl_power", 50), ("spfl_bandwidth", 60), ("spfl_noreuse", 65)):
+        assert out.loc[method, "mean"] == pytest.approx(level + 1), method
+        assert out.loc[method, "std"] == pytest.approx(1.0), method
 
 
 def test_packet_error_table_in_percent_with_missing_modulus_left_empty(plan):
     out = table(plan, "packet_errors")
     sign = out[(out["packet"] == "sign") & (out["total_bandwidth_mhz"] == 2.0)]
-    assert sign["mean"].tolist() == pytest.approx([5.0, 5.0])
-    assert set(out["method"]) == {"spfl", "spfl_uniform"}
+    modulus = out[(out["packet"] == "modulus") & (out["total_bandwidth_mhz"] == 1.0)]
+    assert sign["mean"].tolist() == pytest.approx([5.0, 5.0]) and modulus["mean"].tolist() == pytest.approx([40, 40])
+    assert list(dict.fromkeys(out["method"])) == ["spfl", "spfl_uniform"]
 
 
 def test_allocation_table_ranks_devices_by_channel_gain(plan):
@@ -167,106 +160,238 @@ def test_allocation_table_ranks_devices_by_channel_gain(plan):
     band = out[(out["quantity"] == "bandwidth_khz") & (out["total_bandwidth_mhz"] == 1.0)]
     # device d gets (d + 1) / 10 of 1 MHz and has the (d + 1)-th strongest gain
     assert band.sort_values("rank")["mean"].tolist() == pytest.approx([100.0, 200.0, 300.0, 400.0])
-    share = out[(out["quantity"] == "sign_power_share") & (out["rank"] == K)]
+    share = out[(out["quantity"] == "sign_power_share") & (out["rank"] == 4)]
     assert share["mean"].tolist() == pytest.approx([1.0, 1.0])  # no modulus power at all
-    tau = 1 / 32  # D_s / (D_s + 31 D_s)
+    tau = 1 / 32  # the slot_share column of the records (the share the simulator used)
     first = out[(out["quantity"] == "sign_power_share") & (out["rank"] == 1)]["mean"].iloc[0]
     assert first == pytest.approx(tau * 6.4 / (tau * 6.4 + (1 - tau) * 0.1))
 
 
 def test_solver_table_is_relative_to_the_final_objective(plan):
     out = table(plan, "solver_convergence")
-    rel = out[out["metric"] == "objective_rel"]
-    last = rel[rel["iteration"] == 3]
-    assert last["mean"].tolist() == pytest.approx([1.0] * len(last))
-    assert (rel.groupby(["panel", "round"])["mean"].apply(lambda s: s.is_monotonic_increasing)).all()
+    rel = out[(out["metric"] == "objective_rel") & (out["round"] == 1)]
+    # (1 - 0.5^(i+1)) / (1 - 0.5^4): 8/15, 12/15, 14/15, 1
+    assert rel.groupby("iteration")["mean"].first().tolist() == pytest.approx([8 / 15, 12 / 15, 14 / 15, 1.0])
 
 
-def test_headline_takes_the_best_baseline_per_budget_and_pairs_seeds(plan):
-    runs = records(plan, plan.headline_runs())
-    out = analysis.headline_table(runs, plan.headline)
-    bw = out[out["experiment"] == "bandwidth"].set_index("budget_value")
-    assert (bw["best_baseline"] == "signsgd").all()
-    assert bw.loc[1.0, "gain_pp"] == pytest.approx(100 * (0.70 + 0.04 - 0.62))
-    assert bw.loc[2.0, "gain_pp"] == pytest.approx(100 * (0.70 + 0.02 - 0.62))
-    # the per-seed offsets cancel in the paired differences: zero width interval
-    assert bw.loc[1.0, "gain_ci_high"] == pytest.approx(bw.loc[1.0, "gain_pp"])
-    assert (out["paper_gain_pp"] == 9.96).all() and (out["n"] == 3).all()
-    assert set(out["experiment"]) == {"bandwidth", "power"}
-    notes = analysis.headline_notes(out)
-    assert "Largest gain: 12.00 pp" in notes[0] and "9.96" in notes[0]
-    assert "not comparable" in notes[1]
+def test_tables_list_methods_in_the_canonical_order_whatever_the_run_order(plan):
+    runs = records(plan, plan.figure_runs("ablation"))
+    forward = figures.build_table("ablation", runs, plan.figures["ablation"])
+    backward = figures.build_table("ablation", runs[::-1], plan.figures["ablation"])
+    pd.testing.assert_frame_equal(forward, backward)
 
 
 def test_missing_record_names_the_file(plan, tmp_path):
     runs = records(plan, plan.figure_runs("accuracy_vs_power"))
     runs[0] = {**runs[0], "dir": str(tmp_path / "nowhere")}
     with pytest.raises(analysis.RecordError, match="nowhere/.*summary.json' is missing"):
-        analysis.build_table("accuracy_vs_power", runs, plan.figures["accuracy_vs_power"])
+        figures.build_table("accuracy_vs_power", runs, plan.figures["accuracy_vs_power"])
 
 
-def test_write_table_writes_csv_markdown_and_html(plan, tmp_path):
+def test_unknown_table_kind_is_named():
+    with pytest.raises(figures.FigureError, match="table kind 'pie' is unknown: allowed one of accuracy_vs_round"):
+        figures.build_table("pie", [{}], {})
+
+
+# --- headline --------------------------------------------------------------------------------------
+
+# Final accuracy (%) per budget, method and seed; the accuracy at the round budget (round 3) is 10 points
+# lower for spfl and 20 points lower for the baselines.
+FINAL = {
+    0.5: {"spfl": [80, 82, 84], "digital": [70, 71, 75], "scheduling": [78, 78, 80]},
+    2.0: {"spfl": [90, 88, 91], "digital": [89, 90, 89], "scheduling": [85, 85, 85]},
+}
+
+
+def comparison_runs(root, experiment="bw", seeds=(0, 1, 2), normalize=None, **extra):
+    runs = []
+    for budget, methods in FINAL.items():
+        for method, values in methods.items():
+            for seed in seeds:
+                final = values[seed]
+                runs.append(write_run(root, experiment, method, seed, final, final - (10 if method == "spfl" else 20),
+                                      normalize=(normalize or {}).get((budget, method), "received"),
+                                      total_bandwidth_mhz=budget, **extra))
+    return runs
+
+
+def headline_options(**extra):
+    return {"method": "spfl", "baselines": ["digital", "scheduling"], "budgets": {"bw": "total_bandwidth_mhz"},
+            "paper_gain_points": 9.96, "round_budget": None, "target_accuracy": 80.0, **extra}
+
+
+def test_headline_pairs_seeds_against_the_best_baseline_with_hand_intervals(tmp_path):
+    out = analysis.headline_table(comparison_runs(tmp_path), headline_options()).set_index("budget_value")
+    scarce, ample = out.loc[0.5], out.loc[2.0]
+    # 0.5 MHz: scheduling (mean 78.67) beats digital (72); differences 2, 4, 4
+    assert scarce["best_baseline"] == "scheduling"
+    assert (scarce["gain_pp"], scarce["gain_ci_low"], scarce["gain_ci_high"]) == pytest.approx(hand_interval([2, 4, 4]))
+    assert scarce["significant"] == "yes" and scarce["n"] == 3
+    assert scarce["method_accuracy_pct"] == pytest.approx(82.0)
+    assert scarce["baseline_accuracy_pct"] == pytest.approx(236 / 3)
+    # at the round budget the differences are 10 points larger: 12, 14, 14
+    assert scarce["round_budget"] == 3
+    assert (scarce["budget_gain_pp"], scarce["budget_gain_ci_low"], scarce["budget_gain_ci_high"]) == \
+        pytest.approx(hand_interval([12, 14, 14]))
+    assert scarce["budget_significant"] == "yes"
+    # 2 MHz: digital (89.33) is best; differences 1, -2, 2: the interval contains 0
+    assert ample["best_baseline"] == "digital"
+    assert (ample["gain_pp"], ample["gain_ci_low"], ample["gain_ci_high"]) == pytest.approx(hand_interval([1, -2, 2]))
+    assert ample["significant"] == "no"
+    assert (out["test_set_size"] == 360).all() and out["smallest_step_pp"].tolist() == pytest.approx([100 / 360] * 2)
+    assert (out["method_normalize"] == "received").all() and (out["paper_gain_pp"] == 9.96).all()
+
+
+def test_headline_rounds_to_target_report_censored_runs_as_not_reached(tmp_path):
+    out = analysis.headline_table(comparison_runs(tmp_path), headline_options()).set_index("budget_value")
+    scarce = out.loc[0.5]
+    # spfl 80, 82, 84 at round 6 (70, 72, 74 at round 3): every run reaches 80 % at round 6
+    assert (scarce["method_median_rounds_to_target"], scarce["method_reached_target"]) == (6.0, "3/3")
+    # scheduling 78, 78, 80: one run of three reaches 80 %: the median run never does
+    assert math.isnan(scarce["baseline_median_rounds_to_target"]) and scarce["baseline_reached_target"] == "1/3"
+    path = tmp_path / "h.csv"
+    figures.write_table(out.reset_index(), "headline", path, tmp_path / "h.md")
+    back = pd.read_csv(path, keep_default_na=False)
+    assert back.loc[0, "baseline_median_rounds_to_target"] == ""  # empty, never a number
+    md = (tmp_path / "h.md").read_text()
+    assert "Rounds to 80 %: per run, the first evaluated round with test accuracy >= 80 %" in md
+    assert '"not reached" when the median run did not get there' in md
+    assert "| 6 (3/3 reached) | " in md and "| not reached (1/3 reached) |" in md
+
+
+def test_headline_with_two_seeds_has_an_interval_but_notes_it_is_not_drawn(tmp_path):
+    out = analysis.headline_table(comparison_runs(tmp_path, seeds=(0, 1)), headline_options())
+    row = out.set_index("budget_value").loc[0.5]
+    assert row["n"] == 2  # differences 2, 4: s = sqrt(2), half = 12.706
+    assert (row["gain_ci_low"], row["gain_ci_high"]) == pytest.approx((3 - 12.706204736174694, 3 + 12.706204736174694))
+    assert row["significant"] == "no"
+    notes = " ".join(analysis.headline_notes(out))
+    assert "n = 2 seed(s)" in notes and "drawn in the figures only from n >= 3" in notes
+
+
+def test_headline_notes_state_seeds_test_set_resolution_and_what_is_not_significant(tmp_path):
+    out = analysis.headline_table(comparison_runs(tmp_path), headline_options())
+    notes = analysis.headline_notes(out)
+    text = " ".join(notes)
+    assert "Largest gain: 3.33 pp" in notes[0] and ", significant) at B_tot = 0.5 MHz against scheduling" in notes[0]
+    assert "n = 3 seed(s)" in text
+    assert "Test set of digits: 360 images, so one image is 0.28 pp" in text
+    assert "Not significant (final accuracy; the paired 95 % interval contains 0): B_tot = 2 MHz." in text
+    assert "not comparable to the paper's" in text
+
+
+def test_headline_says_when_the_methods_compared_aggregated_differently(tmp_path):
+    runs = comparison_runs(tmp_path, normalize={(0.5, "scheduling"): "all"})
+    out = analysis.headline_table(runs, headline_options()).set_index("budget_value")
+    assert (out.loc[0.5, "method_normalize"], out.loc[0.5, "baseline_normalize"]) == ("received", "all")
+    text = " ".join(analysis.headline_notes(out.reset_index()))
+    assert "Not a like-for-like aggregation at B_tot = 0.5 MHz (spfl: normalize = received, scheduling: " \
+           "normalize = all)" in text
+
+
+def test_headline_round_budget_option_moves_the_compared_round(tmp_path):
+    out = analysis.headline_table(comparison_runs(tmp_path), headline_options(round_budget=6))
+    row = out.set_index("budget_value").loc[0.5]
+    assert row["round_budget"] == 6 and row["budget_gain_pp"] == pytest.approx(row["gain_pp"])
+
+
+def test_headline_of_the_plan_takes_signsgd_and_pairs_seeds(plan):
     out = analysis.headline_table(records(plan, plan.headline_runs()), plan.headline)
-    analysis.write_table(out, "headline", tmp_path / "h.csv", tmp_path / "h.md", tmp_path / "h.html")
+    bw = out[out["experiment"] == "bandwidth"].set_index("budget_value")
+    assert (bw["best_baseline"] == "signsgd").all()
+    # spfl - signsgd per seed at 1 MHz: 100 * (0.08 + 0.04 + spread) = 12, 13, 15
+    assert (bw.loc[1.0, "gain_pp"], bw.loc[1.0, "gain_ci_low"], bw.loc[1.0, "gain_ci_high"]) == \
+        pytest.approx(hand_interval([12, 13, 15]))
+    assert bw.loc[2.0, "gain_pp"] == pytest.approx((10 + 11 + 13) / 3)
+    assert set(out["experiment"]) == {"bandwidth", "power"} and (out["n"] == 3).all()
+
+
+# --- sensitivity -----------------------------------------------------------------------------------
+
+def test_sensitivity_compares_within_each_variant_and_budget(tmp_path):
+    runs = []
+    # variant "normalize=all": every method 5 points lower, spfl another 5 lower at 0.5 MHz
+    for variant, shift in (("normalize=all", -5), ("default", 0)):
+        for budget, methods in FINAL.items():
+            for method, values in methods.items():
+                for seed in (0, 1, 2):
+                    final = values[seed] + shift + (-5 if (variant, budget, method) == ("normalize=all", 0.5, "spfl")
+                                                    else 0)
+                    runs.append(write_run(tmp_path, "sens", method, seed, final, final - 10,
+                                          normalize="all" if variant == "normalize=all" else "received",
+                                          total_bandwidth_mhz=budget, variant=variant))
+    options = {"experiment": "sens", "x": "variant", "methods": ["spfl", "digital", "scheduling"]}
+    out = figures.build_table("sensitivity", runs, options)
+    assert out["variant"].tolist() == ["default", "normalize=all", "default", "normalize=all"]
+    assert out["panel"].tolist() == ["B_tot = 0.5 MHz"] * 2 + ["B_tot = 2 MHz"] * 2
+    rows = out.set_index(["total_bandwidth_mhz", "variant"])
+    assert (rows.loc[(0.5, "default"), "gain_pp"], rows.loc[(0.5, "default"), "gain_ci_low"]) == \
+        pytest.approx(hand_interval([2, 4, 4])[:2])
+    # under normalize=all at 0.5 MHz the differences are -3, -1, -1
+    assert rows.loc[(0.5, "normalize=all"), ["gain_pp", "gain_ci_low", "gain_ci_high"]].tolist() == \
+        pytest.approx(hand_interval([-3, -1, -1]))
+    assert rows.loc[(0.5, "default"), "significant"] == "yes"
+    assert rows.loc[(0.5, "normalize=all"), "significant"] == "no"  # [-4.53, 1.20]
+    assert rows.loc[(0.5, "normalize=all"), "best_baseline"] == "scheduling"
+    assert rows.loc[(0.5, "normalize=all"), "method_normalize"] == "all"
+    assert rows.loc[(0.5, "default"), "baseline_normalize"] == "received"
+    notes = " ".join(analysis.sensitivity_notes(out))
+    assert "Not significant (final accuracy; the paired 95 % interval contains 0): B_tot = 0.5 MHz: normalize=all; " \
+           "B_tot = 2 MHz: default; B_tot = 2 MHz: normalize=all." in notes
+    assert "Not a like-for-like aggregation" not in notes and "same normalize (all, received)" in notes
+
+
+def test_sensitivity_needs_a_baseline():
+    with pytest.raises(analysis.RecordError, match="needs a method and at least one baseline"):
+        analysis.sensitivity_table([{"experiment": "e"}], {"methods": ["spfl"], "x": "variant"})
+
+
+# --- output ----------------------------------------------------------------------------------------
+
+def test_write_table_writes_csv_markdown_and_html_with_notes(tmp_path):
+    out = analysis.headline_table(comparison_runs(tmp_path / "runs"), headline_options())
+    figures.write_table(out, "headline", tmp_path / "h.csv", tmp_path / "h.md", tmp_path / "h.html")
     back = pd.read_csv(tmp_path / "h.csv")
     assert back["gain_pp"].tolist() == pytest.approx(out["gain_pp"].tolist())
+    assert back["significant"].tolist() == ["yes", "no"]
     md = (tmp_path / "h.md").read_text()
-    assert md.startswith("# Headline") and "| gain_pp |" in md.replace("| gain_pp | gain_std", "| gain_pp |")
-    assert "<table" in (tmp_path / "h.html").read_text()
+    assert md.startswith("# Headline: SP-FL minus the best baseline") and "| significant |" in md
+    assert "| B_tot = 0.5 MHz | received | 82 | scheduling | received | 78.67 | 3.333 | 0.4649 | 6.202 | yes |" in md
+    assert "| test_set_size |" not in md and "| method_rounds_to_target |" in md  # the size is in the notes
+    untargeted = analysis.headline_table(comparison_runs(tmp_path / "runs"), headline_options(target_accuracy=None))
+    assert "rounds_to_target" not in analysis.to_markdown(analysis.comparison_markdown(untargeted))
+    page = (tmp_path / "h.html").read_text()
+    assert "<table" in page and "Not significant" in page
 
 
 def test_markdown_shows_missing_values_as_na():
-    text = analysis.to_markdown(pd.DataFrame({"a": [1.23456, np.nan], "b": ["x", None]}))
+    text = analysis.to_markdown(pd.DataFrame({"a": [1.23456, math.nan], "b": ["x", None]}))
     assert "| 1.235 | x |" in text and "| n/a | n/a |" in text
 
 
-# --- figures ---------------------------------------------------------------------------------------
+def test_test_set_sizes_match_the_data_module():
+    from spfl.data import DIGITS_TEST_SIZE
 
-@pytest.mark.parametrize("figure", sorted(FIGURES))
-def test_every_figure_draws_from_its_table(plan, figure, tmp_path):
-    path = tmp_path / f"{figure}.csv"
-    analysis.write_table(table(plan, figure), figure, path)
-    plots.make_figure(figure, path, tmp_path / f"{figure}.pdf", tmp_path / f"{figure}.png", {"dpi": 50})
-    assert (tmp_path / f"{figure}.pdf").stat().st_size > 1000
-    assert (tmp_path / f"{figure}.png").read_bytes()[:4] == b"\x89PNG"
+    assert analysis.TEST_SET_SIZES["digits"] == DIGITS_TEST_SIZE and analysis.TEST_SET_SIZES["cifar10"] == 10000
 
 
-def test_figure_axes_have_readable_labels_with_units(plan):
-    fig = plots.draw("accuracy_vs_bandwidth", table(plan, "accuracy_vs_bandwidth"))
-    ax = fig.axes[0]
-    assert ax.get_xlabel() == plots.AXIS_LABELS["total_bandwidth_mhz"] and "(MHz)" in ax.get_xlabel()
-    assert ax.get_ylabel() == "Final test accuracy (%)"
-    assert ax.get_xscale() == "log"
-    labels = [t.get_text() for t in fig.legends[0].get_texts()]
-    assert "SP-FL" in labels and "Ideal (error-free)" in labels
+def test_runs_table_has_progress_columns(plan):
+    out = figures.build_table("runs", records(plan, plan.experiments["bandwidth"].runs), {"target_accuracy": 75.0})
+    spfl = out[(out["method"] == "spfl") & (out["total_bandwidth_mhz"] == 1.0)].set_index("seed")
+    assert (spfl["round_budget"] == EVAL).all()
+    assert spfl["budget_accuracy_pct"].tolist() == pytest.approx([37.0, 38.0, 39.5])
+    assert spfl["target_reached"].tolist() == [False, True, True]  # 74 < 75 <= 76, 79
+    assert math.isnan(spfl.loc[0, "rounds_to_target"]) and spfl.loc[1, "rounds_to_target"] == ROUNDS
+    assert accuracy("spfl", 0, 1.0) == pytest.approx(0.74)
 
 
-def test_method_colors_are_the_same_in_every_figure():
-    a = plots.method_colors("colorblind")
-    assert a["spfl"] == plots.method_colors("colorblind")["spfl"]
-    assert len(set(a.values())) == len(a)
+def test_allocation_table_needs_the_recorded_slot_share(plan, tmp_path):
+    import shutil
 
-
-def test_unknown_figure_and_missing_column_are_named():
-    with pytest.raises(plots.PlotError, match="figure 'pie' is unknown"):
-        plots.draw("pie", pd.DataFrame())
-    with pytest.raises(plots.PlotError, match="has no column 'total_bandwidth_mhz'"):
-        plots.draw("accuracy_vs_bandwidth", pd.DataFrame({"mean": [1.0]}))
-
-
-def test_every_method_has_a_color_marker_and_label():
-    from spfl.spec import METHODS
-
-    assert sorted(plots.COLOR_ORDER) == sorted(METHODS)
-    assert set(plots.MARKERS) == set(METHODS) == set(plots.METHOD_LABELS)
-
-
-def test_tables_list_methods_in_the_canonical_order_whatever_the_run_order(plan):
-    from spfl.spec import METHODS
-
-    runs = records(plan, plan.figure_runs("ablation"))
-    forward = analysis.build_table("ablation", runs, plan.figures["ablation"])
-    backward = analysis.build_table("ablation", runs[::-1], plan.figures["ablation"])
-    pd.testing.assert_frame_equal(forward, backward)
-    order = list(dict.fromkeys(forward["method"]))
-    assert order == sorted(order, key=METHODS.index)
+    runs = records(plan, plan.figure_runs("allocation"))[:1]
+    copy = tmp_path / "cell"
+    shutil.copytree(runs[0]["dir"], copy)
+    alloc = copy / runs[0]["method"] / "allocation.csv"
+    pd.read_csv(alloc).drop(columns=["slot_share"]).to_csv(alloc, index=False)
+    with pytest.raises(analysis.RecordError, match="allocation.csv' has no slot_share per device"):
+        figures.build_table("allocation", [{**runs[0], "dir": str(copy)}], plan.figures["allocation"])

@@ -35,9 +35,9 @@ from workflow_helpers import copy_workflow, snakemake, tiny_config, tree
 SNAKEMAKE = "snakemake"
 SPFL_RUN = "spfl run"
 CONFIG = "bad.yaml"
-SPEC = "spec.yaml"
+RUN_FILE = "spec.yaml"
 # A valid run spec (a few seconds of digits) that the `spfl run` cases break.
-SPEC_BASE = {"dataset": "digits", "model": "mlp", "num_devices": 5, "rounds": 2, "eval_every": 1}
+RUN_BASE = {"dataset": "digits", "model": "mlp", "num_devices": 5, "rounds": 2, "eval_every": 1}
 GARBAGE = bytes(range(256)) * 4  # not a gzip archive, not a pickle
 CIFAR_FILES = ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch",
                "batches.meta")
@@ -78,13 +78,13 @@ class Case:
     name: str
     entry: str  # SNAKEMAKE (a config mistake) or SPFL_RUN (a run spec mistake)
     expected: tuple[str, ...]  # what the message must say: the key or file, and what is allowed
-    change: Callable[[dict], None] | None = None  # mutation of the tiny config or of SPEC_BASE
+    change: Callable[[dict], None] | None = None  # mutation of the tiny config or of RUN_BASE
     text: Callable[[str], str] | None = None  # edit of the written file's text (YAML-level mistakes)
     write: bool = True  # False: the config or spec file is missing
     files: tuple[tuple[str, bytes], ...] = ()  # files created first (dataset archives, prepared data)
     args: tuple[str, ...] = ()  # extra command-line arguments
     known: str | None = None  # a known gap: expected to fail (strict xfail), says why
-    spec: str = SPEC  # the run spec's file name (its suffix picks YAML or JSON)
+    spec: str = RUN_FILE  # the run spec's file name (its suffix picks YAML or JSON)
 
 
 CIFAR = at("base.dataset", "cifar10")
@@ -93,7 +93,7 @@ CIFAR = at("base.dataset", "cifar10")
 def bad_setting(name: str, key: str, value: Any) -> Case:
     """A run spec with one setting of the wrong type or out of range: the message must name the file, the
     key and the value, and say what is allowed (the setting's own description of it, as in the schema)."""
-    return Case(name, SPFL_RUN, (f"{SPEC}: run setting '{key}' = {value!r} is invalid",
+    return Case(name, SPFL_RUN, (f"{RUN_FILE}: run setting '{key}' = {value!r} is invalid",
                                  f"allowed {SETTING[key].allowed()}"), at(key, value))
 
 CASES = [
@@ -108,8 +108,9 @@ CASES = [
          at("experiments.power.grid.max_power_dbm", [17, 99])),
     Case("choice", SNAKEMAKE, ("'base.dataset' = \"mnist\"", 'allowed one of "digits", "cifar10"'),
          at("base.dataset", "mnist")),
-    Case("float in YAML 1.1", SNAKEMAKE, ("'base.learning_rate' = \"1e30\"", "allowed type number"),
-         text=lambda t: t.replace("  rounds: 6\n", "  rounds: 6\n  learning_rate: 1e30\n", 1)),
+    # config files are read as YAML 1.2, like run specs: 9.9e1 is the number 99 (YAML 1.1 would give a string)
+    Case("exponent number out of range", SNAKEMAKE, ("'base.max_power_dbm' = 99.0", "allowed <= 60"),
+         text=lambda t: t.replace("  rounds: 6\n", "  rounds: 6\n  max_power_dbm: 9.9e1\n", 1)),
     Case("missing required key", SNAKEMAKE, ("'experiments' is missing (required)",), drop("experiments")),
     Case("cross-field rule", SNAKEMAKE, ("'cell_outer_radius_m' = 40.0", "allowed a number > cell_inner_radius_m"),
          at("base.cell_outer_radius_m", 40.0)),
@@ -161,12 +162,12 @@ CASES = [
          ("data/cifar-10-python.tar.gz failed its md5 check", "expected c58f30108f718f92721af3b95e74349a"), CIFAR,
          files=(("data/cifar-10-python.tar.gz", GARBAGE),)),
     # -- run specs (`spfl run`) ---------------------------------------------------------------------
-    Case("spec file missing", SPFL_RUN, (f"run spec file '{SPEC}' not found",), write=False),
-    Case("spec file not YAML", SPFL_RUN, (f"run spec file '{SPEC}' is not valid YAML/JSON",),
+    Case("spec file missing", SPFL_RUN, (f"run spec file '{RUN_FILE}' not found",), write=False),
+    Case("spec file not YAML", SPFL_RUN, (f"run spec file '{RUN_FILE}' is not valid YAML/JSON",),
          text=lambda t: t + "rounds: [1\n"),
-    Case("spec not a mapping", SPFL_RUN, (f"'{SPEC}' must hold a mapping of settings, not list",),
+    Case("spec not a mapping", SPFL_RUN, (f"'{RUN_FILE}' must hold a mapping of settings, not list",),
          text=lambda t: "- 1\n- 2\n"),
-    Case("spec unknown key", SPFL_RUN, (f"{SPEC}: unknown run setting 'learning_rte'", "allowed keys are"),
+    Case("spec unknown key", SPFL_RUN, (f"{RUN_FILE}: unknown run setting 'learning_rte'", "allowed keys are"),
          at("learning_rte", 0.1)),
     Case("spec choice", SPFL_RUN, ("'partition' = 'random'", "allowed one of iid, dirichlet, shards"),
          at("partition", "random")),
@@ -188,19 +189,19 @@ CASES = [
          both(at("dataset", "cifar10"), at("data_dir", "data")),
          files=tuple((f"data/cifar-10-batches-py/{name}", b"") for name in CIFAR_FILES)),
     # -- the spec file itself: empty, repeated keys, syntax (with its line), not text, not a file -------
-    Case("spec empty", SPFL_RUN, (f"run spec file '{SPEC}' is empty", "allowed a mapping of run settings"),
+    Case("spec empty", SPFL_RUN, (f"run spec file '{RUN_FILE}' is empty", "allowed a mapping of run settings"),
          text=lambda t: ""),
-    Case("spec only comments", SPFL_RUN, (f"run spec file '{SPEC}' is empty",), text=lambda t: "# to do\n"),
+    Case("spec only comments", SPFL_RUN, (f"run spec file '{RUN_FILE}' is empty",), text=lambda t: "# to do\n"),
     Case("spec repeated key", SPFL_RUN,
-         (f"run spec file '{SPEC}' line 6 repeats key 'rounds' (first at line 4)", "allowed each key once"),
+         (f"run spec file '{RUN_FILE}' line 6 repeats key 'rounds' (first at line 4)", "allowed each key once"),
          text=lambda t: t + "rounds: 5\n"),
     Case("spec repeated key in JSON", SPFL_RUN,
-         (f"run spec file '{SPEC}' line 3 repeats key 'rounds' (first at line 1)",),
+         (f"run spec file '{RUN_FILE}' line 3 repeats key 'rounds' (first at line 1)",),
          text=lambda t: '{"rounds": 2,\n "seed": 1,\n "rounds": 3}\n'),
     Case("spec repeated nested key", SPFL_RUN, ("line 2 repeats key 'a' (first at line 1)",),
          text=lambda t: "seed: {a: 1,\n  a: 2}\n"),
     Case("spec syntax error names the line", SPFL_RUN,
-         (f"run spec file '{SPEC}' is not valid YAML/JSON: line 7, column 1",), text=lambda t: t + "seed: [1\n"),
+         (f"run spec file '{RUN_FILE}' is not valid YAML/JSON: line 7, column 1",), text=lambda t: t + "seed: [1\n"),
     Case("spec tab indentation", SPFL_RUN, ("is not valid YAML/JSON: line 7, column 1", "'\\t'"),
          text=lambda t: t + "seed:\n\t1\n"),
     Case("spec JSON syntax error", SPFL_RUN, ("run spec file 'spec.json' is not valid JSON: line 2, column 10",),
@@ -210,19 +211,19 @@ CASES = [
          text=lambda t: '{"seed": 2,\n "seed": 3}\n', spec="spec.json"),
     Case("spec JSON trailing comma", SPFL_RUN, ("'spec.json' is not valid JSON: line 1",),
          text=lambda t: '{"seed": 2,}\n', spec="spec.json"),
-    Case("spec is a folder", SPFL_RUN, (f"run spec file '{SPEC}' is a folder", "allowed a YAML or JSON file"),
-         write=False, files=((f"{SPEC}/settings.yaml", b"rounds: 2\n"),)),
-    Case("spec is binary", SPFL_RUN, (f"run spec file '{SPEC}' is not a text file", "not UTF-8"), write=False,
-         files=((SPEC, GARBAGE),)),
-    Case("spec holds a NUL", SPFL_RUN, (f"run spec file '{SPEC}' is not a text file (character #x0000",),
-         write=False, files=((SPEC, b"rounds: 2\x00\n"),)),
-    Case("spec a scalar", SPFL_RUN, (f"'{SPEC}' must hold a mapping of settings, not int",), text=lambda t: "5\n"),
-    Case("spec a JSON list", SPFL_RUN, (f"'{SPEC}' must hold a mapping of settings, not list",),
+    Case("spec is a folder", SPFL_RUN, (f"run spec file '{RUN_FILE}' is a folder", "allowed a YAML or JSON file"),
+         write=False, files=((f"{RUN_FILE}/settings.yaml", b"rounds: 2\n"),)),
+    Case("spec is binary", SPFL_RUN, (f"run spec file '{RUN_FILE}' is not a text file", "not UTF-8"), write=False,
+         files=((RUN_FILE, GARBAGE),)),
+    Case("spec holds a NUL", SPFL_RUN, (f"run spec file '{RUN_FILE}' is not a text file (character #x0000",),
+         write=False, files=((RUN_FILE, b"rounds: 2\x00\n"),)),
+    Case("spec a scalar", SPFL_RUN, (f"'{RUN_FILE}' must hold a mapping of settings, not int",), text=lambda t: "5\n"),
+    Case("spec a JSON list", SPFL_RUN, (f"'{RUN_FILE}' must hold a mapping of settings, not list",),
          text=lambda t: "[1, 2]\n"),
     Case("spec a Python object tag", SPFL_RUN, ("is not valid YAML/JSON", "could not determine a constructor"),
          text=lambda t: t + "seed: !!python/object/apply:os.system ['true']\n"),
-    Case("spec key not a string", SPFL_RUN, (f"{SPEC}: unknown run setting '1'",), text=lambda t: t + "1: 2\n"),
-    Case("spec unknown key in JSON", SPFL_RUN, (f"{SPEC}: unknown run setting 'bandwith_mhz'",),
+    Case("spec key not a string", SPFL_RUN, (f"{RUN_FILE}: unknown run setting '1'",), text=lambda t: t + "1: 2\n"),
+    Case("spec unknown key in JSON", SPFL_RUN, (f"{RUN_FILE}: unknown run setting 'bandwith_mhz'",),
          text=lambda t: '{"rounds": 2, "bandwith_mhz": 1}\n'),
     Case("spec mistyped key suggests the right one", SPFL_RUN,
          ("unknown run setting 'total_bandwith_mhz' (did you mean 'total_bandwidth_mhz'?)",),
@@ -267,7 +268,7 @@ CASES = [
         ("threads zero", "threads", 0),
         ("threads as a word", "threads", "auto"),
     )),
-    Case("NaN", SPFL_RUN, (f"{SPEC}: run setting 'smoothness' = nan", SETTING["smoothness"].allowed()),
+    Case("NaN", SPFL_RUN, (f"{RUN_FILE}: run setting 'smoothness' = nan", SETTING["smoothness"].allowed()),
          text=lambda t: t + "smoothness: .nan\n"),
     Case("a date", SPFL_RUN, ("'seed' = datetime.date(2001, 1, 1)", SETTING["seed"].allowed()),
          text=lambda t: t + "seed: 2001-01-01\n"),
@@ -290,9 +291,9 @@ CASES = [
     Case("--set the same key twice", SPFL_RUN, ("--set 'rounds=4' sets 'rounds' a second time",),
          args=("--set", "rounds=3", "--set", "rounds=4")),
     Case("--set breaks a rule with the file", SPFL_RUN,
-         (f"{SPEC} with min_samples_per_device=500: run setting 'num_devices' = 5 is invalid",),
+         (f"{RUN_FILE} with min_samples_per_device=500: run setting 'num_devices' = 5 is invalid",),
          args=("--set", "min_samples_per_device=500")),
-    Case("--set model for the dataset", SPFL_RUN, (f"{SPEC} with model='cifar_cnn'", "for dataset 'digits'"),
+    Case("--set model for the dataset", SPFL_RUN, (f"{RUN_FILE} with model='cifar_cnn'", "for dataset 'digits'"),
          args=("--set", "model=cifar_cnn")),
     Case("--methods only a comma", SPFL_RUN,
          ("--methods ',' has an empty method name", "allowed a comma-separated list of ideal"),
@@ -312,10 +313,10 @@ CASES = [
     Case("--out holds another spec's records", SPFL_RUN,
          ("--out 'out' holds records of another run spec ('out/spfl/spec.json' differs in seed)",
           "choose a new --out folder, or delete 'out'"),
-         files=(("out/spfl/spec.json", json.dumps(make_spec(SPEC_BASE, seed=7).to_dict()).encode()),)),
+         files=(("out/spfl/spec.json", json.dumps(make_spec(RUN_BASE, seed=7).to_dict()).encode()),)),
     Case("--out holds records of older code", SPFL_RUN, ("'out/digital/spec.json' differs in bandwidth_hz",),
          files=(("out/digital/spec.json",
-                 json.dumps({**make_spec(SPEC_BASE).to_dict(), "bandwidth_hz": 1}).encode()),)),
+                 json.dumps({**make_spec(RUN_BASE).to_dict(), "bandwidth_hz": 1}).encode()),)),
     Case("--out holds an unreadable record", SPFL_RUN, ("'out/spfl/spec.json' cannot be read",),
          files=(("out/spfl/spec.json", b"{"),)),
     Case("--log is a folder", SPFL_RUN, ("--log 'logs' is a folder", "allowed a file"),
@@ -377,7 +378,7 @@ def run_snakemake_case(case: Case, tmp_path: Path) -> str:
 
 def run_spfl_case(case: Case, tmp_path: Path, capsys, monkeypatch) -> str:
     monkeypatch.chdir(tmp_path)
-    prepare(case, tmp_path, case.spec, copy.deepcopy(SPEC_BASE))
+    prepare(case, tmp_path, case.spec, copy.deepcopy(RUN_BASE))
     before = tree(tmp_path)
     try:
         status = cli.main(["run", case.spec, "--out", "out", *case.args])

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-SPEC = {"num_devices": 20, "batch_size": 32, "rounds": 150, "eval_every": 10, "total_bandwidth_mhz": 1.0,
+RUN_SETTINGS = {"num_devices": 20, "batch_size": 32, "rounds": 150, "eval_every": 10, "total_bandwidth_mhz": 1.0,
         "deadline_ms": 60.0, "learning_rate": 0.1, "compensation": "previous_update", "server_momentum": 0.5}
 
 
@@ -22,7 +22,7 @@ def spfl_run(spec_path, out, *extra, **popen):
 @pytest.mark.parametrize("method", ["spfl", "digital_reuse"])
 def test_sigkill_then_resume_is_byte_identical(tmp_path, method):
     spec = tmp_path / "spec.json"
-    spec.write_text(json.dumps({**SPEC, "method": method, "checkpoint_every": 7}))
+    spec.write_text(json.dumps({**RUN_SETTINGS, "method": method, "checkpoint_every": 7}))
     assert spfl_run(spec, tmp_path / "whole").wait(timeout=600) == 0
 
     victim = spfl_run(spec, tmp_path / "killed")

@@ -1,7 +1,7 @@
 """Divergence (issue #5): a run whose loss becomes NaN or infinite stops, records `status: diverged` with its
 round, the workflow goes on, and tables and figures mark such runs instead of averaging them in silently.
 
-Two levels.  Synthetic run records (the writer of tests/test_analysis.py, some runs rewritten the way the
+Two levels.  Synthetic run records (the writer of tests/synthetic_records.py, some runs rewritten the way the
 simulator leaves a diverged run) pin the exact rule in a few seconds: a diverged run is in no mean, no
 interval and no gain -- in the per-round tables not even at its rounds before the divergence -- and every
 table counts it (n_diverged).  One tiny end-to-end run whose grid has a learning rate of 1e30 then checks that
@@ -17,10 +17,10 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import pytest
 
-from spfl import analysis, plots
+from spfl import analysis, figures, plots
 from spfl.experiments import load_plan
-from test_analysis import config as synthetic_config
-from test_analysis import records, table, write_cell
+from synthetic_records import config as synthetic_config
+from synthetic_records import records, table, write_cell
 from workflow_helpers import copy_workflow, snakemake, write_config
 
 DIVERGED_AT = 4  # round of the synthetic divergence: between the evaluations at rounds 3 and 6
@@ -55,14 +55,14 @@ def plan(tmp_path_factory):
     for run in plan.experiments["bandwidth"].runs:
         bandwidth = dict(run.point)["total_bandwidth_mhz"]
         if (run.method, bandwidth, run.seed) == ("spfl", 1.0, 0) or (run.method, bandwidth) == ("digital", 2.0):
-            make_diverged(root / run.record()["dir"] / run.method)
+            make_diverged(root / "results" / "runs" / run.cell / run.method)
     plan.root = root
     return plan
 
 
 def level(method: str, seed: int, bandwidth: float) -> float:
     """Final accuracy (%) test_analysis writes for a run that did not diverge."""
-    from test_analysis import accuracy
+    from synthetic_records import accuracy
 
     return 100 * accuracy(method, seed, bandwidth)
 
@@ -129,10 +129,10 @@ def test_runs_table_shows_status_and_round_and_no_final_accuracy_of_a_diverged_r
 
 
 def test_markdown_tables_say_that_runs_diverged(plan, tmp_path):
-    analysis.write_table(table(plan, "accuracy_vs_bandwidth"), "accuracy_vs_bandwidth", tmp_path / "t.csv",
+    figures.write_table(table(plan, "accuracy_vs_bandwidth"), "accuracy_vs_bandwidth", tmp_path / "t.csv",
                          tmp_path / "t.md")
     assert "4 run(s) diverged" in (tmp_path / "t.md").read_text()
-    analysis.write_table(table(plan, "accuracy_vs_power"), "accuracy_vs_power", tmp_path / "p.csv",
+    figures.write_table(table(plan, "accuracy_vs_power"), "accuracy_vs_power", tmp_path / "p.csv",
                          tmp_path / "p.md")
     assert "run(s) diverged" not in (tmp_path / "p.md").read_text()
 
@@ -142,14 +142,14 @@ def texts(fig) -> list[str]:
 
 
 def test_final_figure_marks_each_x_with_diverged_runs(plan):
-    fig = plots.draw("accuracy_vs_bandwidth", table(plan, "accuracy_vs_bandwidth"))
+    fig = figures.draw("accuracy_vs_bandwidth", table(plan, "accuracy_vs_bandwidth"))
     shown = texts(fig)
     plt.close(fig)
     assert "1/3 diverged" in shown and "3/3 diverged" in shown and plots.DIVERGED_LABEL in shown
 
 
 def test_round_figure_marks_the_divergence_round(plan):
-    fig = plots.draw("accuracy_vs_round", table(plan, "accuracy_vs_round"))
+    fig = figures.draw("accuracy_vs_round", table(plan, "accuracy_vs_round"))
     shown = texts(fig)
     crosses = [line for ax in fig.axes for line in ax.get_lines() if line.get_label() == "_diverged"]
     plt.close(fig)
@@ -162,14 +162,14 @@ def test_round_figure_marks_the_divergence_round(plan):
 
 @pytest.mark.parametrize("figure", ["allocation", "solver_convergence", "packet_errors"])
 def test_other_figures_mark_diverged_runs(plan, figure):
-    fig = plots.draw(figure, table(plan, figure))
+    fig = figures.draw(figure, table(plan, figure))
     shown = " | ".join(texts(fig))
     plt.close(fig)
     assert "SP-FL: 1 of 3 runs diverged (left out)" in shown or "1/3 diverged" in shown, shown
 
 
 def test_figures_without_diverged_runs_have_no_marks(plan):
-    fig = plots.draw("accuracy_vs_power", table(plan, "accuracy_vs_power"))
+    fig = figures.draw("accuracy_vs_power", table(plan, "accuracy_vs_power"))
     shown = texts(fig)
     plt.close(fig)
     assert not any("diverged" in text for text in shown)
@@ -185,10 +185,12 @@ def diverging_config() -> dict:
 
     The headline's cells are the bandwidth sweep's 1 MHz cells (same settings), so four cells run in all.
     """
+    # smoothness 0: a run spec refuses learning_rate * smoothness >= 2 (the allocation objective would vanish)
     base = {"dataset": "digits", "model": "mlp", "num_devices": 10, "rounds": 4, "eval_every": 2,
-            "total_bandwidth_mhz": 1.0, "deadline_ms": 273.3, "device": "cpu"}
+            "total_bandwidth_mhz": 1.0, "deadline_ms": 273.3, "device": "cpu", "smoothness": 0.0}
     methods = ["digital", "signsgd", "spfl"]
     return {
+        "name": "diverging",
         "base": base,
         "seeds": [0],
         "experiments": {
@@ -197,7 +199,7 @@ def diverging_config() -> dict:
             "rate": {"grid": {"learning_rate": [0.1, HUGE], "method": methods}},
         },
         "figures": {"accuracy_vs_bandwidth": {"experiment": "bandwidth"},
-                    "accuracy_vs_round": {"experiment": "bandwidth"}},
+                    "accuracy_vs_round": {"experiment": "bandwidth"}, "gain": {}},
         "headline": {"experiments": ["rate"]},
         "style": {"dpi": 50},
         "resources": {"simulate": {"threads": 1, "mem_mb": 1000, "runtime": 5, "gpu": 0}},
@@ -210,7 +212,7 @@ def test_a_diverging_grid_point_is_recorded_and_marked_and_the_workflow_finishes
     name = write_config(workdir, "diverging.yaml", diverging_config())
     result = snakemake(workdir, "--cores", "2", "--configfile", name, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
-    tables = workdir / "results" / "tables"
+    tables = workdir / "results" / "diverging" / "tables"
 
     runs = pd.read_csv(tables / "runs.csv")
     huge, fine = runs[runs["learning_rate"] > 1], runs[runs["learning_rate"] < 1]
@@ -233,10 +235,13 @@ def test_a_diverging_grid_point_is_recorded_and_marked_and_the_workflow_finishes
     for name in ("accuracy_vs_bandwidth", "accuracy_vs_round", "headline"):
         assert "diverged" in (tables / f"{name}.md").read_text().split("|---", 1)[1], name
 
+    gain = pd.read_csv(tables / "gain.csv").set_index("budget_value")  # the headline, drawn
+    assert gain.loc[HUGE, "n_diverged"] == 3 and gain.loc[HUGE, "n"] == 0 and gain.loc[0.1, "n"] == 1
+    assert (workdir / "figures" / "diverging" / "gain.png").read_bytes()[:4] == b"\x89PNG"
     for figure in ("accuracy_vs_bandwidth", "accuracy_vs_round"):
-        assert (workdir / "figures" / f"{figure}.pdf").read_bytes()[:4] == b"%PDF"
-        assert (workdir / "figures" / f"{figure}.png").read_bytes()[:4] == b"\x89PNG"
-        fig = plots.draw(figure, pd.read_csv(tables / f"{figure}.csv"), {"dpi": 50})
+        assert (workdir / "figures" / "diverging" / f"{figure}.pdf").read_bytes()[:4] == b"%PDF"
+        assert (workdir / "figures" / "diverging" / f"{figure}.png").read_bytes()[:4] == b"\x89PNG"
+        fig = figures.draw(figure, pd.read_csv(tables / f"{figure}.csv"), {"dpi": 50})
         shown = texts(fig)
         plt.close(fig)
         assert any("1/1 diverged" in text for text in shown), (figure, shown)

@@ -1,4 +1,5 @@
-"""Config -> cells expansion and config validation (spfl.experiments); no simulator, no Snakemake."""
+"""Config reading and validation (spfl.pipeline_config) and expansion into cells (spfl.plan); no simulator,
+no Snakemake."""
 
 from __future__ import annotations
 
@@ -8,16 +9,18 @@ from pathlib import Path
 import pytest
 import yaml
 
-from spfl.experiments import (
-    FIGURES,
-    SCHEMA_DIR,
+from spfl.experiments import FIGURES
+from spfl.pipeline_config import (
     ConfigError,
-    cell_hash,
+    config_schema,
     generated_schemas,
     load_config_file,
-    load_plan,
+    read_config,
+    retyped_overrides,
+    write_schemas,
 )
-from spfl.spec import METHODS, make_spec
+from spfl.plan import cell_hash, load_plan
+from spfl.spec import METHODS, load_yaml, make_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ("config.yaml", "quick.yaml", "test.yaml")
@@ -25,6 +28,7 @@ CONFIGS = ("config.yaml", "quick.yaml", "test.yaml")
 
 def small_config() -> dict:
     return {
+        "name": "small",
         "base": {"dataset": "digits", "rounds": 5, "total_bandwidth_mhz": 5.0},
         "seeds": [0, 1],
         "experiments": {
@@ -49,16 +53,36 @@ def error_of(config: dict) -> str:
 
 # --- schemas ---------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", sorted(generated_schemas()))
-def test_committed_schemas_equal_the_generated_ones(name):
-    """run.schema.json and grid.schema.json are generated from spfl.spec; regenerate with
-    `python -m spfl.experiments schemas` after changing a setting."""
-    assert (SCHEMA_DIR / name).read_text() == generated_schemas()[name]
+def test_config_schema_lists_every_figure_of_the_registry():
+    assert sorted(config_schema()["properties"]["figures"]["properties"]) == sorted(FIGURES)
 
 
-def test_config_schema_lists_every_figure():
-    schema = yaml.safe_load((SCHEMA_DIR / "config.schema.yaml").read_text())
-    assert sorted(schema["properties"]["figures"]["properties"]) == sorted(FIGURES)
+def test_schemas_command_writes_the_three_schemas(tmp_path):
+    """The schemas are package data and generated in memory; the command writes them for an editor."""
+    import json
+
+    from spfl.experiments import main
+
+    assert main(["schemas", str(tmp_path / "schemas")]) == 0
+    written = {p.name: json.loads(p.read_text()) for p in (tmp_path / "schemas").iterdir()}
+    assert sorted(written) == ["config.schema.json", "grid.schema.json", "run.schema.json"]
+    assert written == {name: json.loads(text) for name, text in generated_schemas().items()}
+    assert sorted(written["config.schema.json"]["properties"]["figures"]["properties"]) == sorted(FIGURES)
+    assert write_schemas(tmp_path / "again") and (tmp_path / "again" / "run.schema.json").is_file()
+
+
+def test_validation_works_outside_a_checkout(tmp_path):
+    """No file of the repository is read: the plan comes out the same from another working directory."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import json, sys; from spfl.plan import load_plan; "
+            "print(len(load_plan(json.loads(sys.stdin.read())).cells))")
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    result = subprocess.run([sys.executable, "-c", code], input=__import__("json").dumps(small_config()),
+                            capture_output=True, text=True, cwd=tmp_path, env=env, check=True)
+    assert result.stdout.strip() == str(len(load_plan(small_config()).cells))
 
 
 def test_every_figure_has_a_report_caption():
@@ -82,7 +106,8 @@ def test_paper_config_is_cifar_with_three_seeds_and_twenty_devices():
     assert plan.datasets() == ["cifar10"]
     assert all(len(e.seeds) >= 3 for e in plan.experiments.values())
     assert plan.config["base"]["num_devices"] == 20
-    assert plan.experiments["bandwidth"].grid["total_bandwidth_mhz"] == [1.0, 2.0, 5.0, 10.0, 20.0]
+    bandwidths = plan.experiments["bandwidth"].grid["total_bandwidth_mhz"]
+    assert min(bandwidths) == 1.0 and max(bandwidths) == 20.0  # the paper's 1-20 MHz
     assert plan.config["headline"]["paper_gain_points"] == 9.96
 
 
@@ -105,11 +130,10 @@ def test_shared_grid_point_is_one_cell_with_the_union_of_methods():
         assert cell.methods == sorted(cell.methods, key=METHODS.index)
 
 
-def test_cell_params_hold_every_setting_but_method_and_point_to_the_prepared_data():
+def test_cell_params_hold_every_setting_but_method_and_no_path():
     plan = load_plan(small_config())
     for cell in plan.cells.values():
-        assert "method" not in cell.params
-        assert cell.params["data_file"] == "results/data/digits.pt"
+        assert "method" not in cell.params and "data_file" not in cell.params
         assert cell.hash == cell_hash(cell.params)
         assert make_spec(cell.params).rounds == 5
 
@@ -129,8 +153,8 @@ def test_runs_cover_grid_times_seeds_times_methods():
     assert len(runs) == 2 * 2 * 3
     assert {r.point for r in runs} == {(("total_bandwidth_mhz", 1.0),), (("total_bandwidth_mhz", 5.0),)}
     record = runs[0].record()
-    assert set(record) == {"experiment", "cell", "dir", "seed", "method", "total_bandwidth_mhz"}
-    assert record["dir"] == f"results/runs/{record['cell']}"
+    assert set(record) == {"experiment", "cell", "seed", "method", "total_bandwidth_mhz"}  # no folder: the
+    # workflow knows where cells live
 
 
 def test_grid_may_sweep_seed_and_any_setting():
@@ -190,6 +214,10 @@ def mutate(path: str, value, delete: bool = False) -> dict:
 
 @pytest.mark.parametrize("path,value,expected", [
     ("bogus", 1, "config key 'bogus' is unknown: allowed keys are base, experiments"),
+    ("name", "my run", "config key 'name' = \"my run\" is invalid: allowed a string matching"),
+    ("name", "data", "config key 'name' = \"data\" is invalid: allowed anything but \"data\""),
+    ("paths.results", "", "config key 'paths.results' = \"\" is invalid: allowed a string of at least 1"),
+    ("paths.tables", "t", "config key 'paths.tables' is unknown: allowed keys are figures, logs, results"),
     ("base.colour", 1, "config key 'base.colour' is unknown"),
     ("base.rounds", "100", "config key 'base.rounds' = \"100\" is invalid: allowed type integer"),
     ("base.rounds", 0, "config key 'base.rounds' = 0 is invalid: allowed >= 1"),
@@ -232,6 +260,73 @@ def test_invalid_config_names_the_key(path, value, expected):
 
 def test_missing_required_sections_are_named():
     assert "config key 'experiments' is missing" in error_of(mutate("experiments", None, delete=True))
+    assert "config key 'name' is missing" in error_of(mutate("name", None, delete=True))
+
+
+# --- reading config files ---------------------------------------------------------------------------
+
+def test_config_files_are_read_as_yaml_1_2_like_run_specs(tmp_path):
+    """`deadline_ms: 2.733e2` is a number for `spfl run`, so it is one for the pipeline too."""
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(small_config()).replace("rounds: 5", "rounds: 5\n  deadline_ms: 2.733e2"))
+    config = load_config_file(path)
+    assert config["base"]["deadline_ms"] == 273.3
+    assert load_plan(config).cells  # and it is valid
+    assert yaml.safe_load(path.read_text())["base"]["deadline_ms"] == "2.733e2"  # what YAML 1.1 would read
+
+
+@pytest.mark.parametrize("content,expected", [
+    (b"\x89PNG\r\n\x1a\n\x00\xff\xfe", "is not UTF-8 text"),
+    (b"experiments: [1,\nname: x\n", "is not valid YAML/JSON"),
+    (b"", "is empty"),
+    (b"- a\n- b\n", "must hold a mapping of config keys, not list"),
+])
+def test_unreadable_config_files_are_named(tmp_path, content, expected):
+    path = tmp_path / "broken.yaml"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError) as info:
+        load_config_file(path)
+    assert f"config file '{path}'" in str(info.value) and expected in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_a_yaml_syntax_error_gives_its_line(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("name: x\nseeds: [0, 1\nexperiments: {}\n")
+    with pytest.raises(ConfigError, match=r"line \d+, column \d+"):
+        load_config_file(path)
+
+
+def loader_refuses_repeated_keys() -> bool:
+    try:
+        load_yaml("a: 1\na: 2\n")
+    except Exception:
+        return True
+    return False
+
+
+@pytest.mark.skipif(not loader_refuses_repeated_keys(),
+                    reason="spfl.spec.load_yaml does not refuse repeated keys yet (issue #12, item 1)")
+def test_a_repeated_experiment_name_is_refused_naming_the_file(tmp_path):
+    path = tmp_path / "twice.yaml"
+    path.write_text("name: x\nexperiments:\n  bw: {grid: {total_bandwidth_mhz: [1]}}\n"
+                    "  bw: {grid: {total_bandwidth_mhz: [2]}}\nfigures: {}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config_file(path)
+    assert f"config file '{path}'" in str(info.value) and "bw" in str(info.value)
+
+
+def test_config_files_merge_in_order_and_overrides_get_their_types(tmp_path):
+    first, second = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    first.write_text(yaml.safe_dump(small_config()))
+    second.write_text("name: other\nbase: {rounds: 7}\n")
+    # what Snakemake hands over for --config seeds=[3,4] base='{deadline_ms: 2.733e2}'
+    config = read_config([first, second], {"seeds": ["3", "4"], "base": {"deadline_ms": "2.733e2"}})
+    assert config["name"] == "other" and config["base"]["rounds"] == 7
+    assert config["base"]["dataset"] == "digits"  # mappings merge key by key
+    assert config["seeds"] == [3, 4] and config["base"]["deadline_ms"] == 273.3
+    assert retyped_overrides({"name": "run1", "flag": "true", "x": "null"}) == {"name": "run1", "flag": True,
+                                                                               "x": None}
 
 
 def test_every_violation_is_listed_at_once():
@@ -276,6 +371,8 @@ def test_check_command_summarizes_a_config(capsys, tmp_path):
     bad.write_text(yaml.safe_dump(mutate("bogus", 1)))
     assert main(["check", str(bad)]) == 2
     assert "config key 'bogus' is unknown" in capsys.readouterr().err
+    assert main(["check", str(ROOT / "config" / "config.yaml"), str(ROOT / "config" / "quick.yaml")]) == 0
+    assert "config 'quick'" in capsys.readouterr().out  # several files merge in order, as in Snakemake
 
 
 # --- documentation ---------------------------------------------------------------------------------
@@ -290,11 +387,11 @@ def test_config_readme_run_settings_table_is_current():
 
 
 def test_config_readme_documents_every_config_key():
-    schema = yaml.safe_load((SCHEMA_DIR / "config.schema.yaml").read_text())
+    schema = config_schema()
     text = (ROOT / "config" / "README.md").read_text()
     keys = set(schema["properties"]) | set(schema["$defs"]["figure"]["properties"])
     keys |= set(schema["$defs"]["resources"]["properties"])
-    for section in ("headline", "style"):
+    for section in ("headline", "style", "paths"):
         keys |= set(schema["properties"][section]["properties"])
     keys |= set(schema["properties"]["experiments"]["additionalProperties"]["properties"])
     missing = sorted(k for k in keys if f"`{k}`" not in text)

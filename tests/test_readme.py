@@ -24,3 +24,15 @@ def test_readme_main_job_uses_an_existing_config():
     assert len(main_job) == 1, main_job
     config = re.search(r"--configfile (\S+)", main_job[0]).group(1)
     assert (ROOT / config).is_file()
+
+
+def test_readme_installs_the_tested_versions():
+    """Both newcomer commands and CI install with constraints.txt, which pins every package but spfl."""
+    readme = code_lines((ROOT / "README.md").read_text())
+    installs = [line for line in readme if line.startswith("python3 -m venv") and "pip install" in line]
+    assert len(installs) == 2 and all("-c constraints.txt" in line for line in installs), installs
+    pins = [line for line in (ROOT / "constraints.txt").read_text().splitlines()
+            if line.strip() and not line.startswith("#")]
+    assert pins and all(re.fullmatch(r"[A-Za-z0-9_.\-]+==\S+", line) for line in pins), pins
+    names = {line.split("==")[0].lower() for line in pins}
+    assert "spfl" not in names and {"torch", "snakemake", "pandas", "pytest"} <= names

@@ -1,6 +1,6 @@
 """The tiny configuration's tables are byte-identical with `--cores 1` and `--cores 2` (issue #5).
 
-Parallel jobs must not change a single byte of results/tables: every number comes from seeded
+Parallel jobs must not change a single byte of results/test/tables: every number comes from seeded
 simulations, and nothing that depends on scheduling (order of completion, wall-clock times, host
 names) may reach a table.  tests/test_slurm.py reuses these helpers to compare a SLURM run with a
 local one.
@@ -22,9 +22,10 @@ from pathlib import Path
 
 import pytest
 
-from workflow_helpers import SNAKEMAKE, TINY_CONFIG, copy_workflow
+from workflow_helpers import LOCAL_ONLY, SNAKEMAKE, TINY_CONFIG, copy_workflow
+from workflow_helpers import TABLES as TABLES_DIR
 
-TABLES = Path("results/tables")
+TABLES = Path(TABLES_DIR)
 TABLE_RULES = ("table", "headline_table", "runs_table")
 # Exit status of a run that `timeout` stopped: 124 (TERM), 137 or -9 (the KILL of `-k`, which hits the
 # whole process group, `timeout` itself included).
@@ -41,7 +42,7 @@ def run_tables(workdir: Path, *args: str, limit: int = 420, env: dict[str, str] 
     command = ["timeout", "-k", "10", str(limit), str(SNAKEMAKE), "--directory", str(workdir), "--snakefile",
                str(workdir / "Snakefile"), "--configfile", TINY_CONFIG, "--until", *TABLE_RULES, *args]
     return subprocess.run(command, capture_output=True, text=True, cwd=workdir, timeout=limit + 30,
-                          env={**(env or os.environ), "MPLBACKEND": "Agg"})
+                          env={**(env or {**os.environ, **LOCAL_ONLY}), "MPLBACKEND": "Agg"})
 
 
 def failure(result: subprocess.CompletedProcess, what: str) -> str:
@@ -51,7 +52,7 @@ def failure(result: subprocess.CompletedProcess, what: str) -> str:
 
 
 def tables_of(workdir: Path) -> dict[str, bytes]:
-    """Every file under results/tables, by its path relative to that folder."""
+    """Every file under the tables folder (TABLES), by its path relative to that folder."""
     folder = workdir / TABLES
     return {str(path.relative_to(folder)): path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
 
@@ -67,7 +68,7 @@ def differing_columns(want: bytes, got: bytes) -> list[str]:
 
 
 def table_differences(expected: Path, actual: Path, context: int = 5) -> list[str]:
-    """Byte-for-byte comparison of two runs' results/tables; one readable entry per differing file.
+    """Byte-for-byte comparison of two runs' tables; one readable entry per differing file.
 
     For a CSV that differs only in some values, the entry names the columns: a column such as a
     wall-clock time then stands out at once among the rows of the line diff.

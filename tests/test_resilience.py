@@ -26,10 +26,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from spfl.experiments import load_plan
+from spfl.plan import load_plan
 from spfl.provenance import code_version
 from workflow_helpers import (
     ROOT,
+    RUNS,
+    TABLES,
     copy_workflow,
     jobs_of,
     snakemake,
@@ -56,13 +58,13 @@ def expected_tables(plan) -> list[str]:
 
 
 def cells_done(workdir: Path) -> set[str]:
-    return {path.parent.name for path in (workdir / "results" / "runs").glob("*/cell.json")}
+    return {path.parent.name for path in (workdir / RUNS).glob("*/cell.json")}
 
 
 def cells_half_written(workdir: Path) -> set[str]:
     """Cells whose simulation has written records but not yet its cell.json: a simulate job mid-way."""
     half = set()
-    for folder in (workdir / "results" / "runs").glob("*"):
+    for folder in (workdir / RUNS).glob("*"):
         written = {path.name for path in folder.iterdir()} - {"params.json"}
         if written and "cell.json" not in written:
             half.add(folder.name)
@@ -101,7 +103,7 @@ def test_killed_workflow_restarts_with_only_the_unfinished_jobs(tmp_path):
     version = code_version()
     done, half, first_log = kill_mid_simulation(workdir, args)
     assert done and half and len(done) < len(plan.cells), (done, half, first_log[-3000:])
-    runs = workdir / "results" / "runs"
+    runs = workdir / RUNS
     finished = {cell: tree(runs / cell) for cell in done}  # every file of a finished cell, with its mtime
     for cell in done:
         for method in plan.cells[cell].methods:
@@ -127,7 +129,7 @@ def test_killed_workflow_restarts_with_only_the_unfinished_jobs(tmp_path):
         for method in plan.cells[cell].methods:
             assert (runs / cell / method / "summary.json").stat().st_mtime >= started, (cell, method)
 
-    tables = workdir / "results" / "tables"
+    tables = workdir / TABLES
     missing = [table for table in expected_tables(plan) if not (tables / table).is_file()]
     assert not missing, f"tables missing after the restart: {missing}"
 
@@ -178,7 +180,7 @@ def test_each_retry_of_a_simulation_gets_more_memory_and_time(tmp_path):
     data.write_bytes(b"")  # the probe reads no data: skip preparing it
 
     retries = profile("slurm")["retries"]
-    result = snakemake(workdir, f"results/runs/{cell}/cell.json", "--profile", "workflow/profiles/slurm",
+    result = snakemake(workdir, f"{RUNS}/{cell}/cell.json", "--profile", "workflow/profiles/slurm",
                        "--executor", "local", "--cores", "1", "--configfile", name, timeout=300)
     assert result.returncode != 0, "the probe job always fails"
     attempts = [tuple(map(int, line.split())) for line in (workdir / "attempts.txt").read_text().splitlines()]

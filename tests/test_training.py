@@ -7,6 +7,9 @@ Tolerances (stated once, used below):
   last bits; measured 1e-7 (E = 1) to 1e-6 (E = 3).
 - bfloat16 autocast vs float32: per device cosine similarity >= 0.95 and losses within 0.05 (bf16 keeps
   8 mantissa bits; measured cosine >= 0.98, relative error 3-17 %, loss error < 1e-3).
+- CUDA (batched, exact float32) vs CPU (sequential): a float32 tolerance, per device relative error
+  <= 1e-4 and losses within 1e-5: other kernels and summation orders, but no TF32 (with cuDNN's default
+  TF32 the error was 0.074).
 """
 
 from __future__ import annotations
@@ -22,11 +25,12 @@ import torch
 from torch.nn import functional as F
 
 from spfl.models import build_model
-from spfl.training import FlatModel, LocalTrainer
+from spfl.training import PRECISIONS, FlatModel, LocalTrainer, all_finite, evaluate, precision_mode
 
 SHAPES = {"mlp": (1, 8, 8), "cifar_cnn": (3, 32, 32)}
 BATCHED_RTOL, BATCHED_LOSS_ATOL = 1e-5, 1e-5
 BF16_MIN_COSINE, BF16_LOSS_ATOL = 0.95, 0.05
+CUDA_RTOL, CUDA_LOSS_ATOL = 1e-4, 1e-5
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -118,15 +122,22 @@ def test_unknown_precision_is_refused():
         LocalTrainer(model, 0.05, 1, precision="float16")
 
 
-def test_reuse_output_writes_each_round_into_one_buffer():
+@pytest.mark.parametrize("batched", [False, True])
+def test_reuse_output_writes_each_round_into_one_buffer(batched):
+    """The default: no fresh K x d tensor per round, same values as fresh buffers."""
     model, w, batches = _setup("mlp", 1)
     _, _, other = _setup("mlp", 1, sizes=(8, 8, 3, 8))
-    trainer = LocalTrainer(model, 0.05, 1, reuse_output=True)
+    trainer = LocalTrainer(model, 0.05, 1, batched=batched)
+    fresh = LocalTrainer(model, 0.05, 1, batched=batched, reuse_output=False)
     first, _ = trainer.uploads(w, batches)
-    assert torch.equal(first, LocalTrainer(model, 0.05, 1).uploads(w, batches)[0])
+    first_values = first.clone()
+    assert torch.equal(first, fresh.uploads(w, batches)[0])
     second, _ = trainer.uploads(w, other)
     assert second.data_ptr() == first.data_ptr()
-    assert torch.equal(second, LocalTrainer(model, 0.05, 1).uploads(w, other)[0])
+    assert torch.equal(second, fresh.uploads(w, other)[0])
+    kept, _ = fresh.uploads(w, batches)  # reuse_output=False: a result survives the next call
+    fresh.uploads(w, other)
+    assert torch.equal(kept, first_values) and not torch.equal(first_values, second)
 
 
 # Run in a child process: the tuning is process-wide and would change malloc for the rest of the session.
@@ -188,6 +199,164 @@ def test_cuda_batched_matches_cpu_sequential(local_steps):
         got, got_loss = LocalTrainer(model, 0.05, local_steps).uploads(w.cuda(), on_gpu)
     finally:
         model.module.to("cpu")
-    # TF32 may be on for cuDNN convolutions: a looser bound than the CPU one.
-    assert _relative_error(got.cpu(), ref).max() <= 1e-2
+    assert torch.backends.cudnn.allow_tf32  # PyTorch's default, which the trainer must override
+    assert _relative_error(got.cpu(), ref).max() <= CUDA_RTOL
+    np.testing.assert_allclose(got_loss, ref_loss, rtol=0, atol=CUDA_LOSS_ATOL)
+
+
+# --- precision modes --------------------------------------------------------------------------------
+
+_FP32_OWNERS = ("backends", "backends.cuda.matmul", "backends.cudnn", "backends.cudnn.conv", "backends.cudnn.rnn",
+                "backends.mkldnn", "backends.mkldnn.matmul", "backends.mkldnn.conv", "backends.mkldnn.rnn")
+
+
+def _owner(path: str):
+    obj = torch
+    for name in path.split("."):
+        obj = getattr(obj, name)
+    return obj
+
+
+def _tf32_state() -> dict:
+    """Every global setting precision_mode touches, as plain values (None where PyTorch refuses to read)."""
+    def read(getter):
+        try:
+            return getter()
+        except RuntimeError:  # PyTorch refuses to read a legacy setting once the per-operator ones disagree
+            return None
+    state = {"matmul.allow_tf32": read(lambda: torch.backends.cuda.matmul.allow_tf32),
+             "cudnn.allow_tf32": read(lambda: torch.backends.cudnn.allow_tf32),
+             "float32_matmul_precision": read(torch.get_float32_matmul_precision)}
+    if hasattr(torch.backends, "fp32_precision"):
+        state.update({path: _owner(path).fp32_precision for path in _FP32_OWNERS})
+    return state
+
+
+def _set_legacy(tf32: bool, matmul_precision: str) -> None:
+    torch.set_float32_matmul_precision(matmul_precision)
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    torch.backends.cudnn.allow_tf32 = tf32
+
+
+@pytest.fixture
+def restore_tf32_state():
+    """Whatever a test does to the global TF32 settings, the next test starts from PyTorch's defaults."""
+    _set_legacy(False, "highest")
+    torch.backends.cudnn.allow_tf32 = True  # PyTorch's default
+    before = _tf32_state()
+    yield
+    _set_legacy(False, "highest")
+    torch.backends.cudnn.allow_tf32 = True
+    assert _tf32_state() == before
+
+
+def _expect_inside(precision: str) -> dict:
+    tf32 = precision == "tf32"
+    return {"matmul.allow_tf32": tf32, "cudnn.allow_tf32": tf32,
+            "float32_matmul_precision": "high" if tf32 else "highest"}
+
+
+def _starting_states():
+    yield "defaults", lambda: None
+    yield "all tf32 (legacy API)", lambda: _set_legacy(True, "high")
+    yield "all exact (legacy API)", lambda: _set_legacy(False, "highest")
+    yield "medium", lambda: _set_legacy(True, "medium")
+    if hasattr(torch.backends, "fp32_precision"):
+        def mixed():  # conv and rnn disagree: PyTorch then refuses to read the legacy cuDNN flag
+            torch.backends.cudnn.conv.fp32_precision = "tf32"
+            torch.backends.cudnn.rnn.fp32_precision = "ieee"
+        yield "mixed legacy and per-operator APIs", mixed
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_precision_mode_sets_the_flags_inside_and_restores_them_after(precision, restore_tf32_state):
+    for name, arrange in _starting_states():
+        arrange()
+        before = _tf32_state()
+        with precision_mode(precision):
+            inside = _tf32_state()
+        assert _tf32_state() == before, name
+        assert {k: inside[k] for k in _expect_inside(precision)} == _expect_inside(precision), name
+        if precision != "tf32" and "backends.cudnn.conv" in inside:  # every operator pinned to IEEE
+            assert all(inside[f"backends.{op}"] == "ieee" for op in
+                       ("cuda.matmul", "cudnn.conv", "cudnn.rnn", "mkldnn.matmul", "mkldnn.conv", "mkldnn.rnn")), name
+        with pytest.raises(KeyError, match="inside"):
+            with precision_mode(precision):
+                raise KeyError("inside")
+        assert _tf32_state() == before, f"{name}, after an exception"
+
+
+def test_precision_mode_refuses_an_unknown_precision():
+    with pytest.raises(ValueError, match="precision 'float16' is invalid: allowed float32, tf32, bfloat16"):
+        with precision_mode("float16"):
+            pass
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+@pytest.mark.parametrize("batched", [False, True])
+def test_trainer_and_evaluation_compute_under_the_precision_mode(precision, batched, restore_tf32_state):
+    """The flags seen by the forward pass itself, and the global state restored after each call."""
+    model, w, batches = _setup("mlp", 1)
+    seen = []
+    model.module.register_forward_pre_hook(lambda *_: seen.append(
+        {k: _tf32_state()[k] for k in ("matmul.allow_tf32", "cudnn.allow_tf32", "float32_matmul_precision")}))
+    _set_legacy(precision != "tf32", "medium")  # the opposite of what the mode sets
+    before = _tf32_state()
+    try:
+        LocalTrainer(model, 0.05, 1, batched=batched, precision=precision).uploads(w, batches)
+        assert seen and all(s == _expect_inside(precision) for s in seen)
+        assert _tf32_state() == before
+        seen.clear()
+        x, y = batches[0][0]
+        evaluate(model, w, x, y)  # exact float32 by default, whatever the training used
+        assert seen and all(s == _expect_inside("float32") for s in seen)
+        seen.clear()
+        evaluate(model, w, x, y, precision=precision)
+        assert seen and all(s == _expect_inside(precision) for s in seen)
+        assert _tf32_state() == before
+        broken = [[(x, y[:2])]]  # 8 samples, 2 labels: the loss raises inside the trainer
+        with pytest.raises((RuntimeError, ValueError)):
+            LocalTrainer(model, 0.05, 1, batched=batched, precision=precision).uploads(w, broken)
+        assert _tf32_state() == before
+    finally:
+        model.module._forward_pre_hooks.clear()
+
+
+@pytest.mark.parametrize("name", ["mlp", "cifar_cnn"])
+@pytest.mark.parametrize("batched", [False, True])
+def test_float32_results_do_not_depend_on_global_tf32_settings(name, batched, restore_tf32_state):
+    """precision float32 gives the same bits whether the process left TF32 on or off."""
+    model, w, batches = _setup(name, 1)
+    exact, exact_loss = LocalTrainer(model, 0.05, 1, batched=batched).uploads(w, batches)
+    exact_eval = evaluate(model, w, *batches[0][0])
+    _set_legacy(True, "medium")
+    if hasattr(torch.backends, "fp32_precision"):
+        torch.backends.mkldnn.matmul.fp32_precision = "bf16"  # oneDNN's reduced-precision float32 mode
+    again, again_loss = LocalTrainer(model, 0.05, 1, batched=batched).uploads(w, batches)
+    assert torch.equal(again, exact) and np.array_equal(again_loss, exact_loss)
+    assert evaluate(model, w, *batches[0][0]) == exact_eval
+
+
+@pytest.mark.parametrize("batched", [False, True])
+def test_tf32_runs_and_stays_close_to_float32(batched, restore_tf32_state):
+    """tf32 is an opt-in: same code path as float32 (no autocast), TF32 where the hardware has it."""
+    model, w, batches = _setup("cifar_cnn", 1)
+    ref, ref_loss = LocalTrainer(model, 0.05, 1, batched=False).uploads(w, batches)
+    got, got_loss = LocalTrainer(model, 0.05, 1, batched=batched, precision="tf32").uploads(w, batches)
+    assert got.dtype == torch.float32
+    assert _relative_error(got, ref).max() <= 1e-2  # TF32 keeps 10 mantissa bits
     np.testing.assert_allclose(got_loss, ref_loss, rtol=0, atol=1e-3)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_all_finite_agrees_with_isfinite(dtype):
+    """Every position class (first, vector body, last, an odd tail) and every non-finite kind."""
+    base = torch.randn(5, 1037, generator=torch.Generator().manual_seed(3)).to(dtype)
+    assert all_finite(base) and all_finite(base[:, :0]) and all_finite(base.t())
+    for value in (float("nan"), float("inf"), -float("inf")):
+        for index in ((0, 0), (2, 511), (4, 1036), (3, 1031)):
+            bad = base.clone()
+            bad[index] = value
+            assert all_finite(bad) == bool(torch.isfinite(bad).all()) is False, (value, index)
+            assert not all_finite(bad.t()) and not all_finite(bad[index[0]])
+    assert all_finite(torch.full((3,), torch.finfo(dtype).max, dtype=dtype))

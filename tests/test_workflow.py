@@ -18,12 +18,25 @@ import pandas as pd
 import pytest
 import yaml
 
-from spfl.experiments import FIGURES
+from spfl.experiments import load_plan, read_config
 from spfl.provenance import code_version
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
 WORKFLOW_FILES = ("Snakefile", "workflow", "config")
+
+
+def configured_figures(config: str) -> list[str]:
+    """The figures a shipped config builds (test_experiments checks that they are all the registry's)."""
+    return list(load_plan(read_config([ROOT / "config" / config])).figures)
+
+
+FIGURES = configured_figures("test.yaml")  # what the end-to-end run of config/test.yaml draws
+# Snakemake loads every installed executor plugin at start; the SLURM one then runs `scontrol show config`,
+# which, where SLURM's client is installed but no controller answers, retries for 10 s on every start.
+# Runs that use no cluster point SLURM_CONF at an empty file, so scontrol fails at once (README, "On a
+# SLURM cluster"); tests/test_slurm.py gives its own cluster's SLURM_CONF.
+LOCAL_ONLY = {"SLURM_CONF": os.devnull}
 
 
 def copy_workflow(dest: Path) -> Path:
@@ -38,7 +51,7 @@ def copy_workflow(dest: Path) -> Path:
 
 
 def snakemake(workdir: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    env = {**os.environ, "MPLBACKEND": "Agg"}
+    env = {**os.environ, "MPLBACKEND": "Agg", **LOCAL_ONLY}
     return subprocess.run([str(SNAKEMAKE), "--directory", str(workdir), "--snakefile",
                            str(workdir / "Snakefile"), *args], capture_output=True, text=True,
                           timeout=timeout, env=env, cwd=workdir)
@@ -79,9 +92,11 @@ def test_dry_run_of_the_paper_config_needs_no_data(workdir):
     assert result.returncode == 0, result.stderr
     jobs = jobs_of(result.stdout)
     assert jobs["prepare_data"] == 1 and jobs["simulate"] == jobs["cell_params"] >= 30
-    assert jobs["table"] == len(FIGURES) and jobs["headline_table"] == 1
-    assert all(jobs[f"plot_{name}"] == 1 for name in FIGURES)
+    paper = configured_figures("config.yaml")
+    assert jobs["table"] == len(paper) and jobs["headline_table"] == 1
+    assert all(jobs[f"plot_{name}"] == 1 for name in paper)
     assert "results/data/cifar10.pt" in result.stdout
+    assert "results/paper/tables/headline.csv" in result.stdout and "figures/paper/ablation.png" in result.stdout
     assert not (workdir / "data").exists() and not (workdir / "results").exists()
 
 
@@ -90,7 +105,7 @@ def test_dry_run_of_the_quick_config(workdir):
     assert result.returncode == 0, result.stderr
     assert "results/data/digits.pt" in result.stdout and "cifar10" not in result.stdout
     jobs = jobs_of(result.stdout)
-    assert jobs["simulate"] >= 10 and all(jobs[f"plot_{name}"] == 1 for name in FIGURES)
+    assert jobs["simulate"] >= 10 and all(jobs[f"plot_{name}"] == 1 for name in configured_figures("quick.yaml"))
 
 
 @pytest.mark.parametrize("profile", ["default", "slurm"])
@@ -109,12 +124,13 @@ def test_profiles_comment_every_key():
 
 def test_single_figure_builds_only_what_it_needs(workdir):
     # the target goes before --configfile, which takes every following word as a config file
-    result = snakemake(workdir, "figures/accuracy_vs_power.pdf", "-n", "--cores", "2", "--configfile",
+    result = snakemake(workdir, "figures/quick/accuracy_vs_power.pdf", "-n", "--cores", "2", "--configfile",
                        "config/quick.yaml")
     assert result.returncode == 0, result.stderr
     jobs = jobs_of(result.stdout)
     assert set(jobs) == {"prepare_data", "cell_params", "simulate", "table", "plot_accuracy_vs_power"}
-    assert jobs["table"] == 1 and jobs["simulate"] == 3 * 2  # 3 power values x 2 seeds
+    power = load_plan(read_config([ROOT / "config" / "quick.yaml"])).figure_runs("accuracy_vs_power")
+    assert jobs["table"] == 1 and jobs["simulate"] == len({r.cell for r in power})  # its cells, nothing else
 
 
 def test_invalid_config_stops_before_any_job_naming_the_key(workdir):
@@ -134,6 +150,75 @@ def test_quick_config_is_not_merged_with_the_paper_config(workdir):
     result = snakemake(workdir, "-n", "--configfile", "config/test.yaml")
     assert result.returncode == 0, result.stderr
     assert "cifar10" not in result.stdout
+
+
+def cells_of(dry_run_output: str) -> set[str]:
+    return set(re.findall(r"wildcards: cell=([0-9a-f]{12})", dry_run_output))
+
+
+def test_config_overrides_set_numbers_and_lists(workdir):
+    """`--config seeds=[0]` halves the cells of config/test.yaml; a nested number keeps its type."""
+    full = snakemake(workdir, "-n", "--configfile", "config/test.yaml")
+    one_seed = snakemake(workdir, "-n", "--configfile", "config/test.yaml", "--config", "seeds=[0]",
+                         "base={deadline_ms: 2.733e2}")
+    assert full.returncode == 0 and one_seed.returncode == 0, one_seed.stderr[-2000:]
+    assert len(cells_of(one_seed.stdout)) == 5 and len(cells_of(full.stdout)) == 10
+    assert cells_of(one_seed.stdout) < cells_of(full.stdout)  # the same cells: 2.733e2 == 273.3
+
+
+def test_a_yaml_1_2_number_means_what_it_means_to_spfl_run(workdir):
+    """`deadline_ms: 2.733e2` (a string to YAML 1.1) is 273.3, as for `spfl run`: the same cells."""
+    text = (workdir / "config" / "test.yaml").read_text()
+    assert "deadline_ms: 273.3" in text
+    (workdir / "exp.yaml").write_text(text.replace("deadline_ms: 273.3", "deadline_ms: 2.733e2"))
+    plain = snakemake(workdir, "-n", "--configfile", "config/test.yaml")
+    exponent = snakemake(workdir, "-n", "--configfile", "exp.yaml")
+    assert exponent.returncode == 0, exponent.stderr[-2000:]
+    assert cells_of(exponent.stdout) == cells_of(plain.stdout)
+
+
+def test_an_unreadable_config_file_is_named(workdir):
+    (workdir / "bad.yaml").write_text((workdir / "config" / "test.yaml").read_text() + "\nseeds: [0, 1\n")
+    result = snakemake(workdir, "-n", "--configfile", "config/test.yaml", "--configfile", "bad.yaml")
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    # Snakemake's own parser may refuse the file first (its message names no file); when it accepts it,
+    # the workflow's reader names the file and the line
+    assert "bad.yaml" in output or "Config file is not valid JSON or YAML" in output
+
+
+def repeated_keys_refused() -> bool:
+    from spfl.spec import load_yaml
+
+    try:
+        load_yaml("a: 1\na: 2\n")
+    except Exception:
+        return True
+    return False
+
+
+@pytest.mark.skipif(not repeated_keys_refused(),
+                    reason="spfl.spec.load_yaml does not refuse repeated keys yet (issue #12, item 1)")
+def test_a_repeated_experiment_name_stops_the_workflow_naming_the_file(workdir):
+    text = (workdir / "config" / "test.yaml").read_text()
+    twice = text.replace("experiments:\n", "experiments:\n  power:\n    grid: {max_power_dbm: [11]}\n", 1)
+    (workdir / "twice.yaml").write_text(twice)
+    result = snakemake(workdir, "-n", "--configfile", "twice.yaml")
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "config file" in output and "twice.yaml" in output and "'power'" in output
+
+
+def test_two_configs_write_disjoint_outputs(workdir):
+    outputs = {}
+    for name in ("test", "quick"):
+        result = snakemake(workdir, "-n", "--configfile", f"config/{name}.yaml")
+        assert result.returncode == 0, result.stderr[-2000:]
+        outputs[name] = set(re.findall(r"output: (.+)", result.stdout))
+        outputs[name] = {path for line in outputs[name] for path in line.split(", ")}
+    shared = outputs["test"] & outputs["quick"]
+    assert shared == {"results/data/digits.pt"}, shared  # only the prepared dataset
+    assert all(p.startswith(("results/test/", "figures/test/", "results/data/")) for p in outputs["test"])
 
 
 # --- end to end ------------------------------------------------------------------------------------
@@ -168,7 +253,7 @@ def skip_if_code_changed(workdir: Path) -> None:
 
 @pytest.mark.slow
 def test_end_to_end_tables_hold_sane_values(finished):
-    tables = finished / "results" / "tables"
+    tables = finished / "results" / "test" / "tables"
     for name in [*FIGURES, "headline"]:
         assert (tables / f"{name}.csv").stat().st_size > 0 and (tables / f"{name}.md").stat().st_size > 0
     for name in ("accuracy_vs_bandwidth", "accuracy_vs_power", "accuracy_vs_devices", "noniid"):
@@ -197,9 +282,15 @@ def test_end_to_end_tables_hold_sane_values(finished):
 @pytest.mark.slow
 def test_end_to_end_figures_and_run_folders(finished):
     for name in FIGURES:
-        assert (finished / "figures" / f"{name}.pdf").read_bytes()[:4] == b"%PDF"
-        assert (finished / "figures" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
-    for manifest in (finished / "results" / "runs").glob("*/cell.json"):
+        assert (finished / "figures" / "test" / f"{name}.pdf").read_bytes()[:4] == b"%PDF"
+        assert (finished / "figures" / "test" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
+        log = finished / "logs" / "test" / "plots" / f"{name}.log"
+        assert log.stat().st_size < 1000, f"{log}: font-subsetting chatter is back"
+    assert sorted(p.name for p in (finished / "results").iterdir()) == ["data", "test"]  # one namespace
+    assert sorted(p.name for p in (finished / "figures").iterdir()) == ["test"]
+    manifests = list((finished / "results" / "test" / "runs").glob("*/cell.json"))
+    assert len(manifests) == 10  # 5 grid points (the ablation shares one with the bandwidth sweep) x 2 seeds
+    for manifest in manifests:
         cell = manifest.parent
         info = json.loads(manifest.read_text())
         params = json.loads((cell / "params.json").read_text())
@@ -220,9 +311,9 @@ def test_end_to_end_rerun_semantics(finished):
     result = snakemake(finished, "-n", "--configfile", "restyled.yaml")
     assert result.returncode == 0, result.stderr
     assert set(jobs_of(result.stdout)) == {"all", *(f"plot_{name}" for name in FIGURES)}
-    table = finished / "results" / "tables" / "noniid.csv"  # a changed table: only its figure is outdated
+    table = finished / "results" / "test" / "tables" / "noniid.csv"  # a changed table: only its figure is outdated
     table.write_text(table.read_text() + "\n")
-    result = snakemake(finished, "figures/noniid.pdf", "-n", "--configfile", "config/test.yaml")
+    result = snakemake(finished, "figures/test/noniid.pdf", "-n", "--configfile", "config/test.yaml")
     assert set(jobs_of(result.stdout)) == {"plot_noniid"}
 
 
@@ -241,7 +332,7 @@ def test_end_to_end_code_versions_select_what_reruns(finished):
         'ANALYSIS_VERSION = module_version("analysis.py")': {"table", "headline_table", "runs_table"},
         'PLOTS_VERSION = module_version("plots.py")': set(),
     }
-    cells = len(list((finished / "results" / "runs").glob("*/cell.json")))
+    cells = len(list((finished / "results" / "test" / "runs").glob("*/cell.json")))
     try:
         for line, rules in expected.items():
             assert line in original
@@ -264,3 +355,69 @@ def test_end_to_end_report(finished):
     for name in FIGURES:
         assert f"{name}.png" in text, name
     assert "headline.html" in text
+    # every figure and the headline table say which config and dataset they show
+    assert text.count('"config": "test"') == text.count('"dataset": "digits"') == len(FIGURES) + 1
+
+
+@pytest.mark.slow
+def test_end_to_end_benchmarks_give_the_run_times(finished):
+    """Every simulate job leaves a benchmark file; workflow/scripts/runtimes.py sums them."""
+    folder = finished / "results" / "test" / "benchmarks" / "simulate"
+    cells = {p.parent.name for p in (finished / "results" / "test" / "runs").glob("*/cell.json")}
+    assert {p.stem for p in folder.glob("*.tsv")} == cells
+    walls = [float(p.read_text().splitlines()[1].split("\t")[0]) for p in folder.glob("*.tsv")]
+    result = subprocess.run([sys.executable, str(ROOT / "workflow" / "scripts" / "runtimes.py"), str(folder),
+                             "--cores", "2"], capture_output=True, text=True, check=True)
+    assert f"cells: {len(cells)}" in result.stdout
+    assert f"one after another: {sum(walls):.1f} s" in result.stdout
+    missing = subprocess.run([sys.executable, str(ROOT / "workflow" / "scripts" / "runtimes.py"),
+                              str(finished / "nowhere")], capture_output=True, text=True)
+    assert missing.returncode == 2 and "nowhere" in missing.stderr
+
+
+MODULE_SNAKEFILE = """
+import os
+
+_path_before = os.environ["PATH"]
+
+configfile: "config/test.yaml"
+
+
+module spfl:
+    snakefile: "{snakefile}"
+    config: config
+    prefix: "replication"
+
+
+use rule * from spfl as spfl_*
+
+assert os.environ["PATH"] == _path_before, "importing the pipeline changed PATH"
+
+
+rule all:
+    input:
+        rules.spfl_all.input,
+    default_target: True
+"""
+
+
+@pytest.mark.slow
+def test_the_pipeline_runs_as_a_module_with_a_prefix(finished, tmp_path):
+    """Another workflow imports the pipeline with `module` and a `prefix` and runs config/test.yaml
+    through it: everything lands under the prefix, and the tables equal those of a direct run."""
+    parent = tmp_path / "parent"
+    pipeline = copy_workflow(tmp_path / "spfl")
+    (parent / "config").mkdir(parents=True)
+    shutil.copy2(ROOT / "config" / "test.yaml", parent / "config" / "test.yaml")
+    (parent / "Snakefile").write_text(MODULE_SNAKEFILE.format(snakefile=pipeline / "Snakefile"))
+    result = subprocess.run([str(SNAKEMAKE), "--cores", "2", "--directory", str(parent), "--snakefile",
+                             str(parent / "Snakefile")], capture_output=True, text=True, timeout=900,
+                            env={**os.environ, "MPLBACKEND": "Agg", **LOCAL_ONLY}, cwd=parent)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert sorted(p.name for p in parent.iterdir() if not p.name.startswith(".")) == \
+        ["Snakefile", "config", "replication"]
+    tables = parent / "replication" / "results" / "test" / "tables"
+    for name in ("headline.csv", "accuracy_vs_bandwidth.csv", "packet_errors.csv"):
+        assert (tables / name).read_bytes() == (finished / "results" / "test" / "tables" / name).read_bytes(), name
+    assert all((parent / "replication" / "figures" / "test" / f"{name}.png").is_file() for name in FIGURES)
+    assert not (pipeline / "results").exists() and not (pipeline / "figures").exists()

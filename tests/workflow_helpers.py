@@ -14,10 +14,10 @@ from typing import Any
 
 import yaml
 
-from test_workflow import ROOT, SNAKEMAKE, copy_workflow, jobs_of, snakemake
+from test_workflow import LOCAL_ONLY, ROOT, SNAKEMAKE, copy_workflow, jobs_of, snakemake
 
-__all__ = ["ROOT", "SNAKEMAKE", "TINY_CONFIG", "copy_workflow", "jobs_of", "snakemake", "snakemake_command",
-           "snakemake_env", "tiny_config", "tree", "write_config"]
+__all__ = ["LOCAL_ONLY", "ROOT", "RUNS", "SNAKEMAKE", "TABLES", "TINY_CONFIG", "copy_workflow", "jobs_of",
+           "snakemake", "snakemake_command", "snakemake_env", "tiny_config", "tree", "write_config"]
 
 TINY_CONFIG = "config/test.yaml"
 
@@ -25,6 +25,11 @@ TINY_CONFIG = "config/test.yaml"
 def tiny_config() -> dict[str, Any]:
     """A fresh copy of the tiny configuration (config/test.yaml) to mutate."""
     return yaml.safe_load((ROOT / TINY_CONFIG).read_text())
+
+
+# Where a run of the tiny configuration (or of a config made from it, which keeps its name) writes.
+RUNS = f"results/{tiny_config()['name']}/runs"
+TABLES = f"results/{tiny_config()['name']}/tables"
 
 
 def write_config(workdir: Path, name: str, config: dict[str, Any]) -> str:
@@ -39,7 +44,8 @@ def snakemake_command(workdir: Path, *args: str) -> list[str]:
 
 
 def snakemake_env() -> dict[str, str]:
-    return {**os.environ, "MPLBACKEND": "Agg"}
+    """The environment of `snakemake()` (no SLURM probe: test_workflow.LOCAL_ONLY)."""
+    return {**os.environ, "MPLBACKEND": "Agg", **LOCAL_ONLY}
 
 
 def tree(folder: Path) -> dict[str, tuple[str, int, str]]:

@@ -1,13 +1,18 @@
 """Analysis: run records -> tidy tables with the mean and 95 % t-interval over seeds.
 
-The pipeline's table rules call :func:`build_table` with the runs a figure needs (``Run.record()``
-dicts from :mod:`spfl.experiments`: experiment, cell, dir, seed, method and the swept settings) and
-write the result with :func:`write_table`.  Every table is long ("tidy"): one row per group with the
-columns ``n`` (seeds), ``mean``, ``std``, ``ci_low``, ``ci_high``; the plots read nothing else.
-Accuracies and packet errors are in percent, so differences are percentage points as in the paper.
+Every builder takes the runs a figure needs (``Run.record()`` dicts from :mod:`spfl.experiments`:
+experiment, cell, dir, seed, method and the swept settings) and its resolved options; the registry
+(:mod:`spfl.figures`) says which builder makes which table and writes the result.  Per-figure tables
+are long ("tidy"): one row per group with the columns ``n`` (seeds), ``mean``, ``std``, ``ci_low``,
+``ci_high``; the plots read nothing else.  Accuracies and packet errors are in percent, so differences
+are percentage points as in the paper.
 
 Seeds are paired: every method of one seed shares the partition, initial model and fading draws, so
-the headline gain is computed per seed and its interval is that of the paired differences.
+a gain (headline, sensitivity) is computed per seed and its interval is that of the paired differences;
+``significant`` is "no" when that interval contains 0.  Besides the final accuracy, the headline compares
+the accuracy at a round budget and the rounds to a target accuracy; a run that never reaches the target
+is censored (reported as not reached, never as a round), and the median over seeds counts it as later
+than every round.
 
 Diverged runs (``status: diverged`` in summary.json: the loss or the weights became NaN or infinite)
 enter no mean, no interval and no gain: a NaN model's "accuracy" is that of argmax over NaN logits, not a
@@ -22,7 +27,6 @@ status and ``diverged_round`` and shows no final accuracy or loss for a diverged
 
 from __future__ import annotations
 
-import html
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
@@ -32,7 +36,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from spfl.records import write_atomic
 from spfl.spec import METHODS
 
 CONFIDENCE = 0.95
@@ -154,6 +157,7 @@ def runs_frame(runs: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
         rows.append({
             **run,
             "dataset": spec.get("dataset"),
+            "normalize": spec.get("normalize"),
             "status": summary.get("status"),
             "diverged_round": summary.get("diverged_round"),
             "final_accuracy_pct": math.nan if diverged else _pct(summary.get("final_accuracy")),
@@ -290,15 +294,6 @@ def table_packet_errors(runs, options) -> pd.DataFrame:
     return _with_diverged(table, runs, options)
 
 
-def sign_slot_share(spec: Mapping[str, Any], num_params: int | None) -> float:
-    """tau = D_s / (D_s + D_m) as in SPEC section 3 (or the configured slot_share)."""
-    if spec.get("slot_share") is not None:
-        return float(spec["slot_share"])
-    d = float(num_params or 1)
-    sign_bits = d + (32 if spec.get("compensation") == "scalar" else 0)
-    return sign_bits / (sign_bits + spec.get("modulus_bits", 31) * d)
-
-
 def table_allocation(runs, options) -> pd.DataFrame:
     """Per device, ranked by channel gain (1 = strongest): bandwidth B_k (kHz) and the sign packet's
     share of the device's power budget, averaged over the snapshot rounds of each run."""
@@ -306,12 +301,14 @@ def table_allocation(runs, options) -> pd.DataFrame:
     for run in runs:
         folder = Path(run["dir"]) / run["method"]
         spec = _read_json(folder / "spec.json")
-        summary = _read_json(folder / "summary.json")
         alloc = _read_csv(folder / "allocation.csv")
         devices = _read_csv(Path(run["dir"]) / "devices.csv")
         if alloc.empty:
             continue
-        tau = sign_slot_share(spec, summary.get("num_params"))
+        if "slot_share" not in alloc or alloc["slot_share"].isna().any():
+            raise RecordError(f"run record '{folder / 'allocation.csv'}' has no slot_share per device: "
+                              "rerun its cell (records written before the sign share was recorded)")
+        tau = alloc["slot_share"]  # the share the simulator used, per device and round
         w_s, w_m = (tau, 1.0 - tau) if spec.get("power_constraint", "energy") == "energy" else (1.0, 1.0)
         spent_s = w_s * alloc["power_sign_w"]
         spent = spent_s + w_m * alloc["power_modulus_w"]
@@ -356,88 +353,229 @@ def table_solver(runs, options) -> pd.DataFrame:
     return _with_diverged(pd.concat([rel, raw], ignore_index=True), runs, options)
 
 
-def headline_table(runs, options) -> pd.DataFrame:
-    """SP-FL minus the best baseline, per budget: mean and 95 % interval of the per-seed differences.
+# ---------------------------------------------------------------------------------------------------
+# Progress within a run: accuracy at a round budget, rounds to a target accuracy
+# ---------------------------------------------------------------------------------------------------
 
-    The best baseline at a budget is the baseline with the highest mean final accuracy there; the
-    differences are paired by seed (common random numbers).  Diverged runs have no final accuracy: they
-    enter no mean and no difference (a seed counts in ``n`` only when both runs of the pair finished), and
-    ``n_diverged`` counts the diverged runs of the method and of every baseline at the budget.
+def evaluated_rounds(spec: Mapping[str, Any]) -> list[int]:
+    """Rounds at which a run of ``spec`` evaluates test accuracy: 0, every ``eval_every`` and the last."""
+    rounds, every = int(spec["rounds"]), int(spec["eval_every"])
+    return sorted({0, rounds, *range(every, rounds + 1, every)})
+
+
+def default_round_budget(spec: Mapping[str, Any]) -> int:
+    """Half the rounds, moved to the nearest evaluated round after round 0 (the earlier one on a tie)."""
+    rounds = int(spec["rounds"])
+    candidates = [r for r in evaluated_rounds(spec) if r > 0] or [0]
+    return min(candidates, key=lambda r: (abs(2 * r - rounds), r))
+
+
+def run_progress(run: Mapping[str, Any], round_budget: int | None, target_pct: float | None) -> dict[str, Any]:
+    """Accuracy (%) at the round budget and the first evaluated round with accuracy >= ``target_pct``.
+
+    A run that never reaches the target is *censored*: ``rounds_to_target`` is NaN and ``target_reached``
+    False, never a round number.  A diverged run has neither (NaN, None).  ``round_budget`` None: the
+    run's :func:`default_round_budget`; a budget that is not an evaluated round of the run is an error.
     """
-    frame = runs_frame(runs)
+    folder = Path(run["dir"]) / run["method"]
+    spec = _read_json(folder / "spec.json")
+    budget = default_round_budget(spec) if round_budget is None else int(round_budget)
+    out = {"round_budget": budget, "budget_accuracy_pct": math.nan,
+           "target_accuracy_pct": math.nan if target_pct is None else float(target_pct),
+           "rounds_to_target": math.nan, "target_reached": None}
+    if _read_json(folder / "summary.json").get("status") == DIVERGED:
+        return out
+    metrics = _read_csv(folder / "metrics.csv")
+    evaluated = metrics[metrics["test_accuracy"].notna()]
+    accuracy = dict(zip(evaluated["round"].astype(int), 100.0 * evaluated["test_accuracy"].astype(float)))
+    if budget not in accuracy:
+        raise RecordError(f"run record '{folder / 'metrics.csv'}' has no test accuracy at round_budget = {budget}: "
+                          f"allowed an evaluated round ({', '.join(map(str, sorted(accuracy)))})")
+    out["budget_accuracy_pct"] = accuracy[budget]
+    if target_pct is not None:
+        # accuracies are k / test-set size: a tolerance keeps 0.9 * 100 = 90.00000000000001 from missing 90
+        reached = [r for r in sorted(accuracy) if accuracy[r] >= float(target_pct) - 1e-9]
+        out["target_reached"] = bool(reached)
+        out["rounds_to_target"] = float(reached[0]) if reached else math.nan
+    return out
+
+
+def median_rounds_to_target(rounds: Iterable[float]) -> float:
+    """Median over runs of the rounds to the target, a censored run (NaN: never reached) counted as later
+    than any round; NaN ("not reached") when the median run did not reach the target."""
+    values = [math.inf if (r is None or math.isnan(r)) else float(r) for r in rounds]
+    if not values:
+        return math.nan
+    median = float(np.median(values))
+    return median if math.isfinite(median) else math.nan
+
+
+def with_progress(frame: pd.DataFrame, runs, options: Mapping[str, Any]) -> pd.DataFrame:
+    """``runs_frame`` rows with the run_progress columns (options: round_budget, target_accuracy)."""
+    progress = [run_progress(run, options.get("round_budget"), options.get("target_accuracy")) for run in runs]
+    return pd.concat([frame.reset_index(drop=True), pd.DataFrame(progress)], axis=1)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Comparisons: a method against the best of several baselines, paired by seed
+# ---------------------------------------------------------------------------------------------------
+
+# Test-set size (images) of each dataset: the run records do not carry it.  digits: spfl.data's
+# DIGITS_TEST_SIZE (a test keeps the two equal; importing spfl.data here would import torch);
+# cifar10: the official test batch.
+TEST_SET_SIZES = {"digits": 360, "cifar10": 10000}
+
+
+def test_set_size(datasets: Iterable[str]) -> float:
+    sizes = {TEST_SET_SIZES.get(d, math.nan) for d in datasets}
+    return sizes.pop() if len(sizes) == 1 else math.nan
+
+
+def significance(interval: Mapping[str, float]) -> str:
+    """"yes" when the 95 % interval excludes 0, "no" when it contains 0, "n/a" below two pairs."""
+    if interval["n"] < 2 or not math.isfinite(interval["ci_low"]):
+        return "n/a"
+    return "no" if interval["ci_low"] <= 0.0 <= interval["ci_high"] else "yes"
+
+
+def _per_seed(group: pd.DataFrame, value: str) -> pd.DataFrame:
+    """seed x method table of one value (one run per seed and method in a compared group)."""
+    return group.groupby(["seed", "method"], sort=True)[value].first().unstack("method")
+
+
+def _normalize(group: pd.DataFrame, method: str | None) -> str:
+    if method is None or "normalize" not in group:
+        return ""
+    return ",".join(sorted(set(group.loc[group["method"] == method, "normalize"].dropna().astype(str))))
+
+
+def _reached(group: pd.DataFrame, method: str | None) -> str:
+    rows = group[(group["method"] == method) & group["target_reached"].notna()] if method else group.iloc[0:0]
+    return f"{int(rows['target_reached'].astype(bool).sum())}/{len(rows)}" if len(rows) else "n/a"
+
+
+def compare(group: pd.DataFrame, method: str, baselines: Sequence[str]) -> dict[str, Any] | None:
+    """``method`` against the best baseline of one group of runs (one budget, one variant, ...).
+
+    The best baseline is the one with the highest mean final accuracy (the earlier in ``baselines`` on a
+    tie); the gains are the mean and 95 % t-interval of the per-seed differences (seeds are paired by
+    common random numbers); diverged runs have no accuracy and so enter no pair.  None when the group
+    lacks the method or every baseline.
+    """
+    final = _per_seed(group, "final_accuracy_pct")
+    present = [b for b in baselines if b in final.columns]
+    if method not in final.columns or not present:
+        return None
+    best = max(present, key=lambda b: (np.nan_to_num(final[b].mean(), nan=-np.inf), -present.index(b)))
+    if final[best].isna().all():  # every baseline run diverged: there is no best baseline
+        best = None
+    gain = t_interval((final[method] - final[best]).tolist() if best else [])
+    row = {
+        "method": method, "method_normalize": _normalize(group, method),
+        "method_accuracy_pct": final[method].mean(),
+        "best_baseline": best, "baseline_normalize": _normalize(group, best),
+        "baseline_accuracy_pct": final[best].mean() if best else math.nan,
+        "gain_pp": gain["mean"], "gain_std": gain["std"], "gain_ci_low": gain["ci_low"],
+        "gain_ci_high": gain["ci_high"], "significant": significance(gain), "n": gain["n"],
+        "n_diverged": int(group[group["method"].isin([method, *present])]["status"].eq(DIVERGED).sum()),
+    }
+    if "budget_accuracy_pct" in group:
+        at_budget = _per_seed(group, "budget_accuracy_pct")
+        budget_gain = t_interval((at_budget[method] - at_budget[best]).tolist() if best else [])
+        rounds = sorted(set(group["round_budget"].dropna().astype(int)))
+        target = group["target_accuracy_pct"].dropna()
+        row.update({
+            "round_budget": rounds[0] if len(rounds) == 1 else ",".join(map(str, rounds)),
+            "method_budget_accuracy_pct": at_budget[method].mean(),
+            "baseline_budget_accuracy_pct": at_budget[best].mean() if best else math.nan,
+            "budget_gain_pp": budget_gain["mean"], "budget_gain_ci_low": budget_gain["ci_low"],
+            "budget_gain_ci_high": budget_gain["ci_high"], "budget_significant": significance(budget_gain),
+            "target_accuracy_pct": target.iloc[0] if len(target) else math.nan,
+            "method_median_rounds_to_target": _median_to_target(group, method),
+            "method_reached_target": _reached(group, method),
+            "baseline_median_rounds_to_target": _median_to_target(group, best),
+            "baseline_reached_target": _reached(group, best),
+        })
+    return row
+
+
+def _median_to_target(group: pd.DataFrame, method: str | None) -> float:
+    rows = group[(group["method"] == method) & group["target_reached"].notna()] if method else group.iloc[0:0]
+    return median_rounds_to_target(rows["rounds_to_target"].tolist()) if len(rows) else math.nan
+
+
+HEADLINE_COLUMNS = (
+    "experiment", "dataset", "test_set_size", "smallest_step_pp", "budget", "budget_value", "budget_label",
+    "method", "method_normalize", "method_accuracy_pct", "best_baseline", "baseline_normalize",
+    "baseline_accuracy_pct", "gain_pp", "gain_std", "gain_ci_low", "gain_ci_high", "significant",
+    "round_budget", "method_budget_accuracy_pct", "baseline_budget_accuracy_pct", "budget_gain_pp",
+    "budget_gain_ci_low", "budget_gain_ci_high", "budget_significant", "target_accuracy_pct",
+    "method_median_rounds_to_target", "method_reached_target", "baseline_median_rounds_to_target",
+    "baseline_reached_target", "n", "n_diverged", "paper_gain_pp")
+
+
+def _dataset_columns(group: pd.DataFrame) -> dict[str, Any]:
+    datasets = sorted(set(group["dataset"].dropna()))
+    size = test_set_size(datasets)
+    return {"dataset": ",".join(datasets), "test_set_size": size, "smallest_step_pp": 100.0 / size}
+
+
+def headline_table(runs, options) -> pd.DataFrame:
+    """SP-FL minus the best baseline, per budget, at the last round and at the round budget.
+
+    Per budget (each value of a headline experiment's one swept setting): :func:`compare` of the final
+    accuracy and of the accuracy at ``round_budget``, the median rounds to ``target_accuracy`` of both
+    methods, which ``normalize`` each ran with, the test-set size and the smallest visible accuracy step
+    (one test image).  ``n`` counts the seeds with both runs finished.
+    """
+    frame = with_progress(runs_frame(runs), runs, options)
     method, baselines = options["method"], list(options["baselines"])
     rows = []
     for experiment, budget in options["budgets"].items():
-        exp = frame[frame["experiment"] == experiment]
-        for value, group in exp.groupby(budget, sort=True):
-            acc = group.pivot_table(index="seed", columns="method", values="final_accuracy_pct",
-                                    aggfunc="first", dropna=False)
-            present = [b for b in baselines if b in acc.columns]
-            if method not in acc.columns or not present:
+        for value, group in frame[frame["experiment"] == experiment].groupby(budget, sort=True):
+            compared = compare(group, method, baselines)
+            if compared is None:
                 continue
-            best = max(present, key=lambda b: (np.nan_to_num(acc[b].mean(), nan=-np.inf), -present.index(b)))
-            if acc[best].isna().all():  # every baseline run diverged: there is no best baseline
-                best = None
-            gain = t_interval((acc[method] - acc[best]).tolist() if best else [])
-            compared = group[group["method"].isin([method, *present])]
-            rows.append({
-                "experiment": experiment, "dataset": ",".join(sorted(set(group["dataset"].dropna()))),
-                "budget": budget, "budget_value": value, "budget_label": setting_label(budget, value),
-                "method": method, "method_accuracy_pct": acc[method].mean(),
-                "best_baseline": best, "baseline_accuracy_pct": acc[best].mean() if best else math.nan,
-                "gain_pp": gain["mean"], "gain_std": gain["std"], "gain_ci_low": gain["ci_low"],
-                "gain_ci_high": gain["ci_high"], "n": gain["n"],
-                "n_diverged": int(compared["status"].eq(DIVERGED).sum()),
-                "paper_gain_pp": options.get("paper_gain_points", 9.96),
-            })
-    return pd.DataFrame(rows, columns=[
-        "experiment", "dataset", "budget", "budget_value", "budget_label", "method", "method_accuracy_pct",
-        "best_baseline", "baseline_accuracy_pct", "gain_pp", "gain_std", "gain_ci_low", "gain_ci_high", "n",
-        "n_diverged", "paper_gain_pp"])
+            rows.append({"experiment": experiment, **_dataset_columns(group), "budget": budget,
+                         "budget_value": value, "budget_label": setting_label(budget, value), **compared,
+                         "paper_gain_pp": options.get("paper_gain_points", 9.96)})
+    return pd.DataFrame(rows, columns=list(HEADLINE_COLUMNS))
+
+
+SENSITIVITY_KEY = "variant"
+
+
+def sensitivity_table(runs, options) -> pd.DataFrame:
+    """Per reconstruction variant and budget (the experiment's other swept settings): the figure's first
+    method against the best of its other methods under that variant (:func:`compare`)."""
+    key = options.get("x") or SENSITIVITY_KEY
+    methods = list(options["methods"])
+    if len(methods) < 2:
+        raise RecordError(f"table 'sensitivity' needs a method and at least one baseline: methods = {methods}")
+    panel_keys = [k for k in swept_keys(runs) if k != key]
+    frame = _with_panel(runs_frame(runs), panel_keys)
+    rows = []
+    for values, group in frame.groupby(["experiment", *panel_keys, "panel", key], sort=False):
+        compared = compare(group, methods[0], methods[1:])
+        if compared is not None:
+            rows.append({**dict(zip(["experiment", *panel_keys, "panel", key], values)),
+                         **_dataset_columns(group), **compared})
+    columns = ["experiment", *panel_keys, "panel", key, "dataset", "test_set_size", "smallest_step_pp",
+               "method", "method_normalize", "method_accuracy_pct", "best_baseline", "baseline_normalize",
+               "baseline_accuracy_pct", "gain_pp", "gain_std", "gain_ci_low", "gain_ci_high", "significant",
+               "n", "n_diverged"]
+    table = pd.DataFrame(rows, columns=columns)
+    # variants in a fixed order: "default" first, the others alphabetically
+    return table.sort_values(["experiment", *panel_keys, key], kind="stable", ignore_index=True,
+                             key=lambda c: c.map(lambda v: (v != "default", str(v))) if c.name == key else c)
 
 
 def runs_table(runs, options) -> pd.DataFrame:
-    """Every run of the config with its summary (no aggregation): the raw material of all tables."""
-    frame = runs_frame(runs)
+    """Every run of the config with its summary (no aggregation): the raw material of all tables, with the
+    accuracy at the round budget and the rounds to the target accuracy (options of the headline)."""
+    frame = with_progress(runs_frame(runs), runs, options)
     order = [c for c in ("experiment", *swept_keys(runs), "method", "seed") if c in frame]
     return frame.sort_values(order, key=_sort_key, kind="stable", na_position="first", ignore_index=True)
-
-
-BUILDERS = {
-    "accuracy_vs_round": table_rounds,
-    "accuracy_vs_bandwidth": table_final,
-    "accuracy_vs_power": table_final,
-    "accuracy_vs_devices": table_final,
-    "allocation": table_allocation,
-    "packet_errors": table_packet_errors,
-    "ablation": table_rounds,
-    "solver_convergence": table_solver,
-    "noniid": table_final,
-    "headline": headline_table,
-    "runs": runs_table,
-}
-
-TITLES = {
-    "accuracy_vs_round": "Test accuracy (%) per round",
-    "accuracy_vs_bandwidth": "Final test accuracy (%) vs total bandwidth",
-    "accuracy_vs_power": "Final test accuracy (%) vs device power budget",
-    "accuracy_vs_devices": "Final test accuracy (%) vs number of devices",
-    "allocation": "Per-device allocation, devices ranked by channel gain",
-    "packet_errors": "Mean packet error (%) vs total bandwidth",
-    "ablation": "Test accuracy (%) per round: SP-FL and its ablations",
-    "solver_convergence": "Allocation objective per alternating-optimization iteration",
-    "noniid": "Final test accuracy (%) vs Dirichlet beta",
-    "headline": "Headline: SP-FL minus the best baseline (percentage points)",
-    "runs": "Every run",
-}
-
-
-def build_table(kind: str, runs: Sequence[Mapping[str, Any]], options: Mapping[str, Any]) -> pd.DataFrame:
-    if kind not in BUILDERS:
-        raise ValueError(f"table kind '{kind}' is unknown: allowed one of {', '.join(BUILDERS)}")
-    if not runs:
-        raise RecordError(f"table '{kind}' has no runs: check the figure's experiment, select and methods")
-    return BUILDERS[kind](list(runs), dict(options))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -477,36 +615,105 @@ def diverged_notes(table: pd.DataFrame) -> list[str]:
             "diverged_round)."]
 
 
-def headline_notes(table: pd.DataFrame) -> list[str]:
-    """The sentence next to the headline table: our largest gain against the paper's."""
+def _labels(rows: pd.DataFrame, label: str) -> str:
+    return "; ".join(dict.fromkeys(rows[label].astype(str)))
+
+
+def comparison_notes(table: pd.DataFrame, label: str) -> list[str]:
+    """What a reader needs to judge a comparison table (headline, sensitivity): seeds, the test set's
+    resolution, which rows are not significant and whether the methods compared aggregated alike.
+    ``label`` names the column that says where a row is (budget_label, or panel and variant)."""
+    notes = []
+    counts = sorted(set(table["n"].astype(int)))
+    notes.append(f"n = {', '.join(map(str, counts))} seed(s) per row, paired by seed (each seed's methods share "
+                 "common random numbers); the intervals are 95 % Student-t intervals of the per-seed "
+                 "differences, computed from n >= 2 and drawn in the figures only from n >= 3.")
+    for dataset, rows in table.groupby("dataset", sort=True):
+        size = float(rows["test_set_size"].iloc[0])
+        if math.isfinite(size):
+            notes.append(f"Test set of {dataset}: {size:g} images, so one image is {100.0 / size:.2f} pp, the "
+                         "smallest visible accuracy difference.")
+    for column, what in (("significant", "final accuracy"), ("budget_significant", "accuracy at the round budget")):
+        if column not in table:
+            continue
+        unsure = table[table[column] == "no"]
+        if len(unsure):
+            notes.append(f"Not significant ({what}; the paired 95 % interval contains 0): {_labels(unsure, label)}.")
+        elif (table[column] == "yes").any():
+            notes.append(f"Every gain in {what} with an interval is significant (its 95 % interval excludes 0).")
+    differs = table[table["method_normalize"].astype(str) != table["baseline_normalize"].astype(str)]
+    differs = differs[differs["best_baseline"].notna()]
+    if len(differs):
+        notes.append("Not a like-for-like aggregation at " + "; ".join(
+            f"{r[label]} ({r['method']}: normalize = {r['method_normalize']}, {r['best_baseline']}: "
+            f"normalize = {r['baseline_normalize']})" for _, r in differs.iterrows()) + ".")
+    elif len(table):
+        shown = ", ".join(sorted(set(table["method_normalize"].astype(str))))
+        notes.append(f"Every pair compared ran with the same normalize ({shown}).")
     diverged = int(table["n_diverged"].sum()) if "n_diverged" in table else 0
-    note = ([f"{diverged} run(s) diverged (non-finite loss or weights) and are left out of the accuracies and "
-             "gains (column n_diverged)."] if diverged else [])
+    if diverged:
+        notes.append(f"{diverged} run(s) diverged (non-finite loss or weights) and are left out of the accuracies "
+                     "and gains (column n_diverged).")
+    return notes
+
+
+def headline_notes(table: pd.DataFrame) -> list[str]:
+    """The notes under the headline table: our largest gain against the paper's, and how to read it."""
     finite = table.dropna(subset=["gain_pp"])
     if finite.empty:
-        return ["No budget had both the method and a baseline with a finished run.", *note]
+        diverged = int(table["n_diverged"].sum()) if "n_diverged" in table else 0
+        return ["No budget had both the method and a baseline with a finished run."] + (
+            [f"{diverged} run(s) diverged (non-finite loss or weights) and are left out (column n_diverged)."]
+            if diverged else [])
     best = finite.loc[finite["gain_pp"].idxmax()]
     ci = ("n/a" if math.isnan(best["gain_ci_low"])
           else f"[{best['gain_ci_low']:.2f}, {best['gain_ci_high']:.2f}]")
-    datasets = ", ".join(sorted(set(table["dataset"])))
-    notes = [f"Largest gain: {best['gain_pp']:.2f} pp (95 % CI {ci}, n = {best['n']} seeds) at "
+    verdict = {"no": ", not significant", "yes": ", significant"}.get(best["significant"], "")
+    notes = [f"Largest gain: {best['gain_pp']:.2f} pp (95 % CI {ci}, n = {best['n']} seeds{verdict}) at "
              f"{best['budget_label']} against {best['best_baseline']}; the paper reports up to "
              f"{best['paper_gain_pp']:.2f} pp on CIFAR-10."]
+    datasets = ", ".join(sorted(set(table["dataset"])))
     if datasets != "cifar10":
         notes.append(f"These runs use {datasets}, not CIFAR-10: the numbers are not comparable to the paper's.")
-    return notes + note
+    notes += comparison_notes(table, "budget_label")
+    rounds = ", ".join(dict.fromkeys(table["round_budget"].astype(str)))
+    notes.append(f"budget_*: accuracy at round {rounds} (the round budget) instead of the last round.")
+    targets = table["target_accuracy_pct"].dropna()
+    if len(targets):
+        notes.append(f"Rounds to {targets.iloc[0]:g} %: per run, the first evaluated round with test accuracy >= "
+                     f"{targets.iloc[0]:g} %; per row, the median over seeds, a run that never got there counted "
+                     "as later than every round, so \"not reached\" when the median run did not get there, and how "
+                     "many runs got there (CSV: *_median_rounds_to_target, empty when not reached; *_reached_target).")
+    return notes
 
 
-def write_table(frame: pd.DataFrame, kind: str, csv_path: str | Path, md_path: str | Path | None = None,
-                html_path: str | Path | None = None) -> None:
-    """CSV (full precision) and, optionally, Markdown and an HTML fragment for the Snakemake report."""
-    write_atomic(csv_path, frame.to_csv(index=False, float_format="%.10g"))
-    notes = headline_notes(frame) if kind == "headline" else diverged_notes(frame)
-    if md_path is not None:
-        write_atomic(md_path, to_markdown(frame, TITLES.get(kind, kind), notes))
-    if html_path is not None:
-        shown = frame.drop(columns=[c for c in ("gain_std", "budget", "budget_value") if c in frame])
-        body = shown.to_html(index=False, na_rep="n/a", float_format=lambda v: f"{v:.2f}", border=0)
-        text = "".join(f"<p>{html.escape(n)}</p>" for n in notes)
-        write_atomic(html_path, f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{TITLES[kind]}"
-                                f"</title></head><body><h1>{TITLES[kind]}</h1>{body}{text}</body></html>\n")
+# Columns of a comparison table that its Markdown leaves to the notes (or to the CSV).
+MARKDOWN_LEFT_OUT = ("experiment", "dataset", "test_set_size", "smallest_step_pp", "budget", "budget_value",
+                     "method", "gain_std", "target_accuracy_pct", "paper_gain_pp")
+
+
+def comparison_markdown(table: pd.DataFrame) -> pd.DataFrame:
+    """The columns a reader of the Markdown needs: the notes give the dataset, test-set size, smallest step
+    and target; rounds to the target read "6 (3/3 reached)" or "not reached (1/3 reached)"."""
+    shown = table.drop(columns=[c for c in MARKDOWN_LEFT_OUT if c in table])
+    for who in ("method", "baseline"):
+        median, reached = f"{who}_median_rounds_to_target", f"{who}_reached_target"
+        if median not in shown:
+            continue
+        if "target_accuracy_pct" not in table or table["target_accuracy_pct"].isna().all():
+            shown = shown.drop(columns=[median, reached])
+            continue
+        text = [("n/a" if count == "n/a" else f"{value:g} ({count} reached)" if math.isfinite(value)
+                 else f"not reached ({count} reached)") for value, count in zip(shown[median], shown[reached])]
+        position = shown.columns.get_loc(median)
+        shown = shown.drop(columns=[median, reached])
+        shown.insert(position, f"{who}_rounds_to_target", text)
+    return shown
+
+
+def sensitivity_notes(table: pd.DataFrame) -> list[str]:
+    if table.empty:
+        return ["No variant had both the method and a baseline with a finished run."]
+    panel = table["panel"].fillna("").astype(str)
+    table = table.assign(where=panel.where(panel == "", panel + ": ") + table[SENSITIVITY_KEY].astype(str))
+    return comparison_notes(table, "where")

@@ -1,4 +1,4 @@
-"""Datasets for the SP-FL simulator: the offline digits set and CIFAR-10 (SPEC section 8).
+"""Datasets for the SP-FL simulator: the offline digits set and CIFAR-10 (docs/model.md, section 10).
 
 A run keeps each split as ONE normalized float32 tensor (N x C x H x W) so it can be moved to the device
 once and indexed per mini-batch; no DataLoader, no per-sample transforms. ``prepare_dataset`` writes the

@@ -1,456 +1,27 @@
-"""Experiments: from the pipeline config to simulation cells, runs and figure inputs.
+"""The pipeline's config commands, and one import for what the workflow and the tests use.
 
-The Snakemake workflow and the tests both import this module, so it is pure Python (no torch, no
-Snakemake).  The pipeline config declares *experiments* as grids over run settings; this module
+The config is read and validated by :mod:`spfl.pipeline_config` and expanded into cells and runs by
+:mod:`spfl.plan`; the figures are the registry of :mod:`spfl.figures`.  This module re-exports their
+main names (``load_plan``, ``ConfigError``, ``FIGURES``, ...) and holds the maintenance commands:
 
-* validates the config against ``workflow/schemas/config.schema.yaml`` (which references the generated
-  ``run.schema.json`` and ``grid.schema.json``) and then checks what a schema cannot express (that a
-  figure's experiment sweeps the figure's x axis, that selected values are in the grid, ...), so every
-  mistake stops the workflow before any job runs, with a message naming the config key;
-* expands every experiment into runs (one per grid point, seed and method) and groups the runs into
-  *cells*: all methods that share one point of the settings grid and one seed run in ONE process,
-  because they share common random numbers and one process pays the torch import once.  A cell is
-  named by the hash of its science settings without ``method``, so a point shared by two experiments
-  (the 5 MHz point of the bandwidth sweep that is also the default of the power sweep) is one cell
-  running the union of the methods asked for it.
+    python -m spfl.experiments check CONFIG...    validate configs (merged in order) and summarize the plan
+    python -m spfl.experiments schemas DIR        write the config, run and grid JSON schemas to DIR
+    python -m spfl.experiments readme FILE        regenerate the run-settings table of config/README.md
 """
 
 from __future__ import annotations
 
-import itertools
 import json
 import sys
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import yaml
+from spfl.figures import FIGURES
+from spfl.pipeline_config import ConfigError, generated_schemas, load_config_file, read_config
+from spfl.plan import Cell, Plan, Run, cell_hash, load_plan
+from spfl.spec import SETTINGS
 
-from spfl.spec import METHODS, SETTING, SETTINGS, SpecError, canonical_hash, json_schema, load_yaml, make_spec
-
-RUNS_DIR = "results/runs"
-DATA_DIR = "results/data"
-SCHEMA_DIR = Path(__file__).resolve().parents[2] / "workflow" / "schemas"
-
-MAIN_METHODS = ("ideal", "digital", "digital_reuse", "scheduling", "signsgd", "spfl")
-ABLATION_METHODS = ("spfl", "spfl_uniform", "spfl_power", "spfl_bandwidth", "spfl_noreuse")
-BASELINES = ("digital", "digital_reuse", "scheduling", "signsgd")
-
-# Settings the pipeline owns: where the data lives is set per dataset by the prepare rule, and the seed
-# comes from `seeds` or a grid, so a value in `base`/`set` would be silently overridden.
-PIPELINE_OWNED = ("data_file", "seed")
-# Settings the prepare rule reads from `base` only (one prepared file per dataset).
-BASE_ONLY = ("data_dir", "download")
-
-
-@dataclass(frozen=True)
-class FigureKind:
-    """What a figure needs from its experiment: the swept setting on its x axis and default methods."""
-
-    name: str
-    x: str | None
-    methods: tuple[str, ...]
-    what: str
-
-
-FIGURES: dict[str, FigureKind] = {f.name: f for f in (
-    FigureKind("accuracy_vs_round", None, MAIN_METHODS, "test accuracy per round (one panel per grid point)"),
-    FigureKind("accuracy_vs_bandwidth", "total_bandwidth_mhz", MAIN_METHODS, "final accuracy vs B_tot"),
-    FigureKind("accuracy_vs_power", "max_power_dbm", MAIN_METHODS, "final accuracy vs P_max"),
-    FigureKind("accuracy_vs_devices", "num_devices", MAIN_METHODS, "final accuracy vs K"),
-    FigureKind("allocation", None, ("spfl",), "B_k and sign power share per device, by channel gain"),
-    FigureKind("packet_errors", "total_bandwidth_mhz", ("spfl", "spfl_uniform"),
-               "mean sign / modulus packet error vs B_tot"),
-    FigureKind("ablation", None, ABLATION_METHODS, "test accuracy per round of SP-FL and its ablations"),
-    FigureKind("solver_convergence", None, ("spfl",), "objective Phi per alternating-optimization iteration"),
-    FigureKind("noniid", "dirichlet_beta", MAIN_METHODS, "final accuracy vs Dirichlet beta"),
-)}
-
-
-class ConfigError(ValueError):
-    """The pipeline config is invalid; the message names every offending key, its value and what is allowed."""
-
-
-# ---------------------------------------------------------------------------------------------------
-# Schemas
-# ---------------------------------------------------------------------------------------------------
-
-def grid_schema() -> dict[str, Any]:
-    """Schema of an experiment grid: keys are run settings, each value a non-empty list of valid values.
-
-    Every item refers to the run setting's own schema in run.schema.json, so a grid accepts exactly the
-    values a run accepts.
-    """
-    return {
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "title": "spfl experiment grid",
-        "description": "Generated by `python -m spfl.experiments schemas`; edit src/spfl/spec.py, not this file.",
-        "type": "object",
-        "minProperties": 1,
-        "additionalProperties": False,
-        "properties": {
-            s.name: {
-                "type": "array", "minItems": 1, "uniqueItems": True,
-                "items": {"$ref": f"run.schema.json#/properties/{s.name}"},
-            }
-            for s in SETTINGS
-        },
-    }
-
-
-def generated_schemas() -> dict[str, str]:
-    """File name -> text of the schemas generated from ``spfl.spec`` (committed under workflow/schemas)."""
-    return {
-        "run.schema.json": json.dumps(json_schema(), indent=2) + "\n",
-        "grid.schema.json": json.dumps(grid_schema(), indent=2) + "\n",
-    }
-
-
-def write_schemas(folder: str | Path = SCHEMA_DIR) -> list[Path]:
-    folder = Path(folder)
-    written = []
-    for name, text in generated_schemas().items():
-        (folder / name).write_text(text)
-        written.append(folder / name)
-    return written
-
-
-def _load_schema_file(path: Path) -> dict[str, Any]:
-    return yaml.safe_load(path.read_text()) if path.suffix in (".yaml", ".yml") else json.loads(path.read_text())
-
-
-def _key(path: Iterable[Any]) -> str:
-    """Dotted config key with list indices in brackets: experiments.bw.grid.total_bandwidth_mhz[2]."""
-    text = ""
-    for part in path:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text or "(top level)"
-
-
-def _schema_message(error) -> str:
-    """One line per schema error: the key, the value and what is allowed."""
-    where = list(error.absolute_path)
-    schema = error.schema
-    kind = error.validator
-    if kind == "additionalProperties":
-        allowed = sorted(schema.get("properties", {}))
-        extra = sorted(set(error.instance) - set(allowed))
-        return (f"config key '{_key(where + [extra[0]])}' is unknown: allowed keys are "
-                f"{', '.join(allowed)}")
-    if kind == "required":
-        missing = [k for k in error.validator_value if k not in error.instance]
-        return f"config key '{_key(where + [missing[0]])}' is missing (required)"
-    value = json.dumps(error.instance) if not isinstance(error.instance, (dict, list)) else repr(error.instance)
-    if len(value) > 80:
-        value = value[:77] + "..."
-    allowed = {
-        "enum": lambda v: "one of " + ", ".join(json.dumps(x) for x in v),
-        "type": lambda v: "type " + (" or ".join(v) if isinstance(v, list) else v),
-        "minimum": lambda v: f">= {v}",
-        "exclusiveMinimum": lambda v: f"> {v}",
-        "maximum": lambda v: f"<= {v}",
-        "exclusiveMaximum": lambda v: f"< {v}",
-        "minItems": lambda v: f"a list of at least {v} item(s)",
-        "minProperties": lambda v: f"a mapping with at least {v} key(s)",
-        "uniqueItems": lambda v: "a list without repeated values",
-        "pattern": lambda v: f"a string matching {v}",
-        "minLength": lambda v: f"a string of at least {v} character(s)",
-    }.get(kind)
-    what = allowed(error.validator_value) if allowed else error.message
-    return f"config key '{_key(where)}' = {value} is invalid: allowed {what}"
-
-
-def check_schema(config: Mapping[str, Any], schema_dir: str | Path = SCHEMA_DIR) -> None:
-    """Validate against config.schema.yaml; raise ConfigError listing every violation (sorted by key)."""
-    import jsonschema
-    from referencing import Registry, Resource
-
-    schema_dir = Path(schema_dir).resolve()
-    schema = _load_schema_file(schema_dir / "config.schema.yaml")
-    schema["$id"] = (schema_dir / "config.schema.yaml").as_uri()
-
-    def retrieve(uri: str) -> Resource:
-        name = uri.rsplit("/", 1)[-1]
-        return Resource.from_contents(_load_schema_file(schema_dir / name))
-
-    validator = jsonschema.Draft202012Validator(schema, registry=Registry(retrieve=retrieve))
-    errors = sorted(validator.iter_errors(config), key=lambda e: (list(map(str, e.absolute_path)), e.validator))
-    if errors:
-        lines = list(dict.fromkeys(_schema_message(e) for e in errors))
-        raise ConfigError("invalid config:\n  " + "\n  ".join(lines))
-
-
-def _fill_defaults(instance: dict[str, Any], schema: Mapping[str, Any], root: Mapping[str, Any]) -> None:
-    """Set schema defaults of missing keys.
-
-    Follows only local references (#/$defs/...): run settings are left alone, make_spec defaults them.
-    """
-    for name, sub in schema.get("properties", {}).items():
-        if name not in instance and "default" in sub:
-            instance[name] = json.loads(json.dumps(sub["default"]))
-        ref = sub.get("$ref", "")
-        if ref.startswith("#/$defs/"):
-            sub = root["$defs"][ref.removeprefix("#/$defs/")]
-        if isinstance(instance.get(name), dict) and "properties" in sub:
-            _fill_defaults(instance[name], sub, root)
-
-
-# ---------------------------------------------------------------------------------------------------
-# Expansion into cells and runs
-# ---------------------------------------------------------------------------------------------------
-
-def cell_hash(params: Mapping[str, Any]) -> str:
-    """Name of a cell folder: hash of the validated science settings without ``method``.
-
-    ``make_spec`` coerces values first, so 5 and 5.0 MHz give the same cell, and settings that do not
-    change the numbers (paths, torch device) are not part of the name.
-    """
-    science = make_spec({k: v for k, v in params.items() if k != "method"}).science()
-    science.pop("method")
-    return canonical_hash(science)
-
-
-def cell_dir(cell: str) -> str:
-    return f"{RUNS_DIR}/{cell}"
-
-
-def data_file(dataset: str) -> str:
-    return f"{DATA_DIR}/{dataset}.pt"
-
-
-@dataclass(frozen=True)
-class Run:
-    """One (method, seed) simulation at one grid point of one experiment."""
-
-    experiment: str
-    cell: str
-    seed: int
-    method: str
-    point: tuple[tuple[str, Any], ...]  # the swept settings (not method or seed), in grid order
-
-    def record(self) -> dict[str, Any]:
-        """Flat JSON-able description handed to the table scripts."""
-        return {"experiment": self.experiment, "cell": self.cell, "dir": cell_dir(self.cell),
-                "seed": self.seed, "method": self.method, **dict(self.point)}
-
-
-@dataclass
-class Cell:
-    """One simulation process: one grid point and seed, the union of the methods asked for it."""
-
-    hash: str
-    params: dict[str, Any]  # content of params.json: every resolved run setting except method
-    methods: list[str] = field(default_factory=list)
-    experiments: list[str] = field(default_factory=list)
-
-    @property
-    def dataset(self) -> str:
-        return self.params["dataset"]
-
-    @property
-    def device(self) -> str:
-        return self.params["device"]
-
-
-@dataclass
-class Experiment:
-    name: str
-    description: str
-    swept: tuple[str, ...]  # grid keys other than method and seed
-    grid: dict[str, list[Any]]  # validated values of every grid key (method and seed included)
-    methods: tuple[str, ...]
-    seeds: tuple[int, ...]
-    runs: list[Run]
-
-
-@dataclass
-class Plan:
-    """Everything the workflow needs, computed once when the Snakefile is parsed."""
-
-    config: dict[str, Any]
-    experiments: dict[str, Experiment]
-    cells: dict[str, Cell]
-    figures: dict[str, dict[str, Any]]
-    headline: dict[str, Any] | None
-
-    def figure_runs(self, figure: str) -> list[Run]:
-        """Runs a figure's table reads: its experiment's runs, restricted to its select and methods."""
-        if figure not in self.figures:
-            raise ConfigError(f"figure '{figure}' is not configured: add it under config key 'figures' "
-                              f"(configured: {', '.join(self.figures) or 'none'})")
-        options = self.figures[figure]
-        select = options["select"]
-        return [r for r in self.experiments[options["experiment"]].runs
-                if r.method in options["methods"]
-                and all(dict(r.point)[k] in values for k, values in select.items())]
-
-    def headline_runs(self) -> list[Run]:
-        if self.headline is None:
-            raise ConfigError("no headline table is configured: add config key 'headline'")
-        methods = {self.headline["method"], *self.headline["baselines"]}
-        return [r for name in self.headline["experiments"] for r in self.experiments[name].runs
-                if r.method in methods]
-
-    def all_runs(self) -> list[Run]:
-        return [r for e in self.experiments.values() for r in e.runs]
-
-    def datasets(self) -> list[str]:
-        return sorted({c.dataset for c in self.cells.values()})
-
-    @staticmethod
-    def cells_of(runs: Iterable[Run]) -> list[str]:
-        return sorted({r.cell for r in runs})
-
-
-def _check_value(key: str, name: str, value: Any) -> Any:
-    try:
-        return SETTING[name].check(value)
-    except SpecError as exc:
-        raise ConfigError(f"config key '{key}' = {value!r} is invalid: allowed {SETTING[name].allowed()}") \
-            from exc
-
-
-def _expand_experiment(name: str, exp: Mapping[str, Any], config: Mapping[str, Any],
-                       cells: dict[str, Cell]) -> Experiment:
-    where = f"experiments.{name}"
-    base = dict(config.get("base") or {})
-    fixed = dict(exp.get("set") or {})
-    raw_grid = dict(exp["grid"])
-    for key in PIPELINE_OWNED:
-        for section, values in (("base", base), (f"{where}.set", fixed)):
-            if key in values:
-                hint = "use 'seeds' or a grid over seed" if key == "seed" else "the pipeline sets it per dataset"
-                raise ConfigError(f"config key '{section}.{key}' is not allowed: {hint}")
-    for key in BASE_ONLY:
-        if key in fixed or key in raw_grid:
-            section = "set" if key in fixed else "grid"
-            raise ConfigError(f"config key '{where}.{section}.{key}' is not allowed: "
-                              f"the prepare rule reads {key} from 'base' only")
-    for key in fixed:
-        if key in raw_grid:
-            raise ConfigError(f"config key '{where}.set.{key}' is also swept in '{where}.grid.{key}': "
-                              "set it in one place only")
-    grid = {k: [_check_value(f"{where}.grid.{k}[{i}]", k, v) for i, v in enumerate(values)]
-            for k, values in raw_grid.items()}
-    for k, values in grid.items():
-        if len(set(map(repr, values))) != len(values):
-            raise ConfigError(f"config key '{where}.grid.{k}' = {raw_grid[k]!r} is invalid: "
-                              "allowed a list without repeated values (after conversion to the setting's type)")
-    seeds = grid.pop("seed", None) or [_check_value(f"seeds[{i}]", "seed", s)
-                                       for i, s in enumerate(config["seeds"])]
-    default_method = fixed.get("method", base.get("method", SETTING["method"].default))
-    methods = grid.pop("method", None) or [_check_value(f"{where}.set.method", "method", default_method)]
-    swept = tuple(grid)
-    runs: list[Run] = []
-    for values in itertools.product(*grid.values()):
-        point = tuple(zip(swept, values))
-        for seed in seeds:
-            settings = {**base, **fixed, **dict(point), "seed": seed}
-            settings.pop("method", None)
-            try:
-                spec = make_spec(settings)
-            except SpecError as exc:
-                shown = ", ".join(f"{k}={v!r}" for k, v in point) or "no swept setting"
-                raise ConfigError(f"config key '{where}' at grid point {shown}: {exc}") from None
-            params = spec.to_dict()
-            params.pop("method")
-            params["data_file"] = data_file(spec.dataset)
-            cell = cell_hash(params)
-            existing = cells.get(cell)
-            if existing is None:
-                existing = cells[cell] = Cell(cell, params)
-            elif existing.params != params:
-                diff = sorted(k for k in params if params[k] != existing.params[k])
-                raise ConfigError(
-                    f"config key '{where}' gives cell {cell} (shared with experiments "
-                    f"{', '.join(existing.experiments)}) a different '{diff[0]}': {params[diff[0]]!r} vs "
-                    f"{existing.params[diff[0]]!r}; settings outside the run's identity must agree")
-            for method in methods:
-                if method not in existing.methods:
-                    existing.methods.append(method)
-                runs.append(Run(name, cell, seed, method, point))
-            if name not in existing.experiments:
-                existing.experiments.append(name)
-    description = exp.get("description", "")
-    return Experiment(name, description, swept, {**grid, "method": list(methods), "seed": list(seeds)},
-                      tuple(methods), tuple(seeds), runs)
-
-
-def _resolve_figure(name: str, options: Mapping[str, Any], experiments: Mapping[str, Experiment]) -> dict:
-    where = f"figures.{name}"
-    kind = FIGURES[name]
-    exp_name = options["experiment"]
-    if exp_name not in experiments:
-        raise ConfigError(f"config key '{where}.experiment' = {exp_name!r} is invalid: allowed one of "
-                          f"{', '.join(experiments)} (the configured experiments)")
-    exp = experiments[exp_name]
-    if kind.x is not None and kind.x not in exp.swept:
-        raise ConfigError(f"config key '{where}.experiment' = {exp_name!r} is invalid: figure '{name}' needs "
-                          f"an experiment whose grid sweeps '{kind.x}' (experiments.{exp_name} sweeps "
-                          f"{', '.join(exp.swept) or 'nothing'})")
-    select: dict[str, list[Any]] = {}
-    for key, values in (options.get("select") or {}).items():
-        if key not in exp.swept:
-            raise ConfigError(f"config key '{where}.select.{key}' is invalid: experiments.{exp_name} sweeps "
-                              f"{', '.join(exp.swept) or 'nothing'}")
-        checked = [_check_value(f"{where}.select.{key}[{i}]", key, v) for i, v in enumerate(values)]
-        missing = [v for v in checked if v not in exp.grid[key]]
-        if missing:
-            raise ConfigError(f"config key '{where}.select.{key}' = {missing[0]!r} is invalid: allowed values "
-                              f"of experiments.{exp_name}.grid.{key}: {exp.grid[key]}")
-        select[key] = checked
-    methods = options.get("methods")
-    if methods is None:
-        methods = [m for m in kind.methods if m in exp.methods]
-        if not methods:
-            raise ConfigError(f"config key '{where}.experiment' = {exp_name!r} is invalid: figure '{name}' "
-                              f"needs one of the methods {', '.join(kind.methods)}, the experiment runs "
-                              f"{', '.join(exp.methods)}")
-    else:
-        missing = [m for m in methods if m not in exp.methods]
-        if missing:
-            raise ConfigError(f"config key '{where}.methods' = {missing[0]!r} is invalid: allowed the methods "
-                              f"of experiments.{exp_name}: {', '.join(exp.methods)}")
-    return {"experiment": exp_name, "x": kind.x, "select": select, "methods": list(methods),
-            "swept": list(exp.swept), "description": exp.description}
-
-
-def _resolve_headline(options: Mapping[str, Any], experiments: Mapping[str, Experiment]) -> dict:
-    budgets = {}
-    for i, name in enumerate(options["experiments"]):
-        key = f"headline.experiments[{i}]"
-        if name not in experiments:
-            raise ConfigError(f"config key '{key}' = {name!r} is invalid: allowed one of {', '.join(experiments)}")
-        exp = experiments[name]
-        if len(exp.swept) != 1:
-            raise ConfigError(f"config key '{key}' = {name!r} is invalid: a headline experiment must sweep "
-                              f"exactly one budget setting (it sweeps {', '.join(exp.swept) or 'nothing'})")
-        if options["method"] not in exp.methods:
-            raise ConfigError(f"config key 'headline.method' = {options['method']!r} is invalid: "
-                              f"experiments.{name} runs {', '.join(exp.methods)}")
-        if not set(options["baselines"]) & set(exp.methods):
-            raise ConfigError(f"config key 'headline.baselines' = {options['baselines']!r} is invalid: none of "
-                              f"them is run by experiments.{name} ({', '.join(exp.methods)})")
-        budgets[name] = exp.swept[0]
-    return {**dict(options), "budgets": budgets}
-
-
-def load_plan(config: Mapping[str, Any], schema_dir: str | Path = SCHEMA_DIR) -> Plan:
-    """Validate the pipeline config and expand it; raise ConfigError naming the key on any problem."""
-    check_schema(config, schema_dir)
-    config = json.loads(json.dumps(config))  # a private, JSON-clean copy
-    schema = _load_schema_file(Path(schema_dir) / "config.schema.yaml")
-    _fill_defaults(config, schema, schema)
-    cells: dict[str, Cell] = {}
-    experiments = {name: _expand_experiment(name, exp, config, cells)
-                   for name, exp in config["experiments"].items()}
-    for cell in cells.values():
-        cell.methods.sort(key=METHODS.index)
-    figures = {name: _resolve_figure(name, opts, experiments) for name, opts in config["figures"].items()}
-    headline = _resolve_headline(config["headline"], experiments) if config.get("headline") else None
-    return Plan(config, experiments, cells, figures, headline)
-
+__all__ = ["FIGURES", "Cell", "ConfigError", "Plan", "Run", "cell_hash", "generated_schemas", "load_config_file",
+           "load_plan", "main", "read_config", "settings_table", "update_readme"]
 
 SETTINGS_START, SETTINGS_END = "<!-- run-settings:start -->", "<!-- run-settings:end -->"
 
@@ -477,32 +48,30 @@ def update_readme(path: str | Path) -> bool:
     return new != text
 
 
-def load_config_file(path: str | Path) -> dict[str, Any]:
-    return load_yaml(Path(path).read_text()) or {}
-
-
 def main(argv: list[str] | None = None) -> int:
-    """`schemas [DIR]` regenerates the schemas, `readme FILE` the run-settings table of config/README.md,
-    `check CONFIG` validates a config and summarizes its plan."""
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["schemas"]:
-        for path in write_schemas(*argv[1:2]):
+    if argv[:1] == ["schemas"] and len(argv) == 2:
+        from spfl.pipeline_config import write_schemas
+
+        for path in write_schemas(argv[1]):
             print(path)
         return 0
     if argv[:1] == ["readme"] and len(argv) == 2:
         print(f"{argv[1]}: {'updated' if update_readme(argv[1]) else 'up to date'}")
         return 0
-    if argv[:1] == ["check"] and len(argv) == 2:
+    if argv[:1] == ["check"] and len(argv) >= 2:
+        files = argv[1:]
         try:
-            plan = load_plan(load_config_file(argv[1]))
+            plan = load_plan(read_config(files))
         except ConfigError as exc:
-            print(f"{argv[1]}: {exc}", file=sys.stderr)
+            print(f"{', '.join(files)}: {exc}", file=sys.stderr)
             return 2
         runs = plan.all_runs()
-        print(f"{argv[1]}: {len(plan.experiments)} experiments, {len(plan.cells)} cells, "
-              f"{len({(r.cell, r.method) for r in runs})} distinct runs, figures: {', '.join(plan.figures)}")
+        print(f"{', '.join(files)}: config '{plan.config['name']}', {len(plan.experiments)} experiments, "
+              f"{len(plan.cells)} cells, {len({(r.cell, r.method) for r in runs})} distinct runs, "
+              f"figures: {', '.join(plan.figures)}")
         return 0
-    print("usage: python -m spfl.experiments schemas [DIR] | check CONFIG | readme FILE", file=sys.stderr)
+    print("usage: python -m spfl.experiments check CONFIG... | schemas DIR | readme FILE", file=sys.stderr)
     return 2
 
 

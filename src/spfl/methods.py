@@ -1,4 +1,4 @@
-"""Methods (SPEC section 7) as compositions of a transmission scheme, an allocation policy and
+"""Methods (docs/model.md, section 8) as compositions of a transmission scheme, an allocation policy and
 an aggregation rule.  There is one training loop (:mod:`spfl.simulation`); a method only picks
 its three parts, so a new method is one line here.
 """

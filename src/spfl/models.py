@@ -1,4 +1,4 @@
-"""Models trained by the federated loop (SPEC section 8).
+"""Models trained by the federated loop (docs/model.md, section 10).
 
 No BatchNorm and no Dropout anywhere: under FedSGD a device's gradient must be a pure function of the
 broadcast weights and its mini-batch (no running statistics, no random masks), so that every method of

@@ -1,4 +1,4 @@
-"""Splitting a training set across the K federated devices (SPEC section 8).
+"""Splitting a training set across the K federated devices (docs/model.md, section 10).
 
 Schemes:
 - ``iid``: a random permutation cut into K near-equal parts (sizes differ by at most one).

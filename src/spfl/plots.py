@@ -1,9 +1,18 @@
-"""Figures of SPEC section 9, drawn with seaborn from the aggregated tables only.
+"""Plotters: one function per kind of figure, drawn with seaborn from an aggregated table only.
 
-Each figure reads one table written by :mod:`spfl.analysis` (columns ``mean``, ``ci_low``,
+Each plotter reads one table written by :mod:`spfl.analysis` (columns ``mean``, ``ci_low``,
 ``ci_high`` per group) and never the run records, so restyling a figure needs no simulation and no
-aggregation.  The style (theme, context, palette, sizes, dpi, error bars) comes from the config's
-``style`` section; every method keeps one color and marker across all figures.
+aggregation.  Which plotter draws which figure is the registry's business (:mod:`spfl.figures`); a
+plotter is called as ``plot(table, name, x, style)`` with the figure's name and x-axis setting.  The
+style (theme, context, palette, sizes, dpi, error bars) comes from the config's ``style`` section;
+every method keeps one color and marker across all figures.
+
+Readability rules every plotter follows: the legend sits in its own row below the panels and the
+figure grows by its height, so the axes keep the size of ``width_in`` x ``height_in`` per panel; log
+axes carry a few explicit ticks and overlapping tick labels are thinned out after layout; an interval
+(band or error bar) is drawn only for a group of at least ``MIN_SEEDS_DRAWN`` seeds, because a t-interval
+from two seeds is mostly the t quantile (12.7) and hides the data.  Saved files carry no time stamp or
+software version, so the same table gives the same bytes.
 
 Diverged runs are in no mean (spfl.analysis), so a figure must say where runs are missing: wherever a
 table row has ``n_diverged`` > 0, the figure draws a cross in the method's color at the top of the panel
@@ -27,11 +36,14 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
-from matplotlib.ticker import NullFormatter, ScalarFormatter  # noqa: E402
+from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter, NullLocator  # noqa: E402
 from matplotlib.transforms import blended_transform_factory  # noqa: E402
 
-from spfl.experiments import FIGURES  # noqa: E402
+from spfl.records import write_atomic  # noqa: E402
 from spfl.spec import METHODS  # noqa: E402
+
+MIN_SEEDS_DRAWN = 3  # no band or error bar from fewer seeds
+LOG_TICKS = 5  # at most this many labelled ticks on a log axis
 
 DEFAULT_STYLE: dict[str, Any] = {
     "theme": "whitegrid", "context": "paper", "palette": "colorblind", "font_scale": 1.1, "dpi": 200,
@@ -93,10 +105,20 @@ def _panels(table: pd.DataFrame) -> list[str]:
     return list(dict.fromkeys(table["panel"])) or [""]
 
 
-def _subplots(n_cols: int, n_rows: int, style: Mapping[str, Any], sharey: bool | str = True):
+def _subplots(n_cols: int, n_rows: int, style: Mapping[str, Any], sharey: bool | str = True,
+              sharex: bool = True):
     fig, axes = plt.subplots(n_rows, n_cols, figsize=(style["width_in"] * n_cols, style["height_in"] * n_rows),
-                             sharey=sharey, sharex=True, squeeze=False, layout="constrained")
+                             sharey=sharey, sharex=sharex, squeeze=False, layout="constrained")
     return fig, axes
+
+
+def drawn_interval(data: pd.DataFrame, bounds: tuple[float | None, float | None] = (None, None)):
+    """(low, high) of the rows' 95 % intervals clipped to ``bounds``, NaN where fewer than
+    MIN_SEEDS_DRAWN seeds stand behind the row (no band or error bar is drawn there)."""
+    enough = data["n"].fillna(0).to_numpy(float) >= MIN_SEEDS_DRAWN if "n" in data else np.zeros(len(data), bool)
+    low = np.where(enough, np.clip(data["ci_low"].to_numpy(float), *bounds), np.nan)
+    high = np.where(enough, np.clip(data["ci_high"].to_numpy(float), *bounds), np.nan)
+    return low, high
 
 
 def _draw(ax, data: pd.DataFrame, x: str, hue: str, style: Mapping[str, Any], colors: Mapping[str, Any],
@@ -104,8 +126,8 @@ def _draw(ax, data: pd.DataFrame, x: str, hue: str, style: Mapping[str, Any], co
           bounds: tuple[float | None, float | None] = (None, None)) -> None:
     """Mean line per hue value with its 95 % interval as a band or error bars (from the table).
 
-    The interval is clipped to the quantity's range (``bounds``, e.g. 0-100 % for an accuracy): with
-    few seeds the t-interval is wide and would otherwise set the axis limits.
+    The interval is clipped to the quantity's range (``bounds``, e.g. 0-100 % for an accuracy) and
+    drawn only where the row has at least MIN_SEEDS_DRAWN seeds (:func:`drawn_interval`).
     """
     for key, group in data.groupby(hue, sort=False):
         group = group.sort_values(x)
@@ -113,8 +135,7 @@ def _draw(ax, data: pd.DataFrame, x: str, hue: str, style: Mapping[str, Any], co
         ax.plot(group[x], group["mean"], linestyle=(dashes or {}).get(key, linestyle), color=color,
                 marker=MARKERS.get(key, "o") if len(group) <= 25 else None, markersize=5,
                 label=labels.get(key, str(key)))
-        low = np.clip(group["ci_low"].to_numpy(float), *bounds)
-        high = np.clip(group["ci_high"].to_numpy(float), *bounds)
+        low, high = drawn_interval(group, bounds)
         if style["error_bars"] == "none" or np.all(np.isnan(low)):
             continue
         if style["error_bars"] == "band":
@@ -197,27 +218,85 @@ def _diverged_legend_entry(fig, axes) -> None:
                                      markerfacecolor="0.6", markeredgecolor="black", label=DIVERGED_LABEL))
 
 
+def log_ticks(values: Sequence[float], most: int = LOG_TICKS) -> list[float]:
+    """At most ``most`` of the (positive) values, spread evenly on a log scale, both ends kept."""
+    values = sorted({float(v) for v in values if v > 0})
+    if len(values) <= most:
+        return values
+    logs = np.log10(values)
+    picks = [int(np.argmin(np.abs(logs - t))) for t in np.linspace(logs[0], logs[-1], most)]
+    return [values[i] for i in dict.fromkeys(picks)]
+
+
 def _x_axis(ax, table: pd.DataFrame, x: str) -> None:
     ax.set_xlabel(AXIS_LABELS.get(x, x))
     if x in LOG_AXES and (table[x] > 0).all():
         ax.set_xscale("log")
-        values = sorted(table[x].unique())
-        ax.set_xticks(values)
-        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_major_locator(FixedLocator(log_ticks(table[x].unique())))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+        ax.xaxis.set_minor_locator(NullLocator())
         ax.xaxis.set_minor_formatter(NullFormatter())
     elif x in ("num_devices", "rank", "iteration"):
         ax.xaxis.get_major_locator().set_params(integer=True)
 
 
-def _legend(fig, axes) -> None:
+def drawn_tick_labels(axis) -> list[tuple[float, Any]]:
+    """(location, Text) of the major tick labels an axis draws: visible, non-empty, inside the view."""
+    low, high = sorted(axis.get_view_interval())
+    span = (high - low) * 1e-9
+    return [(loc, label) for loc, label in zip(axis.get_majorticklocs(), axis.get_majorticklabels())
+            if label.get_visible() and label.get_text() and low - span <= loc <= high + span]
+
+
+def _overlap(boxes, vertical: bool, pad: float) -> bool:
+    spans = sorted((b.y0, b.y1) if vertical else (b.x0, b.x1) for b in boxes)
+    return any(nxt[0] < prev[1] + pad for prev, nxt in zip(spans, spans[1:]))
+
+
+def declutter_ticks(fig) -> None:
+    """Thin out tick labels that overlap after layout: keep every other tick until none do."""
+    renderer = fig.canvas.get_renderer()
+    axes = [(axis, vertical) for ax in fig.axes for axis, vertical in ((ax.xaxis, False), (ax.yaxis, True))]
+    for _ in range(6):
+        fig.draw_without_rendering()
+        crowded = []
+        for axis, vertical in axes:
+            shown = drawn_tick_labels(axis)
+            if len(shown) >= 3 and _overlap([t.get_window_extent(renderer) for _, t in shown], vertical,
+                                            pad=2.0 * fig.dpi / 72):
+                crowded.append((axis, shown))
+        if not crowded:
+            return
+        for axis, shown in crowded:
+            kept = shown[::2]
+            axis.set_ticks([loc for loc, _ in kept], labels=[t.get_text() for _, t in kept])
+
+
+def _legend(fig, axes, extra: Sequence[tuple[Any, str]] = ()) -> None:
+    """One legend for all panels in a row below them; the figure grows by its height (and is made wide
+    enough for it), so the axes keep their size."""
     handles, labels = axes.flat[0].get_legend_handles_labels()
     for ax in axes.flat[1:]:
         for h, lab in zip(*ax.get_legend_handles_labels()):
             if lab not in labels:
                 handles.append(h)
                 labels.append(lab)
-    if handles:
-        fig.legend(handles, labels, loc="outside right upper", frameon=False)
+    for h, lab in extra:
+        handles.append(h)
+        labels.append(lab)
+    if not handles:
+        return
+    width, height = fig.get_size_inches()
+    ncols = len(handles)
+    while True:
+        legend = fig.legend(handles, labels, loc="outside lower center", ncols=ncols, frameon=False)
+        fig.draw_without_rendering()
+        box = legend.get_window_extent(fig.canvas.get_renderer())
+        if box.width <= 0.98 * width * fig.dpi or ncols == 1:
+            break
+        legend.remove()
+        ncols = max(1, min(ncols - 1, int(ncols * 0.98 * width * fig.dpi / box.width)))
+    fig.set_size_inches(max(width, box.width / fig.dpi + 0.2), height + box.height / fig.dpi + 0.1)
 
 
 def _need(table: pd.DataFrame, figure: str, *columns: str) -> None:
@@ -247,16 +326,15 @@ def _method_figure(table: pd.DataFrame, figure: str, x: str, ylabel: str, style:
     return fig
 
 
-def figure_rounds(table, figure, style):
+def figure_rounds(table, figure, x, style):
     return _method_figure(table, figure, "round", "Test accuracy (%)", style)
 
 
-def figure_final(table, figure, style):
-    return _method_figure(table, figure, FIGURES[figure].x, "Final test accuracy (%)", style)
+def figure_final(table, figure, x, style):
+    return _method_figure(table, figure, x, "Final test accuracy (%)", style)
 
 
-def figure_packet_errors(table, figure, style):
-    x = FIGURES[figure].x
+def figure_packet_errors(table, figure, x, style):
     _need(table, figure, x, "method", "packet", "mean")
     panels = _panels(table)
     fig, axes = _subplots(len(panels), 1, style)
@@ -278,7 +356,7 @@ def figure_packet_errors(table, figure, style):
     return fig
 
 
-def figure_allocation(table, figure, style):
+def figure_allocation(table, figure, x, style):
     _need(table, figure, "quantity", "rank", "method", "mean")
     quantities = [("bandwidth_khz", r"Bandwidth $B_k$ (kHz)", 1.0, (0.0, None)),
                   ("sign_power_share", "Sign packet share of\nthe power budget (%)", 100.0, (0.0, 100.0))]
@@ -313,7 +391,7 @@ def _pick_rounds(rounds: Sequence[int], most: int = 4) -> list[int]:
     return [rounds[i] for i in dict.fromkeys(picks)]
 
 
-def figure_solver(table, figure, style):
+def figure_solver(table, figure, x, style):
     _need(table, figure, "metric", "round", "iteration", "mean")
     data = table[table["metric"] == "objective_rel"]
     data = data[data["method"] == data["method"].iloc[0]]
@@ -334,38 +412,124 @@ def figure_solver(table, figure, style):
     return fig
 
 
-PLOTTERS = {
-    "accuracy_vs_round": figure_rounds,
-    "accuracy_vs_bandwidth": figure_final,
-    "accuracy_vs_power": figure_final,
-    "accuracy_vs_devices": figure_final,
-    "allocation": figure_allocation,
-    "packet_errors": figure_packet_errors,
-    "ablation": figure_rounds,
-    "solver_convergence": figure_solver,
-    "noniid": figure_final,
-}
+def _significance_marker(ax, xs, ys, significant, color, marker) -> None:
+    """Hollow markers over the points whose paired interval contains 0 (column significant = no)."""
+    hollow = np.asarray(significant) == "no"
+    if hollow.any():
+        ax.plot(np.asarray(xs)[hollow], np.asarray(ys)[hollow], linestyle="", marker=marker, markersize=6,
+                markerfacecolor="white", markeredgecolor=color, label="_not_significant")
 
 
-def draw(figure: str, table: pd.DataFrame, style: Mapping[str, Any] | None = None):
-    """The matplotlib Figure of one SPEC figure from its aggregated table."""
-    if figure not in PLOTTERS:
-        raise PlotError(f"figure '{figure}' is unknown: allowed one of {', '.join(PLOTTERS)}")
-    style = apply_style(style or {})
-    if "panel" in table:  # a figure without panels has an empty (all-missing) panel column
+HOLLOW_LABEL = "hollow: not significant (the paired 95 % interval contains 0)"
+
+
+def _dodge(xs: np.ndarray, step: float, log: bool) -> np.ndarray:
+    """Shift a series sideways by ``step`` units of 2 % of the axis span (in log space on a log axis),
+    so two series at the same budgets do not hide each other's markers and error bars."""
+    if log:
+        span = np.log10(xs.max() / xs.min()) if len(xs) > 1 and xs.max() > xs.min() else 1.0
+        return xs * 10 ** (0.02 * step * span)
+    span = xs.max() - xs.min() if len(xs) > 1 and xs.max() > xs.min() else 1.0
+    return xs + 0.02 * step * span
+
+
+def figure_gain(table, figure, x, style):
+    """SP-FL minus the best baseline per budget (headline table), one panel per budget experiment: the gain
+    of the final accuracy and of the accuracy at the round budget, with paired 95 % intervals as error bars
+    (from MIN_SEEDS_DRAWN seeds on), a zero line and the paper's reported gain."""
+    _need(table, figure, "experiment", "budget", "budget_value", "gain_pp", "gain_ci_low", "gain_ci_high", "n")
+    experiments = list(dict.fromkeys(table["experiment"]))
+    fig, axes = _subplots(len(experiments), 1, style, sharey=True, sharex=False)
+    colors = method_colors(style["palette"])
+    method = table["method"].iloc[0]
+    rounds = ", ".join(dict.fromkeys(table["round_budget"].astype(str))) if "round_budget" in table else ""
+    series = [("gain_pp", "gain_ci_low", "gain_ci_high", "significant", "o", "-", "final accuracy")]
+    if "budget_gain_pp" in table and table["budget_gain_pp"].notna().any():
+        series.append(("budget_gain_pp", "budget_gain_ci_low", "budget_gain_ci_high", "budget_significant",
+                       "s", "--", f"accuracy at round {rounds} (round budget)"))
+    paper = float(table["paper_gain_pp"].iloc[0]) if "paper_gain_pp" in table else None
+    for ax, experiment in zip(axes.flat, experiments):
+        data = table[table["experiment"] == experiment].sort_values("budget_value")
+        budget = data["budget"].iloc[0]
+        log = budget in LOG_AXES and (data["budget_value"] > 0).all()
+        for i, (value, low_col, high_col, sig_col, marker, dash, label) in enumerate(series):
+            xs = _dodge(data["budget_value"].to_numpy(float), i - (len(series) - 1) / 2, log)
+            color = colors.get(method) if value == "gain_pp" else "0.35"
+            mean = data[value].to_numpy(float)
+            ax.plot(xs, mean, linestyle=dash, marker=marker, markersize=6, color=color, label=label)
+            low, high = drawn_interval(data.assign(ci_low=data[low_col], ci_high=data[high_col]))
+            if style["error_bars"] != "none" and not np.all(np.isnan(low)):
+                ax.errorbar(xs, mean, yerr=[mean - low, high - mean], fmt="none", ecolor=color, capsize=3)
+            if sig_col in data:
+                _significance_marker(ax, xs, mean, data[sig_col], color, marker)
+        ax.axhline(0.0, color="black", linewidth=0.8)
+        if paper is not None:
+            ax.axhline(paper, color="0.5", linestyle=":", linewidth=1.2,
+                       label=f"paper: up to {paper:g} pp (CIFAR-10)")
+        ax.set_title(experiment)
+        _x_axis(ax, data.assign(**{budget: data["budget_value"]}), budget)
+    axes[0, 0].set_ylabel(f"{METHOD_LABELS.get(method, method)} minus the best baseline (pp)")
+    hollow = any(line.get_label() == "_not_significant" for ax in axes.flat for line in ax.get_lines())
+    _legend(fig, axes, extra=[(Line2D([], [], linestyle="", marker="o", markerfacecolor="white",
+                                      markeredgecolor="0.3"), HOLLOW_LABEL)] if hollow else [])
+    return fig
+
+
+def figure_sensitivity(table, figure, x, style):
+    """Gain of the method over the best baseline per reconstruction variant (y, categories), with paired
+    95 % intervals (from MIN_SEEDS_DRAWN seeds on), one panel per budget; a zero line."""
+    key = x or "variant"
+    _need(table, figure, key, "panel", "gain_pp", "gain_ci_low", "gain_ci_high", "n")
+    panels = _panels(table)
+    variants = list(dict.fromkeys(table[key].astype(str)))
+    style = {**style, "height_in": max(float(style["height_in"]), 0.32 * len(variants) + 1.3)}
+    fig, axes = plt.subplots(1, len(panels), figsize=(style["width_in"] * len(panels), style["height_in"]),
+                             sharey=True, squeeze=False, layout="constrained")
+    colors = method_colors(style["palette"])
+    method = table["method"].iloc[0]
+    color = colors.get(method)
+    position = {v: i for i, v in enumerate(variants)}
+    for ax, panel in zip(axes.flat, panels):
+        data = table[table["panel"] == panel]
+        ys = data[key].astype(str).map(position).to_numpy(float)
+        mean = data["gain_pp"].to_numpy(float)
+        ax.plot(mean, ys, linestyle="", marker="o", markersize=6, color=color,
+                label=f"{METHOD_LABELS.get(method, method)} minus the best baseline")
+        low, high = drawn_interval(data.assign(ci_low=data["gain_ci_low"], ci_high=data["gain_ci_high"]))
+        if style["error_bars"] != "none" and not np.all(np.isnan(low)):
+            ax.errorbar(mean, ys, xerr=[mean - low, high - mean], fmt="none", ecolor=color, capsize=3)
+        _significance_marker(ax, mean, ys, data["significant"], color, "o")
+        ax.axvline(0.0, color="black", linewidth=0.8)
+        ax.set_title(panel)
+        ax.set_xlabel("Gain in final test accuracy (pp)")
+    axes[0, 0].set_yticks(range(len(variants)), labels=variants)
+    axes[0, 0].set_ylim(len(variants) - 0.5, -0.5)  # the first variant (default) on top
+    axes[0, 0].set_ylabel("Reconstruction variant")
+    hollow = any(line.get_label() == "_not_significant" for ax in axes.flat for line in ax.get_lines())
+    _legend(fig, axes, extra=[(Line2D([], [], linestyle="", marker="o", markerfacecolor="white",
+                                      markeredgecolor="0.3"), HOLLOW_LABEL)] if hollow else [])
+    return fig
+
+
+def prepare_table(table: pd.DataFrame) -> pd.DataFrame:
+    """A figure without panels has an empty (all-missing) panel column: make it the empty string."""
+    if "panel" in table:
         table = table.assign(panel=table["panel"].astype(object).where(table["panel"].notna(), "").astype(str))
-    return PLOTTERS[figure](table, figure, style)
+    return table
 
 
-def make_figure(figure: str, table_path: str | Path, pdf: str | Path, png: str | Path,
-                style: Mapping[str, Any] | None = None) -> None:
-    """Read the table, draw, save PDF and PNG (the PNG at the style's dpi)."""
-    style = {**DEFAULT_STYLE, **dict(style or {})}
-    table = pd.read_csv(table_path)
-    fig = draw(figure, table, style)
-    for path in (pdf, png):
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(pdf)
-    fig.savefig(png, dpi=style["dpi"])
-    plt.close(fig)
+def finish(fig):
+    """Last step of every figure: thin out overlapping tick labels after layout."""
+    declutter_ticks(fig)
+    return fig
 
+
+def save_figure(fig, pdf: str | Path, png: str | Path, dpi: int) -> None:
+    """PDF and PNG without time stamps or software versions, so the same figure gives the same bytes;
+    each written atomically (readable per the umask, never half-written)."""
+    try:
+        write_atomic(pdf, lambda handle: fig.savefig(handle, format="pdf", metadata={
+            "CreationDate": None, "Producer": None, "Creator": None}))
+        write_atomic(png, lambda handle: fig.savefig(handle, format="png", dpi=dpi, metadata={"Software": None}))
+    finally:
+        plt.close(fig)

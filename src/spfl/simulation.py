@@ -31,7 +31,7 @@ from spfl.models import build_model, default_model
 from spfl.partition import label_histogram, partition
 from spfl.provenance import code_version, package_versions
 from spfl.spec import RunSpec
-from spfl.training import FlatModel, LocalTrainer, evaluate
+from spfl.training import FlatModel, LocalTrainer, all_finite, evaluate
 from spfl.transmission import Delivery, Link, Resources, get_scheme
 
 log = logging.getLogger("spfl")
@@ -207,7 +207,7 @@ class Simulation:
         batches = self.draw_batches(state)
         fading = draw_fading(state.fading_rng, spec.num_devices, spec.fading)
         uploads, losses = self.trainer.uploads(state.weights, batches)
-        if not (np.isfinite(losses).all() and bool(torch.isfinite(uploads).all())):
+        if not (np.isfinite(losses).all() and all_finite(uploads)):
             # Diverged before anything is sent: a non-finite upload has no importance to allocate by.
             state.round += 1
             row = {"round": state.round, "train_loss": float(np.dot(env.alpha, losses))}
@@ -233,7 +233,7 @@ class Simulation:
             if allocation is not None:
                 self.snapshot(state, resources, delivery, problem, allocation)
         state.metric_rows.append(row)
-        finite = math.isfinite(train_loss) and bool(torch.isfinite(state.weights).all())
+        finite = math.isfinite(train_loss) and all_finite(state.weights)
         if not finite:
             state.status, state.diverged_round = "diverged", state.round
 

@@ -170,8 +170,9 @@ SETTINGS: tuple[Setting, ...] = (
     # execution (not part of the run's identity)
     _s("device", str, "cpu", "Torch device: cpu, cuda or auto (CUDA when present).",
        choices=("cpu", "cuda", "auto"), origin="run", science=False),
-    _s("precision", str, "float32", "Local computation precision: float32, or bfloat16 autocast (accelerators).",
-       choices=("float32", "bfloat16"), origin="run"),
+    _s("precision", str, "float32", "Local computation precision: exact float32 (TF32 off), tf32 (TF32 "
+       "matmuls/convolutions, opt-in) or bfloat16 autocast (accelerators).", choices=("float32", "tf32", "bfloat16"),
+       origin="run"),
     _s("threads", int, 1, "CPU threads of the numerical work (torch, BLAS). Part of the run's identity, since "
        "CPU results depend on it; the cores a scheduler grants (`spfl run --threads`) never change it.",
        minimum=1, maximum=256, origin="run"),

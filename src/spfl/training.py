@@ -7,8 +7,8 @@ architecture.  Every device's upload is computed from ``w`` one of two ways:
   the module whose parameters are views into ``w``, the gradients concatenated straight into the
   device's row of the (K, d) upload tensor.  The default on CPU, where it costs about one
   centralized forward/backward over the same samples and is bit-stable (bitwise what
-  ``module.backward()`` or ``torch.func.grad`` on the flat vector give; it skips their
-  ``functional_call``/functorch overhead, about 7 % of a CIFAR CNN round on 2 CPU cores);
+  ``module.backward()`` or ``torch.func.grad`` on the flat vector give, without their
+  ``functional_call``/functorch overhead);
 - batched: ``torch.func.grad_and_value`` of ``FlatModel.loss`` under ``torch.func.vmap``.  The
   default on CUDA, where one launch for all devices beats K small ones.  In the first local step
   every device starts from the same broadcast ``w``, so ``w`` is not batched (``in_dims=None``):
@@ -16,20 +16,25 @@ architecture.  Every device's upload is computed from ``w`` one of two ways:
   Devices are processed in chunks of at most ``max_batched_samples`` samples, so K = 100 or 1,000
   devices fit in memory.  On CPU it is slower than sequential (bench/README.md).
 
-``precision="bfloat16"`` runs forward and backward under ``torch.autocast`` (bf16 matmuls and
-convolutions, float32 weights, loss and gradients): meant for accelerators; on CPU it is allowed
-because the run spec asks for it explicitly, but it is slower there and changes the numbers.
-``float32`` (the default) never touches autocast.
+Precision (``precision``, one of ``PRECISIONS``), applied by :func:`precision_mode` around every
+trainer call and every evaluation, the previous global settings restored afterwards:
 
-Memory: a round makes several K x d temporaries (uploads, their float64 copies in the allocation
-problem, the aggregation's rows: 70-140 MB each at K = 20).  glibc serves blocks that large with
-fresh ``mmap`` pages and unmaps them on free, so every round page-faults them in again (2 cores:
-94 ms for a fresh ``uploads.double()`` vs 10 ms into touched memory).  Two opt-in remedies:
-``LocalTrainer(reuse_output=True)`` writes every round's uploads into the same buffer, and
-``SPFL_MALLOC_TUNING=1`` makes the first trainer call :func:`reuse_freed_memory` (glibc keeps freed
-blocks in its heap).  The latter speeds a CIFAR CNN round by ~20 % on 2 cores but lets the heap
-fragment: K = 100 then peaks at 3.3-4.3 GiB instead of 3.05 GiB, so it is not the default.
-Neither changes a value.
+- ``float32`` (default): exact IEEE float32.  TF32 is switched off for matmuls and cuDNN convolutions
+  (PyTorch enables TF32 for cuDNN by default, which makes CUDA "float32" convolutions TF32), and
+  oneDNN's reduced-precision float32 matmul/conv modes on CPU are off too;
+- ``tf32``: explicit opt-in to TF32 matmuls and convolutions (Ampere and later GPUs; no effect where
+  the hardware has no TF32);
+- ``bfloat16``: forward and backward under ``torch.autocast(bfloat16)`` (bf16 matmuls and
+  convolutions, float32 weights, loss and gradients); what autocast leaves in float32 stays exact.
+  Meant for accelerators; on CPU it is allowed because the run spec asks for it, but it is slower
+  there and changes the numbers.
+
+Memory: a round makes several K x d temporaries.  glibc serves blocks that large with fresh ``mmap``
+pages and unmaps them on free, so a fresh K x d tensor is page-faulted in again every round.  The
+trainer therefore writes every round's uploads into one (K, d) buffer (``reuse_output``, default on),
+and ``SPFL_MALLOC_TUNING=1`` makes the first trainer call :func:`reuse_freed_memory` (glibc keeps
+freed blocks in its heap: faster, but the heap can fragment, so it is opt-in).  Neither changes a
+value; bench/README.md has the measured costs.
 """
 
 from __future__ import annotations
@@ -38,7 +43,8 @@ import copy
 import ctypes
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,7 +54,7 @@ from torch.nn import functional as F
 
 log = logging.getLogger("spfl")
 
-PRECISIONS = ("float32", "bfloat16")
+PRECISIONS = ("float32", "tf32", "bfloat16")
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters (malloc.h)
 _malloc_tuned: bool | None = None
 
@@ -66,6 +72,82 @@ def reuse_freed_memory() -> bool:
         except (OSError, AttributeError):
             _malloc_tuned = False
     return _malloc_tuned
+
+
+# The per-operator float32 modes of PyTorch >= 2.9 ("ieee", "tf32", "bf16", or "none" = inherit), parent
+# before child: restoring a parent may reset its children, which are then restored after it.
+_FP32_MODES = (("backends",), ("backends", "cuda", "matmul"), ("backends", "cudnn"), ("backends", "cudnn", "conv"),
+               ("backends", "cudnn", "rnn"), ("backends", "mkldnn"), ("backends", "mkldnn", "matmul"),
+               ("backends", "mkldnn", "conv"), ("backends", "mkldnn", "rnn"))
+_FP32_LEAVES = tuple(path for path in _FP32_MODES if path[-1] in ("matmul", "conv", "rnn"))
+
+
+def _fp32_mode_owners() -> list[object]:
+    """The ``torch.backends`` objects that carry an ``fp32_precision`` (none on older PyTorch)."""
+    owners = []
+    for path in _FP32_MODES:
+        obj: object = torch
+        for name in path:
+            obj = getattr(obj, name, None)
+        if obj is not None and hasattr(obj, "fp32_precision"):
+            owners.append(obj)
+    return owners
+
+
+def _leaf_owners() -> list[object]:
+    leaves = []
+    for path in _FP32_LEAVES:
+        obj: object = torch
+        for name in path:
+            obj = getattr(obj, name, None)
+        if obj is not None and hasattr(obj, "fp32_precision"):
+            leaves.append(obj)
+    return leaves
+
+
+def _read_legacy(getter: Callable[[], object]) -> object | None:
+    """A legacy (global) TF32 setting, or None where PyTorch refuses to read it: after the per-operator
+    modes were set to disagree (e.g. "medium" makes CUDA matmuls tf32 but oneDNN's bf16), PyTorch raises
+    rather than answer; then only the per-operator modes, which carry the whole state, are restored."""
+    try:
+        return getter()
+    except RuntimeError:
+        return None
+
+
+@contextmanager
+def precision_mode(precision: str) -> Iterator[None]:
+    """Make float32 matmuls and convolutions exact (``float32``, ``bfloat16``) or TF32 (``tf32``) for
+    the duration of the block; every global setting it touches is restored afterwards, also when the
+    block raises.  (``bfloat16``'s autocast itself is applied by the trainer, not here.)"""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r} is invalid: allowed {', '.join(PRECISIONS)}")
+    owners = _fp32_mode_owners()
+    saved_modes = [(owner, owner.fp32_precision) for owner in owners]
+    saved_precision = _read_legacy(torch.get_float32_matmul_precision)
+    saved_matmul = _read_legacy(lambda: torch.backends.cuda.matmul.allow_tf32)
+    saved_cudnn = _read_legacy(lambda: torch.backends.cudnn.allow_tf32)
+    tf32 = precision == "tf32"
+    try:
+        torch.set_float32_matmul_precision("high" if tf32 else "highest")
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        torch.backends.cudnn.allow_tf32 = tf32
+        if not tf32:
+            # An inherited global mode (e.g. torch.backends.fp32_precision = "tf32") would still reach
+            # the operators whose own mode is "none": pin every operator to IEEE float32.
+            for leaf in _leaf_owners():
+                leaf.fp32_precision = "ieee"
+        yield
+    finally:
+        if saved_precision is not None:
+            torch.set_float32_matmul_precision(saved_precision)
+        if saved_matmul is not None:
+            torch.backends.cuda.matmul.allow_tf32 = saved_matmul
+        if saved_cudnn is not None:
+            torch.backends.cudnn.allow_tf32 = saved_cudnn
+        for owner, mode in saved_modes:
+            if owner.fp32_precision != mode:
+                owner.fp32_precision = mode
 
 
 @dataclass(frozen=True)
@@ -104,12 +186,15 @@ class LocalTrainer:
     """Computes every device's upload for one round from the same global model.
 
     ``batched``: True / False force the path; None (default) picks batched on CUDA only.
-    ``reuse_output``: return every round's uploads in the same (K, d) buffer, so the caller must be
-    done with one round's uploads before the next call (the simulation's round loop is).
+    ``reuse_output`` (default True): return every round's uploads in the same (K, d) buffer, so the
+    caller must be done with one round's uploads before the next call (the simulation's round loop
+    is: what outlives a round, such as the aggregator's stale rows, is copied out).  False gives a
+    fresh tensor per call.
+    ``precision``: one of ``PRECISIONS`` (module docstring).
     """
 
     def __init__(self, model: FlatModel, learning_rate: float, local_steps: int, batched: bool | None = None,
-                 precision: str = "float32", max_batched_samples: int = 16384, reuse_output: bool = False):
+                 precision: str = "float32", max_batched_samples: int = 16384, reuse_output: bool = True):
         if precision not in PRECISIONS:
             raise ValueError(f"precision {precision!r} is invalid: allowed {', '.join(PRECISIONS)}")
         self.model = model
@@ -118,7 +203,7 @@ class LocalTrainer:
         self.local_steps = local_steps
         self.batched = batched
         self.max_batched_samples = max_batched_samples
-        loss = model.loss if precision == "float32" else self._autocast_loss
+        loss = self._autocast_loss if precision == "bfloat16" else model.loss
         self._grad: Callable = grad_and_value(loss)
         self._grad_shared: Callable = vmap(self._grad, in_dims=(None, 0, 0))  # one w for all devices
         self._grad_each: Callable = vmap(self._grad, in_dims=(0, 0, 0))       # one w per device
@@ -149,10 +234,11 @@ class LocalTrainer:
             self._warned_cpu_bf16 = True
         out = self._output(len(batches), w)
         losses = torch.empty(len(batches), dtype=torch.float32, device=w.device)
-        if self.uses_batched(w.device):
-            self._fill_batched(w, batches, out, losses)
-        else:
-            self._fill_sequential(w, batches, out, losses)
+        with precision_mode(self.precision):
+            if self.uses_batched(w.device):
+                self._fill_batched(w, batches, out, losses)
+            else:
+                self._fill_sequential(w, batches, out, losses)
         return out, losses.double().cpu().numpy()
 
     def _output(self, num_devices: int, w: torch.Tensor) -> torch.Tensor:
@@ -178,7 +264,7 @@ class LocalTrainer:
                 torch.nn.utils.vector_to_parameters(w_local, params)  # views into w_local, no copy
                 for p in params:
                     p.grad = None
-                if self.precision == "float32":
+                if self.precision != "bfloat16":
                     loss = F.cross_entropy(module(x), y)
                 else:
                     with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16):
@@ -240,14 +326,36 @@ def _groups_by_batch_sizes(batches) -> list[list[int]]:
     return list(groups.values())
 
 
+def all_finite(tensor: torch.Tensor) -> bool:
+    """Whether no entry is NaN or +-inf, without a tensor-sized temporary.
+
+    ``torch.isfinite(t).all()`` materializes a boolean copy of ``t`` (and temporaries inside
+    ``isfinite``); this one-pass min/max does not (it propagates NaN and exposes an infinity at either
+    end), which for a (K, d) upload tensor is much faster (bench/README.md)."""
+    if tensor.numel() == 0:
+        return True
+    if not tensor.is_floating_point():
+        return True
+    low, high = torch.aminmax(tensor)
+    return bool(torch.isfinite(low) & torch.isfinite(high))
+
+
 @torch.no_grad()
 def evaluate(model: FlatModel, w: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
-             chunk: int = 2048) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy of ``w`` on a whole split."""
+             chunk: int = 2048, precision: str = "float32") -> tuple[float, float]:
+    """Mean cross-entropy and accuracy of ``w`` on a whole split.
+
+    Exact float32 by default, whatever precision the training used, so that accuracies of runs in
+    different precisions measure the weights, not the evaluation."""
     total_loss, correct = 0.0, 0
-    for start in range(0, len(y), chunk):
-        logits = model.logits(w, x[start:start + chunk])
-        target = y[start:start + chunk]
-        total_loss += F.cross_entropy(logits, target, reduction="sum").item()
-        correct += (logits.argmax(dim=1) == target).sum().item()
+    with precision_mode(precision):
+        for start in range(0, len(y), chunk):
+            target = y[start:start + chunk]
+            if precision == "bfloat16":
+                with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16):
+                    logits = model.logits(w, x[start:start + chunk]).float()
+            else:
+                logits = model.logits(w, x[start:start + chunk])
+            total_loss += F.cross_entropy(logits, target, reduction="sum").item()
+            correct += (logits.argmax(dim=1) == target).sum().item()
     return total_loss / len(y), correct / len(y)

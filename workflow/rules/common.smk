@@ -1,6 +1,9 @@
-# Helpers shared by every stage: config loading and validation, the experiment plan, code versions,
-# input functions and resources.  Everything heavy (expansion into cells, checks) lives in
-# src/spfl/experiments.py so the tests exercise exactly what the workflow runs.
+# Helpers shared by every stage: config loading and validation, the experiment plan, output paths, code
+# versions, input functions and resources.  Everything heavy (validation, expansion into cells) lives in
+# src/spfl/pipeline_config.py and src/spfl/plan.py so the tests exercise exactly what the workflow runs.
+#
+# Nothing here changes the process environment, and every path is built from the config (`paths`,
+# `name`), so the pipeline also works as a Snakemake `module` of another workflow, with a `prefix`.
 import hashlib
 import json
 import os
@@ -10,26 +13,31 @@ from pathlib import Path
 
 import spfl
 from snakemake.exceptions import WorkflowError
+from snakemake.settings.types import DeploymentMethod
 
-from spfl.experiments import FIGURES, ConfigError, cell_dir, data_file, load_plan
+from spfl.pipeline_config import ConfigError, read_config
+from spfl.plan import load_plan
 from spfl.provenance import code_version
-
-# The shell of every rule finds the `spfl` of the environment Snakemake runs in, activated or not
-# (e.g. `.venv/bin/snakemake ...`, or a SLURM job started by the executor plugin).
-envvars:
-    "PATH",
-
-
-_search_path = os.environ["PATH"]
-os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), _search_path])
-
 
 # The paper config is the default.  It is loaded only when no --configfile is given: Snakemake *merges*
 # command-line config files into the `configfile:` one, so loading config.yaml under quick.yaml would
-# leak the CIFAR experiments into the quick run.
+# leak the CIFAR experiments into the quick run.  (A module gets its config from the importing workflow.)
 if not workflow.overwrite_configfiles:
 
     configfile: "config/config.yaml"
+
+
+# Snakemake reads config files as YAML 1.1 (`2.733e2` is a string there) and `--config` values with a
+# loader that leaves nested numbers strings (`seeds=[0]` -> ['0']), and lets a repeated key win silently.
+# Read every config file again as `spfl run` reads a spec (YAML 1.2, repeated keys refused), so one
+# config gets one verdict, and apply the --config overrides with their types.
+if not workflow.modifier.skip_configfile:
+    try:
+        _config = read_config(workflow.configfiles, workflow.config_settings.config)
+    except ConfigError as exc:
+        raise WorkflowError(str(exc)) from None
+    config.clear()
+    config.update(_config)
 
 
 report: "../report/workflow.rst"
@@ -37,9 +45,37 @@ report: "../report/workflow.rst"
 
 # Validate before any job: unknown keys, wrong types, out-of-range values stop here, naming the key.
 try:
-    PLAN = load_plan(config, Path(workflow.basedir) / "workflow" / "schemas")
+    PLAN = load_plan(config)
 except ConfigError as exc:
     raise WorkflowError(str(exc)) from None
+
+# Where this config writes.  Prepared datasets are shared by every config (one file per dataset); runs,
+# tables and figures live under the config's name, so two configs never touch each other's outputs.
+NAME = PLAN.config["name"]
+RESULTS_ROOT = PLAN.config["paths"]["results"]
+DATA = f"{RESULTS_ROOT}/data"
+RUNS = f"{RESULTS_ROOT}/{NAME}/runs"
+TABLES = f"{RESULTS_ROOT}/{NAME}/tables"
+BENCHMARKS = f"{RESULTS_ROOT}/{NAME}/benchmarks"
+FIGS = f"{PLAN.config['paths']['figures']}/{NAME}"
+LOGS_ROOT = PLAN.config["paths"]["logs"]
+LOGS = f"{LOGS_ROOT}/{NAME}"
+
+# The tools run through the interpreter that runs Snakemake (activated or not, e.g. `.venv/bin/snakemake`,
+# or a SLURM job started by the executor plugin), so no PATH is needed or changed; in a conda environment
+# of the rule (--software-deployment-method conda) it is that environment's python.
+if DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method:
+    SPFL = "python -m spfl.cli"
+else:
+    SPFL = f"{shlex.quote(sys.executable)} -m spfl.cli"
+
+
+def data_file(dataset):
+    return f"{DATA}/{dataset}.pt"
+
+
+def cell_dir(cell):
+    return f"{RUNS}/{cell}"
 
 
 def canonical(value):
@@ -49,7 +85,7 @@ def canonical(value):
 
 
 def run_records(runs):
-    """The runs handed to a table script, in a fixed order."""
+    """The runs handed to a table script, in a fixed order (the script adds each cell's folder from its inputs)."""
     records = sorted((r.record() for r in runs), key=lambda r: (r["cell"], r["method"], r["experiment"]))
     return canonical(records)
 
@@ -71,7 +107,7 @@ onstart:
 
 RESOURCES = PLAN.config["resources"]
 STYLE = canonical(PLAN.config["style"])
-FIGURE_NAMES = list(FIGURES)
+FIGURE_NAMES = list(PLAN.figures)
 
 # Simulation code version: a params of the simulate rule, so that changing code that affects results
 # reruns the simulations (Snakemake's params rerun trigger) while analysis or plot code does not.
@@ -98,7 +134,7 @@ def cell_of(wildcards):
         return PLAN.cells[wildcards.cell]
     except KeyError:
         raise WorkflowError(
-            f"results/runs/{wildcards.cell} is not a cell of this config "
+            f"{cell_dir(wildcards.cell)} is not a cell of config '{NAME}' "
             f"(config files: {', '.join(map(str, workflow.configfiles)) or 'none'})"
         ) from None
 
@@ -126,6 +162,11 @@ def headline_runs():
         raise WorkflowError(str(exc)) from None
 
 
+def datasets_of(runs):
+    """The datasets a table or figure shows, for the report's labels."""
+    return ", ".join(sorted({PLAN.cells[r.cell].dataset for r in runs}))
+
+
 def grown(group, key):
     """Resource that grows with each retry (attempt 1, 2, ...) so a job killed for memory or time succeeds."""
     base = RESOURCES[group][key]
@@ -138,11 +179,10 @@ def simulation_gpus(wildcards):
 
 
 def all_targets():
-    targets = ["results/tables/runs.csv"]
+    targets = [f"{TABLES}/runs.csv"]
     for name in PLAN.figures:
-        targets += [f"results/tables/{name}.csv", f"results/tables/{name}.md"]
-        targets += [f"figures/{name}.pdf", f"figures/{name}.png"]
+        targets += [f"{TABLES}/{name}.csv", f"{TABLES}/{name}.md"]
+        targets += [f"{FIGS}/{name}.pdf", f"{FIGS}/{name}.png"]
     if PLAN.headline is not None:
-        targets += [f"results/tables/headline.{ext}" for ext in ("csv", "md", "html")]
+        targets += [f"{TABLES}/headline.{ext}" for ext in ("csv", "md", "html")]
     return targets
-

@@ -1,5 +1,6 @@
-# Stage 4: figures.  One rule per figure (plot_<figure>), each reading only its aggregated table; the
-# plot style reaches only these rules (params), so restyling reruns plots and nothing else.
+# Stage 4: figures under `<figures>/<name>/`.  One rule per configured figure (plot_<figure>), each
+# reading only its aggregated table; the plot style reaches only these rules (params), so restyling
+# reruns plots and nothing else.  The report files each figure under the config and dataset it shows.
 
 for _figure in FIGURE_NAMES:
 
@@ -7,21 +8,22 @@ for _figure in FIGURE_NAMES:
         name:
             f"plot_{_figure}"
         input:
-            table=f"results/tables/{_figure}.csv",
+            table=f"{TABLES}/{_figure}.csv",
         output:
-            pdf=f"figures/{_figure}.pdf",
+            pdf=f"{FIGS}/{_figure}.pdf",
             png=report(
-                f"figures/{_figure}.png",
+                f"{FIGS}/{_figure}.png",
                 caption=f"../report/{_figure}.rst",
                 category="Figures",
-                labels={"figure": _figure},
+                labels={"figure": _figure, "config": NAME, "dataset": datasets_of(figure_runs(_figure))},
             ),
         params:
             figure=_figure,
             style=STYLE,
+            source=f"config {NAME}, {datasets_of(figure_runs(_figure))}",
             code=PLOTS_VERSION,
         log:
-            f"logs/plots/{_figure}.log",
+            f"{LOGS}/plots/{_figure}.log",
         localrule: True
         threads: RESOURCES["analysis"]["threads"]
         resources:

@@ -1,29 +1,34 @@
 # Stage 2: simulations.  One job per *cell* (one grid point and one seed): all the methods asked for
 # that cell by any experiment run in one process, so they share common random numbers and the torch
-# import.  The cell folder is named by the hash of its settings and holds params.json, the per-method
-# records and, written last, cell.json (the job's output).
+# import.  The cell folder (`<results>/<name>/runs/<cell>`) is named by the hash of its settings and holds
+# params.json, the per-method records and, written last, cell.json (the job's output).  Each job's wall
+# time, memory and CPU time go to `<results>/<name>/benchmarks/simulate/<cell>.tsv`
+# (summarize them with workflow/scripts/runtimes.py).
 
 
+# A shell rule, not `run:`: Snakemake starts a whole new Snakemake process (parsing this workflow, about
+# 2-3 s) for every job of a `run:` rule, which for 130 cells cost minutes.  The text is exactly what
+# spfl.records.write_json writes.
 rule cell_params:
     output:
-        "results/runs/{cell}/params.json",
+        f"{RUNS}/{{cell}}/params.json",
     params:
-        settings=lambda wildcards: cell_of(wildcards).params,
+        text=lambda wildcards: shlex.quote(
+            json.dumps(cell_of(wildcards).params, indent=2, sort_keys=True, allow_nan=False)
+        ),
     log:
-        "logs/cell_params/{cell}.log",
+        f"{LOGS}/cell_params/{{cell}}.log",
     localrule: True
-    run:
-        from spfl.records import write_json
-
-        write_json(output[0], params.settings)
+    shell:
+        "printf '%s\\n' {params.text} > {output} 2> {log}"
 
 
 rule simulate:
     input:
-        params="results/runs/{cell}/params.json",
+        params=f"{RUNS}/{{cell}}/params.json",
         data=lambda wildcards: data_file(cell_of(wildcards).dataset),
     output:
-        manifest="results/runs/{cell}/cell.json",
+        manifest=f"{RUNS}/{{cell}}/cell.json",
     params:
         methods=lambda wildcards: ",".join(cell_of(wildcards).methods),
         out=lambda wildcards, output: os.path.dirname(output.manifest),
@@ -41,7 +46,9 @@ rule simulate:
             )
         ),
     log:
-        "logs/simulate/{cell}.log",
+        f"{LOGS}/simulate/{{cell}}.log",
+    benchmark:
+        f"{BENCHMARKS}/simulate/{{cell}}.tsv"
     threads: RESOURCES["simulate"]["threads"]
     resources:
         mem_mb=grown("simulate", "mem_mb"),
@@ -50,6 +57,6 @@ rule simulate:
     conda:
         "../envs/spfl.yaml"
     shell:
-        "spfl run {input.params} --methods {params.methods} --out {params.out} --threads {threads}"
-        " > {log} 2>&1"
-        " && printf '%s\\n' {params.manifest} > {output.manifest}"
+        f"{SPFL} run {{input.params:q}} --set data_file={{input.data:q}} --methods {{params.methods}}"
+        " --out {params.out:q} --threads {threads} > {log:q} 2>&1"
+        " && printf '%s\\n' {params.manifest} > {output.manifest:q}"

@@ -1,20 +1,21 @@
-# Stage 3: aggregated tables (CSV + Markdown; mean and 95 % t-interval over seeds).  One table per
-# figure, the headline table and a table of every run.  The figures read only these tables.
+# Stage 3: aggregated tables (CSV + Markdown; mean and 95 % t-interval over seeds) under
+# `<results>/<name>/tables`.  One table per figure, the headline table and a table of every run.  The
+# figures read only these tables.
 
 
 rule table:
     input:
         lambda wildcards: markers(figure_runs(wildcards.figure)),
     output:
-        csv="results/tables/{figure}.csv",
-        md="results/tables/{figure}.md",
+        csv=f"{TABLES}/{{figure}}.csv",
+        md=f"{TABLES}/{{figure}}.md",
     params:
         kind="{figure}",
         runs=lambda wildcards: run_records(figure_runs(wildcards.figure)),
         options=lambda wildcards: canonical(PLAN.figures[wildcards.figure]),
         code=ANALYSIS_VERSION,
     log:
-        "logs/tables/{figure}.log",
+        f"{LOGS}/tables/{{figure}}.log",
     wildcard_constraints:
         figure="|".join(FIGURE_NAMES),
     localrule: True
@@ -32,12 +33,13 @@ rule headline_table:
     input:
         lambda wildcards: markers(headline_runs()),
     output:
-        csv="results/tables/headline.csv",
-        md="results/tables/headline.md",
+        csv=f"{TABLES}/headline.csv",
+        md=f"{TABLES}/headline.md",
         html=report(
-            "results/tables/headline.html",
+            f"{TABLES}/headline.html",
             caption="../report/headline.rst",
             category="Headline table",
+            labels={"config": NAME, "dataset": datasets_of(PLAN.headline_runs()) if PLAN.headline else ""},
         ),
     params:
         kind="headline",
@@ -45,7 +47,7 @@ rule headline_table:
         options=canonical(PLAN.headline),
         code=ANALYSIS_VERSION,
     log:
-        "logs/tables/headline.log",
+        f"{LOGS}/tables/headline.log",
     localrule: True
     threads: RESOURCES["analysis"]["threads"]
     resources:
@@ -61,14 +63,14 @@ rule runs_table:
     input:
         markers(PLAN.all_runs()),
     output:
-        csv="results/tables/runs.csv",
+        csv=f"{TABLES}/runs.csv",
     params:
         kind="runs",
         runs=run_records(PLAN.all_runs()),
         options={},
         code=ANALYSIS_VERSION,
     log:
-        "logs/tables/runs.log",
+        f"{LOGS}/tables/runs.log",
     localrule: True
     threads: RESOURCES["analysis"]["threads"]
     resources:

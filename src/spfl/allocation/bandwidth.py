@@ -53,7 +53,8 @@ def best_bandwidth(problem: AllocationProblem, coef_sign, coef_both, fixed_power
         share = np.clip(trial[np.arange(num), pick], 0.0, 1.0)
         step /= _ZOOM_STEPS
     share = share / share.sum()
-    return share, best_split(problem, share * problem.total_bandwidth, coef_sign, coef_both, fixed_power)
+    return share, best_split(problem, share * problem.total_bandwidth, coef_sign, coef_both, fixed_power,
+                             refine=True)
 
 
 def knapsack(values: np.ndarray, total: int) -> np.ndarray:
@@ -75,6 +76,8 @@ def knapsack(values: np.ndarray, total: int) -> np.ndarray:
         choice = np.argmax(table, axis=1)
         choices.append(choice)
         best = table[np.arange(total + 1), choice]
+    if not np.isfinite(best[total]):
+        raise ValueError(f"knapsack: no choice of options summing to {total} has a finite value")
     chosen = np.empty(num, dtype=int)
     left = total
     for k in range(num - 1, 0, -1):

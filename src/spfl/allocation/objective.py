@@ -60,6 +60,11 @@ class Allocation:
     trace: tuple[float, ...]
     policy: str
 
+    @property
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(bandwidth, power_sign, power_modulus, slot_share), the arguments of :func:`objective`."""
+        return self.bandwidth, self.power_sign, self.power_modulus, self.slot_share
+
 
 def thresholds(problem: AllocationProblem, bandwidth, power_sign, power_modulus, slot_share):
     """Failure thresholds (t_s, t_m) of each device's packets (broadcasting; inf = always lost)."""

@@ -14,7 +14,7 @@ Under ``normalize: all`` Phi is a sum of per-device terms and the bandwidth dyna
 on its grid.  Under ``normalize: received`` the devices are coupled through the normalization; Phi is
 affine in each device's own arrival probability, so the solver alternates: compute every device's
 exact coefficients at the current point (spfl.allocation.objective.dilution), solve the separable
-problem they define, and keep the result if Phi rose (at most ``RECEIVED_ROUNDS`` times).  The
+problem they define, and keep the result if Phi rose (``RECEIVED_ROUNDS`` more times at most).  The
 answer is never worse than the uniform point: it is the best of every point visited, and ``trace``
 records Phi after each stage.
 """
@@ -22,6 +22,7 @@ records Phi after each stage.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 import numpy as np
 
@@ -70,7 +71,9 @@ class _Search:
         self.trace = [self.value]
 
     def offer(self, bandwidth, split: Split) -> bool:
-        point = (bandwidth, split.power_sign, split.power_modulus, split.slot_share)
+        return self.offer_point((bandwidth, split.power_sign, split.power_modulus, split.slot_share))
+
+    def offer_point(self, point) -> bool:
         value = objective(self.problem, *point)
         improved = value > self.value + _RELATIVE_GAIN * abs(self.value)
         if improved:
@@ -80,9 +83,10 @@ class _Search:
 
     def result(self) -> Allocation:
         bandwidth, power_sign, power_modulus, tau = self.point
-        silent = ~(power_sign > 0)  # a device that sends nothing holds no bandwidth
+        silent = ~(power_sign > 0)  # a device that sends nothing holds no bandwidth and no share
         bandwidth = np.where(silent, 0.0, bandwidth)
         power_modulus = np.where(silent, 0.0, power_modulus)
+        tau = np.where(silent, self.problem.fixed_share, tau)
         value = objective(self.problem, bandwidth, power_sign, power_modulus, tau)
         return Allocation(bandwidth, power_sign, power_modulus, tau, value, tuple(self.trace[:-1]) + (value,),
                           self.policy)
@@ -90,15 +94,23 @@ class _Search:
 
 def _optimize(problem: AllocationProblem, policy: str, bandwidth_free: bool, power_free: bool) -> Allocation:
     search = _Search(problem, policy)
+    if problem.slot_share is None and problem.two_packets and power_free:
+        # With tau optimized the answer is never below the optimum at the proportional share.
+        search.offer_point(_optimize(replace(problem, slot_share=problem.proportional_share), policy,
+                                     bandwidth_free, power_free).arrays)
+    if problem.normalize == "received" and bandwidth_free and power_free:
+        # The linearization is a heuristic under the coupling: SP-FL's answer is never below its ablations'.
+        for ablation in (_power_only, _bandwidth_only):
+            search.offer_point(ablation(problem).arrays)
     coef_sign, coef_both = device_coefficients(problem)
-    for _ in range(1 + (RECEIVED_ROUNDS if problem.normalize == "received" else 0)):
+    for round_index in range(1 + (RECEIVED_ROUNDS if problem.normalize == "received" else 0)):
         if bandwidth_free:
             share, split = best_bandwidth(problem, coef_sign, coef_both, fixed_power=not power_free)
             bandwidth = share * problem.total_bandwidth
         else:
             bandwidth = search.point[0]
             split = best_split(problem, bandwidth, coef_sign, coef_both, fixed_power=not power_free)
-        if not search.offer(bandwidth, split) and len(search.trace) > 2:
+        if not search.offer(bandwidth, split) and round_index > 0:
             break
         if problem.normalize == "all":
             break

@@ -34,6 +34,7 @@ _DEAD = 700.0  # a sign threshold above this at full power: nothing ever arrives
 # for the final decisions and a coarse one for the bandwidth grid search.
 _TAU_LOGITS = np.linspace(-6.0, 6.0, 9)
 _COARSE_TAU_LOGITS = np.array([-3.0, 0.0, 3.0])
+_TAU_ZOOM_LEVELS = 8
 
 
 @dataclass(frozen=True)
@@ -55,17 +56,27 @@ def share_candidates(problem: AllocationProblem, coarse: bool = False) -> np.nda
 
 
 def best_split(problem: AllocationProblem, bandwidth: np.ndarray, coef_sign: np.ndarray, coef_both: np.ndarray,
-               fixed_power: bool = False, coarse: bool = False) -> Split:
+               fixed_power: bool = False, coarse: bool = False, refine: bool = False) -> Split:
     """The best split of every device (last axis of ``bandwidth``) at the given bandwidths.
 
-    ``fixed_power``: keep equal packet powers on the tight constraint (the bandwidth-only ablation);
-    ``coarse``: try the coarse set of sign shares (when tau is optimized)."""
+    ``fixed_power``: keep equal packet powers and the fixed sign share (the bandwidth-only ablation);
+    with tau optimized, ``coarse`` tries the coarse set of sign shares and ``refine`` zooms each entry's
+    best share (logit resolution 0.01)."""
     bandwidth = np.asarray(bandwidth, dtype=float)
-    taus = share_candidates(problem, coarse)
+    if fixed_power:
+        return _split_at_share(problem, bandwidth, coef_sign, coef_both, problem.fixed_share, fixed_power)
     best = None
-    for tau in taus:
+    for tau in share_candidates(problem, coarse):
         candidate = _split_at_share(problem, bandwidth, coef_sign, coef_both, float(tau), fixed_power)
         best = candidate if best is None else _better(best, candidate)
+    if refine and problem.slot_share is None and problem.two_packets:
+        step = _TAU_LOGITS[1] - _TAU_LOGITS[0]
+        for _ in range(_TAU_ZOOM_LEVELS):
+            center = _logit(np.clip(best.slot_share, 1e-12, 1.0 - 1e-12))
+            for offset in (-step, step):
+                tau = np.where(best.slot_share >= 1.0, 1.0, _sigmoid(center + offset))
+                best = _better(best, _split_at_share(problem, bandwidth, coef_sign, coef_both, tau, fixed_power))
+            step /= 2.0
     return best
 
 
@@ -76,32 +87,37 @@ def _better(current: Split, other: Split) -> Split:
 
 
 def _split_at_share(problem, bandwidth, coef_sign, coef_both, tau, fixed_power) -> Split:
-    c_s, c_m = (float(c) for c in problem.power_weights(tau))
+    """The best split at the sign share(s) ``tau`` (a number, or an array broadcasting with ``bandwidth``)."""
+    tau = np.broadcast_to(np.asarray(tau, dtype=float), np.broadcast_shapes(np.shape(tau), bandwidth.shape))
+    c_s, c_m = problem.power_weights(tau)
     budget = problem.max_power
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         unit_s = failure_threshold(bandwidth, 1.0, problem.gain, problem.sign_bits, tau * problem.deadline,
                                    problem.noise_psd, problem.per_model, problem.waterfall_m)
         A = unit_s * (c_s / budget)
-        if problem.two_packets and tau < 1.0:
+        if problem.two_packets:
             unit_m = failure_threshold(bandwidth, 1.0, problem.gain, problem.modulus_bits,
                                        (1.0 - tau) * problem.deadline, problem.noise_psd, problem.per_model,
                                        problem.waterfall_m)
-            M = unit_m * (c_m / budget)
+            M = np.where(tau < 1.0, unit_m * (c_m / budget), np.inf)
         else:
             M = np.full_like(A, np.inf)
     a = np.broadcast_to(coef_sign, A.shape)
     b = np.broadcast_to(coef_both, A.shape)
-    if fixed_power and problem.two_packets and tau < 1.0:
-        x = np.full(A.shape, c_s / (c_s + c_m))
-        value = _term(problem, x, A, M, a, b)
+    if fixed_power and problem.two_packets:
+        x = np.where(tau < 1.0, c_s / (c_s + c_m), 1.0)
+        with np.errstate(invalid="ignore", over="ignore", under="ignore"):
+            both = _term(problem, np.where(x < 1.0, x, 0.5), A, M, a, b)  # x = 1: no modulus, sign only
+            value = np.where(x < 1.0, both, a * np.exp(-A))
     else:
         x, value = _search(problem, A, M, a, b)
     silent = ~(value > 0)
     value = np.where(silent, 0.0, value)
     with np.errstate(divide="ignore", invalid="ignore"):
         power_sign = np.where(silent, 0.0, x * budget / c_s)
-        power_modulus = np.where(silent | (x >= 1.0) | ~np.isfinite(M), 0.0, (1.0 - x) * budget / max(c_m, 1e-300))
-    return Split(value, power_sign, power_modulus, np.full(A.shape, tau))
+        power_modulus = np.where(silent | (x >= 1.0) | ~np.isfinite(M), 0.0,
+                                 (1.0 - x) * budget / np.maximum(c_m, 1e-300))
+    return Split(value, power_sign, power_modulus, np.array(tau))
 
 
 def _term(problem, x, A, M, a, b):
@@ -159,3 +175,7 @@ def _interior(problem, A, M, a, b, sign_only):
 
 def _sigmoid(z):
     return 1.0 / (1.0 + np.exp(-z))
+
+
+def _logit(p):
+    return np.log(p) - np.log1p(-p)

@@ -1,0 +1,379 @@
+"""The figure registry: every figure and table of the pipeline is one entry here.
+
+An entry says what the figure needs from its experiment (the swept setting on its x axis, or none),
+which methods it shows by default, which :mod:`spfl.analysis` function builds its table, which
+:mod:`spfl.plots` function draws it, and its title and report caption.  Everything else is generated
+from it: the ``figures`` list of ``src/spfl/schemas/config.schema.yaml``, the report captions
+``workflow/report/<name>.rst`` and the figure table of ``config/README.md``
+(``python -m spfl.figures write``; the tests check that the committed files are current).  Adding a
+figure is one entry plus its builder and plotter.
+
+Entries whose ``source`` is ``headline`` read the headline table's runs and options instead of one
+experiment (``gain``).  ``headline`` and ``runs`` are table-only entries (no plotter).
+"""
+
+from __future__ import annotations
+
+import html
+import importlib
+import logging
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from spfl.records import write_atomic
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+MAIN_METHODS = ("ideal", "digital", "digital_reuse", "scheduling", "signsgd", "spfl")
+ABLATION_METHODS = ("spfl", "spfl_uniform", "spfl_power", "spfl_bandwidth", "spfl_noreuse")
+COMPARED_METHODS = ("spfl", "digital", "digital_reuse", "scheduling", "signsgd")  # method first, then baselines
+
+INTERVAL_NOTE = ("No band or error bar is drawn for a group of fewer than 3 seeds (an interval from 2 seeds\n"
+                 "mostly shows the t quantile, not the data).")
+
+
+def _function(module: str, name: str) -> Callable:
+    return getattr(importlib.import_module(f"spfl.{module}"), name)
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One figure or table of the pipeline.
+
+    Builders, plotters and the Markdown helpers are named, not imported: the config validation and the
+    Snakefile read the registry without paying for pandas, matplotlib and seaborn."""
+
+    name: str
+    x: str | None  # the swept setting the experiment must have (the x axis or the categories); None: any
+    methods: tuple[str, ...]  # default methods (those the experiment runs); the first is the one compared
+    table: str  # spfl.analysis builder: (runs, options) -> table
+    plot: str | None  # spfl.plots plotter: (table, name, x, style) -> matplotlib Figure; None: table only
+    title: str
+    caption: str  # report caption (reStructuredText with Snakemake's Jinja)
+    what: str  # one line for the figure table of config/README.md
+    needs: str = ""  # what the experiment must sweep, for config/README.md (default: from x)
+    source: str = "experiment"  # "headline": the headline table's runs and options
+    notes: str = "diverged_notes"  # spfl.analysis: table -> sentences under the Markdown table
+    intervals: bool = True  # the figure draws 95 % intervals (its caption says from how many seeds)
+    markdown: str | None = None  # spfl.analysis: table -> the columns the Markdown shows (None: all)
+
+    @property
+    def what_it_needs(self) -> str:
+        return self.needs or (f"`{self.x}`" if self.x else "anything (one panel per swept point)")
+
+    @property
+    def builder(self) -> Callable:
+        return _function("analysis", self.table)
+
+    @property
+    def plotter(self) -> Callable | None:
+        return _function("plots", self.plot) if self.plot else None
+
+    def note_lines(self, frame: pd.DataFrame) -> list[str]:
+        return _function("analysis", self.notes)(frame)
+
+    def markdown_view(self, frame: pd.DataFrame) -> pd.DataFrame:
+        return _function("analysis", self.markdown)(frame) if self.markdown else frame
+
+
+def _experiment(name: str) -> str:
+    return f'``{{{{ snakemake.config["figures"]["{name}"]["experiment"] }}}}``'
+
+
+ENTRIES: tuple[Figure, ...] = (
+    Figure("accuracy_vs_round", None, MAIN_METHODS, "table_rounds", "figure_rounds",
+           "Test accuracy (%) per round",
+           "Test accuracy per communication round of the main methods (experiment\n"
+           f"{_experiment('accuracy_vs_round')}), one panel per budget.\n"
+           "Lines: mean over seeds; band: 95 % Student-t interval.",
+           "test accuracy per round"),
+    Figure("accuracy_vs_bandwidth", "total_bandwidth_mhz", MAIN_METHODS, "table_final", "figure_final",
+           "Final test accuracy (%) vs total bandwidth",
+           "Final test accuracy against the total uplink bandwidth B_tot (log scale) for the main methods\n"
+           f"(experiment {_experiment('accuracy_vs_bandwidth')}).\n"
+           "SP-FL's advantage should be largest where bandwidth is scarce. Mean over seeds with 95 % interval.",
+           "final accuracy vs B_tot"),
+    Figure("accuracy_vs_power", "max_power_dbm", MAIN_METHODS, "table_final", "figure_final",
+           "Final test accuracy (%) vs device power budget",
+           "Final test accuracy against the per-device power budget P_max (dBm) for the main methods\n"
+           f"(experiment {_experiment('accuracy_vs_power')}).\n"
+           "Mean over seeds with 95 % interval.",
+           "final accuracy vs P_max"),
+    Figure("accuracy_vs_devices", "num_devices", MAIN_METHODS, "table_final", "figure_final",
+           "Final test accuracy (%) vs number of devices",
+           "Final test accuracy against the number of devices K at a fixed total bandwidth for the main methods\n"
+           f"(experiment {_experiment('accuracy_vs_devices')}).\n"
+           "Mean over seeds with 95 % interval.",
+           "final accuracy vs K"),
+    Figure("allocation", None, ("spfl",), "table_allocation", "figure_allocation",
+           "Per-device allocation, devices ranked by channel gain",
+           "SP-FL's allocation per device, devices ranked by large-scale channel gain (1 = strongest): bandwidth\n"
+           "B_k (top) and the sign packet's share of the device's power budget (bottom; under the energy constraint\n"
+           "the share of tau p_s + (1 - tau) p_m spent on the sign slot), averaged over the snapshot rounds of each\n"
+           "run, then mean over seeds with 95 % interval (experiment\n"
+           f"{_experiment('allocation')}).",
+           "B_k and the sign packet's share of the power budget per device, by channel gain",
+           needs="anything (panels)"),
+    Figure("packet_errors", "total_bandwidth_mhz", ("spfl", "spfl_uniform"), "table_packet_errors",
+           "figure_packet_errors",
+           "Mean packet error (%) vs total bandwidth",
+           "Mean realized packet error of sign packets (solid) and modulus packets (dashed) against the total\n"
+           "bandwidth, optimized SP-FL against SP-FL with uniform allocation (experiment\n"
+           f"{_experiment('packet_errors')}). Optimization should protect\n"
+           "the sign packets first. Mean over seeds with 95 % interval.",
+           "mean realized sign / modulus packet error vs B_tot"),
+    Figure("ablation", None, ABLATION_METHODS, "table_rounds", "figure_rounds",
+           "Test accuracy (%) per round: SP-FL and its ablations",
+           "Test accuracy per round of SP-FL and its ablations: uniform allocation, power optimization only,\n"
+           "bandwidth optimization only, and no sign reuse (experiment\n"
+           f"{_experiment('ablation')}), one panel per budget. Mean over\n"
+           "seeds with 95 % interval.",
+           "test accuracy per round", needs="anything (panels)"),
+    Figure("solver_convergence", None, ("spfl",), "table_solver", "figure_solver",
+           "Allocation objective per alternating-optimization iteration",
+           "Convergence of the alternating optimization (Newton-Raphson power block, SCA bandwidth block): the\n"
+           "allocation objective Phi at each AO iteration relative to its final value, for a few snapshot rounds\n"
+           f"(experiment {_experiment('solver_convergence')}). Iteration 0 is\n"
+           "the uniform starting point; Phi must never decrease. Mean over seeds with 95 % interval.",
+           "objective Phi / final Phi per AO iteration, a few snapshot rounds", needs="anything (panels)"),
+    Figure("noniid", "dirichlet_beta", MAIN_METHODS, "table_final", "figure_final",
+           "Final test accuracy (%) vs Dirichlet beta",
+           "Final test accuracy against the Dirichlet concentration beta of the label split (log scale; smaller\n"
+           "is more non-IID) for the main methods (experiment\n"
+           f"{_experiment('noniid')}). Mean over seeds with 95 % interval.",
+           "final accuracy vs Dirichlet beta"),
+    Figure("gain", None, (), "headline_table", "figure_gain",
+           "SP-FL minus the best baseline per budget (percentage points)",
+           "SP-FL minus the best baseline at each budget of the headline experiments\n"
+           '({{ snakemake.config["headline"]["experiments"] | join(", ") }}), one panel per experiment, in\n'
+           "percentage points of test accuracy: at the last round (circles) and at the round budget (squares).\n"
+           "Error bars: 95 % Student-t interval of the per-seed differences (seeds are paired through common\n"
+           "random numbers); hollow markers: not significant (the interval contains 0). The best baseline at a\n"
+           "budget has the highest mean final accuracy. The dotted line is the paper's \"up to 9.96 points\" on\n"
+           "CIFAR-10; runs on other data are not comparable to it. The headline table has the numbers.",
+           "SP-FL minus the best baseline with paired 95 % intervals, per budget",
+           needs="nothing: reads the `headline` runs (no options)", source="headline", notes="headline_notes",
+           markdown="comparison_markdown"),
+    Figure("sensitivity", "variant", COMPARED_METHODS, "sensitivity_table", "figure_sensitivity",
+           "Sensitivity: gain over the best baseline per reconstruction variant",
+           "How much each unknown of the paper matters: the gain of SP-FL over the best baseline (highest mean\n"
+           "final accuracy under the same variant) for each reconstruction variant, one panel per budget\n"
+           f"(experiment {_experiment('sensitivity')}). Error bars: 95 %\n"
+           "Student-t interval of the per-seed differences; hollow markers: not significant. The table says\n"
+           "which ``normalize`` each method ran with.",
+           "gain over the best baseline per reconstruction variant, with paired 95 % intervals",
+           needs="`variant` and a budget (one panel per budget)", notes="sensitivity_notes",
+           markdown="comparison_markdown"),
+    Figure("headline", None, (), "headline_table", None,
+           "Headline: SP-FL minus the best baseline (percentage points)",
+           "SP-FL minus the best baseline at each budget of the headline experiments\n"
+           '({{ snakemake.params.options["experiments"] | join(", ") }}), in percentage points of test\n'
+           "accuracy at the last round and at the round budget: mean and 95 % Student-t interval of the per-seed\n"
+           "differences (seeds are paired through common random numbers), and whether the interval excludes 0\n"
+           "(significant). The best baseline at a budget is the one with the highest mean final accuracy\n"
+           'among {{ snakemake.params.options["baselines"] | join(", ") }}. The table also gives the rounds to\n'
+           "the target accuracy, which ``normalize`` each method ran with, the number of seeds, the test-set\n"
+           "size and the smallest visible accuracy difference (one test image). The paper reports up to\n"
+           '{{ snakemake.params.options["paper_gain_points"] }} points on CIFAR-10; runs on other data are not\n'
+           "comparable to it.",
+           "the headline table", source="headline", notes="headline_notes", intervals=False,
+           markdown="comparison_markdown"),
+    Figure("runs", None, (), "runs_table", None, "Every run", "", "every run with its summary",
+           intervals=False),
+)
+
+REGISTRY: dict[str, Figure] = {f.name: f for f in ENTRIES}
+FIGURES: dict[str, Figure] = {name: f for name, f in REGISTRY.items() if f.plot is not None}
+TABLE_ONLY = tuple(name for name, f in REGISTRY.items() if f.plot is None)
+
+
+class FigureError(ValueError):
+    """An unknown figure or table name; names it and the allowed ones."""
+
+
+def entry(name: str, figures_only: bool = False) -> Figure:
+    known = FIGURES if figures_only else REGISTRY
+    if name not in known:
+        what = "figure" if figures_only else "table kind"
+        raise FigureError(f"{what} '{name}' is unknown: allowed one of {', '.join(known)}")
+    return known[name]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Tables and figures
+# ---------------------------------------------------------------------------------------------------
+
+def build_table(kind: str, runs: Sequence[Mapping[str, Any]], options: Mapping[str, Any]) -> pd.DataFrame:
+    """The table of one registry entry from run records (``Run.record()`` dicts) and its resolved options."""
+    from spfl.analysis import RecordError
+
+    builder = entry(kind).builder
+    if not runs:
+        raise RecordError(f"table '{kind}' has no runs: check the figure's experiment, select and methods")
+    return builder(list(runs), dict(options))
+
+
+def write_table(frame: pd.DataFrame, kind: str, csv_path: str | Path, md_path: str | Path | None = None,
+                html_path: str | Path | None = None) -> None:
+    """CSV (full precision) and, optionally, Markdown and an HTML fragment for the Snakemake report.
+
+    Every text is built before the first file is written, so a failure leaves no file half-written."""
+    from spfl.analysis import to_markdown
+
+    figure = entry(kind)
+    notes = figure.note_lines(frame)
+    texts = {csv_path: frame.to_csv(index=False, float_format="%.10g")}
+    view = figure.markdown_view(frame)
+    if md_path is not None:
+        texts[md_path] = to_markdown(view, figure.title, notes)
+    if html_path is not None:
+        shown = view.drop(columns=[c for c in ("gain_std", "budget", "budget_value") if c in view])
+        body = shown.to_html(index=False, na_rep="n/a", float_format=lambda v: f"{v:.2f}", border=0)
+        text = "".join(f"<p>{html.escape(n)}</p>" for n in notes)
+        title = html.escape(figure.title)
+        texts[html_path] = (f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{title}</title></head>"
+                            f"<body><h1>{title}</h1>{body}{text}</body></html>\n")
+    for path, text in texts.items():
+        write_atomic(path, text)
+
+
+def draw(name: str, table: pd.DataFrame, style: Mapping[str, Any] | None = None):
+    """The matplotlib Figure of one registered figure from its aggregated table."""
+    from spfl import plots
+
+    figure = entry(name, figures_only=True)
+    style = plots.apply_style(style or {})
+    fig = figure.plotter(plots.prepare_table(table), name, figure.x, style)
+    return plots.finish(fig)
+
+
+def make_figure(name: str, table_path: str | Path, pdf: str | Path, png: str | Path,
+                style: Mapping[str, Any] | None = None, source: str | None = None) -> None:
+    """Read the table, draw, save PDF and PNG (the PNG at the style's dpi), byte-reproducibly.
+
+    ``source`` (e.g. "config quick, digits") is written in the figure's top right corner, so a figure
+    copied out of its folder still says what it shows."""
+    import pandas as pd
+
+    from spfl import plots
+
+    logging.getLogger("fontTools").setLevel(logging.WARNING)  # font subsetting logs pages at INFO
+    style = {**plots.DEFAULT_STYLE, **dict(style or {})}
+    fig = draw(name, pd.read_csv(table_path), style)
+    if source:
+        fig.suptitle(source, x=0.99, ha="right", fontsize="small", color="0.35")
+    plots.save_figure(fig, pdf, png, style["dpi"])
+
+
+# ---------------------------------------------------------------------------------------------------
+# Generated files: the schema's figure list, the report captions, the README table
+# ---------------------------------------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[2]
+SCHEMA_FILE = Path("src/spfl/schemas/config.schema.yaml")  # package data (spfl.pipeline_config)
+REPORT_DIR = Path("workflow/report")
+README_FILE = Path("config/README.md")
+SCHEMA_START, SCHEMA_END = "  # figures:start (generated by `python -m spfl.figures write`)\n", "  # figures:end\n"
+README_START, README_END = "<!-- figures:start -->", "<!-- figures:end -->"
+
+
+def figures_schema() -> dict[str, Any]:
+    """The ``figures`` property of the config schema: one optional key per figure."""
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "description": "Figure name -> options. Only listed figures are built (config/README.md lists them).",
+        "properties": {name: {"$ref": "#/$defs/headline_figure" if f.source == "headline" else "#/$defs/figure"}
+                       for name, f in FIGURES.items()},
+    }
+
+
+def _schema_block() -> str:
+    text = yaml.safe_dump({"figures": figures_schema()}, sort_keys=False, default_flow_style=None, width=110)
+    return SCHEMA_START + "".join(f"  {line}\n" for line in text.splitlines()) + SCHEMA_END
+
+
+def caption(figure: Figure) -> str:
+    text = figure.caption
+    if figure.intervals:
+        text += "\n" + INTERVAL_NOTE
+    return text + "\n"
+
+
+def _methods_text(methods: Sequence[str]) -> str:
+    if tuple(methods) == MAIN_METHODS:
+        return "main"
+    if tuple(methods) == ABLATION_METHODS:
+        return "`spfl` and its four ablations"
+    if tuple(methods) == COMPARED_METHODS:
+        return "`spfl` (compared) and the four baselines"
+    return ", ".join(f"`{m}`" for m in methods) or "the headline's"
+
+
+def readme_table() -> str:
+    lines = ["| figure | experiment must sweep | default methods | what it shows |", "|---|---|---|---|"]
+    for name, figure in FIGURES.items():
+        lines.append(f"| `{name}` | {figure.what_it_needs} | {_methods_text(figure.methods)} | {figure.what} |")
+    return "\n".join(lines) + "\n"
+
+
+def _between(text: str, start: str, end: str, body: str, where: Path) -> str:
+    if start not in text or end not in text:
+        raise FigureError(f"'{where}' lacks the generated-block markers '{start.strip()}' ... '{end.strip()}'")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    return head + start + body + end + tail
+
+
+def generated_files(root: str | Path = ROOT) -> dict[Path, str]:
+    """Path (relative to ``root``) -> the text it must have, for every file generated from the registry."""
+    root = Path(root)
+    files = {SCHEMA_FILE: _between((root / SCHEMA_FILE).read_text(), SCHEMA_START, SCHEMA_END,
+                                   _schema_block()[len(SCHEMA_START):-len(SCHEMA_END)], SCHEMA_FILE),
+             README_FILE: _between((root / README_FILE).read_text(), README_START, README_END,
+                                   "\n" + readme_table(), README_FILE)}
+    for name, figure in REGISTRY.items():
+        if figure.caption:
+            files[REPORT_DIR / f"{name}.rst"] = caption(figure)
+    return files
+
+
+def write_generated(root: str | Path = ROOT) -> list[Path]:
+    """Rewrite every generated file that is not current; return the ones rewritten."""
+    root = Path(root)
+    changed = []
+    for path, text in generated_files(root).items():
+        target = root / path
+        if not target.exists() or target.read_text() != text:
+            write_atomic(target, text)
+            changed.append(path)
+    return changed
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`write [ROOT]` regenerates the files derived from the registry in the checkout ROOT (default: the one
+    this module is in); `check [ROOT]` says which are out of date."""
+    argv = sys.argv[1:] if argv is None else argv
+    root = Path(argv[1]) if len(argv) == 2 else ROOT
+    if argv[:1] == ["write"] and len(argv) <= 2:
+        for path in write_generated(root):
+            print(f"{path}: updated")
+        return 0
+    if argv[:1] == ["check"] and len(argv) <= 2:
+        stale = [str(p) for p, text in generated_files(root).items()
+                 if not (root / p).exists() or (root / p).read_text() != text]
+        for path in stale:
+            print(f"{path}: out of date; run `python -m spfl.figures write`", file=sys.stderr)
+        return 1 if stale else 0
+    print("usage: python -m spfl.figures write [ROOT] | check [ROOT]", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,147 @@
+"""Synthetic run records written to the records contract, for the table and figure tests.
+
+Two kinds:
+
+* ``write_cell`` writes every record of one cell of a real plan (``load_plan(config())``) with known
+  numbers: devices.csv, metrics.csv, allocation.csv, solver_trace.csv, spec.json, summary.json;
+* ``write_run`` writes the three records the comparison tables read (spec.json, summary.json,
+  metrics.csv) for one run given its final accuracy, so a test chooses every number by hand.
+
+No simulator is involved, so the aggregates can be checked against hand-computed values.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from spfl.experiments import load_plan
+from spfl.records import ALLOCATION_COLUMNS, METRIC_COLUMNS, write_csv, write_json
+from spfl.spec import make_spec
+
+ROUNDS, EVAL = 6, 3
+K = 4
+MAIN = ["ideal", "digital", "digital_reuse", "scheduling", "signsgd", "spfl", "spfl_uniform"]
+# Final accuracy of each method: a per-method level, a per-seed offset shared by all methods, and for
+# SP-FL an extra per-seed spread, so the paired differences vary over seeds (0, 1 and 3 points).
+LEVEL = {"ideal": 0.9, "digital": 0.5, "digital_reuse": 0.55, "scheduling": 0.6, "signsgd": 0.62,
+         "spfl": 0.7, "spfl_uniform": 0.4, "spfl_power": 0.5, "spfl_bandwidth": 0.6, "spfl_noreuse": 0.65}
+SPFL_SPREAD = {0: 0.0, 1: 0.01, 2: 0.03}
+OPTIMIZED = {"spfl", "spfl_power", "spfl_bandwidth", "spfl_noreuse"}
+
+
+def config() -> dict:
+    return {
+        "name": "synthetic",
+        "base": {"dataset": "digits", "rounds": ROUNDS, "eval_every": EVAL, "num_devices": K},
+        "seeds": [0, 1, 2],
+        "experiments": {
+            "bandwidth": {"grid": {"total_bandwidth_mhz": [1, 2], "method": MAIN}},
+            "power": {"grid": {"max_power_dbm": [10, 23], "method": MAIN}},
+            "devices": {"grid": {"num_devices": [4, 8], "method": MAIN}},
+            "noniid": {"grid": {"dirichlet_beta": [0.1, 0.5], "method": MAIN}},
+            "ablation": {"grid": {"method": ["spfl", "spfl_uniform", "spfl_power", "spfl_bandwidth",
+                                             "spfl_noreuse"]}},
+        },
+        "figures": {**{name: {"experiment": exp} for name, exp in (
+            ("accuracy_vs_round", "bandwidth"), ("accuracy_vs_bandwidth", "bandwidth"),
+            ("accuracy_vs_power", "power"), ("accuracy_vs_devices", "devices"), ("allocation", "bandwidth"),
+            ("packet_errors", "bandwidth"), ("ablation", "ablation"), ("solver_convergence", "bandwidth"),
+            ("noniid", "noniid"))}, "gain": {}},
+        "headline": {"experiments": ["bandwidth", "power"]},
+    }
+
+
+def accuracy(method: str, seed: int, bandwidth: float) -> float:
+    """Known final accuracy: SP-FL's lead over the best baseline (signsgd) shrinks with bandwidth."""
+    gain = 0.04 / bandwidth + SPFL_SPREAD[seed] if method == "spfl" else 0.0
+    return LEVEL[method] + gain + 0.01 * seed
+
+
+def write_cell(folder: Path, cell, methods) -> None:
+    params = cell.params
+    num_devices = params["num_devices"]
+    gains = [10 ** (-(9 + d)) for d in range(num_devices)]  # device 0 strongest
+    write_csv(folder / "devices.csv", ("device", "distance_m", "gain", "num_samples", "alpha"),
+              [{"device": d, "distance_m": 100.0 + d, "gain": g, "num_samples": 10, "alpha": 1 / num_devices}
+               for d, g in enumerate(gains)])
+    write_csv(folder / "partition.csv", ("device", "label", "count"),
+              [{"device": d, "label": 0, "count": 10} for d in range(num_devices)])
+    bandwidth = params["total_bandwidth_mhz"]
+    for method in methods:
+        out = folder / method
+        final = accuracy(method, params["seed"], bandwidth)
+        metrics = []
+        for r in range(ROUNDS + 1):
+            evaluated = r % EVAL == 0 or r == ROUNDS
+            metrics.append({"round": r, "train_loss": 1.0 / (r + 1),
+                            "test_accuracy": final * r / ROUNDS if evaluated else None,
+                            "test_loss": 1.0 if evaluated else None,
+                            "sign_error_rate": None if r == 0 else 0.1 / bandwidth,
+                            "modulus_error_rate": None if r == 0 or method == "signsgd" else 0.4 / bandwidth})
+        write_csv(out / "metrics.csv", METRIC_COLUMNS, metrics)
+        snapshots = [1, EVAL, ROUNDS]
+        write_csv(out / "allocation.csv", ALLOCATION_COLUMNS, [
+            {"round": r, "device": d, "bandwidth_hz": bandwidth * 1e6 * (d + 1) / sum(range(1, num_devices + 1)),
+             "power_sign_w": 0.2 * 32, "power_modulus_w": 0.0 if d == num_devices - 1 else 0.1,
+             "slot_share": 1 / 32 if method.startswith("spfl") else 1.0,
+             "q_sign": 0.1, "q_modulus": 0.3, "u_sign": 1.0, "u_modulus": 2.0}
+            for r in snapshots for d in range(num_devices)])
+        trace = [{"round": r, "iteration": i, "objective": (1 + r) * (1 - 0.5 ** (i + 1))}
+                 for r in snapshots for i in range(4)] if method in OPTIMIZED else []
+        write_csv(out / "solver_trace.csv", ("round", "iteration", "objective"), trace)
+        spec = make_spec({**params, "method": method}).to_dict()
+        write_json(out / "spec.json", spec)
+        write_json(out / "summary.json", {
+            "method": method, "status": "ok", "diverged_round": None, "final_accuracy": final,
+            "best_accuracy": final, "final_test_loss": 1.0, "rounds_completed": ROUNDS,
+            "mean_sign_error": 0.1 / bandwidth,
+            "mean_modulus_error": None if method == "signsgd" else 0.4 / bandwidth,
+            "run_hash": "x", "code_version": "y", "num_params": 310, "versions": {}})
+
+
+def make_plan(root: Path, cfg: dict | None = None):
+    """A plan whose run records exist (synthetic) under ``root``; ``plan.root`` says where."""
+    plan = load_plan(cfg or config())
+    for cell in plan.cells.values():
+        write_cell(root / "results" / "runs" / cell.hash, cell, cell.methods)
+    plan.root = root
+    return plan
+
+
+def records(plan, runs) -> list[dict]:
+    return [{**r.record(), "dir": str(plan.root / "results" / "runs" / r.cell)} for r in runs]
+
+
+def table(plan, figure):
+    from spfl.figures import build_table
+
+    return build_table(figure, records(plan, plan.figure_runs(figure)), plan.figures[figure])
+
+
+# --- hand-made runs for the comparison tables ------------------------------------------------------
+
+def write_run(root: Path, experiment: str, method: str, seed: int, final_pct: float, budget_pct: float,
+              *, rounds: int = ROUNDS, eval_every: int = EVAL, normalize: str = "received", status: str = "ok",
+              dataset: str = "digits", **swept: Any) -> dict[str, Any]:
+    """One run whose test accuracy is 10 % at round 0, ``budget_pct`` at round ``rounds // 2`` (an evaluated
+    round) and ``final_pct`` at the last; returns its run record (experiment, cell, dir, seed, method,
+    swept settings)."""
+    cell = f"{experiment}-{seed}-" + "-".join(f"{k}{v}" for k, v in swept.items())
+    folder = root / cell / method
+    evaluated = sorted({0, rounds, *range(eval_every, rounds + 1, eval_every)})
+    middle = rounds // 2
+    assert middle in evaluated, "choose rounds and eval_every so that rounds // 2 is evaluated"
+    metrics = [{"round": r, "train_loss": 1.0,
+                "test_accuracy": (10.0 if r == 0 else budget_pct if r <= middle else final_pct) / 100.0}
+               for r in evaluated]
+    write_csv(folder / "metrics.csv", METRIC_COLUMNS, metrics)
+    write_json(folder / "spec.json", {"dataset": dataset, "rounds": rounds, "eval_every": eval_every,
+                                      "normalize": normalize, "method": method, "seed": seed})
+    write_json(folder / "summary.json", {
+        "method": method, "status": status, "diverged_round": 4 if status == "diverged" else None,
+        "final_accuracy": None if status == "diverged" else final_pct / 100.0, "best_accuracy": final_pct / 100.0,
+        "final_test_loss": 1.0, "rounds_completed": rounds, "mean_sign_error": 0.1, "mean_modulus_error": 0.2,
+        "run_hash": "x", "code_version": "y"})
+    return {"experiment": experiment, "cell": cell, "dir": str(root / cell), "seed": seed, "method": method,
+            **swept}

@@ -1,0 +1,417 @@
+"""Figures: the registry and the files generated from it, readable drawings, intervals only from three
+seeds, byte-identical output.  Every figure is drawn from tables built from synthetic run records
+(tests/synthetic_records.py), and the tests inspect the drawn artists, not only that a file exists."""
+
+from __future__ import annotations
+
+import itertools
+import shutil
+import subprocess
+import sys
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from matplotlib.collections import PolyCollection
+from matplotlib.container import ErrorbarContainer
+
+from spfl import analysis, figures, plots
+from synthetic_records import make_plan, table, write_run
+
+STYLE = {**plots.DEFAULT_STYLE, "dpi": 100}
+
+
+@pytest.fixture(scope="module")
+def plan(tmp_path_factory):
+    return make_plan(tmp_path_factory.mktemp("records"))
+
+
+def comparison_runs(root, seeds=(0, 1, 2), variants=("default",)):
+    """Runs of spfl, digital and scheduling at two bandwidths (and variants), seeds as given."""
+    finals = {0.5: {"spfl": [80, 82, 84], "digital": [70, 71, 75], "scheduling": [78, 78, 80]},
+              2.0: {"spfl": [90, 88, 91], "digital": [89, 90, 89], "scheduling": [85, 85, 85]}}
+    runs = []
+    for v, variant in enumerate(variants):
+        for budget, methods in finals.items():
+            for method, values in methods.items():
+                for seed in seeds:
+                    final = values[seed] - 2 * v
+                    extra = {"variant": variant} if len(variants) > 1 else {}
+                    runs.append(write_run(root, "bw", method, seed, final, final - 10,
+                                          total_bandwidth_mhz=budget, **extra))
+    return runs
+
+
+HEADLINE_OPTIONS = {"method": "spfl", "baselines": ["digital", "scheduling"], "budgets": {"bw": "total_bandwidth_mhz"},
+                    "paper_gain_points": 9.96, "round_budget": None, "target_accuracy": None}
+VARIANTS = ("default", "fading=per_packet", "normalize=all", "slot_share=optimized", "power_constraint=sum",
+            "compensation=scalar")
+
+
+@pytest.fixture(scope="module")
+def tables(plan, tmp_path_factory):
+    """name -> table of every registered figure."""
+    root = tmp_path_factory.mktemp("comparisons")
+    out = {name: table(plan, name) for name in plan.figures if name != "gain"}
+    out["gain"] = analysis.headline_table(comparison_runs(root / "headline"), HEADLINE_OPTIONS)
+    out["sensitivity"] = figures.build_table(
+        "sensitivity", comparison_runs(root / "sensitivity", variants=VARIANTS),
+        {"x": "variant", "methods": ["spfl", "digital", "scheduling"]})
+    return out
+
+
+# --- the registry and what is generated from it -----------------------------------------------------
+
+def test_committed_files_equal_the_ones_generated_from_the_registry():
+    """The config schema's figure list, the report captions and config/README.md's figure table;
+    regenerate with `python -m spfl.figures write`."""
+    for path, text in figures.generated_files().items():
+        assert (figures.ROOT / path).read_text() == text, f"{path} is out of date"
+
+
+def test_the_schema_lists_exactly_the_registered_figures():
+    schema = yaml.safe_load((figures.ROOT / figures.SCHEMA_FILE).read_text())
+    assert schema["properties"]["figures"] == figures.figures_schema()
+    assert list(schema["properties"]["figures"]["properties"]) == list(figures.FIGURES)
+    assert schema["properties"]["figures"]["properties"]["gain"] == {"$ref": "#/$defs/headline_figure"}
+
+
+def test_every_registered_name_has_a_report_caption_and_the_interval_rule_where_intervals_are_drawn():
+    for name, entry in figures.REGISTRY.items():
+        if entry.caption:
+            text = (figures.ROOT / "workflow" / "report" / f"{name}.rst").read_text()
+            assert ("fewer than 3 seeds" in text) == entry.intervals, name
+    assert set(figures.FIGURES) | set(figures.TABLE_ONLY) == set(figures.REGISTRY)
+    assert figures.TABLE_ONLY == ("headline", "runs")
+
+
+def test_write_generated_repairs_a_stale_file(tmp_path):
+    for path in (figures.SCHEMA_FILE, figures.README_FILE):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(figures.ROOT / path, tmp_path / path)
+    readme = tmp_path / figures.README_FILE
+    readme.write_text(readme.read_text().replace("| `noniid` |", "| `noniid_old` |"))
+    changed = figures.write_generated(tmp_path)
+    assert figures.README_FILE in changed and figures.SCHEMA_FILE not in changed
+    assert "| `noniid` |" in readme.read_text() and "noniid_old" not in readme.read_text()
+    assert figures.write_generated(tmp_path) == []
+
+
+def test_missing_markers_are_named(tmp_path):
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "README.md").write_text("no markers\n")
+    (tmp_path / figures.SCHEMA_FILE).parent.mkdir(parents=True)
+    shutil.copy(figures.ROOT / figures.SCHEMA_FILE, tmp_path / figures.SCHEMA_FILE)
+    with pytest.raises(figures.FigureError, match="config/README.md' lacks the generated-block markers"):
+        figures.generated_files(tmp_path)
+
+
+def test_every_registry_entry_names_functions_that_exist():
+    for name, entry in figures.REGISTRY.items():
+        assert callable(entry.builder), name
+        assert (entry.plotter is None) == (name in figures.TABLE_ONLY), name
+        for helper in (entry.notes, entry.markdown):
+            assert helper is None or callable(getattr(analysis, helper)), (name, helper)
+
+
+def test_reading_the_registry_imports_no_plotting_or_data_frames():
+    """The Snakefile and `spfl` validate configs through spfl.experiments at every start."""
+    code = ("import sys, spfl.experiments; "
+            "print(*(m in sys.modules for m in ('pandas', 'matplotlib', 'seaborn', 'spfl.plots')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False"] * 4
+
+
+def test_experiments_keeps_figures_importable_and_plots_does_not_import_experiments():
+    from spfl.experiments import FIGURES
+
+    assert FIGURES is figures.FIGURES
+    assert all(hasattr(f, "name") and hasattr(f, "x") and hasattr(f, "methods") for f in FIGURES.values())
+    code = "import sys, spfl.plots; print('spfl.experiments' in sys.modules, 'spfl.figures' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]
+
+
+def test_unknown_figure_and_missing_column_are_named():
+    with pytest.raises(figures.FigureError, match="figure 'pie' is unknown: allowed one of accuracy_vs_round"):
+        figures.draw("pie", pd.DataFrame())
+    with pytest.raises(figures.FigureError, match="figure 'headline' is unknown"):
+        figures.draw("headline", pd.DataFrame())
+    with pytest.raises(plots.PlotError, match="has no column 'total_bandwidth_mhz'"):
+        figures.draw("accuracy_vs_bandwidth", pd.DataFrame({"mean": [1.0]}))
+
+
+# --- readable figures -------------------------------------------------------------------------------
+
+def drawn_labels(axis):
+    low, high = sorted(axis.get_view_interval())
+    pad = (high - low) * 1e-9
+    return [label for loc, label in zip(axis.get_majorticklocs(), axis.get_majorticklabels())
+            if label.get_visible() and label.get_text() and low - pad <= loc <= high + pad]
+
+
+def assert_readable(fig, style):
+    """Each axes at least 40 % of its panel's size; no two tick labels of an axis overlap; the legend
+    overlaps no axes."""
+    fig.draw_without_rendering()
+    renderer = fig.canvas.get_renderer()
+    width, height = style["width_in"] * fig.dpi, style["height_in"] * fig.dpi
+    for ax in fig.axes:
+        box = ax.get_window_extent(renderer)
+        assert box.width >= 0.4 * width and box.height >= 0.4 * height, (ax.get_title(), box.bounds, width, height)
+        for axis in (ax.xaxis, ax.yaxis):
+            boxes = [label.get_window_extent(renderer) for label in drawn_labels(axis)]
+            for a, b in itertools.combinations(boxes, 2):
+                assert not a.overlaps(b), (ax.get_title(), [t.get_text() for t in drawn_labels(axis)])
+        for legend in fig.legends:
+            assert not legend.get_window_extent(renderer).overlaps(box)
+    assert fig.legends, "the figure has no legend"
+
+
+@pytest.mark.parametrize("name", list(figures.FIGURES))
+def test_every_figure_is_readable(tables, name):
+    fig = figures.draw(name, tables[name], STYLE)
+    try:
+        assert_readable(fig, STYLE)
+    finally:
+        plt.close(fig)
+
+
+def many_bandwidths_table(n: int = 3) -> pd.DataFrame:
+    """accuracy_vs_bandwidth at nine bandwidths spanning two decades and a half, six methods."""
+    rows = []
+    for method in ("ideal", "digital", "digital_reuse", "scheduling", "signsgd", "spfl"):
+        for i, b in enumerate((0.1, 0.2, 0.3, 0.5, 1, 2, 5, 10, 20)):
+            mean = 40 + 5 * i
+            rows.append({"experiment": "bw", "total_bandwidth_mhz": b, "panel": "", "method": method,
+                         "metric": "final_accuracy_pct", "n": n, "mean": mean, "std": 2.0, "ci_low": mean - 5,
+                         "ci_high": mean + 5, "n_diverged": 0, "first_diverged_round": None})
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("style", [STYLE, {**STYLE, "width_in": 3.0, "height_in": 2.5, "font_scale": 1.5}])
+def test_a_dense_log_axis_keeps_few_non_overlapping_ticks(style):
+    fig = figures.draw("accuracy_vs_bandwidth", many_bandwidths_table(), style)
+    try:
+        assert_readable(fig, style)
+        assert 2 <= len(drawn_labels(fig.axes[0].xaxis)) <= plots.LOG_TICKS
+    finally:
+        plt.close(fig)
+
+
+def test_packet_error_legend_sits_below_the_axes(tables):
+    fig = figures.draw("packet_errors", tables["packet_errors"], STYLE)
+    try:
+        fig.draw_without_rendering()
+        renderer = fig.canvas.get_renderer()
+        legend = fig.legends[0].get_window_extent(renderer)
+        axes = fig.axes[0].get_window_extent(renderer)
+        assert legend.y1 <= axes.y0 and axes.width >= 0.6 * STYLE["width_in"] * fig.dpi
+    finally:
+        plt.close(fig)
+
+
+def test_log_ticks_keep_the_ends_and_at_most_five_values():
+    assert plots.log_ticks([0.5, 1, 2]) == [0.5, 1.0, 2.0]
+    picked = plots.log_ticks([0.1, 0.2, 0.3, 0.5, 1, 2, 5, 10, 20])
+    assert picked[0] == 0.1 and picked[-1] == 20 and len(picked) <= 5
+
+
+# --- what is drawn: lines, and intervals only from three seeds --------------------------------------
+
+def bands(fig):
+    return [c for ax in fig.axes for c in ax.collections if isinstance(c, PolyCollection)]
+
+
+def method_lines(fig):
+    return [line for ax in fig.axes for line in ax.get_lines() if not line.get_label().startswith("_")]
+
+
+@pytest.mark.parametrize(("n", "expected_bands"), [(3, 6), (2, 0), (1, 0)])
+def test_bands_are_drawn_only_from_three_seeds(n, expected_bands):
+    fig = figures.draw("accuracy_vs_bandwidth", many_bandwidths_table(n), STYLE)
+    try:
+        assert len(method_lines(fig)) == 6  # one line per method
+        assert len(bands(fig)) == expected_bands
+    finally:
+        plt.close(fig)
+
+
+def test_a_band_skips_the_points_with_fewer_than_three_seeds():
+    data = many_bandwidths_table(3)
+    data.loc[data["total_bandwidth_mhz"] == 20, "n"] = 2
+    low, high = plots.drawn_interval(data[data["method"] == "spfl"])
+    assert np.isnan(low[-1]) and np.isnan(high[-1]) and not np.isnan(low[:-1]).any()
+
+
+def test_error_bars_are_drawn_only_from_three_seeds():
+    for n, expected in ((3, 6), (2, 0)):
+        fig = figures.draw("accuracy_vs_bandwidth", many_bandwidths_table(n), {**STYLE, "error_bars": "bars"})
+        containers = [c for ax in fig.axes for c in ax.containers if isinstance(c, ErrorbarContainer)]
+        plt.close(fig)
+        assert len(containers) == expected, n
+
+
+def test_round_figure_has_one_line_per_method_and_panel(tables):
+    fig = figures.draw("accuracy_vs_round", tables["accuracy_vs_round"], STYLE)
+    try:
+        assert len(fig.axes) == 2 and [ax.get_title() for ax in fig.axes] == ["B_tot = 1 MHz", "B_tot = 2 MHz"]
+        for ax in fig.axes:
+            labels = [line.get_label() for line in ax.get_lines()]
+            assert labels == [plots.METHOD_LABELS[m] for m in ("ideal", "digital", "digital_reuse", "scheduling",
+                                                                "signsgd", "spfl")]
+            assert list(ax.get_lines()[-1].get_xdata()) == [0, 3, 6]
+        assert len(bands(fig)) == 12  # three seeds: a band per method and panel
+    finally:
+        plt.close(fig)
+
+
+def gain_bars(fig):
+    return [c for ax in fig.axes for c in ax.containers if isinstance(c, ErrorbarContainer)]
+
+
+def test_gain_figure_draws_paired_intervals_zero_line_and_the_paper(tmp_path):
+    out = analysis.headline_table(comparison_runs(tmp_path), HEADLINE_OPTIONS)
+    fig = figures.draw("gain", out, STYLE)
+    try:
+        ax = fig.axes[0]
+        gains = [line for line in ax.get_lines() if line.get_label() == "final accuracy"][0]
+        assert list(gains.get_ydata()) == pytest.approx([10 / 3, 1 / 3])  # 2, 4, 4 and 1, -2, 2 (hand means)
+        assert len(gain_bars(fig)) == 2  # final and round-budget gains, three seeds
+        flat = [tuple(line.get_ydata()) for line in ax.get_lines() if len(line.get_ydata()) == 2]
+        assert (0.0, 0.0) in flat and (9.96, 9.96) in flat
+        texts = [t.get_text() for t in fig.legends[0].get_texts()]
+        assert "paper: up to 9.96 pp (CIFAR-10)" in texts and plots.HOLLOW_LABEL in texts
+        hollow = [line for line in ax.get_lines() if line.get_label() == "_not_significant"]
+        # 2 MHz: both intervals contain 0 (final and round budget: every method loses 10 points there)
+        # (each series shifted sideways a little so that neither hides the other)
+        assert [len(line.get_xdata()) for line in hollow] == [1, 1]
+        assert [line.get_xdata()[0] for line in hollow] == pytest.approx([2.0, 2.0], rel=0.05)
+        assert hollow[0].get_xdata()[0] < 2.0 < hollow[1].get_xdata()[0]
+    finally:
+        plt.close(fig)
+    two = analysis.headline_table(comparison_runs(tmp_path / "two", seeds=(0, 1)), HEADLINE_OPTIONS)
+    fig = figures.draw("gain", two, STYLE)
+    assert gain_bars(fig) == []  # n = 2: the interval is in the table, not drawn
+    plt.close(fig)
+
+
+def test_sensitivity_figure_has_one_row_per_variant_and_a_panel_per_budget(tables):
+    fig = figures.draw("sensitivity", tables["sensitivity"], STYLE)
+    try:
+        assert [ax.get_title() for ax in fig.axes] == ["B_tot = 0.5 MHz", "B_tot = 2 MHz"]
+        # the default first, the others alphabetically
+        assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["default", *sorted(VARIANTS[1:])]
+        assert len(gain_bars(fig)) == 2
+        assert any(tuple(line.get_xdata()) == (0.0, 0.0) for line in fig.axes[0].get_lines())  # zero line
+    finally:
+        plt.close(fig)
+
+
+def test_method_colors_are_fixed_and_distinct():
+    colors = plots.method_colors("colorblind")
+    palette = plots.sns.color_palette("colorblind", n_colors=len(plots.COLOR_ORDER))
+    assert colors["spfl"] == palette[0]  # SP-FL takes the most salient color whatever the figure shows
+    assert len(set(colors.values())) == len(colors) == len(plots.METHOD_LABELS)
+
+
+# --- byte-identical output --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["accuracy_vs_bandwidth", "gain"])
+def test_the_same_table_gives_the_same_bytes(tables, name, tmp_path):
+    path = tmp_path / f"{name}.csv"
+    figures.write_table(tables[name], name, path)
+    for i in (1, 2):
+        figures.make_figure(name, path, tmp_path / f"{i}.pdf", tmp_path / f"{i}.png", {"dpi": 60})
+    pdf, png = (tmp_path / "1.pdf").read_bytes(), (tmp_path / "1.png").read_bytes()
+    assert pdf[:4] == b"%PDF" and png[:4] == b"\x89PNG"
+    assert pdf == (tmp_path / "2.pdf").read_bytes() and png == (tmp_path / "2.png").read_bytes()
+    assert b"CreationDate" not in pdf and b"Software" not in png and b"matplotlib" not in png.lower()
+
+
+# --- configuration of the registry's figures and headline options ----------------------------------
+
+def test_gain_reads_the_headline_runs_and_needs_a_headline():
+    from spfl.experiments import ConfigError, load_plan
+    from synthetic_records import config
+
+    plan = load_plan(config())
+    assert plan.figures["gain"]["source"] == "headline"
+    assert plan.figure_runs("gain") == plan.headline_runs()
+    without = {k: v for k, v in config().items() if k != "headline"}
+    with pytest.raises(ConfigError, match="config key 'figures.gain' needs the headline table: add config key "
+                                          "'headline'"):
+        load_plan(without)
+    with pytest.raises(ConfigError, match="'figures.gain.experiment' is unknown"):
+        load_plan({**config(), "figures": {"gain": {"experiment": "bandwidth"}}})
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"round_budget": 4}, r"'headline.round_budget' = 4 is invalid: allowed an evaluated round of "
+                          r"experiments.bandwidth \(0, 3, 6\)"),
+    ({"round_budget": 0}, r"'headline.round_budget' = 0 is invalid: allowed >= 1"),
+    ({"target_accuracy": 120}, r"'headline.target_accuracy' = 120 is invalid: allowed <= 100"),
+    ({"target_accuracy": 0}, r"'headline.target_accuracy' = 0 is invalid: allowed > 0"),
+])
+def test_bad_headline_options_are_refused_naming_the_key(options, message):
+    from spfl.experiments import ConfigError, load_plan
+    from synthetic_records import config
+
+    cfg = config()
+    cfg["headline"].update(options)
+    with pytest.raises(ConfigError, match=message):
+        load_plan(cfg)
+
+
+def test_headline_options_default_to_null():
+    from spfl.experiments import load_plan
+    from synthetic_records import config
+
+    plan = load_plan(config())
+    assert plan.headline["round_budget"] is None and plan.headline["target_accuracy"] is None
+    cfg = config()
+    cfg["headline"].update(round_budget=6, target_accuracy=75)
+    assert load_plan(cfg).headline["round_budget"] == 6
+
+
+def test_the_check_command_reports_stale_files(tmp_path, capsys):
+    for path in figures.generated_files():
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(figures.ROOT / path, tmp_path / path)
+    assert figures.main(["check", str(tmp_path)]) == 0
+    (tmp_path / "workflow" / "report" / "gain.rst").write_text("old caption\n")
+    assert figures.main(["check", str(tmp_path)]) == 1
+    assert "workflow/report/gain.rst: out of date" in capsys.readouterr().err
+    assert figures.main(["write", str(tmp_path)]) == 0 and figures.main(["check", str(tmp_path)]) == 0
+
+
+def test_figures_are_readable_per_the_umask(tables, tmp_path):
+    import os
+
+    path = tmp_path / "t.csv"
+    figures.write_table(tables["accuracy_vs_power"], "accuracy_vs_power", path)
+    old = os.umask(0o022)
+    try:
+        figures.make_figure("accuracy_vs_power", path, tmp_path / "f.pdf", tmp_path / "f.png", {"dpi": 40})
+    finally:
+        os.umask(old)
+    assert (tmp_path / "f.pdf").stat().st_mode & 0o777 == 0o644 and (tmp_path / "f.png").stat().st_mode & 0o777 == 0o644
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_a_figure_names_its_config_and_dataset(tables, tmp_path, monkeypatch):
+    """A figure copied out of its folder still says which config and data it shows (the plot rule passes
+    "config <name>, <dataset>"); without a source nothing is added."""
+    from spfl import plots
+
+    drawn = []
+    monkeypatch.setattr(plots, "save_figure", lambda fig, pdf, png, dpi: drawn.append(fig))
+    path = tmp_path / "t.csv"
+    tables["accuracy_vs_bandwidth"].to_csv(path, index=False)
+    figures.make_figure("accuracy_vs_bandwidth", path, tmp_path / "f.pdf", tmp_path / "f.png", {"dpi": 40},
+                        source="config quick, digits")
+    figures.make_figure("accuracy_vs_bandwidth", path, tmp_path / "g.pdf", tmp_path / "g.png", {"dpi": 40})
+    assert drawn[0]._suptitle.get_text() == "config quick, digits"
+    assert drawn[1]._suptitle is None
