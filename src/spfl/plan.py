@@ -26,7 +26,6 @@ from spfl.figures import FIGURES
 from spfl.pipeline_config import BASE_ONLY, PIPELINE_OWNED, ConfigError, check_value, validated
 from spfl.spec import METHODS, SETTING, SpecError, canonical_hash, make_spec
 
-
 # The pseudo-setting of an experiment's `variants`: runs carry the variant's name like a swept setting.
 VARIANT = "variant"
 

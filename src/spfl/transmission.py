@@ -115,13 +115,6 @@ class Link:
                                     self.waterfall_m)
         return sign, modulus
 
-    def both_error(self, threshold_sign: np.ndarray, threshold_modulus: np.ndarray) -> np.ndarray:
-        """P(not both packets arrive): exp(-max t) under block fading, exp(-t_s - t_m) per packet."""
-        with np.errstate(invalid="ignore"):
-            joint = (np.maximum(threshold_sign, threshold_modulus) if self.fading == "block"
-                     else threshold_sign + threshold_modulus)
-        return -np.expm1(-joint)
-
 
 @dataclass(frozen=True)
 class Delivery:
