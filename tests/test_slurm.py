@@ -31,7 +31,7 @@ import pytest
 
 from slurm_cluster import SlurmCluster, missing_requirements
 from test_reproducible_tables import TABLE_RULES, TIMED_OUT, copy_workflow, failure, run_tables, table_differences
-from workflow_helpers import RUNS, SNAKEMAKE, TINY_CONFIG
+from workflow_helpers import RUNS, SNAKEMAKE, TINY_CONFIG, tiny_cells
 
 INIT_SECONDS = 5  # --slurm-init-seconds-before-status-checks: first status check after this
 MIN_JOB_AGE = 300  # keep >= 3 x INIT_SECONDS, or the plugin falls back to sacct, which fails here
@@ -197,4 +197,4 @@ def test_after_a_kill_the_recovery_cancels_the_old_jobs_before_the_restart(tmp_p
     assert restart.returncode == 0, failure(restart, "restart after the recovery") + "\n" + slurm_cluster.log_tail()
     new_jobs = set(SUBMITTED.findall(restart.stdout + restart.stderr))
     assert new_jobs and not new_jobs & old_jobs
-    assert len(list((workdir / RUNS).glob("*/cell.json"))) == 10  # every cell of config/test.yaml
+    assert len(list((workdir / RUNS).glob("*/cell.json"))) == tiny_cells()  # every cell of config/test.yaml

@@ -20,54 +20,18 @@ import yaml
 
 from spfl.experiments import load_plan, read_config
 from spfl.provenance import code_version
-
-ROOT = Path(__file__).resolve().parents[1]
-SNAKEMAKE = Path(sys.executable).with_name("snakemake")
-WORKFLOW_FILES = ("Snakefile", "workflow", "config")
-
-
-def configured_figures(config: str) -> list[str]:
-    """The figures a shipped config builds (test_experiments checks that they are all the registry's)."""
-    return list(load_plan(read_config([ROOT / "config" / config])).figures)
-
+from workflow_helpers import (
+    LOCAL_ONLY,
+    ROOT,
+    SNAKEMAKE,
+    configured_figures,
+    copy_workflow,
+    jobs_of,
+    snakemake,
+    tiny_cells,
+)
 
 FIGURES = configured_figures("test.yaml")  # what the end-to-end run of config/test.yaml draws
-# Snakemake loads every installed executor plugin at start; the SLURM one then runs `scontrol show config`,
-# which, where SLURM's client is installed but no controller answers, retries for 10 s on every start.
-# Runs that use no cluster point SLURM_CONF at an empty file, so scontrol fails at once (README, "On a
-# SLURM cluster"); tests/test_slurm.py gives its own cluster's SLURM_CONF.
-LOCAL_ONLY = {"SLURM_CONF": os.devnull}
-
-
-def copy_workflow(dest: Path) -> Path:
-    dest.mkdir(parents=True, exist_ok=True)
-    for name in WORKFLOW_FILES:
-        source = ROOT / name
-        if source.is_dir():
-            shutil.copytree(source, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(source, dest / name)
-    return dest
-
-
-def snakemake(workdir: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    env = {**os.environ, "MPLBACKEND": "Agg", **LOCAL_ONLY}
-    return subprocess.run([str(SNAKEMAKE), "--directory", str(workdir), "--snakefile",
-                           str(workdir / "Snakefile"), *args], capture_output=True, text=True,
-                          timeout=timeout, env=env, cwd=workdir)
-
-
-def jobs_of(dry_run_output: str) -> dict[str, int]:
-    """Rule -> job count from the 'Job stats' table of a dry run."""
-    stats = dry_run_output.split("Job stats:", 1)[1]
-    counts = {}
-    for line in stats.splitlines()[3:]:
-        match = re.match(r"^(\S+)\s+(\d+)$", line.strip())
-        if not match:
-            break
-        if match.group(1) != "total":
-            counts[match.group(1)] = int(match.group(2))
-    return counts
 
 
 @pytest.fixture
@@ -162,7 +126,7 @@ def test_config_overrides_set_numbers_and_lists(workdir):
     one_seed = snakemake(workdir, "-n", "--configfile", "config/test.yaml", "--config", "seeds=[0]",
                          "base={deadline_ms: 2.733e2}")
     assert full.returncode == 0 and one_seed.returncode == 0, one_seed.stderr[-2000:]
-    assert len(cells_of(one_seed.stdout)) == 5 and len(cells_of(full.stdout)) == 10
+    assert len(cells_of(one_seed.stdout)) == tiny_cells(seeds=1) and len(cells_of(full.stdout)) == tiny_cells()
     assert cells_of(one_seed.stdout) < cells_of(full.stdout)  # the same cells: 2.733e2 == 273.3
 
 
@@ -289,7 +253,7 @@ def test_end_to_end_figures_and_run_folders(finished):
     assert sorted(p.name for p in (finished / "results").iterdir()) == ["data", "test"]  # one namespace
     assert sorted(p.name for p in (finished / "figures").iterdir()) == ["test"]
     manifests = list((finished / "results" / "test" / "runs").glob("*/cell.json"))
-    assert len(manifests) == 10  # 5 grid points (the ablation shares one with the bandwidth sweep) x 2 seeds
+    assert len(manifests) == tiny_cells()  # the ablation shares its grid point with the bandwidth sweep
     for manifest in manifests:
         cell = manifest.parent
         info = json.loads(manifest.read_text())
@@ -329,8 +293,8 @@ def test_end_to_end_code_versions_select_what_reruns(finished):
     original = common.read_text()
     expected = {
         "CODE_VERSION = code_version()": {"simulate", "table", "headline_table", "runs_table"},
-        'ANALYSIS_VERSION = module_version("analysis.py")': {"table", "headline_table", "runs_table"},
-        'PLOTS_VERSION = module_version("plots.py")': set(),
+        'ANALYSIS_VERSION = module_version("analysis.py", "figures.py")': {"table", "headline_table", "runs_table"},
+        'PLOTS_VERSION = module_version("plots.py", "figures.py")': set(),
     }
     cells = len(list((finished / "results" / "test" / "runs").glob("*/cell.json")))
     try:

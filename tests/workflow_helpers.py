@@ -1,25 +1,88 @@
 """Helpers of the tests that run the Snakemake pipeline in a temporary copy (resilience, divergence, bad input).
 
-They build on tests/test_workflow.py (copy_workflow, snakemake, jobs_of), so every workflow test runs
-Snakemake the same way: from the tests' environment, in a private copy of Snakefile, workflow/ and
-config/, never touching the repository's results/ and figures/.
+Every workflow test runs Snakemake the same way through these helpers: from the tests' environment, in a
+private copy of Snakefile, workflow/ and config/, never touching the repository's results/ and figures/.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from test_workflow import LOCAL_ONLY, ROOT, SNAKEMAKE, copy_workflow, jobs_of, snakemake
+from spfl.experiments import load_plan, read_config
 
-__all__ = ["LOCAL_ONLY", "ROOT", "RUNS", "SNAKEMAKE", "TABLES", "TINY_CONFIG", "copy_workflow", "jobs_of",
-           "snakemake", "snakemake_command", "snakemake_env", "tiny_config", "tree", "write_config"]
+ROOT = Path(__file__).resolve().parents[1]
+SNAKEMAKE = Path(sys.executable).with_name("snakemake")
+WORKFLOW_FILES = ("Snakefile", "workflow", "config")
+
+
+def configured_figures(config: str) -> list[str]:
+    """The figures a shipped config builds (test_experiments checks that they are all the registry's)."""
+    return list(load_plan(read_config([ROOT / "config" / config])).figures)
+
+
+# Snakemake loads every installed executor plugin at start; the SLURM one then runs `scontrol show config`,
+# which, where SLURM's client is installed but no controller answers, retries for 10 s on every start.
+# Runs that use no cluster point SLURM_CONF at an empty file, so scontrol fails at once (README, "On a
+# SLURM cluster"); tests/test_slurm.py gives its own cluster's SLURM_CONF.
+LOCAL_ONLY = {"SLURM_CONF": os.devnull}
+
+
+def copy_workflow(dest: Path) -> Path:
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in WORKFLOW_FILES:
+        source = ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(source, dest / name)
+    return dest
+
+
+def snakemake(workdir: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    env = {**os.environ, "MPLBACKEND": "Agg", **LOCAL_ONLY}
+    return subprocess.run([str(SNAKEMAKE), "--directory", str(workdir), "--snakefile",
+                           str(workdir / "Snakefile"), *args], capture_output=True, text=True,
+                          timeout=timeout, env=env, cwd=workdir)
+
+
+def jobs_of(dry_run_output: str) -> dict[str, int]:
+    """Rule -> job count from the 'Job stats' table of a dry run."""
+    stats = dry_run_output.split("Job stats:", 1)[1]
+    counts = {}
+    for line in stats.splitlines()[3:]:
+        match = re.match(r"^(\S+)\s+(\d+)$", line.strip())
+        if not match:
+            break
+        if match.group(1) != "total":
+            counts[match.group(1)] = int(match.group(2))
+    return counts
+
+
+
+__all__ = ["LOCAL_ONLY", "ROOT", "RUNS", "SNAKEMAKE", "TABLES", "TINY_CONFIG", "configured_figures",
+           "copy_workflow", "jobs_of", "snakemake", "snakemake_command", "snakemake_env", "tiny_cells",
+           "tiny_config", "tree", "write_config"]
 
 TINY_CONFIG = "config/test.yaml"
+
+
+def tiny_cells(seeds: int | None = None) -> int:
+    """How many cells config/test.yaml makes (with only its first ``seeds`` seeds), from the plan."""
+    from spfl.experiments import load_plan
+
+    config = tiny_config()
+    if seeds is not None:
+        config["seeds"] = config["seeds"][:seeds]
+    return len(load_plan(config).cells)
 
 
 def tiny_config() -> dict[str, Any]:

@@ -114,13 +114,17 @@ FIGURE_NAMES = list(PLAN.figures)
 CODE_VERSION = code_version()
 
 
-def module_version(name):
-    """Hash of one spfl module; analysis and plot rules rerun when theirs changes."""
-    return hashlib.sha256((Path(spfl.__file__).parent / name).read_bytes()).hexdigest()[:12]
+def module_version(*names):
+    """Hash of spfl modules; analysis and plot rules rerun when theirs change (both read the figure
+    registry, spfl/figures.py)."""
+    digest = hashlib.sha256()
+    for name in names:
+        digest.update((Path(spfl.__file__).parent / name).read_bytes())
+    return digest.hexdigest()[:12]
 
 
-ANALYSIS_VERSION = module_version("analysis.py")
-PLOTS_VERSION = module_version("plots.py")
+ANALYSIS_VERSION = module_version("analysis.py", "figures.py")
+PLOTS_VERSION = module_version("plots.py", "figures.py")
 DATA_VERSION = module_version("data.py")
 
 

@@ -19,6 +19,8 @@ rule cell_params:
     log:
         f"{LOGS}/cell_params/{{cell}}.log",
     localrule: True
+    conda:
+        "../envs/spfl.yaml"
     shell:
         "printf '%s\\n' {params.text} > {output} 2> {log}"
 
