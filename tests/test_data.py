@@ -275,7 +275,8 @@ def test_tiny_cifar_archive_end_to_end_through_spfl_run(tmp_path: Path, capsys) 
     prepared = prepare_dataset("cifar10", tmp_path / "raw", tmp_path / "cifar10.pt", checksums=md5s)
     spec = tmp_path / "spec.yaml"
     spec.write_text("dataset: cifar10\nmodel: cifar_cnn\nnum_devices: 2\npartition: iid\nbatch_size: 8\n"
-                    f"rounds: 2\neval_every: 1\ntotal_bandwidth_mhz: 20.0\ndeadline_ms: 12570.0\ndata_file: {prepared}\n")
+                    "rounds: 2\neval_every: 1\ntotal_bandwidth_mhz: 20.0\ndeadline_ms: 12570.0\n"
+                    f"data_file: {prepared}\n")
     out = tmp_path / "out"
     assert main(["run", str(spec), "--methods", "ideal,digital,scheduling,signsgd,spfl", "--out", str(out)]) == 0
     for method in ("ideal", "digital", "scheduling", "signsgd", "spfl"):
