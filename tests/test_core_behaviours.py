@@ -12,6 +12,7 @@ import math
 import subprocess
 import sys
 import warnings
+from types import SimpleNamespace
 
 import jsonschema
 import numpy as np
@@ -507,13 +508,17 @@ def test_quantizer_is_exact_at_31_bits_keeps_the_dtype_and_leaves_zero_rows_zero
 
 
 @pytest.mark.parametrize("fading", ["block", "per_packet"])
-def test_probability_that_not_both_packets_arrive(fading):
-    """1 - P(both): exp(-max) under block fading (the weaker packet decides), exp(-t_s - t_m) per packet;
-    a dead packet (inf) makes it certain."""
-    link = Link(np.ones(3), 1e-20, fading=fading)
+def test_probability_that_both_packets_arrive(fading):
+    """P(both): exp(-max) under block fading (the weaker packet decides), exp(-t_s - t_m) per packet;
+    a dead packet (inf) makes it impossible; P(sign) = exp(-t_s) either way."""
+    from spfl.allocation.objective import arrival_probabilities
+
+    problem = SimpleNamespace(fading=fading)
     t_s, t_m = np.array([0.1, 0.5, 0.2]), np.array([0.3, 0.5, np.inf])
     joint = [max(a, b) for a, b in zip(t_s, t_m)] if fading == "block" else [a + b for a, b in zip(t_s, t_m)]
-    assert link.both_error(t_s, t_m).tolist() == pytest.approx([1 - math.exp(-j) for j in joint], rel=1e-12)
+    pi_sign, pi_both = arrival_probabilities(problem, t_s, t_m)
+    assert pi_both.tolist() == pytest.approx([math.exp(-j) for j in joint], rel=1e-12)
+    assert pi_sign.tolist() == pytest.approx([math.exp(-a) for a in t_s], rel=1e-12)
 
 
 def test_31_bit_moduli_are_the_float32_magnitudes_bit_for_bit():
