@@ -25,7 +25,7 @@ from spfl.spec import make_spec
 ETA, L = 0.1, 5.0
 D = 4810  # parameters of the digits MLP
 # Four devices at 0.8 MHz with the sign packet on half the deadline: signs mostly arrive, moduli sometimes.
-SPEC = dict(num_devices=4, batch_size=8, rounds=3, eval_every=1, learning_rate=ETA, smoothness=L,
+TINY_RUN = dict(num_devices=4, batch_size=8, rounds=3, eval_every=1, learning_rate=ETA, smoothness=L,
             total_bandwidth_mhz=0.8, deadline_ms=100.0, slot_share=0.5, partition="dirichlet")
 
 
@@ -41,7 +41,7 @@ def number(text: str) -> float | None:
 @pytest.fixture(scope="module", params=[("spfl_uniform", "all"), ("spfl", "received"), ("digital", "received")])
 def run(request, tmp_path_factory):
     method, normalize = request.param
-    spec = make_spec(SPEC, normalize=normalize)
+    spec = make_spec(TINY_RUN, normalize=normalize)
     out = tmp_path_factory.mktemp(method)
     run_cell(spec, [method], out)
     return {
