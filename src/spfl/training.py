@@ -82,10 +82,10 @@ _FP32_MODES = (("backends",), ("backends", "cuda", "matmul"), ("backends", "cudn
 _FP32_LEAVES = tuple(path for path in _FP32_MODES if path[-1] in ("matmul", "conv", "rnn"))
 
 
-def _fp32_mode_owners() -> list[object]:
-    """The ``torch.backends`` objects that carry an ``fp32_precision`` (none on older PyTorch)."""
+def _fp32_mode_owners(paths=_FP32_MODES) -> list[object]:
+    """The ``torch.backends`` objects at ``paths`` that carry an ``fp32_precision`` (none on older PyTorch)."""
     owners = []
-    for path in _FP32_MODES:
+    for path in paths:
         obj: object = torch
         for name in path:
             obj = getattr(obj, name, None)
@@ -95,14 +95,7 @@ def _fp32_mode_owners() -> list[object]:
 
 
 def _leaf_owners() -> list[object]:
-    leaves = []
-    for path in _FP32_LEAVES:
-        obj: object = torch
-        for name in path:
-            obj = getattr(obj, name, None)
-        if obj is not None and hasattr(obj, "fp32_precision"):
-            leaves.append(obj)
-    return leaves
+    return _fp32_mode_owners(_FP32_LEAVES)
 
 
 def _read_legacy(getter: Callable[[], object]) -> object | None:

@@ -114,11 +114,13 @@ def _quadrature(alpha: np.ndarray):
     return t, step * t * (1.0 + np.exp(-u))
 
 
-def _log_factors(alpha, include, t):
-    """log(1 - p_j + p_j e^{-t alpha_j}) for every node (rows) and device (columns), exact for p in {0, 1}."""
+def _log_factors(alpha, include):
+    """Quadrature nodes t, their weights, and log(1 - p_j + p_j e^{-t alpha_j}) for every node (rows) and
+    device (columns), exact for p in {0, 1}."""
+    t, weight = _quadrature(alpha)
     p = np.clip(include, 0.0, 1.0)[..., None, :]
     with np.errstate(divide="ignore"):
-        return np.logaddexp(np.log1p(-p), np.log(p) - t[:, None] * alpha)
+        return t, weight, np.logaddexp(np.log1p(-p), np.log(p) - t[:, None] * alpha)
 
 
 def normalization_factors(problem: AllocationProblem, include: np.ndarray) -> np.ndarray:
@@ -129,8 +131,7 @@ def normalization_factors(problem: AllocationProblem, include: np.ndarray) -> np
     if problem.normalize == "all":
         return np.ones_like(include)
     alpha = problem.alpha
-    t, weight = _quadrature(alpha)
-    log_f = _log_factors(alpha, include, t)                       # (..., nodes, K)
+    t, weight, log_f = _log_factors(alpha, include)               # log_f: (..., nodes, K)
     others = log_f.sum(axis=-1, keepdims=True) - log_f             # prod over j != k
     integrand = np.exp(others - t[:, None] * alpha)
     return np.einsum("...nk,n->...k", integrand, weight)
@@ -147,8 +148,7 @@ def dilution(problem: AllocationProblem, values: np.ndarray, include: np.ndarray
     if problem.normalize == "all":
         return np.zeros_like(values)
     alpha = problem.alpha
-    t, weight = _quadrature(alpha)
-    log_f = _log_factors(alpha, include, t)                       # (..., nodes, K)
+    t, weight, log_f = _log_factors(alpha, include)               # log_f: (..., nodes, K)
     log_all = log_f.sum(axis=-1, keepdims=True)
     own = np.exp(-t[:, None] * alpha - log_f)                      # e^{-t alpha_k} / f_k
     weighted = values[..., None, :] * own
