@@ -9,6 +9,8 @@ import time
 
 import pytest
 
+from spfl import checkpoint as checkpoints
+
 RUN_SETTINGS = {"num_devices": 20, "batch_size": 32, "rounds": 150, "eval_every": 10, "total_bandwidth_mhz": 1.0,
         "deadline_ms": 60.0, "learning_rate": 0.1, "compensation": "previous_update", "server_momentum": 0.5}
 
@@ -43,7 +45,7 @@ def test_sigkill_then_resume_is_byte_identical(tmp_path, method):
 
 
 def test_checkpoint_of_another_spec_is_ignored(tmp_path):
-    from spfl.simulation import RunState, Simulation, build_environment, save_checkpoint
+    from spfl.simulation import RunState, Simulation, build_environment
     from spfl.spec import make_spec
 
     spec = make_spec(num_devices=4, batch_size=8, rounds=4, eval_every=2, method="ideal", checkpoint_every=1)
@@ -51,7 +53,7 @@ def test_checkpoint_of_another_spec_is_ignored(tmp_path):
     other = Simulation(build_environment(make_spec(spec.to_dict(), seed=9)), "ideal")
     stale_state: RunState = other.train()
     path = tmp_path / "checkpoint.pt"
-    save_checkpoint(path, other.spec.run_hash, stale_state)
+    checkpoints.save(path, other.spec.run_hash, stale_state.to_checkpoint())
     resumed = Simulation(env, "ideal").train(path)
     fresh = Simulation(env, "ideal").train()
     assert resumed.metric_rows == fresh.metric_rows
@@ -81,7 +83,6 @@ def written_files(folder):
 def test_checkpoint_is_fsynced_renamed_and_readable_per_the_umask(tmp_path, tiny_run, monkeypatch):
     import stat
 
-    from spfl.simulation import save_checkpoint
 
     spec, _, state = tiny_run
     synced = []
@@ -94,7 +95,7 @@ def test_checkpoint_is_fsynced_renamed_and_readable_per_the_umask(tmp_path, tiny
     monkeypatch.setattr(os, "fsync", fsync)
     old_mask = os.umask(0o027)
     try:
-        save_checkpoint(tmp_path / "checkpoint.pt", spec.run_hash, state)
+        checkpoints.save(tmp_path / "checkpoint.pt", spec.run_hash, state.to_checkpoint())
     finally:
         os.umask(old_mask)
     assert synced == ["file", "folder"], "the file, then the folder holding its new name, are fsynced"
@@ -122,16 +123,15 @@ def test_full_disk_keeps_the_previous_checkpoint_and_leaves_no_torn_file(tmp_pat
     import torch
 
     from spfl.records import WriteError
-    from spfl.simulation import save_checkpoint
 
     spec, _, state = tiny_run
     path = tmp_path / "checkpoint.pt"
-    save_checkpoint(path, spec.run_hash, state)
+    checkpoints.save(path, spec.run_hash, state.to_checkpoint())
     before = path.read_bytes()
     real_save = torch.save
     monkeypatch.setattr(torch, "save", lambda obj, handle: real_save(obj, FullDisk(handle, room=2000)))
     with pytest.raises(WriteError) as error:
-        save_checkpoint(path, spec.run_hash, state)
+        checkpoints.save(path, spec.run_hash, state.to_checkpoint())
     message = str(error.value)
     assert message == f"cannot write '{path}': No space left on device; free some space and run again"
     assert path.read_bytes() == before and written_files(tmp_path) == ["checkpoint.pt"]
@@ -145,11 +145,11 @@ def damaged_bytes(good: bytes) -> dict[str, bytes]:
 def test_damaged_checkpoint_is_named_set_aside_and_the_run_starts_again(tmp_path, tiny_run, damage, caplog):
     import torch
 
-    from spfl.simulation import Simulation, save_checkpoint
+    from spfl.simulation import Simulation
 
     spec, env, state = tiny_run
     path = tmp_path / "checkpoint.pt"
-    save_checkpoint(path, spec.run_hash, state)
+    checkpoints.save(path, spec.run_hash, state.to_checkpoint())
     if damage == "wrong content":  # readable, the right identity, but not a state this code can restore
         payload = torch.load(path, weights_only=False)
         payload["state"] = {"round": 2}

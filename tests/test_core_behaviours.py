@@ -274,7 +274,7 @@ def steps_counted(monkeypatch):
 
     def counting(self, state):
         calls.append(state.round)
-        original(self, state)
+        return original(self, state)
 
     monkeypatch.setattr(Simulation, "step", counting)
     return calls
@@ -301,11 +301,12 @@ def resume_altered(tmp_path, monkeypatch, spec, method, every, alter_saved, alte
     sim = Simulation(env, method)
     expected = sim.initial_state()
     expected.metric_rows.append(untouched.metric_rows[0])  # the evaluation before round 1 (train() adds it)
+    bookkeeping = sim.callbacks()
     for _ in range(every):
-        sim.step(expected)
+        sim.advance(expected, bookkeeping)
     alter_live(expected)
     while expected.round < spec.rounds:
-        sim.step(expected)
+        sim.advance(expected, bookkeeping)
     return resumed, expected, untouched, resumed_rounds
 
 

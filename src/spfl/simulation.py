@@ -24,6 +24,15 @@ from spfl import checkpoint as checkpoints
 from spfl import records
 from spfl.aggregation import Aggregator
 from spfl.allocation import Allocation, AllocationProblem, allocate
+from spfl.callbacks import (
+    AllocationRecord,
+    Callback,
+    Checkpoints,
+    Evaluation,
+    ProgressLog,
+    RoundOutcome,
+    scheduled_rounds,
+)
 from spfl.channel import Geometry, dbm_to_watt, draw_fading
 from spfl.data import Dataset, load_dataset, load_prepared
 from spfl.methods import Method, get_method
@@ -31,7 +40,7 @@ from spfl.models import build_model, default_model
 from spfl.partition import label_histogram, partition
 from spfl.provenance import code_version, package_versions
 from spfl.spec import RunSpec
-from spfl.training import FlatModel, LocalTrainer, all_finite, evaluate
+from spfl.training import FlatModel, LocalTrainer, all_finite
 from spfl.transmission import Delivery, Link, Resources, get_scheme
 
 log = logging.getLogger("spfl")
@@ -150,7 +159,6 @@ class Simulation:
         batched = env.device.type == "cuda" if batched is None else batched
         self.trainer = LocalTrainer(env.model, spec.learning_rate, spec.local_steps, batched=batched,
                                     precision=spec.precision)
-        self.snapshot_rounds = {1, spec.rounds} | set(range(spec.eval_every, spec.rounds + 1, spec.eval_every))
 
     # -- state -------------------------------------------------------------------------------------
     def initial_state(self) -> RunState:
@@ -202,20 +210,21 @@ class Simulation:
         return (Resources(allocation.bandwidth, allocation.power_sign, allocation.power_modulus,
                           allocation.slot_share), allocation, problem)
 
-    def step(self, state: RunState) -> None:
+    def step(self, state: RunState) -> RoundOutcome:
+        """One round's algorithm: train, allocate, transmit, aggregate, update.  Appends the round's
+        metrics row; evaluation and the other bookkeeping are callbacks (``spfl.callbacks``)."""
         spec, env = self.spec, self.env
         batches = self.draw_batches(state)
         fading = draw_fading(state.fading_rng, spec.num_devices, spec.fading)
         uploads, losses = self.trainer.uploads(state.weights, batches)
+        train_loss = float(np.dot(env.alpha, losses))
         if not (np.isfinite(losses).all() and all_finite(uploads)):
             # Diverged before anything is sent: a non-finite upload has no importance to allocate by.
             state.round += 1
-            row = {"round": state.round, "train_loss": float(np.dot(env.alpha, losses))}
-            row["test_loss"], row["test_accuracy"] = evaluate(env.model, state.weights, env.dataset.test_x,
-                                                              env.dataset.test_y)
-            state.metric_rows.append(row)
             state.status, state.diverged_round = "diverged", state.round
-            return
+            row = {"round": state.round, "train_loss": train_loss}
+            state.metric_rows.append(row)
+            return RoundOutcome(state.round, row, train_loss, sent=False)
         resources, allocation, problem = self.resources(uploads, state)
         delivery = self.scheme.transmit(self.layout, resources, self.link, fading)
         update = state.aggregator.aggregate(uploads, delivery)
@@ -225,17 +234,11 @@ class Simulation:
                 state.momentum = update if state.momentum is None else spec.server_momentum * state.momentum + update
                 update = state.momentum
             state.weights = state.weights - spec.learning_rate * update
-        train_loss = float(np.dot(env.alpha, losses))
         row = self.round_row(state.round, train_loss, delivery, allocation, update)
-        if state.round in self.snapshot_rounds or not math.isfinite(train_loss):
-            row["test_loss"], row["test_accuracy"] = evaluate(env.model, state.weights, env.dataset.test_x,
-                                                              env.dataset.test_y)
-            if allocation is not None:
-                self.snapshot(state, resources, delivery, problem, allocation)
         state.metric_rows.append(row)
-        finite = math.isfinite(train_loss) and all_finite(state.weights)
-        if not finite:
+        if not (math.isfinite(train_loss) and all_finite(state.weights)):
             state.status, state.diverged_round = "diverged", state.round
+        return RoundOutcome(state.round, row, train_loss, True, resources, delivery, allocation, problem, update)
 
     def round_row(self, round_index: int, train_loss: float, delivery: Delivery, allocation,
                   update: torch.Tensor | None) -> dict[str, Any]:
@@ -255,19 +258,22 @@ class Simulation:
             "update_norm": 0.0 if update is None else float(update.double().norm()),
         }
 
-    def snapshot(self, state, resources: Resources, delivery, problem, allocation) -> None:
-        for k in range(self.spec.num_devices):
-            state.allocation_rows.append({
-                "round": state.round, "device": k, "bandwidth_hz": float(resources.bandwidth[k]),
-                "power_sign_w": float(resources.power_sign[k]), "power_modulus_w": float(resources.power_modulus[k]),
-                "slot_share": float(resources.slot_share[k]),
-                "q_sign": float(delivery.q_sign[k]), "q_modulus": float(delivery.q_modulus[k]),
-                "u_sign": float(problem.u_sign[k]), "u_modulus": float(problem.u_modulus[k]),
-            })
-        for iteration, value in enumerate(allocation.trace):
-            state.trace_rows.append({"round": state.round, "iteration": iteration, "objective": float(value)})
-
     # -- the whole run -----------------------------------------------------------------------------
+    def callbacks(self, checkpoint: Path | None = None) -> list[Callback]:
+        """The default bookkeeping, in order: evaluate, record the allocation, log, checkpoint."""
+        rounds = scheduled_rounds(self.spec.rounds, self.spec.eval_every)
+        kept = [Evaluation(rounds), AllocationRecord(rounds), ProgressLog()]
+        if checkpoint is not None:
+            kept.append(Checkpoints(checkpoint, self.spec.checkpoint_every))
+        return kept
+
+    def advance(self, state: RunState, callbacks: list[Callback]) -> RoundOutcome:
+        """One round and its bookkeeping."""
+        outcome = self.step(state)
+        for callback in callbacks:
+            callback.after_round(self, state, outcome)
+        return outcome
+
     def run(self, out_dir: str | Path) -> dict[str, Any]:
         """Run all rounds (resuming from a matching checkpoint) and write the records."""
         out = Path(out_dir)
@@ -277,27 +283,19 @@ class Simulation:
         (out / "checkpoint.pt").unlink(missing_ok=True)
         return summary
 
-    def train(self, checkpoint: Path | None = None) -> RunState:
-        """The round loop; returns the final state (weights, metrics, buffers)."""
+    def train(self, checkpoint: Path | None = None, callbacks: list[Callback] | None = None) -> RunState:
+        """The round loop from the start or a matching checkpoint; returns the final state.  ``callbacks``
+        replaces the default bookkeeping (``callbacks(checkpoint)``)."""
+        callbacks = self.callbacks(checkpoint) if callbacks is None else callbacks
         state = (self.initial_state() if checkpoint is None else checkpoints.resume(
             checkpoint, self.spec.run_hash, self.initial_state, self.env.device, label=self.spec.method))
-        if state.round == 0:
-            test_loss, test_accuracy = evaluate(self.env.model, state.weights, self.env.dataset.test_x,
-                                                self.env.dataset.test_y)
-            state.metric_rows.append({"round": 0, "test_loss": test_loss, "test_accuracy": test_accuracy})
+        if state.round == 0:  # the initial model, as "round 0"
+            row = {"round": 0}
+            state.metric_rows.append(row)
+            for callback in callbacks:
+                callback.after_round(self, state, RoundOutcome(0, row))
         while state.round < self.spec.rounds and state.status == "ok":
-            self.step(state)
-            row = state.metric_rows[-1]
-            if row.get("test_accuracy") is not None:
-                log.info("%s round %d/%d: test accuracy %.4f, train loss %.4f, sign/modulus packet error "
-                         "%s/%s", self.spec.method, state.round, self.spec.rounds, row["test_accuracy"],
-                         row["train_loss"], _pct(row.get("sign_error_rate")), _pct(row.get("modulus_error_rate")))
-            if state.status == "diverged":
-                log.warning("%s diverged at round %d (non-finite loss or weights)", self.spec.method,
-                            state.round)
-            elif (checkpoint is not None and self.spec.checkpoint_every
-                  and state.round % self.spec.checkpoint_every == 0 and state.round < self.spec.rounds):
-                save_checkpoint(checkpoint, self.spec.run_hash, state)
+            self.advance(state, callbacks)
         return state
 
     def write_records(self, out: Path, state: RunState, wall_time: float) -> dict[str, Any]:
@@ -332,11 +330,6 @@ class Simulation:
         return summary
 
 
-def save_checkpoint(path: Path, run_hash: str, state: RunState) -> None:
-    """Atomic and fsynced (spfl.checkpoint); it only resumes the same spec under the same code."""
-    checkpoints.save(path, run_hash, state.to_checkpoint())
-
-
 def run_cell(spec: RunSpec, methods: list[str], out_dir: str | Path) -> dict[str, dict[str, Any]]:
     """Run several methods on one seed's environment; write the shared and per-method records."""
     methods = [get_method(m).name for m in methods]
@@ -369,6 +362,3 @@ def _mean(values) -> float | None:
 def _finite_or_none(value: float | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
 
-
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.1f}%"
