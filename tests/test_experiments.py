@@ -276,7 +276,7 @@ def test_config_files_are_read_as_yaml_1_2_like_run_specs(tmp_path):
 
 
 @pytest.mark.parametrize("content,expected", [
-    (b"\x89PNG\r\n\x1a\n\x00\xff\xfe", "is not UTF-8 text"),
+    (b"\x89PNG\r\n\x1a\n\x00\xff\xfe", "is not a text file (byte 0 is not UTF-8)"),
     (b"experiments: [1,\nname: x\n", "is not valid YAML/JSON"),
     (b"", "is empty"),
     (b"- a\n- b\n", "must hold a mapping of config keys, not list"),

@@ -161,3 +161,32 @@ def test_packet_errors_fall_as_bandwidth_or_power_grow():
         sign, modulus = zip(*series)
         assert sign[0] > sign[1] > sign[2] and modulus[0] > modulus[1] > modulus[2], series
         assert 0.0 < min(sign + modulus) and max(sign + modulus) < 1.0, series  # not saturated
+
+
+def test_bookkeeping_is_callbacks_around_an_unchanged_round():
+    """Without callbacks the rounds and weights are the same and nothing is evaluated; a user's callback
+    sees every round once, in order, with the update the round applied."""
+    from spfl.callbacks import Callback
+
+    class UpdateNorms(Callback):
+        def __init__(self):
+            self.seen = []
+
+        def after_round(self, sim, state, outcome):
+            self.seen.append((outcome.round, None if outcome.update is None else float(outcome.update.double().norm())))
+
+    spec = make_spec(SMALL, total_bandwidth_mhz=0.5, deadline_ms=60.0)
+    env = build_environment(spec)
+    default = Simulation(env, "spfl").train()
+    bare = Simulation(env, "spfl").train(callbacks=[])
+    norms = UpdateNorms()
+    sim = Simulation(env, "spfl")
+    extended = sim.train(callbacks=sim.callbacks() + [norms])
+    assert torch.equal(bare.weights, default.weights) and torch.equal(extended.weights, default.weights)
+    assert all("test_accuracy" not in row for row in bare.metric_rows) and not bare.allocation_rows
+    evaluated = [row["round"] for row in default.metric_rows if "test_accuracy" in row]
+    assert evaluated == [0, 1, 3, 6]  # the initial model, round 1, every eval_every-th, the last
+    assert extended.metric_rows == default.metric_rows
+    assert [r for r, _ in norms.seen] == list(range(SMALL["rounds"] + 1))
+    recorded = [row["update_norm"] for row in default.metric_rows[1:]]
+    assert [n or 0.0 for _, n in norms.seen[1:]] == pytest.approx(recorded)

@@ -25,11 +25,11 @@ import torch
 
 from spfl.allocation.objective import packet_worth
 from spfl.transmission import Delivery, quantize_modulus, signs
+from spfl.vocabulary import COMPENSATIONS
 
 RULES = ("full", "stale", "sign_reuse", "no_reuse", "signs")
 # Rules for which a sign packet that arrives without its modulus enters the aggregate (and its weight).
 SIGN_ONLY_COUNTS = {"full": True, "stale": True, "sign_reuse": True, "no_reuse": False, "signs": True}
-COMPENSATIONS = ("received_mean", "previous_update", "scalar")
 
 
 class Aggregator:

@@ -16,8 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-PACKET_ERROR_MODELS = ("outage", "waterfall")
-FADING_MODELS = ("block", "per_packet")
+from spfl.vocabulary import FADING_MODELS, PACKET_ERROR_MODELS
 
 
 def dbm_to_watt(dbm: float) -> float:

@@ -24,8 +24,7 @@ import numpy as np
 import torch
 
 from spfl.records import write_atomic
-
-DATASETS = ("digits", "cifar10")
+from spfl.vocabulary import DATASETS
 
 # digits: a fixed stratified split so every run, seed and machine sees the same 1,437 / 360 samples.
 # The split is done with numpy's PCG64 generator seeded with this constant (not with scikit-learn's

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from spfl.spec import METHODS
-
 
 @dataclass(frozen=True)
 class Method:
@@ -32,7 +30,7 @@ _TABLE = (
     Method("spfl_noreuse", "sign_modulus", "spfl", "no_reuse", "SP-FL allocation without sign reuse"),
 )
 METHOD = {m.name: m for m in _TABLE}
-assert tuple(METHOD) == METHODS, "spfl.spec.METHODS and the method table must list the same methods"
+METHODS = tuple(METHOD)  # the vocabulary of the `method` setting, in the tables' order
 
 
 def get_method(name: str) -> Method:

@@ -12,7 +12,8 @@ import math
 import torch
 from torch import nn
 
-MODELS = ("mlp", "cnn", "cifar_cnn")
+from spfl.vocabulary import MODELS
+
 _DEFAULT_MODEL = {"digits": "mlp", "cifar10": "cifar_cnn"}
 
 

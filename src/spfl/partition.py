@@ -22,7 +22,8 @@ from collections.abc import Iterator
 
 import numpy as np
 
-PARTITIONS = ("iid", "dirichlet", "shards")
+from spfl.vocabulary import PARTITIONS
+
 HISTOGRAM_COLUMNS = ("device", "label", "count")
 
 

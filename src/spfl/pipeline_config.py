@@ -39,32 +39,14 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     """One config file as a mapping, read as YAML 1.2 (the reader of `spfl run`); errors name the file."""
     path = Path(path)
     try:
-        text = path.read_bytes().decode("utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"config file '{path}' not found") from None
-    except IsADirectoryError:
-        raise ConfigError(f"config file '{path}' is a directory, not a YAML or JSON file") from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"config file '{path}' is not UTF-8 text (byte {exc.start}): "
-                          "allowed a YAML or JSON file") from None
-    try:
-        values = load_yaml(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config file '{path}' is not valid YAML/JSON: {_yaml_problem(exc)}") from None
+        values = load_yaml(path, source=f"config file '{path}'")
     except SpecError as exc:
-        raise ConfigError(f"config file '{path}': {exc}") from None
+        raise ConfigError(str(exc)) from None
     if values is None:
         raise ConfigError(f"config file '{path}' is empty: allowed a mapping of config keys (config/README.md)")
     if not isinstance(values, dict):
         raise ConfigError(f"config file '{path}' must hold a mapping of config keys, not {type(values).__name__}")
     return values
-
-
-def _yaml_problem(exc: yaml.YAMLError) -> str:
-    """The parser's complaint with its line and column, on one line."""
-    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-    mark = getattr(exc, "problem_mark", None)
-    return f"{problem} (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else problem
 
 
 def retyped_overrides(value: Any) -> Any:
@@ -81,7 +63,7 @@ def retyped_overrides(value: Any) -> Any:
     if isinstance(value, str):
         try:
             parsed = load_yaml(value)
-        except (yaml.YAMLError, SpecError):
+        except SpecError:
             return value
         return parsed if isinstance(parsed, (int, float, bool)) or parsed is None else value
     return value

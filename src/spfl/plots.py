@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import matplotlib
 
@@ -40,7 +40,6 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter, NullLo
 from matplotlib.transforms import blended_transform_factory  # noqa: E402
 
 from spfl.records import write_atomic  # noqa: E402
-from spfl.spec import METHODS  # noqa: E402
 
 MIN_SEEDS_DRAWN = 3  # no band or error bar from fewer seeds
 LOG_TICKS = 5  # at most this many labelled ticks on a log axis
@@ -50,23 +49,30 @@ DEFAULT_STYLE: dict[str, Any] = {
     "width_in": 4.5, "height_in": 3.4, "error_bars": "band",
 }
 
-METHOD_LABELS = {
-    "ideal": "Ideal (error-free)",
-    "digital": "Digital FL",
-    "digital_reuse": "Digital FL + reuse",
-    "scheduling": "Scheduling",
-    "signsgd": "signSGD",
-    "spfl": "SP-FL",
-    "spfl_uniform": "SP-FL, uniform allocation",
-    "spfl_power": "SP-FL, power only",
-    "spfl_bandwidth": "SP-FL, bandwidth only",
-    "spfl_noreuse": "SP-FL, no sign reuse",
+
+class MethodStyle(NamedTuple):
+    label: str
+    marker: str
+    color_slot: int  # index into the palette: SP-FL the first, most salient color; the bound a muted one
+    line: str = "-"
+
+
+# How each method is drawn, whatever subset a figure shows (one entry per method of spfl.methods).
+METHOD_STYLES = {
+    "ideal": MethodStyle("Ideal (error-free)", "o", 7, "--"),  # a reference, not a competitor: dashed
+    "digital": MethodStyle("Digital FL", "s", 1),
+    "digital_reuse": MethodStyle("Digital FL + reuse", "D", 2),
+    "scheduling": MethodStyle("Scheduling", "^", 3),
+    "signsgd": MethodStyle("signSGD", "v", 4),
+    "spfl": MethodStyle("SP-FL", "*", 0),
+    "spfl_uniform": MethodStyle("SP-FL, uniform allocation", "P", 5),
+    "spfl_power": MethodStyle("SP-FL, power only", "X", 6),
+    "spfl_bandwidth": MethodStyle("SP-FL, bandwidth only", "<", 8),
+    "spfl_noreuse": MethodStyle("SP-FL, no sign reuse", ">", 9),
 }
-MARKERS = dict(zip(METHODS, ("o", "s", "D", "^", "v", "*", "P", "X", "<", ">")))
-# Palette order: SP-FL takes the first (most salient) color, the error-free bound a muted one.
-COLOR_ORDER = ("spfl", "digital", "digital_reuse", "scheduling", "signsgd", "spfl_uniform", "spfl_power",
-               "ideal", "spfl_bandwidth", "spfl_noreuse")
-DASHED = {"ideal": "--"}  # the error-free upper bound is a reference, not a competitor
+METHOD_LABELS = {name: style.label for name, style in METHOD_STYLES.items()}
+MARKERS = {name: style.marker for name, style in METHOD_STYLES.items()}
+DASHED = {name: style.line for name, style in METHOD_STYLES.items() if style.line != "-"}
 
 AXIS_LABELS = {
     "round": "Communication round",
@@ -96,7 +102,8 @@ def apply_style(style: Mapping[str, Any]) -> dict[str, Any]:
 
 def method_colors(palette: str) -> dict[str, Any]:
     """One fixed color per method, whatever subset a figure shows."""
-    return dict(zip(COLOR_ORDER, sns.color_palette(palette, n_colors=len(COLOR_ORDER))))
+    colors = sns.color_palette(palette, n_colors=len(METHOD_STYLES))
+    return {name: colors[style.color_slot] for name, style in METHOD_STYLES.items()}
 
 
 def _panels(table: pd.DataFrame) -> list[str]:

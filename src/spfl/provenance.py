@@ -14,7 +14,7 @@ import spfl
 # purpose, so that restyling a figure never reruns a simulation.
 SIMULATION_MODULES = (
     "aggregation.py", "allocation", "callbacks.py", "channel.py", "data.py", "methods.py", "models.py",
-    "partition.py", "records.py", "simulation.py", "spec.py", "transmission.py", "training.py",
+    "partition.py", "records.py", "simulation.py", "spec.py", "transmission.py", "training.py", "vocabulary.py",
 )
 
 

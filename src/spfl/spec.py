@@ -20,13 +20,21 @@ from typing import Any
 
 import yaml
 
-METHODS = (
-    "ideal", "digital", "digital_reuse", "scheduling", "signsgd",
-    "spfl", "spfl_uniform", "spfl_power", "spfl_bandwidth", "spfl_noreuse",
+from spfl.methods import METHODS
+from spfl.vocabulary import (
+    COMPENSATIONS,
+    DATASETS,
+    DEVICES,
+    FADING_MODELS,
+    MODELS,
+    NORMALIZATIONS,
+    PACKET_ERROR_MODELS,
+    PARTITIONS,
+    POWER_CONSTRAINTS,
+    PRECISIONS,
+    SIGNSGD_AGGREGATIONS,
 )
-DATASETS = ("digits", "cifar10")
-PARTITIONS = ("iid", "dirichlet", "shards")
-MODELS = ("auto", "mlp", "cnn", "cifar_cnn")
+
 # Training-set sizes (spfl.data's splits; a test keeps them in step), so settings can be checked
 # against the data without loading it.
 TRAIN_SIZES = {"digits": 1437, "cifar10": 50_000}
@@ -119,7 +127,7 @@ SETTINGS: tuple[Setting, ...] = (
        minimum=1),
     _s("shards_per_device", int, 2, "Label shards per device for partition: shards.", minimum=1),
     # learning
-    _s("model", str, "auto", "Model: auto picks mlp for digits and cifar_cnn for CIFAR-10.", choices=MODELS),
+    _s("model", str, "auto", "Model: auto picks mlp for digits and cifar_cnn for CIFAR-10.", choices=("auto", *MODELS)),
     _s("num_devices", int, 20, "Number of devices K.", minimum=1, maximum=10000),
     _s("batch_size", int, 64, "Mini-batch size per device and local step.", minimum=1),
     _s("local_steps", int, 1, "Local SGD steps E per round (1 = FedSGD; >1 uploads model delta / lr).",
@@ -137,13 +145,13 @@ SETTINGS: tuple[Setting, ...] = (
     _s("method", str, "spfl", "Method (a transmission scheme, allocation policy and aggregation rule; "
        "docs/model.md).", choices=METHODS, origin="paper"),
     _s("compensation", str, "received_mean", "Compensatory modulus for sign-only devices.",
-       choices=("received_mean", "previous_update", "scalar")),
+       choices=COMPENSATIONS),
     _s("normalize", str, "received", "Aggregate divided by the weight of received devices or of all; "
-       "the allocation objective is the expectation under the same rule.", choices=("received", "all")),
+       "the allocation objective is the expectation under the same rule.", choices=NORMALIZATIONS),
     _s("smoothness", float, 10.0, "Smoothness constant L in the one-step objective (learning_rate * L < 2).",
        minimum=0.0),
     _s("signsgd_aggregation", str, "mean", "signsgd: alpha-weighted mean of scaled signs or majority vote.",
-       choices=("mean", "majority")),
+       choices=SIGNSGD_AGGREGATIONS),
     _s("modulus_bits", int, 31, "Bits per modulus entry b: 31 float32 magnitudes, 15 float16, "
        "otherwise a b-bit uniform quantizer.", minimum=1, maximum=31),
     # channel
@@ -159,19 +167,19 @@ SETTINGS: tuple[Setting, ...] = (
        "or a fixed number.", minimum=0.0, maximum=1.0, exclusive_minimum=True, exclusive_maximum=True,
        named=("proportional", "optimized")),
     _s("fading", str, "block", "Rayleigh fading: block = one draw per device and round for both packets, "
-       "per_packet = an independent draw per packet.", choices=("block", "per_packet")),
+       "per_packet = an independent draw per packet.", choices=FADING_MODELS),
     _s("cell_inner_radius_m", float, 50.0, "Inner radius of the device annulus (m).", minimum=1.0),
     _s("cell_outer_radius_m", float, 500.0, "Outer radius of the device annulus (m).", minimum=1.0),
     _s("per_model", str, "outage", "Packet error model: Shannon-rate outage or waterfall.",
-       choices=("outage", "waterfall")),
+       choices=PACKET_ERROR_MODELS),
     _s("waterfall_m", float, 1.0, "Waterfall threshold m.", minimum=0.0, exclusive_minimum=True),
     _s("power_constraint", str, "energy", "Per-device power constraint: energy tau p_s + (1-tau) p_m <= P "
-       "or sum p_s + p_m <= P.", choices=("energy", "sum")),
+       "or sum p_s + p_m <= P.", choices=POWER_CONSTRAINTS),
     # execution (not part of the run's identity)
     _s("device", str, "cpu", "Torch device: cpu, cuda or auto (CUDA when present).",
-       choices=("cpu", "cuda", "auto"), origin="run", science=False),
+       choices=DEVICES, origin="run", science=False),
     _s("precision", str, "float32", "Local computation precision: exact float32 (TF32 off), tf32 (TF32 "
-       "matmuls/convolutions, opt-in) or bfloat16 autocast (accelerators).", choices=("float32", "tf32", "bfloat16"),
+       "matmuls/convolutions, opt-in) or bfloat16 autocast (accelerators).", choices=PRECISIONS,
        origin="run"),
     _s("threads", int, 1, "CPU threads of the numerical work (torch, BLAS). Part of the run's identity, since "
        "CPU results depend on it; the cores a scheduler grants (`spfl run --threads`) never change it.",

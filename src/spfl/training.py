@@ -52,9 +52,10 @@ import torch
 from torch.func import functional_call, grad_and_value, vmap
 from torch.nn import functional as F
 
+from spfl.vocabulary import PRECISIONS
+
 log = logging.getLogger("spfl")
 
-PRECISIONS = ("float32", "tf32", "bfloat16")
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters (malloc.h)
 _malloc_tuned: bool | None = None
 

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from spfl.channel import FADING_MODELS, PACKET_ERROR_MODELS, failure_threshold
+from spfl.channel import failure_threshold
+from spfl.vocabulary import FADING_MODELS, PACKET_ERROR_MODELS
 
 SCALE_BITS = 32  # one float32 header: a scale or a quantizer range
 

@@ -18,6 +18,7 @@ from snakemake.settings.types import DeploymentMethod
 from spfl.pipeline_config import ConfigError, read_config
 from spfl.plan import load_plan
 from spfl.provenance import code_version
+from spfl.vocabulary import DATASETS
 
 # The paper config is the default.  It is loaded only when no --configfile is given: Snakemake *merges*
 # command-line config files into the `configfile:` one, so loading config.yaml under quick.yaml would
@@ -130,7 +131,7 @@ DATA_VERSION = module_version("data.py")
 
 wildcard_constraints:
     cell="[0-9a-f]{12}",
-    dataset="digits|cifar10",
+    dataset="|".join(DATASETS),
 
 
 def cell_of(wildcards):

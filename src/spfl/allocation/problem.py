@@ -12,10 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from spfl.channel import FADING_MODELS, PACKET_ERROR_MODELS
+from spfl.vocabulary import FADING_MODELS, NORMALIZATIONS, PACKET_ERROR_MODELS, POWER_CONSTRAINTS
 
-POWER_CONSTRAINTS = ("energy", "sum")
-NORMALIZATIONS = ("received", "all")
 _DEVICE_FIELDS = ("alpha", "gain", "u_sign", "u_modulus")
 _NONNEGATIVE_FIELDS = ("alpha", "gain")
 _POSITIVE_SCALARS = ("total_bandwidth", "max_power", "noise_psd", "deadline", "sign_bits", "waterfall_m")

@@ -1,0 +1,106 @@
+"""The package's shape: imports flow one way, the light modules stay light, each vocabulary is
+declared once."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import spfl
+from spfl import vocabulary
+from spfl.methods import METHODS
+from spfl.spec import SETTINGS
+
+PACKAGE = Path(spfl.__file__).parent
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def runtime_imports(path: Path) -> set[str]:
+    """spfl modules imported at module level (not under ``if TYPE_CHECKING``, not inside functions)."""
+    found = set()
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("spfl"):
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names if alias.name.startswith("spfl"))
+    return found
+
+
+def import_graph() -> dict[str, set[str]]:
+    modules = {module_name(p): p for p in PACKAGE.rglob("*.py")}
+    return {name: {m for m in runtime_imports(path) if m in modules and m != name} for name, path in modules.items()}
+
+
+def test_module_level_imports_have_no_cycle():
+    graph = import_graph()
+    state: dict[str, str] = {}
+
+    def visit(node, trail):
+        state[node] = "open"
+        for child in sorted(graph[node]):
+            if state.get(child) == "open":
+                raise AssertionError("import cycle: " + " -> ".join(trail + [node, child]))
+            if child not in state:
+                visit(child, trail + [node])
+        state[node] = "done"
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [])
+    assert "spfl.simulation" in graph["spfl.cli"] or any("simulation" in m for m in graph), "the graph is read"
+
+
+def test_the_workflows_modules_do_not_import_torch():
+    """Snakemake imports these on every start; torch alone costs seconds."""
+    code = ("import sys, spfl.plan, spfl.pipeline_config, spfl.spec, spfl.figures, spfl.provenance; "
+            "print('torch' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
+
+
+def string_collections(path: Path):
+    """Every tuple, list or set literal made only of string constants, with its line."""
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, (ast.Tuple, ast.List, ast.Set)) and len(node.elts) > 1 and all(
+                isinstance(e, ast.Constant) and isinstance(e.value, str) for e in node.elts):
+            yield frozenset(e.value for e in node.elts), node.lineno
+
+
+def vocabularies() -> dict[str, frozenset[str]]:
+    found = {name: frozenset(value) for name, value in vars(vocabulary).items()
+             if name.isupper() and isinstance(value, tuple)}
+    return found | {"METHODS": frozenset(METHODS)}
+
+
+def test_each_vocabulary_is_spelled_out_only_where_it_is_declared():
+    declared_in = {name: "vocabulary.py" for name in vocabularies()} | {"METHODS": "methods.py"}
+    repeats = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for values, line in string_collections(path):
+            for name, vocabulary_values in vocabularies().items():
+                if values == vocabulary_values and path.name != declared_in[name]:
+                    repeats.append(f"{path.relative_to(PACKAGE)}:{line} repeats {name}")
+    assert not repeats, repeats
+
+
+def test_every_vocabulary_is_the_choices_of_a_setting():
+    offered = {frozenset(s.choices) - {"auto"} for s in SETTINGS if s.choices is not None}
+    unused = [name for name, values in vocabularies().items() if values - {"auto"} not in offered]
+    assert not unused, f"declared but offered by no setting: {unused}"
+
+
+def test_every_method_has_one_drawing_style_and_the_styles_are_distinct():
+    from spfl.plots import METHOD_STYLES
+
+    assert tuple(METHOD_STYLES) == METHODS
+    for field in ("label", "marker", "color_slot"):
+        values = [getattr(style, field) for style in METHOD_STYLES.values()]
+        assert len(set(values)) == len(values), f"two methods share a {field}"
+    assert sorted(style.color_slot for style in METHOD_STYLES.values()) == list(range(len(METHODS)))
