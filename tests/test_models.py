@@ -73,6 +73,7 @@ def test_generator_init_uses_default_bounds() -> None:
 
 def test_defaults_and_errors() -> None:
     assert default_model("digits") == "mlp" and default_model("cifar10") == "cifar_cnn"
+    assert default_model("digits", "cnn") == "cnn" and default_model("cifar10", "auto") == "cifar_cnn"
     with pytest.raises(ValueError, match="'resnet'"):
         build_model("resnet", (3, 32, 32), 10)
     with pytest.raises(ValueError, match="at least 16x16"):

@@ -30,8 +30,18 @@ from pathlib import Path
 import pytest
 
 from slurm_cluster import SlurmCluster, missing_requirements
-from test_reproducible_tables import TABLE_RULES, TIMED_OUT, copy_workflow, failure, run_tables, table_differences
-from workflow_helpers import RUNS, SNAKEMAKE, TINY_CONFIG, tiny_cells
+from workflow_helpers import (
+    RUNS,
+    SNAKEMAKE,
+    TABLE_RULES,
+    TIMED_OUT,
+    TINY_CONFIG,
+    copy_workflow,
+    failure,
+    run_tables,
+    table_differences,
+    tiny_cells,
+)
 
 INIT_SECONDS = 5  # --slurm-init-seconds-before-status-checks: first status check after this
 MIN_JOB_AGE = 300  # keep >= 3 x INIT_SECONDS, or the plugin falls back to sacct, which fails here

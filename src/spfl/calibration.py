@@ -49,7 +49,7 @@ def calibrate_deadline(spec: RunSpec, target: float) -> dict:
     if not 0.0 < target < 1.0:
         raise ValueError(f"--target {target} is invalid: allowed a packet error strictly between 0 and 1")
     shape, classes = DATASET_SHAPES[spec.dataset]
-    name = default_model(spec.dataset) if spec.model == "auto" else spec.model
+    name = default_model(spec.dataset, spec.model)
     num_params = count_parameters(build_model(name, shape, classes))
 
     def gap(log_deadline: float) -> float:

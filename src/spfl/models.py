@@ -83,8 +83,10 @@ def build_model(name: str, input_shape: tuple[int, int, int], num_classes: int,
     return model
 
 
-def default_model(dataset_name: str) -> str:
-    """The model a dataset uses unless the configuration says otherwise."""
+def default_model(dataset_name: str, model: str = "auto") -> str:
+    """The model a run uses: ``model``, or for "auto" the dataset's default."""
+    if model != "auto":
+        return model
     if dataset_name not in _DEFAULT_MODEL:
         raise ValueError(f"model: no default model for dataset {dataset_name!r}; allowed: "
                          f"{', '.join(_DEFAULT_MODEL)}")

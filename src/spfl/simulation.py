@@ -37,7 +37,7 @@ from spfl.channel import Geometry, dbm_to_watt, draw_fading
 from spfl.data import Dataset, load_dataset, load_prepared
 from spfl.methods import Method, get_method
 from spfl.models import build_model, default_model
-from spfl.partition import label_histogram, partition
+from spfl.partition import HISTOGRAM_COLUMNS, histogram_rows, label_histogram, partition
 from spfl.provenance import code_version, package_versions
 from spfl.spec import RunSpec
 from spfl.training import FlatModel, LocalTrainer, all_finite
@@ -94,7 +94,7 @@ def build_environment(spec: RunSpec, dataset: Dataset | None = None) -> Environm
     geometry = Geometry.drop(spec.num_devices, spec.cell_inner_radius_m, spec.cell_outer_radius_m,
                      np.random.default_rng(seeds["geometry"]))
     generator = torch.Generator().manual_seed(int(seeds["init"].generate_state(1, np.uint64)[0] >> 1))
-    name = default_model(spec.dataset) if spec.model == "auto" else spec.model
+    name = default_model(spec.dataset, spec.model)
     module = build_model(name, dataset.input_shape, dataset.num_classes, generator=generator).to(device)
     model = FlatModel.wrap(module)
     on_device = Dataset(dataset.name, dataset.train_x.to(device), dataset.train_y.to(device),
@@ -338,9 +338,8 @@ def run_cell(spec: RunSpec, methods: list[str], out_dir: str | Path) -> dict[str
     log.info("environment: %s, %d devices, %d parameters, device %s", spec.dataset, spec.num_devices,
              env.num_params, env.device)
     hist = label_histogram(env.dataset.train_y.cpu().numpy(), env.parts, env.dataset.num_classes)
-    records.write_csv(out / "partition.csv", ("device", "label", "count"),
-                      ({"device": k, "label": c, "count": int(hist[k, c])}
-                       for k in range(hist.shape[0]) for c in range(hist.shape[1])))
+    records.write_csv(out / "partition.csv", HISTOGRAM_COLUMNS,
+                      (dict(zip(HISTOGRAM_COLUMNS, row)) for row in histogram_rows(hist)))
     records.write_csv(out / "devices.csv", ("device", "distance_m", "gain", "num_samples", "alpha"),
                       ({"device": k, "distance_m": float(env.geometry.distance[k]),
                         "gain": float(env.geometry.gain[k]),
