@@ -174,16 +174,20 @@ class Simulation:
 
     # -- one round ---------------------------------------------------------------------------------
     def draw_batches(self, state: RunState) -> list[list[tuple[torch.Tensor, torch.Tensor]]]:
-        data = self.env.dataset
-        batches = []
+        """Each device's mini-batches for the round's local steps, from its own random stream.  The
+        indices of all devices go to the data's device at once and are gathered in one operation, so
+        a GPU run pays one transfer per round, not one per device and step."""
+        picks = []
         for part, rng in zip(self.env.parts, state.batch_rngs):
-            steps = []
             for _ in range(self.spec.local_steps):
                 pick = rng.choice(len(part), size=min(self.spec.batch_size, len(part)), replace=False)
-                index = torch.from_numpy(part[np.sort(pick)]).to(self.env.device)
-                steps.append((data.train_x[index], data.train_y[index]))
-            batches.append(steps)
-        return batches
+                picks.append(part[np.sort(pick)])
+        data = self.env.dataset
+        index = torch.from_numpy(np.concatenate(picks)).to(self.env.device)
+        inputs, labels = data.train_x[index], data.train_y[index]
+        bounds = np.cumsum([0] + [len(p) for p in picks])
+        steps = [(inputs[a:b], labels[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
+        return [steps[k * self.spec.local_steps:(k + 1) * self.spec.local_steps] for k in range(self.spec.num_devices)]
 
     def allocation_problem(self, uploads: torch.Tensor, aggregator: Aggregator) -> AllocationProblem:
         """This round's allocation problem: every packet's worth under the method's aggregation rule
