@@ -36,3 +36,19 @@ def test_readme_installs_the_tested_versions():
     assert pins and all(re.fullmatch(r"[A-Za-z0-9_.\-]+==\S+", line) for line in pins), pins
     names = {line.split("==")[0].lower() for line in pins}
     assert "spfl" not in names and {"torch", "snakemake", "pandas", "pytest"} <= names
+
+
+def test_readme_python_example_runs_and_prints_what_the_readme_says():
+    import subprocess
+    import sys
+
+    text = (ROOT / "README.md").read_text()
+    examples = [block for block in re.findall(r"```python\n(.*?)```", text, re.S) if "from spfl." in block]
+    assert len(examples) == 1, "one Python example of the simulator"
+    result = subprocess.run([sys.executable, "-c", examples[0]], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    printed = result.stdout.strip().splitlines()
+    assert len(printed) == 2
+    flat = " ".join(text.split())
+    for line in printed:
+        assert f"`{line}`" in flat, f"the README does not show the printed line {line!r}"
