@@ -31,14 +31,15 @@ def grid_units(num_devices: int) -> int:
     return min(num_devices * per_device, max(_MAX_UNITS - _MAX_UNITS % num_devices, num_devices))
 
 
-def best_bandwidth(problem: AllocationProblem, coef_sign, coef_both, fixed_power: bool = False
-                   ) -> tuple[np.ndarray, Split]:
-    """Shares b (summing to 1) maximizing sum_k F_k(b_k), and the packet-level split at them."""
+def best_bandwidth(problem: AllocationProblem, coef_sign, coef_both, fixed_power: bool = False,
+                   cache: dict | None = None) -> tuple[np.ndarray, Split]:
+    """Shares b (summing to 1) maximizing sum_k F_k(b_k), and the packet-level split at them.
+
+    ``cache``: a dict kept for one solve; the grid's thresholds are computed once per sign share."""
     num = problem.num_devices
     units = grid_units(num)
-    levels = np.arange(units + 1) / units
-    table = best_split(problem, np.broadcast_to(levels[:, None], (units + 1, num)) * problem.total_bandwidth,
-                       coef_sign, coef_both, fixed_power, coarse=True)
+    table = best_split(problem, _grid_bandwidth(problem, units, cache), coef_sign, coef_both, fixed_power,
+                       coarse=True, cache=cache, cache_key="grid")
     chosen = knapsack(table.value.T, units)
     share = chosen / units
     step = 1.0 / units
@@ -57,31 +58,49 @@ def best_bandwidth(problem: AllocationProblem, coef_sign, coef_both, fixed_power
                              refine=True)
 
 
+def _grid_bandwidth(problem: AllocationProblem, units: int, cache: dict | None) -> np.ndarray:
+    """Bandwidth of every device at every grid level j / J (rows), the same array for a whole solve."""
+    grid = None if cache is None else cache.get("grid bandwidth")
+    if grid is None:
+        levels = np.arange(units + 1) / units
+        grid = np.broadcast_to(levels[:, None], (units + 1, problem.num_devices)) * problem.total_bandwidth
+        if cache is not None:
+            cache["grid bandwidth"] = grid
+    return grid
+
+
 def knapsack(values: np.ndarray, total: int) -> np.ndarray:
     """Option indices j_k (0 <= j_k < values.shape[1]) with sum_k j_k = total maximizing
-    sum_k values[k, j_k] (max-plus dynamic program; -inf marks an impossible option)."""
+    sum_k values[k, j_k] (max-plus dynamic program; -inf marks an impossible option).
+
+    Of equally good choices the backward pass takes, device by device from the last, the smallest j_k.
+    """
     num, options = values.shape
     if total > num * (options - 1):
         raise ValueError(f"knapsack total {total} exceeds what {num} devices x {options - 1} can reach")
-    # best[s]: the best value of the devices so far with their options summing to s.
-    # table[s, j] = best[s - j] + row[j], read through a reversed sliding window over a padded buffer.
+    values = np.asarray(values, dtype=float)
+    # best[k, s]: the best value of devices 0..k with their options summing to s.  The forward pass needs
+    # only maxima: table[j, s] = best[k - 1, s - j] + values[k, j], read through a sliding window over a
+    # padded buffer, reduced over j (axis 0, contiguous: one vectorized maximum per option).
+    best = np.full((num, total + 1), -np.inf)
+    best[0, : min(options, total + 1)] = values[0, : min(options, total + 1)]
     buffer = np.full(total + options, -np.inf)
-    window = sliding_window_view(buffer, options)[:, ::-1]  # window[s] = buffer[s .. s + options - 1] reversed
-    best = np.full(total + 1, -np.inf)
-    best[: min(options, total + 1)] = values[0, : min(options, total + 1)]
-    choices = []
-    for row in values[1:]:
-        buffer[options - 1: options - 1 + total + 1] = best
-        table = window[: total + 1] + row
-        choice = np.argmax(table, axis=1)
-        choices.append(choice)
-        best = table[np.arange(total + 1), choice]
-    if not np.isfinite(best[total]):
+    target = buffer[options - 1:]
+    # window[j, s] = buffer[s + options - 1 - j] = best[k - 1, s - j]
+    window = sliding_window_view(buffer, total + 1)[::-1]
+    table = np.empty((options, total + 1))
+    for k in range(1, num):
+        target[:] = best[k - 1]
+        np.add(window, values[k][:, None], out=table)
+        np.max(table, axis=0, out=best[k])
+    if not np.isfinite(best[num - 1, total]):
         raise ValueError(f"knapsack: no choice of options summing to {total} has a finite value")
+    # Backward pass: the first best option of each device, given what the devices before it can reach.
     chosen = np.empty(num, dtype=int)
     left = total
     for k in range(num - 1, 0, -1):
-        chosen[k] = choices[k - 1][left]
+        reach = min(options, left + 1)
+        chosen[k] = np.argmax(best[k - 1, left - np.arange(reach)] + values[k, :reach])
         left -= chosen[k]
     chosen[0] = left
     return chosen

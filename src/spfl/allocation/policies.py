@@ -49,7 +49,7 @@ def allocate(problem: AllocationProblem, policy: str = "spfl") -> Allocation:
     if policy not in _POLICIES:
         raise ValueError(f"policy={policy!r}: allowed {ALLOCATION_POLICIES}")
     with np.errstate(divide="ignore", over="ignore", invalid="ignore", under="ignore"):
-        return _POLICIES[policy](problem)
+        return _POLICIES[policy](problem, {})
 
 
 def uniform_point(problem: AllocationProblem) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -92,20 +92,22 @@ class _Search:
                           self.policy)
 
 
-def _optimize(problem: AllocationProblem, policy: str, bandwidth_free: bool, power_free: bool) -> Allocation:
+def _optimize(problem: AllocationProblem, policy: str, bandwidth_free: bool, power_free: bool, cache: dict
+              ) -> Allocation:
+    """``cache``: thresholds shared by every stage of one call of :func:`allocate`."""
     search = _Search(problem, policy)
     if problem.slot_share is None and problem.two_packets and power_free:
         # With tau optimized the answer is never below the optimum at the proportional share.
         search.offer_point(_optimize(replace(problem, slot_share=problem.proportional_share), policy,
-                                     bandwidth_free, power_free).arrays)
+                                     bandwidth_free, power_free, cache).arrays)
     if problem.normalize == "received" and bandwidth_free and power_free:
         # The linearization is a heuristic under the coupling: SP-FL's answer is never below its ablations'.
         for ablation in (_power_only, _bandwidth_only):
-            search.offer_point(ablation(problem).arrays)
+            search.offer_point(ablation(problem, cache).arrays)
     coef_sign, coef_both = device_coefficients(problem)
     for round_index in range(1 + (RECEIVED_ROUNDS if problem.normalize == "received" else 0)):
         if bandwidth_free:
-            share, split = best_bandwidth(problem, coef_sign, coef_both, fixed_power=not power_free)
+            share, split = best_bandwidth(problem, coef_sign, coef_both, fixed_power=not power_free, cache=cache)
             bandwidth = share * problem.total_bandwidth
         else:
             bandwidth = search.point[0]
@@ -128,23 +130,23 @@ def _received_coefficients(problem: AllocationProblem, bandwidth, power_sign, po
     return factors * a, factors * b + coupling
 
 
-def _spfl(problem):
-    return _optimize(problem, "spfl", bandwidth_free=True, power_free=True)
+def _spfl(problem, cache):
+    return _optimize(problem, "spfl", bandwidth_free=True, power_free=True, cache=cache)
 
 
-def _power_only(problem):
-    return _optimize(problem, "power", bandwidth_free=False, power_free=True)
+def _power_only(problem, cache):
+    return _optimize(problem, "power", bandwidth_free=False, power_free=True, cache=cache)
 
 
-def _bandwidth_only(problem):
-    return _optimize(problem, "bandwidth", bandwidth_free=True, power_free=False)
+def _bandwidth_only(problem, cache):
+    return _optimize(problem, "bandwidth", bandwidth_free=True, power_free=False, cache=cache)
 
 
-def _uniform(problem):
+def _uniform(problem, cache):
     return _Search(problem, "uniform").result()
 
 
-def _scheduling(problem: AllocationProblem) -> Allocation:
+def _scheduling(problem: AllocationProblem, cache) -> Allocation:
     """One packet at full power to the best n devices by alpha_k pi_k(B_tot / n) U_m,k, equal shares."""
     num = problem.num_devices
     search = _Search(problem, "scheduling")
@@ -166,7 +168,7 @@ def _scheduling(problem: AllocationProblem) -> Allocation:
     return search.result()
 
 
-_POLICIES: dict[str, Callable[[AllocationProblem], Allocation]] = {
+_POLICIES: dict[str, Callable[[AllocationProblem, dict], Allocation]] = {
     "spfl": _spfl,
     "power": _power_only,
     "bandwidth": _bandwidth_only,
