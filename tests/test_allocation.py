@@ -274,6 +274,37 @@ def test_knapsack_matches_brute_force():
         knapsack(np.zeros((2, 3)), 5)
 
 
+def _prefix_best(values, count, total):
+    """The best sum of values[k, j_k] over the first ``count`` devices with sum j_k = total (enumeration)."""
+    best = -np.inf
+    for choice in itertools.product(range(values.shape[1]), repeat=count):
+        if sum(choice) == total:
+            best = max(best, float(sum(values[k, j] for k, j in enumerate(choice))))
+    return best
+
+
+@pytest.mark.parametrize("options, nums, totals", [(2, (9, 11), (8, 11)), (3, (6, 8), (12, 15)), (5, (2, 4), (0, 9)),
+                                                   (6, (2, 4), (3, 11))])
+def test_knapsack_ties_go_to_the_smallest_option_from_the_last_device(options, nums, totals):
+    """Integer values make ties common; both layouts of the dynamic program (many sums per option, and
+    about as many options as sums) break them by the documented rule."""
+    rng = np.random.default_rng(options)
+    for _ in range(25):
+        num = int(rng.integers(*nums))
+        values = rng.integers(0, 3, size=(num, options)).astype(float)
+        total = min(int(rng.integers(*totals)), num * (options - 1))
+        assert (total + 1 > 4 * options) == (options <= 3)  # the first two cases take the other layout
+        chosen = knapsack(values, total)
+        left = total
+        for k in range(num - 1, 0, -1):
+            target = _prefix_best(values, k + 1, left)
+            expected = next(j for j in range(min(options, left + 1))
+                            if _prefix_best(values, k, left - j) + values[k, j] == target)
+            assert chosen[k] == expected, (values, total, chosen)
+            left -= expected
+        assert chosen[0] == left
+
+
 def test_knapsack_without_a_finite_choice():
     values = np.array([[0.0, 0.0], [0.0, -np.inf]])
     try:

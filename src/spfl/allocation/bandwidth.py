@@ -73,34 +73,48 @@ def knapsack(values: np.ndarray, total: int) -> np.ndarray:
     """Option indices j_k (0 <= j_k < values.shape[1]) with sum_k j_k = total maximizing
     sum_k values[k, j_k] (max-plus dynamic program; -inf marks an impossible option).
 
-    Of equally good choices the backward pass takes, device by device from the last, the smallest j_k.
-    """
+    Of equally good choices the one found first is kept: going back from the last device, each takes the
+    smallest j_k that is best given what the devices before it can reach."""
     num, options = values.shape
     if total > num * (options - 1):
         raise ValueError(f"knapsack total {total} exceeds what {num} devices x {options - 1} can reach")
     values = np.asarray(values, dtype=float)
-    # best[k, s]: the best value of devices 0..k with their options summing to s.  The forward pass needs
-    # only maxima: table[j, s] = best[k - 1, s - j] + values[k, j], read through a sliding window over a
-    # padded buffer, reduced over j (axis 0, contiguous: one vectorized maximum per option).
-    best = np.full((num, total + 1), -np.inf)
+    # best[k, s]: the best value of devices 0..k with their options summing to s, stored after options - 1
+    # columns of -inf so that the table of device k, best[k - 1, s - j] + values[k, j], is read through a
+    # sliding window.
+    padded = np.full((num, options - 1 + total + 1), -np.inf)
+    best = padded[:, options - 1:]
     best[0, : min(options, total + 1)] = values[0, : min(options, total + 1)]
-    buffer = np.full(total + options, -np.inf)
-    target = buffer[options - 1:]
-    # window[j, s] = buffer[s + options - 1 - j] = best[k - 1, s - j]
-    window = sliding_window_view(buffer, total + 1)[::-1]
-    table = np.empty((options, total + 1))
-    for k in range(1, num):
-        target[:] = best[k - 1]
-        np.add(window, values[k][:, None], out=table)
-        np.max(table, axis=0, out=best[k])
+    if total + 1 > 4 * options:
+        # Few options, many sums (the zooms): table[j, s], reduced over j, a vectorized maximum per option;
+        # the choices are found on the way back.
+        choices = None
+        windows = sliding_window_view(padded, total + 1, axis=1)[:, ::-1]  # windows[k, j, s] = best[k, s - j]
+        table = np.empty((options, total + 1))
+        for k in range(1, num):
+            np.add(windows[k - 1], values[k][:, None], out=table)
+            np.max(table, axis=0, out=best[k])
+    else:
+        # As many options as sums (the grid): table[s, j], the first best j of every s kept on the way.
+        choices = np.empty((num, total + 1), dtype=np.intp)
+        windows = sliding_window_view(padded, options, axis=1)[:, :, ::-1]  # windows[k, s, j] = best[k, s - j]
+        table = np.empty((total + 1, options))
+        sums = np.arange(total + 1)
+        for k in range(1, num):
+            np.add(windows[k - 1], values[k], out=table)
+            choices[k] = np.argmax(table, axis=1)
+            best[k] = table[sums, choices[k]]
     if not np.isfinite(best[num - 1, total]):
         raise ValueError(f"knapsack: no choice of options summing to {total} has a finite value")
-    # Backward pass: the first best option of each device, given what the devices before it can reach.
     chosen = np.empty(num, dtype=int)
+    reverse = best[:, ::-1]  # reverse[k, total - s] = best[k, s]
     left = total
     for k in range(num - 1, 0, -1):
-        reach = min(options, left + 1)
-        chosen[k] = np.argmax(best[k - 1, left - np.arange(reach)] + values[k, :reach])
+        if choices is None:
+            reach = min(options, left + 1)
+            chosen[k] = np.argmax(reverse[k - 1, total - left: total - left + reach] + values[k, :reach])
+        else:
+            chosen[k] = choices[k, left]
         left -= chosen[k]
     chosen[0] = left
     return chosen

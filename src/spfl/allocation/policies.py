@@ -67,17 +67,19 @@ class _Search:
     def __init__(self, problem: AllocationProblem, policy: str):
         self.problem, self.policy = problem, policy
         self.point = uniform_point(problem)
-        self.value = objective(problem, *self.point)
+        self.terms = objective_terms(problem, *self.point)
+        self.value = _phi(self.terms)
         self.trace = [self.value]
 
     def offer(self, bandwidth, split: Split) -> bool:
         return self.offer_point((bandwidth, split.power_sign, split.power_modulus, split.slot_share))
 
     def offer_point(self, point) -> bool:
-        value = objective(self.problem, *point)
+        terms = objective_terms(self.problem, *point)
+        value = _phi(terms)
         improved = value > self.value + _RELATIVE_GAIN * abs(self.value)
         if improved:
-            self.point, self.value = point, value
+            self.point, self.value, self.terms = point, value, terms
         self.trace.append(self.value)
         return improved
 
@@ -116,13 +118,19 @@ def _optimize(problem: AllocationProblem, policy: str, bandwidth_free: bool, pow
             break
         if problem.normalize == "all":
             break
-        coef_sign, coef_both = _received_coefficients(problem, *search.point)
+        coef_sign, coef_both = _received_coefficients(problem, *search.terms)
     return search.result()
 
 
-def _received_coefficients(problem: AllocationProblem, bandwidth, power_sign, power_modulus, tau):
-    """Each device's exact coefficients of Phi in its own pi_sign and pi_both at the current point."""
-    values, include, factors = objective_terms(problem, bandwidth, power_sign, power_modulus, tau)
+def _phi(terms) -> float:
+    """Phi from (values, inclusion, normalization), as :func:`objective` sums it."""
+    values, _, factors = terms
+    return float(np.sum(values * factors, axis=-1))
+
+
+def _received_coefficients(problem: AllocationProblem, values, include, factors):
+    """Each device's exact coefficients of Phi in its own pi_sign and pi_both at the current point, from
+    its objective terms."""
     coupling = dilution(problem, values, include)
     a, b = device_coefficients(problem)
     if problem.sign_only_counts:

@@ -37,6 +37,7 @@ _COARSE = np.linspace(-14.0, 14.0, 17)   # logit(x) grid
 _ZOOM_POINTS = 9
 _ZOOM_LEVELS = 6
 _UNDERFLOW = 746.0  # exp(-t) is exactly 0 in float64 from t = 745.14 on
+_BIG_ARRAY = 4096
 _DEAD = 700.0  # a sign threshold above this at full power: nothing ever arrives (e^-700 ~ 1e-304)
 # Sign shares tried when tau is optimized, besides the proportional share and 1 (sign only): a fine grid
 # for the final decisions and a coarse one for the bandwidth grid search.
@@ -100,7 +101,12 @@ def best_split(problem: AllocationProblem, bandwidth: np.ndarray, coef_sign: np.
     with tau optimized, ``coarse`` tries the coarse set of sign shares and ``refine`` zooms each entry's
     best share (logit resolution 0.01).  ``cache`` (a dict kept for one solve) with ``cache_key`` (naming
     ``bandwidth``, which must then be the same array for that key) keeps the thresholds of each share."""
-    bandwidth = np.asarray(bandwidth, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
+        return _best_split(problem, np.asarray(bandwidth, dtype=float), coef_sign, coef_both, fixed_power, coarse,
+                           refine, cache, cache_key)
+
+
+def _best_split(problem, bandwidth, coef_sign, coef_both, fixed_power, coarse, refine, cache, cache_key) -> Split:
     if fixed_power:
         return _split_at_shares(problem, bandwidth, coef_sign, coef_both, [problem.fixed_share], fixed_power,
                                 cache, cache_key)[0]
@@ -155,15 +161,14 @@ def _split_at_shares(problem, bandwidth, coef_sign, coef_both, taus, fixed_power
     """The best split at each sign share of ``taus`` (numbers, or arrays broadcasting with ``bandwidth``),
     all searched in one vectorized pass."""
     geometries = []
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        for tau in taus:
-            key = None if cache is None or cache_key is None or np.ndim(tau) else (cache_key, float(tau))
-            geometry = cache.get(key) if key is not None else None
-            if geometry is None:
-                geometry = _geometry(problem, bandwidth, tau)
-                if key is not None:
-                    cache[key] = geometry
-            geometries.append(geometry)
+    for tau in taus:
+        key = None if cache is None or cache_key is None or np.ndim(tau) else (cache_key, float(tau))
+        geometry = cache.get(key) if key is not None else None
+        if geometry is None:
+            geometry = _geometry(problem, bandwidth, tau)
+            if key is not None:
+                cache[key] = geometry
+        geometries.append(geometry)
     shape = geometries[0][3].shape
     budget = problem.max_power
     if fixed_power and problem.two_packets:
@@ -172,24 +177,22 @@ def _split_at_shares(problem, bandwidth, coef_sign, coef_both, taus, fixed_power
             a = np.broadcast_to(coef_sign, A.shape)
             b = np.broadcast_to(coef_both, A.shape)
             x = np.where(tau < 1.0, c_s / (c_s + c_m), 1.0)
-            with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
-                z = np.where(x < 1.0, x, 0.5)  # x = 1: no modulus, sign only
-                both = _term(problem.fading == "block", z, 1.0 - z, A, M, a, b)
-                value = np.where(x < 1.0, both, a * np.exp(-A))
+            z = np.where(x < 1.0, x, 0.5)  # x = 1: no modulus, sign only
+            both = _term(problem.fading == "block", z, 1.0 - z, A, M, a, b)
+            value = np.where(x < 1.0, both, a * np.exp(-A))
             results.append((x, value))
     else:
-        A = np.stack([g[3] for g in geometries])
-        M = np.stack([g[4] for g in geometries])
+        A = np.stack([g[3] for g in geometries]) if len(geometries) > 1 else geometries[0][3][None]
+        M = np.stack([g[4] for g in geometries]) if len(geometries) > 1 else geometries[0][4][None]
         x, value = _search(problem, A, M, np.broadcast_to(coef_sign, A.shape), np.broadcast_to(coef_both, A.shape))
         results = list(zip(x, value))
     splits = []
     for (tau, c_s, c_m, _, M), (x, value) in zip(geometries, results):
         silent = ~(value > 0)
         value = np.where(silent, 0.0, value)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            power_sign = np.where(silent, 0.0, x * budget / c_s)
-            power_modulus = np.where(silent | (x >= 1.0) | ~np.isfinite(M), 0.0,
-                                     (1.0 - x) * budget / np.maximum(c_m, 1e-300))
+        power_sign = np.where(silent, 0.0, x * budget / c_s)
+        power_modulus = np.where(silent | (x >= 1.0) | ~np.isfinite(M), 0.0,
+                                 (1.0 - x) * budget / np.maximum(c_m, 1e-300))
         splits.append(Split(value, power_sign, power_modulus, np.array(tau)))
     assert all(s.value.shape == shape for s in splits)
     return splits
@@ -197,30 +200,27 @@ def _split_at_shares(problem, bandwidth, coef_sign, coef_both, taus, fixed_power
 
 def _term(block: bool, x, rest, A, M, a, b):
     """f(x) = a pi_sign + b pi_both at the sign's power share x in (0, 1), ``rest`` = 1 - x (thresholds
-    A, M > 0)."""
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
-        t_s = A / x
-        t_m = M / rest
-        if block:
-            joint = np.maximum(t_s, t_m, out=t_m)
-        else:
-            joint = np.add(t_s, t_m, out=t_m)
-        sign = _exp_negative(t_s)
-        sign *= a
-        both = _exp_negative(joint)
-        both *= b
-        sign += both
-        return sign
+    A, M > 0; floating-point warnings off, as in :func:`best_split`)."""
+    t_s = A / x
+    t_m = M / rest
+    joint = np.maximum(t_s, t_m, out=t_m) if block else np.add(t_s, t_m, out=t_m)
+    sign = _exp_negative(t_s)
+    sign *= a
+    both = _exp_negative(joint)
+    both *= b
+    sign += both
+    return sign
 
 
 def _exp_negative(t):
-    """exp(-t) for t >= 0, in place, bit for bit numpy's: numpy's vectorized exp is several times slower
-    on arguments whose result underflows to 0 (t > 745.2), and most of a coarse grid's are there, so
-    those are set to 0 directly."""
+    """exp(-t) for t >= 0, in place, bit for bit numpy's.  numpy's vectorized exp is several times slower
+    on arguments whose result underflows to 0 (t > 745.2), and most of a large grid's are there, so on
+    large arrays those are set to 0 directly."""
+    if t.size < _BIG_ARRAY:
+        return np.exp(np.negative(t, out=t), out=t)
     keep = t < _UNDERFLOW
     np.multiply(t, keep, out=t)         # exp(-0) = 1, then times 0 below
-    np.negative(t, out=t)
-    np.exp(t, out=t)
+    np.exp(np.negative(t, out=t), out=t)
     np.multiply(t, keep, out=t)
     return t
 
@@ -229,8 +229,7 @@ def _search(problem, A, M, a, b):
     """Global maximum of f over x in (0, 1] per entry: grid in logit(x), extra candidates, zoom."""
     shape = A.shape
     A, M, a, b = (np.broadcast_to(np.asarray(v, dtype=float), shape).ravel() for v in (A, M, a, b))
-    with np.errstate(over="ignore", under="ignore"):
-        sign_only = a * np.exp(-A)  # x = 1: all power to the sign, no modulus packet
+    sign_only = a * np.exp(-A)  # x = 1: all power to the sign, no modulus packet
     x = np.ones(A.shape)
     best = sign_only.copy()
     # Entries whose sign cannot arrive even at full power are worth 0 whatever x: skip them.
