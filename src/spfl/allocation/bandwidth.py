@@ -92,8 +92,12 @@ def knapsack(values: np.ndarray, total: int) -> np.ndarray:
         windows = sliding_window_view(padded, total + 1, axis=1)[:, ::-1]  # windows[k, j, s] = best[k, s - j]
         table = np.empty((options, total + 1))
         for k in range(1, num):
-            np.add(windows[k - 1], values[k][:, None], out=table)
-            np.max(table, axis=0, out=best[k])
+            # Only sums that devices 0..k can reach and devices k+1.. can complete to the total matter.
+            low = max(0, total - (options - 1) * (num - 1 - k))
+            high = min(total, (options - 1) * (k + 1)) + 1
+            part = table[:, : high - low]
+            np.add(windows[k - 1, :, low:high], values[k][:, None], out=part)
+            np.max(part, axis=0, out=best[k, low:high])
     else:
         # As many options as sums (the grid): table[s, j], the first best j of every s kept on the way.
         choices = np.empty((num, total + 1), dtype=np.intp)

@@ -155,24 +155,27 @@ def _uniform(problem, cache):
 
 
 def _scheduling(problem: AllocationProblem, cache) -> Allocation:
-    """One packet at full power to the best n devices by alpha_k pi_k(B_tot / n) U_m,k, equal shares."""
+    """One packet at full power to the best n devices by alpha_k pi_k(B_tot / n) U_m,k, equal shares.
+
+    Every n is evaluated at once (row n - 1 of each array); the first best n wins."""
     num = problem.num_devices
     search = _Search(problem, "scheduling")
     full = np.full(num, float(problem.equal_power(problem.fixed_share)))
     tau = np.full(num, problem.fixed_share)
-    best_value, best_point = -np.inf, None
-    for size in range(1, num + 1):
-        each = problem.total_bandwidth / size
-        t_s, t_m = thresholds(problem, np.full(num, each), full, np.zeros(num), tau)
-        pi_sign, pi_both = arrival_probabilities(problem, t_s, t_m)
-        scores = problem.alpha * pi_sign * problem.u_modulus
-        chosen = np.zeros(num, dtype=bool)
-        chosen[np.argsort(-scores, kind="stable")[:size]] = True
-        point = (np.where(chosen, each, 0.0), np.where(chosen, full, 0.0), np.zeros(num), tau)
-        value = objective(problem, *point)
-        if value > best_value:
-            best_value, best_point = value, point
-    search.offer(best_point[0], Split(np.zeros(num), *best_point[1:]))
+    sizes = np.arange(1, num + 1)
+    each = problem.total_bandwidth / sizes[:, None]                               # (n, 1)
+    t_s, t_m = thresholds(problem, np.broadcast_to(each, (num, num)), full, np.zeros(num), tau)
+    pi_sign, _ = arrival_probabilities(problem, t_s, t_m)
+    scores = problem.alpha * pi_sign * problem.u_modulus
+    order = np.argsort(-scores, axis=1, kind="stable")
+    chosen = np.zeros((num, num), dtype=bool)
+    np.put_along_axis(chosen, order, sizes[None, :] <= sizes[:, None], axis=1)  # the first n of each order
+    bandwidth = np.where(chosen, each, 0.0)
+    power = np.where(chosen, full, 0.0)
+    values, _, factors = objective_terms(problem, bandwidth, power, np.zeros(num), tau)
+    phi = np.sum(values * factors, axis=-1)
+    best = int(np.argmax(np.where(np.isnan(phi), -np.inf, phi)))  # the first best n
+    search.offer(bandwidth[best], Split(np.zeros(num), power[best], np.zeros(num), tau))
     return search.result()
 
 
