@@ -96,7 +96,17 @@ class _Search:
 
 def _optimize(problem: AllocationProblem, policy: str, bandwidth_free: bool, power_free: bool, cache: dict
               ) -> Allocation:
-    """``cache``: thresholds shared by every stage of one call of :func:`allocate`."""
+    """``cache``: what every stage of one call of :func:`allocate` shares (thresholds, and the answers of
+    the solves it repeats: within one call the problems differ only in ``slot_share``, and with equal
+    packet powers the answer depends only on the fixed share, not on whether tau is optimized)."""
+    key = ("solve", policy, bandwidth_free, power_free, problem.slot_share if power_free else problem.fixed_share)
+    if key not in cache:
+        cache[key] = _solve(problem, policy, bandwidth_free, power_free, cache)
+    return cache[key]
+
+
+def _solve(problem: AllocationProblem, policy: str, bandwidth_free: bool, power_free: bool, cache: dict
+           ) -> Allocation:
     search = _Search(problem, policy)
     if problem.slot_share is None and problem.two_packets and power_free:
         # With tau optimized the answer is never below the optimum at the proportional share.

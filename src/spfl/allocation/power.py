@@ -159,17 +159,37 @@ def _geometry(problem, bandwidth, tau):
 def _split_at_shares(problem, bandwidth, coef_sign, coef_both, taus, fixed_power, cache=None, cache_key=None
                      ) -> list[Split]:
     """The best split at each sign share of ``taus`` (numbers, or arrays broadcasting with ``bandwidth``),
-    all searched in one vectorized pass."""
+    all searched in one vectorized pass.  With a cache, the thresholds of each share are kept, and so are
+    the splits, which a later call with equal coefficients reuses (a solve with tau optimized repeats the
+    first stage of the one at the proportional share)."""
+    keys = [None if cache is None or cache_key is None or np.ndim(tau) else (cache_key, float(tau), fixed_power)
+            for tau in taus]
+    splits = [None] * len(taus)
+    for index, key in enumerate(keys):
+        if key is not None and ("split", key) in cache:
+            sign, both, split = cache["split", key]
+            if np.array_equal(sign, coef_sign) and np.array_equal(both, coef_both):
+                splits[index] = split
+    todo = [index for index, split in enumerate(splits) if split is None]
+    if todo:
+        computed = _solve_shares(problem, bandwidth, coef_sign, coef_both, [taus[i] for i in todo], fixed_power,
+                                 [keys[i] for i in todo], cache)
+        for index, split in zip(todo, computed):
+            splits[index] = split
+            if keys[index] is not None:
+                cache["split", keys[index]] = (np.array(coef_sign), np.array(coef_both), split)
+    return splits
+
+
+def _solve_shares(problem, bandwidth, coef_sign, coef_both, taus, fixed_power, keys, cache) -> list[Split]:
     geometries = []
-    for tau in taus:
-        key = None if cache is None or cache_key is None or np.ndim(tau) else (cache_key, float(tau))
-        geometry = cache.get(key) if key is not None else None
+    for tau, key in zip(taus, keys):
+        geometry = cache.get(("geometry", key[:2])) if key is not None else None
         if geometry is None:
             geometry = _geometry(problem, bandwidth, tau)
             if key is not None:
-                cache[key] = geometry
+                cache["geometry", key[:2]] = geometry
         geometries.append(geometry)
-    shape = geometries[0][3].shape
     budget = problem.max_power
     if fixed_power and problem.two_packets:
         results = []
@@ -194,7 +214,6 @@ def _split_at_shares(problem, bandwidth, coef_sign, coef_both, taus, fixed_power
         power_modulus = np.where(silent | (x >= 1.0) | ~np.isfinite(M), 0.0,
                                  (1.0 - x) * budget / np.maximum(c_m, 1e-300))
         splits.append(Split(value, power_sign, power_modulus, np.array(tau)))
-    assert all(s.value.shape == shape for s in splits)
     return splits
 
 
