@@ -232,6 +232,30 @@ def test_power_block_is_the_global_optimum_per_device(fading, power_constraint):
     assert worst <= 1e-6, worst
 
 
+def test_packet_search_lattice_is_the_zoom_arithmetic():
+    """The tabulated search points are bitwise the logits the zoom computes (centre + step * offset, the
+    step shrinking by (points - 1) / 2 per level), and exp underflows to exactly 0 where the search stops
+    computing it."""
+    from spfl.allocation import power
+    rng = np.random.default_rng(3)
+    offsets = np.linspace(-1.0, 1.0, power._ZOOM_POINTS)
+    for _ in range(200):
+        pick = int(rng.integers(power._COARSE.size))
+        center, index = power._COARSE[pick], power._COARSE_INDEX[pick]
+        step, stride = power._COARSE[1] - power._COARSE[0], power._COARSE_STRIDE
+        for _ in range(power._ZOOM_LEVELS):
+            j = int(rng.integers(power._ZOOM_POINTS))
+            center = center + step * offsets[j]
+            index = index + (stride // power._SHRINK) * (j - power._SHRINK)
+            assert power._LATTICE[index] == center
+            assert power._LATTICE_X[index] == 1.0 / (1.0 + np.exp(-center))
+            step, stride = step * 2.0 / (power._ZOOM_POINTS - 1), stride // power._SHRINK
+    with np.errstate(under="ignore"):
+        assert np.exp(-power._UNDERFLOW) == 0.0 and np.exp(-np.nextafter(745.0, 0)) > 0.0
+        t = rng.uniform(0.0, 2000.0, 10_000)
+        np.testing.assert_array_equal(power._exp_negative(t.copy()), np.exp(-t))
+
+
 def test_power_block_sign_only_and_silent_devices():
     problem = AllocationProblem(**{**BASE, "alpha": [0.25, 0.25, 0.25, 0.25], "gain": [1e-10] * 4,
                                    "u_sign": [2.0, -1.0, 1.0, 0.0], "u_modulus": [1.0, -0.5, 3.0, 0.0],

@@ -69,9 +69,9 @@ def _logit(p):
 _LATTICE_X = _sigmoid(_LATTICE)
 _LATTICE_REST = 1.0 - _LATTICE_X                     # 1 - x, as _term computed it
 _COARSE_INDEX = np.arange(_COARSE.size) * _COARSE_STRIDE - _LATTICE_LOW
-assert np.array_equal(_LATTICE[_COARSE_INDEX], _COARSE)
-with np.errstate(under="ignore"):
-    assert np.exp(-_UNDERFLOW) == 0.0
+for _table in (_LATTICE, _LATTICE_X, _LATTICE_REST, _COARSE_INDEX):
+    _table.setflags(write=False)
+del _table
 
 
 @dataclass(frozen=True)
