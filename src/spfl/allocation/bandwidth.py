@@ -14,7 +14,7 @@ shares and the zooms the fine one.
 from __future__ import annotations
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
+from numpy.lib.stride_tricks import as_strided
 
 from spfl.allocation.power import Split, best_split
 from spfl.allocation.problem import AllocationProblem
@@ -85,11 +85,13 @@ def knapsack(values: np.ndarray, total: int) -> np.ndarray:
     padded = np.full((num, options - 1 + total + 1), -np.inf)
     best = padded[:, options - 1:]
     best[0, : min(options, total + 1)] = values[0, : min(options, total + 1)]
+    row, step = padded.strides  # the windows below step back into the -inf padding, never past it
     if total + 1 > 4 * options:
         # Few options, many sums (the zooms): table[j, s], reduced over j, a vectorized maximum per option;
         # the choices are found on the way back.
         choices = None
-        windows = sliding_window_view(padded, total + 1, axis=1)[:, ::-1]  # windows[k, j, s] = best[k, s - j]
+        # windows[k, j, s] = best[k, s - j]
+        windows = as_strided(best, (num, options, total + 1), (row, -step, step), writeable=False)
         table = np.empty((options, total + 1))
         for k in range(1, num):
             # Only sums that devices 0..k can reach and devices k+1.. can complete to the total matter.
@@ -101,7 +103,8 @@ def knapsack(values: np.ndarray, total: int) -> np.ndarray:
     else:
         # As many options as sums (the grid): table[s, j], the first best j of every s kept on the way.
         choices = np.empty((num, total + 1), dtype=np.intp)
-        windows = sliding_window_view(padded, options, axis=1)[:, :, ::-1]  # windows[k, s, j] = best[k, s - j]
+        # windows[k, s, j] = best[k, s - j]
+        windows = as_strided(best, (num, total + 1, options), (row, step, -step), writeable=False)
         table = np.empty((total + 1, options))
         sums = np.arange(total + 1)
         for k in range(1, num):

@@ -204,7 +204,7 @@ def _solve_shares(problem, bandwidth, coef_sign, coef_both, taus, fixed_power, k
     else:
         A = np.stack([g[3] for g in geometries]) if len(geometries) > 1 else geometries[0][3][None]
         M = np.stack([g[4] for g in geometries]) if len(geometries) > 1 else geometries[0][4][None]
-        x, value = _search(problem, A, M, np.broadcast_to(coef_sign, A.shape), np.broadcast_to(coef_both, A.shape))
+        x, value = _search(problem, A, M, coef_sign, coef_both)
         results = list(zip(x, value))
     splits = []
     for (tau, c_s, c_m, _, M), (x, value) in zip(geometries, results):
@@ -247,7 +247,7 @@ def _exp_negative(t):
 def _search(problem, A, M, a, b):
     """Global maximum of f over x in (0, 1] per entry: grid in logit(x), extra candidates, zoom."""
     shape = A.shape
-    A, M, a, b = (np.broadcast_to(np.asarray(v, dtype=float), shape).ravel() for v in (A, M, a, b))
+    A, M, a, b = (_filled(v, shape) for v in (A, M, a, b))
     sign_only = a * np.exp(-A)  # x = 1: all power to the sign, no modulus packet
     x = np.ones(A.shape)
     best = sign_only.copy()
@@ -257,6 +257,16 @@ def _search(problem, A, M, a, b):
         x[live], best[live] = _interior(problem.fading == "block", A[live], M[live], a[live], b[live],
                                         sign_only[live])
     return x.reshape(shape), best.reshape(shape)
+
+
+def _filled(value, shape) -> np.ndarray:
+    """``value`` broadcast to ``shape``, flattened (a view when it already has that shape)."""
+    value = np.asarray(value, dtype=float)
+    if value.shape == shape:
+        return value.ravel()
+    filled = np.empty(shape)
+    filled[...] = value
+    return filled.ravel()
 
 
 def _interior(block, A, M, a, b, sign_only):
