@@ -28,6 +28,7 @@ import numpy as np
 
 from spfl.allocation.bandwidth import best_bandwidth
 from spfl.allocation.objective import (
+    QUADRATURE_NODES,
     Allocation,
     arrival_probabilities,
     device_coefficients,
@@ -42,6 +43,7 @@ from spfl.allocation.problem import AllocationProblem
 ALLOCATION_POLICIES = ("spfl", "power", "bandwidth", "uniform", "scheduling")
 RECEIVED_ROUNDS = 3
 _RELATIVE_GAIN = 1e-9
+_BATCH_ELEMENTS = 1 << 21  # numbers per array when many candidate allocations are evaluated at once
 
 
 def allocate(problem: AllocationProblem, policy: str = "spfl") -> Allocation:
@@ -132,10 +134,12 @@ def _solve(problem: AllocationProblem, policy: str, bandwidth_free: bool, power_
     return search.result()
 
 
-def _phi(terms) -> float:
-    """Phi from (values, inclusion, normalization), as :func:`objective` sums it."""
+def _phi(terms, scalar: bool = True):
+    """Phi from (values, inclusion, normalization), as :func:`objective` sums it (``scalar``: of one
+    allocation; else one per row)."""
     values, _, factors = terms
-    return float(np.sum(values * factors, axis=-1))
+    phi = np.sum(values * factors, axis=-1)
+    return float(phi) if scalar else phi
 
 
 def _received_coefficients(problem: AllocationProblem, values, include, factors):
@@ -182,8 +186,11 @@ def _scheduling(problem: AllocationProblem, cache) -> Allocation:
     np.put_along_axis(chosen, order, sizes[None, :] <= sizes[:, None], axis=1)  # the first n of each order
     bandwidth = np.where(chosen, each, 0.0)
     power = np.where(chosen, full, 0.0)
-    values, _, factors = objective_terms(problem, bandwidth, power, np.zeros(num), tau)
-    phi = np.sum(values * factors, axis=-1)
+    # Phi of every n, in chunks: under ``received`` each row's quadrature holds (nodes x K) numbers.
+    rows = max(1, _BATCH_ELEMENTS // (QUADRATURE_NODES * num))
+    phi = np.concatenate([_phi(objective_terms(problem, bandwidth[start:start + rows], power[start:start + rows],
+                                               np.zeros(num), tau), scalar=False)
+                          for start in range(0, num, rows)])
     best = int(np.argmax(np.where(np.isnan(phi), -np.inf, phi)))  # the first best n
     search.offer(bandwidth[best], Split(np.zeros(num), power[best], np.zeros(num), tau))
     return search.result()
