@@ -6,10 +6,12 @@ bench/allocation_frozen/ is the solver as of main 68a2967 (before the vectorizat
 copied verbatim with relative imports.  Each case is a calibrated random round (``sample_problem`` of
 tests/allocation_reference.py) with every switch drawn: policy, fading, normalize, slot_share
 (proportional, fixed or optimized), power constraint, whether a lone sign counts, the error model and,
-now and then, a single-packet scheme.  Both solvers run on the same problem; the report gives the
-largest relative objective difference (new - frozen) / |frozen| either way, how many rounds each
+now and then, a single-packet scheme; about one case in seven also has degenerate devices (no link,
+no weight, harmful signs) or the sign packet alone (tau = 1).  Both solvers run on the same problem;
+the report gives the largest relative objective difference (new - frozen) / |frozen| either way, how many rounds each
 solver was better by more than 1e-9, and how many allocations are bitwise identical (all four arrays)
-or equal within 1e-12 relative.  ``--cache`` keeps the frozen answers (they are slow to recompute).
+or equal within 1e-12 relative (bitwise identical also requires the same trace).  ``--cache`` keeps the
+frozen answers (they are slow to recompute).
 Exit status 1 when the new solver is worse than the frozen one by more than 1e-9 anywhere.
 """
 
@@ -20,7 +22,7 @@ import os
 import pickle
 import sys
 import time
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -48,8 +50,13 @@ def case_problem(index: int, sizes: list[int]):
         fields_["modulus_bits"] = 0
     problem = sample_problem(num, 50_000 + index, scarcity=float(rng.uniform(-2.0, 1.5)), **fields_)
     if share == "proportional" and problem.two_packets:
-        from dataclasses import replace
         problem = replace(problem, slot_share=problem.proportional_share)
+    if rng.random() < 0.15:  # degenerate devices: no link, no weight, harmful signs; or the sign alone
+        alpha = np.where(rng.random(num) < 0.2, 0.0, problem.alpha)
+        alpha[0] = alpha[0] if alpha.sum() > 0 else 1.0
+        problem = replace(problem, alpha=alpha, gain=np.where(rng.random(num) < 0.2, 0.0, problem.gain),
+                          u_sign=problem.u_sign * np.where(rng.random(num) < 0.3, -3.0, 1.0),
+                          slot_share=1.0 if rng.random() < 0.3 else problem.slot_share)
     policy = ALLOCATION_POLICIES[int(rng.integers(len(ALLOCATION_POLICIES)))] if rng.random() < 0.4 else "spfl"
     return problem, policy
 
@@ -67,7 +74,7 @@ def main() -> None:
     parser.add_argument("--cache", default=str(ROOT / "bench" / "out" / "frozen_allocations.pkl"))
     args = parser.parse_args()
     sizes = [int(size) for size in args.sizes.split(",")]
-    cache_key = (args.sizes,)
+    cache_key = (args.sizes, 2)  # 2: the case generator's version
     cache = {}
     if args.cache and os.path.exists(args.cache):
         with open(args.cache, "rb") as handle:
@@ -80,15 +87,15 @@ def main() -> None:
         if key not in cache:
             start = time.perf_counter()
             old = frozen_allocate(problem, policy)
-            cache[key] = (old.arrays, old.objective, time.perf_counter() - start)
-        old_arrays, old_objective, old_seconds = cache[key]
+            cache[key] = (old.arrays, old.objective, time.perf_counter() - start, old.trace)
+        old_arrays, old_objective, old_seconds, old_trace = cache[key]
         start = time.perf_counter()
         new = allocate(problem, policy)
         new_seconds = time.perf_counter() - start
         times["frozen"] += old_seconds
         times["new"] += new_seconds
         relative = (new.objective - old_objective) / max(abs(old_objective), 1e-300)
-        identical = all(np.array_equal(a, b) for a, b in zip(new.arrays, old_arrays))
+        identical = all(np.array_equal(a, b) for a, b in zip(new.arrays, old_arrays)) and new.trace == old_trace
         close = all(np.allclose(a, b, rtol=1e-12, atol=0) for a, b in zip(new.arrays, old_arrays))
         rows.append((index, problem.num_devices, policy, problem.normalize, problem.slot_share is None,
                      relative, identical, close))
