@@ -19,9 +19,10 @@ a grid that contains the proportional share and tau = 1 (sign only over the whol
 
 Speed (issue #11): every search point lies on one fixed lattice of logit values, so x and 1 - x are
 read from precomputed tables instead of recomputed; a zoom does not re-evaluate its own centre; all
-sign shares of a call are searched in one vectorized pass; and the thresholds of a repeated
-(bandwidth grid, tau) are kept in a per-solve cache.  The arithmetic per point is unchanged, so the
-answers are bit for bit those of the loop-per-share search this replaced.
+sign shares of a call are searched in one vectorized pass; exp's underflows are set to 0 without
+numpy's slow path; and a per-solve cache keeps the thresholds of the bandwidth grid per tau and the
+splits a later stage asks for again with equal coefficients.  The arithmetic per point is unchanged,
+so the answers are bit for bit those of the loop-per-share search this replaced.
 """
 
 from __future__ import annotations
@@ -182,6 +183,7 @@ def _split_at_shares(problem, bandwidth, coef_sign, coef_both, taus, fixed_power
 
 
 def _solve_shares(problem, bandwidth, coef_sign, coef_both, taus, fixed_power, keys, cache) -> list[Split]:
+    """The splits of :func:`_split_at_shares` that are not cached yet."""
     geometries = []
     for tau, key in zip(taus, keys):
         geometry = cache.get(("geometry", key[:2])) if key is not None else None
