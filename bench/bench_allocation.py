@@ -12,6 +12,14 @@ max(AO, generic) in [-1, 1] (>= 0: the AO is at least as good; median and min) a
 SLSQP ended below half the AO's Phi (it stops at once where Phi is flat at its start, which also
 makes it "fast").
 Goal (issue #3): under 5 ms at K = 20 and at least 50x faster at equal or better objective.
+
+    python bench/bench_allocation.py --vs-frozen [--sizes 20,100] [--seeds 4] [--repeats 3] [--json out.json]
+
+instead times today's solver beside the frozen copy of the solver before its vectorization (issue #11,
+bench/allocation_frozen/) for every policy, ``normalize``, ``slot_share`` (proportional, optimized) and
+K, the seeds alternating the fading model; both run on the same rounds, interleaved, and every answer
+is checked bitwise equal.  Per row: medians over rounds of the fastest of ``--repeats`` runs of each,
+and the median ratio; the load average before and after is printed (the machine may be shared).
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ import os
 import platform
 import sys
 import time
+from dataclasses import fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +38,10 @@ import numpy as np
 from spfl.allocation import allocate
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import allocation_frozen  # noqa: E402
 from allocation_reference import sample_problem, scipy_solve, scipy_starts  # noqa: E402
+from spfl.allocation import ALLOCATION_POLICIES  # noqa: E402
 
 SCARCITIES = (-1.0, -0.5, 0.0, 0.5, 1.0)
 
@@ -41,7 +53,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7, help="timed AO runs per round (best is kept)")
     parser.add_argument("--generic-iterations", type=int, default=300, help="SLSQP iteration cap")
     parser.add_argument("--json", help="write the rows and per-round records here")
+    parser.add_argument("--vs-frozen", action="store_true", help="time against the frozen pre-#11 solver")
     args = parser.parse_args()
+    if args.vs_frozen:
+        _versus_frozen(args)
+        return
     rows, records = [], []
     load_before = os.getloadavg()
     for num in (int(size) for size in args.sizes.split(",")):
@@ -99,6 +115,56 @@ def _print_table(rows: list[dict]) -> None:
         print(f"{row['K']:>5} {row['ao_ms']:>8.2f} {row['ao_ms_max']:>8.2f} {row['generic_ms']:>11.1f} "
               f"{row['ratio']:>7.0f} {at_equal:>12} {row['gap_median']:>11.2e} {row['gap_min']:>10.2e} "
               f"{row['generic_failures']:>9d}")
+
+
+def _versus_frozen(args) -> None:
+    load_before = os.getloadavg()
+    print(f"load average before: {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}")
+    print(f"{'K':>4} {'policy':>10} {'normalize':>9} {'slot_share':>12} {'frozen ms':>10} {'today ms':>9} "
+          f"{'ratio':>6} {'identical':>9}")
+    rows = []
+    for num in (int(size) for size in args.sizes.split(",")):
+        for policy in ALLOCATION_POLICIES:
+            for normalize in ("all", "received"):
+                for share in ("proportional", "optimized"):
+                    rows.append(_frozen_row(num, policy, normalize, share, args.seeds, args.repeats))
+                    row = rows[-1]
+                    print(f"{num:>4} {policy:>10} {normalize:>9} {share:>12} {row['frozen_ms']:>10.2f} "
+                          f"{row['today_ms']:>9.2f} {row['ratio']:>6.2f} {row['identical']:>5}/{row['rounds']}",
+                          flush=True)
+    load_after = os.getloadavg()
+    print(f"load average after: {load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f}")
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump({"machine": platform.platform(), "cpus": os.cpu_count(), "load_average_before": load_before,
+                       "load_average_after": load_after, "rows": rows}, handle, indent=2)
+
+
+def _frozen_row(num: int, policy: str, normalize: str, share: str, seeds: int, repeats: int) -> dict:
+    frozen_ms, today_ms, identical = [], [], 0
+    for seed in range(seeds):
+        problem = sample_problem(num, 3000 + seed, scarcity=SCARCITIES[seed % len(SCARCITIES)], normalize=normalize,
+                                 fading=("block", "per_packet")[seed % 2],
+                                 power_constraint=("energy", "sum")[(seed // 2) % 2])
+        if share == "proportional":
+            problem = replace(problem, slot_share=problem.proportional_share)
+        frozen_problem = allocation_frozen.AllocationProblem(**{f.name: getattr(problem, f.name)
+                                                                for f in fields(problem)})
+        old_times, new_times = [], []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            old = allocation_frozen.allocate(frozen_problem, policy)
+            old_times.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            new = allocate(problem, policy)
+            new_times.append(time.perf_counter() - start)
+        frozen_ms.append(1e3 * min(old_times))
+        today_ms.append(1e3 * min(new_times))
+        identical += all(np.array_equal(a, b) for a, b in zip(old.arrays, new.arrays))
+    frozen_ms, today_ms = np.array(frozen_ms), np.array(today_ms)
+    return {"K": num, "policy": policy, "normalize": normalize, "slot_share": share,
+            "frozen_ms": float(np.median(frozen_ms)), "today_ms": float(np.median(today_ms)),
+            "ratio": float(np.median(frozen_ms / today_ms)), "identical": int(identical), "rounds": seeds}
 
 
 if __name__ == "__main__":

@@ -232,6 +232,30 @@ def test_power_block_is_the_global_optimum_per_device(fading, power_constraint):
     assert worst <= 1e-6, worst
 
 
+def test_packet_search_lattice_is_the_zoom_arithmetic():
+    """The tabulated search points are bitwise the logits the zoom computes (centre + step * offset, the
+    step shrinking by (points - 1) / 2 per level), and exp underflows to exactly 0 where the search stops
+    computing it."""
+    from spfl.allocation import power
+    rng = np.random.default_rng(3)
+    offsets = np.linspace(-1.0, 1.0, power._ZOOM_POINTS)
+    for _ in range(200):
+        pick = int(rng.integers(power._COARSE.size))
+        center, index = power._COARSE[pick], power._COARSE_INDEX[pick]
+        step, stride = power._COARSE[1] - power._COARSE[0], power._COARSE_STRIDE
+        for _ in range(power._ZOOM_LEVELS):
+            j = int(rng.integers(power._ZOOM_POINTS))
+            center = center + step * offsets[j]
+            index = index + (stride // power._SHRINK) * (j - power._SHRINK)
+            assert power._LATTICE[index] == center
+            assert power._LATTICE_X[index] == 1.0 / (1.0 + np.exp(-center))
+            step, stride = step * 2.0 / (power._ZOOM_POINTS - 1), stride // power._SHRINK
+    with np.errstate(under="ignore"):
+        assert np.exp(-power._UNDERFLOW) == 0.0 and np.exp(-np.nextafter(745.0, 0)) > 0.0
+        t = rng.uniform(0.0, 2000.0, 10_000)
+        np.testing.assert_array_equal(power._exp_negative(t.copy()), np.exp(-t))
+
+
 def test_power_block_sign_only_and_silent_devices():
     problem = AllocationProblem(**{**BASE, "alpha": [0.25, 0.25, 0.25, 0.25], "gain": [1e-10] * 4,
                                    "u_sign": [2.0, -1.0, 1.0, 0.0], "u_modulus": [1.0, -0.5, 3.0, 0.0],
@@ -272,6 +296,37 @@ def test_knapsack_matches_brute_force():
         assert got == best or got == pytest.approx(best, rel=1e-12)
     with pytest.raises(ValueError, match="knapsack"):
         knapsack(np.zeros((2, 3)), 5)
+
+
+def _prefix_best(values, count, total):
+    """The best sum of values[k, j_k] over the first ``count`` devices with sum j_k = total (enumeration)."""
+    best = -np.inf
+    for choice in itertools.product(range(values.shape[1]), repeat=count):
+        if sum(choice) == total:
+            best = max(best, float(sum(values[k, j] for k, j in enumerate(choice))))
+    return best
+
+
+@pytest.mark.parametrize("options, nums, totals", [(2, (9, 11), (8, 11)), (3, (6, 8), (12, 15)), (5, (2, 4), (0, 9)),
+                                                   (6, (2, 4), (3, 11))])
+def test_knapsack_ties_go_to_the_smallest_option_from_the_last_device(options, nums, totals):
+    """Integer values make ties common; both layouts of the dynamic program (many sums per option, and
+    about as many options as sums) break them by the documented rule."""
+    rng = np.random.default_rng(options)
+    for _ in range(25):
+        num = int(rng.integers(*nums))
+        values = rng.integers(0, 3, size=(num, options)).astype(float)
+        total = min(int(rng.integers(*totals)), num * (options - 1))
+        assert (total + 1 > 4 * options) == (options <= 3)  # the first two cases take the other layout
+        chosen = knapsack(values, total)
+        left = total
+        for k in range(num - 1, 0, -1):
+            target = _prefix_best(values, k + 1, left)
+            expected = next(j for j in range(min(options, left + 1))
+                            if _prefix_best(values, k, left - j) + values[k, j] == target)
+            assert chosen[k] == expected, (values, total, chosen)
+            left -= expected
+        assert chosen[0] == left
 
 
 def test_knapsack_without_a_finite_choice():

@@ -14,7 +14,7 @@ shares and the zooms the fine one.
 from __future__ import annotations
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
+from numpy.lib.stride_tricks import as_strided
 
 from spfl.allocation.power import Split, best_split
 from spfl.allocation.problem import AllocationProblem
@@ -31,14 +31,15 @@ def grid_units(num_devices: int) -> int:
     return min(num_devices * per_device, max(_MAX_UNITS - _MAX_UNITS % num_devices, num_devices))
 
 
-def best_bandwidth(problem: AllocationProblem, coef_sign, coef_both, fixed_power: bool = False
-                   ) -> tuple[np.ndarray, Split]:
-    """Shares b (summing to 1) maximizing sum_k F_k(b_k), and the packet-level split at them."""
+def best_bandwidth(problem: AllocationProblem, coef_sign, coef_both, fixed_power: bool = False,
+                   cache: dict | None = None) -> tuple[np.ndarray, Split]:
+    """Shares b (summing to 1) maximizing sum_k F_k(b_k), and the packet-level split at them.
+
+    ``cache``: a dict kept for one solve; the grid's thresholds are computed once per sign share."""
     num = problem.num_devices
     units = grid_units(num)
-    levels = np.arange(units + 1) / units
-    table = best_split(problem, np.broadcast_to(levels[:, None], (units + 1, num)) * problem.total_bandwidth,
-                       coef_sign, coef_both, fixed_power, coarse=True)
+    table = best_split(problem, _grid_bandwidth(problem, units, cache), coef_sign, coef_both, fixed_power,
+                       coarse=True, cache=cache, cache_key="grid")
     chosen = knapsack(table.value.T, units)
     share = chosen / units
     step = 1.0 / units
@@ -57,31 +58,70 @@ def best_bandwidth(problem: AllocationProblem, coef_sign, coef_both, fixed_power
                              refine=True)
 
 
+def _grid_bandwidth(problem: AllocationProblem, units: int, cache: dict | None) -> np.ndarray:
+    """Bandwidth of every device at every grid level j / J (rows), the same array for a whole solve."""
+    grid = None if cache is None else cache.get("grid bandwidth")
+    if grid is None:
+        levels = np.arange(units + 1) / units
+        grid = np.broadcast_to(levels[:, None], (units + 1, problem.num_devices)) * problem.total_bandwidth
+        if cache is not None:
+            cache["grid bandwidth"] = grid
+    return grid
+
+
 def knapsack(values: np.ndarray, total: int) -> np.ndarray:
     """Option indices j_k (0 <= j_k < values.shape[1]) with sum_k j_k = total maximizing
-    sum_k values[k, j_k] (max-plus dynamic program; -inf marks an impossible option)."""
+    sum_k values[k, j_k] (max-plus dynamic program; -inf marks an impossible option).
+
+    Of equally good choices the one found first is kept: going back from the last device, each takes the
+    smallest j_k that is best given what the devices before it can reach."""
     num, options = values.shape
     if total > num * (options - 1):
         raise ValueError(f"knapsack total {total} exceeds what {num} devices x {options - 1} can reach")
-    # best[s]: the best value of the devices so far with their options summing to s.
-    # table[s, j] = best[s - j] + row[j], read through a reversed sliding window over a padded buffer.
-    buffer = np.full(total + options, -np.inf)
-    window = sliding_window_view(buffer, options)[:, ::-1]  # window[s] = buffer[s .. s + options - 1] reversed
-    best = np.full(total + 1, -np.inf)
-    best[: min(options, total + 1)] = values[0, : min(options, total + 1)]
-    choices = []
-    for row in values[1:]:
-        buffer[options - 1: options - 1 + total + 1] = best
-        table = window[: total + 1] + row
-        choice = np.argmax(table, axis=1)
-        choices.append(choice)
-        best = table[np.arange(total + 1), choice]
-    if not np.isfinite(best[total]):
+    values = np.asarray(values, dtype=float)
+    # best[k, s]: the best value of devices 0..k with their options summing to s, stored after options - 1
+    # columns of -inf so that the table of device k, best[k - 1, s - j] + values[k, j], is read through a
+    # sliding window.
+    padded = np.full((num, options - 1 + total + 1), -np.inf)
+    best = padded[:, options - 1:]
+    best[0, : min(options, total + 1)] = values[0, : min(options, total + 1)]
+    row, step = padded.strides  # the windows below step back into the -inf padding, never past it
+    if total + 1 > 4 * options:
+        # Few options, many sums (the zooms): table[j, s], reduced over j, a vectorized maximum per option;
+        # the choices are found on the way back.
+        choices = None
+        # windows[k, j, s] = best[k, s - j]
+        windows = as_strided(best, (num, options, total + 1), (row, -step, step), writeable=False)
+        table = np.empty((options, total + 1))
+        for k in range(1, num):
+            # Only sums that devices 0..k can reach and devices k+1.. can complete to the total matter.
+            low = max(0, total - (options - 1) * (num - 1 - k))
+            high = min(total, (options - 1) * (k + 1)) + 1
+            part = table[:, : high - low]
+            np.add(windows[k - 1, :, low:high], values[k][:, None], out=part)
+            np.max(part, axis=0, out=best[k, low:high])
+    else:
+        # As many options as sums (the grid): table[s, j], the first best j of every s kept on the way.
+        choices = np.empty((num, total + 1), dtype=np.intp)
+        # windows[k, s, j] = best[k, s - j]
+        windows = as_strided(best, (num, total + 1, options), (row, step, -step), writeable=False)
+        table = np.empty((total + 1, options))
+        sums = np.arange(total + 1)
+        for k in range(1, num):
+            np.add(windows[k - 1], values[k], out=table)
+            choices[k] = np.argmax(table, axis=1)
+            best[k] = table[sums, choices[k]]
+    if not np.isfinite(best[num - 1, total]):
         raise ValueError(f"knapsack: no choice of options summing to {total} has a finite value")
     chosen = np.empty(num, dtype=int)
+    reverse = best[:, ::-1]  # reverse[k, total - s] = best[k, s]
     left = total
     for k in range(num - 1, 0, -1):
-        chosen[k] = choices[k - 1][left]
+        if choices is None:
+            reach = min(options, left + 1)
+            chosen[k] = np.argmax(reverse[k - 1, total - left: total - left + reach] + values[k, :reach])
+        else:
+            chosen[k] = choices[k, left]
         left -= chosen[k]
     chosen[0] = left
     return chosen

@@ -32,6 +32,7 @@ from spfl.channel import failure_threshold
 # Trapezoid steps of the double-exponential quadrature: u in [-4.5, 13.5] covers t from 1e-42 to 7e5
 # times 1 / mean(alpha).
 _QUADRATURE_U = np.arange(-4.5, 13.5 + 1e-9, 0.125)
+QUADRATURE_NODES = _QUADRATURE_U.size
 
 
 def packet_worth(squared_norm, inner, c_squared, learning_rate: float, smoothness: float):

@@ -28,6 +28,7 @@ import numpy as np
 
 from spfl.allocation.bandwidth import best_bandwidth
 from spfl.allocation.objective import (
+    QUADRATURE_NODES,
     Allocation,
     arrival_probabilities,
     device_coefficients,
@@ -42,6 +43,7 @@ from spfl.allocation.problem import AllocationProblem
 ALLOCATION_POLICIES = ("spfl", "power", "bandwidth", "uniform", "scheduling")
 RECEIVED_ROUNDS = 3
 _RELATIVE_GAIN = 1e-9
+_BATCH_ELEMENTS = 1 << 21  # numbers per array when many candidate allocations are evaluated at once
 
 
 def allocate(problem: AllocationProblem, policy: str = "spfl") -> Allocation:
@@ -49,7 +51,7 @@ def allocate(problem: AllocationProblem, policy: str = "spfl") -> Allocation:
     if policy not in _POLICIES:
         raise ValueError(f"policy={policy!r}: allowed {ALLOCATION_POLICIES}")
     with np.errstate(divide="ignore", over="ignore", invalid="ignore", under="ignore"):
-        return _POLICIES[policy](problem)
+        return _POLICIES[policy](problem, {})
 
 
 def uniform_point(problem: AllocationProblem) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -67,17 +69,19 @@ class _Search:
     def __init__(self, problem: AllocationProblem, policy: str):
         self.problem, self.policy = problem, policy
         self.point = uniform_point(problem)
-        self.value = objective(problem, *self.point)
+        self.terms = objective_terms(problem, *self.point)
+        self.value = _phi(self.terms)
         self.trace = [self.value]
 
     def offer(self, bandwidth, split: Split) -> bool:
         return self.offer_point((bandwidth, split.power_sign, split.power_modulus, split.slot_share))
 
     def offer_point(self, point) -> bool:
-        value = objective(self.problem, *point)
+        terms = objective_terms(self.problem, *point)
+        value = _phi(terms)
         improved = value > self.value + _RELATIVE_GAIN * abs(self.value)
         if improved:
-            self.point, self.value = point, value
+            self.point, self.value, self.terms = point, value, terms
         self.trace.append(self.value)
         return improved
 
@@ -92,20 +96,32 @@ class _Search:
                           self.policy)
 
 
-def _optimize(problem: AllocationProblem, policy: str, bandwidth_free: bool, power_free: bool) -> Allocation:
+def _optimize(problem: AllocationProblem, policy: str, bandwidth_free: bool, power_free: bool, cache: dict
+              ) -> Allocation:
+    """``cache``: what every stage of one call of :func:`allocate` shares (thresholds, and the answers of
+    the solves it repeats: within one call the problems differ only in ``slot_share``, and with equal
+    packet powers the answer depends only on the fixed share, not on whether tau is optimized)."""
+    key = ("solve", policy, bandwidth_free, power_free, problem.slot_share if power_free else problem.fixed_share)
+    if key not in cache:
+        cache[key] = _solve(problem, policy, bandwidth_free, power_free, cache)
+    return cache[key]
+
+
+def _solve(problem: AllocationProblem, policy: str, bandwidth_free: bool, power_free: bool, cache: dict
+           ) -> Allocation:
     search = _Search(problem, policy)
     if problem.slot_share is None and problem.two_packets and power_free:
         # With tau optimized the answer is never below the optimum at the proportional share.
         search.offer_point(_optimize(replace(problem, slot_share=problem.proportional_share), policy,
-                                     bandwidth_free, power_free).arrays)
+                                     bandwidth_free, power_free, cache).arrays)
     if problem.normalize == "received" and bandwidth_free and power_free:
         # The linearization is a heuristic under the coupling: SP-FL's answer is never below its ablations'.
         for ablation in (_power_only, _bandwidth_only):
-            search.offer_point(ablation(problem).arrays)
+            search.offer_point(ablation(problem, cache).arrays)
     coef_sign, coef_both = device_coefficients(problem)
     for round_index in range(1 + (RECEIVED_ROUNDS if problem.normalize == "received" else 0)):
         if bandwidth_free:
-            share, split = best_bandwidth(problem, coef_sign, coef_both, fixed_power=not power_free)
+            share, split = best_bandwidth(problem, coef_sign, coef_both, fixed_power=not power_free, cache=cache)
             bandwidth = share * problem.total_bandwidth
         else:
             bandwidth = search.point[0]
@@ -114,13 +130,21 @@ def _optimize(problem: AllocationProblem, policy: str, bandwidth_free: bool, pow
             break
         if problem.normalize == "all":
             break
-        coef_sign, coef_both = _received_coefficients(problem, *search.point)
+        coef_sign, coef_both = _received_coefficients(problem, *search.terms)
     return search.result()
 
 
-def _received_coefficients(problem: AllocationProblem, bandwidth, power_sign, power_modulus, tau):
-    """Each device's exact coefficients of Phi in its own pi_sign and pi_both at the current point."""
-    values, include, factors = objective_terms(problem, bandwidth, power_sign, power_modulus, tau)
+def _phi(terms, scalar: bool = True):
+    """Phi from (values, inclusion, normalization), as :func:`objective` sums it (``scalar``: of one
+    allocation; else one per row)."""
+    values, _, factors = terms
+    phi = np.sum(values * factors, axis=-1)
+    return float(phi) if scalar else phi
+
+
+def _received_coefficients(problem: AllocationProblem, values, include, factors):
+    """Each device's exact coefficients of Phi in its own pi_sign and pi_both at the current point, from
+    its objective terms."""
     coupling = dilution(problem, values, include)
     a, b = device_coefficients(problem)
     if problem.sign_only_counts:
@@ -128,45 +152,51 @@ def _received_coefficients(problem: AllocationProblem, bandwidth, power_sign, po
     return factors * a, factors * b + coupling
 
 
-def _spfl(problem):
-    return _optimize(problem, "spfl", bandwidth_free=True, power_free=True)
+def _spfl(problem, cache):
+    return _optimize(problem, "spfl", bandwidth_free=True, power_free=True, cache=cache)
 
 
-def _power_only(problem):
-    return _optimize(problem, "power", bandwidth_free=False, power_free=True)
+def _power_only(problem, cache):
+    return _optimize(problem, "power", bandwidth_free=False, power_free=True, cache=cache)
 
 
-def _bandwidth_only(problem):
-    return _optimize(problem, "bandwidth", bandwidth_free=True, power_free=False)
+def _bandwidth_only(problem, cache):
+    return _optimize(problem, "bandwidth", bandwidth_free=True, power_free=False, cache=cache)
 
 
-def _uniform(problem):
+def _uniform(problem, cache):
     return _Search(problem, "uniform").result()
 
 
-def _scheduling(problem: AllocationProblem) -> Allocation:
-    """One packet at full power to the best n devices by alpha_k pi_k(B_tot / n) U_m,k, equal shares."""
+def _scheduling(problem: AllocationProblem, cache) -> Allocation:
+    """One packet at full power to the best n devices by alpha_k pi_k(B_tot / n) U_m,k, equal shares.
+
+    Every n is evaluated at once (row n - 1 of each array); the first best n wins."""
     num = problem.num_devices
     search = _Search(problem, "scheduling")
     full = np.full(num, float(problem.equal_power(problem.fixed_share)))
     tau = np.full(num, problem.fixed_share)
-    best_value, best_point = -np.inf, None
-    for size in range(1, num + 1):
-        each = problem.total_bandwidth / size
-        t_s, t_m = thresholds(problem, np.full(num, each), full, np.zeros(num), tau)
-        pi_sign, pi_both = arrival_probabilities(problem, t_s, t_m)
-        scores = problem.alpha * pi_sign * problem.u_modulus
-        chosen = np.zeros(num, dtype=bool)
-        chosen[np.argsort(-scores, kind="stable")[:size]] = True
-        point = (np.where(chosen, each, 0.0), np.where(chosen, full, 0.0), np.zeros(num), tau)
-        value = objective(problem, *point)
-        if value > best_value:
-            best_value, best_point = value, point
-    search.offer(best_point[0], Split(np.zeros(num), *best_point[1:]))
+    sizes = np.arange(1, num + 1)
+    each = problem.total_bandwidth / sizes[:, None]                               # (n, 1)
+    t_s, t_m = thresholds(problem, np.broadcast_to(each, (num, num)), full, np.zeros(num), tau)
+    pi_sign, _ = arrival_probabilities(problem, t_s, t_m)
+    scores = problem.alpha * pi_sign * problem.u_modulus
+    order = np.argsort(-scores, axis=1, kind="stable")
+    chosen = np.zeros((num, num), dtype=bool)
+    np.put_along_axis(chosen, order, sizes[None, :] <= sizes[:, None], axis=1)  # the first n of each order
+    bandwidth = np.where(chosen, each, 0.0)
+    power = np.where(chosen, full, 0.0)
+    # Phi of every n, in chunks: under ``received`` each row's quadrature holds (nodes x K) numbers.
+    rows = max(1, _BATCH_ELEMENTS // (QUADRATURE_NODES * num))
+    phi = np.concatenate([_phi(objective_terms(problem, bandwidth[start:start + rows], power[start:start + rows],
+                                               np.zeros(num), tau), scalar=False)
+                          for start in range(0, num, rows)])
+    best = int(np.argmax(np.where(np.isnan(phi), -np.inf, phi)))  # the first best n
+    search.offer(bandwidth[best], Split(np.zeros(num), power[best], np.zeros(num), tau))
     return search.result()
 
 
-_POLICIES: dict[str, Callable[[AllocationProblem], Allocation]] = {
+_POLICIES: dict[str, Callable[[AllocationProblem, dict], Allocation]] = {
     "spfl": _spfl,
     "power": _power_only,
     "bandwidth": _bandwidth_only,

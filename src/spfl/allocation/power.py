@@ -1,9 +1,10 @@
-"""Packet level: one device's split of its power (and, when optimized, of its link) between its packets.
+"""Packet level: per device, the split of the power budget (and of the link) between its two packets.
 
-For a device with bandwidth B the objective is a_k pi_sign + b_k pi_both (:mod:`.objective`; under
-``normalize: received`` the coefficients come from the exact linearization of the coupling).  Every
-error model has a threshold t = (threshold at 1 W) / p, so with the sign's share x of the power budget
-on the tight constraint c_s p_s + c_m p_m = P,
+With the bandwidth of every device fixed and Phi's coefficients per device known, the packet problem
+of device k is max a pi_sign + b pi_both over its packet powers (docs/model.md, "Solver"; a = alpha U_s,
+b = alpha (U_m - U_s) under ``normalize: all``, under ``received`` the coefficients come from the exact
+linearization of the coupling).  Every error model has a threshold t = (threshold at 1 W) / p, so with
+the sign's share x of the power budget on the tight constraint c_s p_s + c_m p_m = P,
 
     t_s = A / x,  t_m = M / (1 - x),   A = a_s c_s / P,  M = a_m c_m / P,
 
@@ -15,6 +16,13 @@ globally on a grid in logit(x) with the kink and x = 1 as extra candidates, then
 the grid around the best point (6 levels: resolution 4e-4 in logit(x)).  A device whose best
 term is negative stays silent.  With ``slot_share`` optimized the same search runs for every tau of
 a grid that contains the proportional share and tau = 1 (sign only over the whole deadline).
+
+Speed (issue #11): every search point lies on one fixed lattice of logit values, so x and 1 - x are
+read from precomputed tables instead of recomputed; a zoom does not re-evaluate its own centre; all
+sign shares of a call are searched in one vectorized pass; exp's underflows are set to 0 without
+numpy's slow path; and a per-solve cache keeps the thresholds of the bandwidth grid per tau and the
+splits a later stage asks for again with equal coefficients.  The arithmetic per point is unchanged,
+so the answers are bit for bit those of the loop-per-share search this replaced.
 """
 
 from __future__ import annotations
@@ -29,12 +37,42 @@ from spfl.channel import failure_threshold
 _COARSE = np.linspace(-14.0, 14.0, 17)   # logit(x) grid
 _ZOOM_POINTS = 9
 _ZOOM_LEVELS = 6
+_UNDERFLOW = 746.0  # exp(-t) is exactly 0 in float64 from t = 745.14 on
+_BIG_ARRAY = 4096
 _DEAD = 700.0  # a sign threshold above this at full power: nothing ever arrives (e^-700 ~ 1e-304)
 # Sign shares tried when tau is optimized, besides the proportional share and 1 (sign only): a fine grid
 # for the final decisions and a coarse one for the bandwidth grid search.
 _TAU_LOGITS = np.linspace(-6.0, 6.0, 9)
 _COARSE_TAU_LOGITS = np.array([-3.0, 0.0, 3.0])
 _TAU_ZOOM_LEVELS = 8
+
+# The lattice of logit(x) values the search can visit.  The coarse grid has step 1.75 and each zoom
+# level tries centre + step * j / 4 (j = -4..4) then divides the step by 4, so every point is
+# -14 + n * 1.75 / 4^6 for an integer n, computed exactly in binary floating point (all these numbers
+# are short dyadic fractions): x = sigmoid(point) can be tabulated once, bit for bit.
+_SHRINK = (_ZOOM_POINTS - 1) // 2                   # the step shrinks by 4 per zoom level
+_COARSE_STRIDE = _SHRINK**_ZOOM_LEVELS               # lattice units per coarse step
+_UNIT = (_COARSE[1] - _COARSE[0]) / _COARSE_STRIDE
+_REACH = sum(_SHRINK * _SHRINK**(_ZOOM_LEVELS - 1 - level) for level in range(_ZOOM_LEVELS))
+_LATTICE_LOW = -_REACH                               # smallest reachable n
+_LATTICE = _COARSE[0] + np.arange(_LATTICE_LOW, (_COARSE.size - 1) * _COARSE_STRIDE + _REACH + 1) * _UNIT
+_ZOOM_OFFSETS = np.array([j for j in range(-_SHRINK, _SHRINK + 1) if j != 0])   # the centre is known
+
+
+def _sigmoid(z):
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def _logit(p):
+    return np.log(p) - np.log1p(-p)
+
+
+_LATTICE_X = _sigmoid(_LATTICE)
+_LATTICE_REST = 1.0 - _LATTICE_X                     # 1 - x, as _term computed it
+_COARSE_INDEX = np.arange(_COARSE.size) * _COARSE_STRIDE - _LATTICE_LOW
+for _table in (_LATTICE, _LATTICE_X, _LATTICE_REST, _COARSE_INDEX):
+    _table.setflags(write=False)
+del _table
 
 
 @dataclass(frozen=True)
@@ -56,126 +94,207 @@ def share_candidates(problem: AllocationProblem, coarse: bool = False) -> np.nda
 
 
 def best_split(problem: AllocationProblem, bandwidth: np.ndarray, coef_sign: np.ndarray, coef_both: np.ndarray,
-               fixed_power: bool = False, coarse: bool = False, refine: bool = False) -> Split:
+               fixed_power: bool = False, coarse: bool = False, refine: bool = False,
+               cache: dict | None = None, cache_key=None) -> Split:
     """The best split of every device (last axis of ``bandwidth``) at the given bandwidths.
 
     ``fixed_power``: keep equal packet powers and the fixed sign share (the bandwidth-only ablation);
     with tau optimized, ``coarse`` tries the coarse set of sign shares and ``refine`` zooms each entry's
-    best share (logit resolution 0.01)."""
-    bandwidth = np.asarray(bandwidth, dtype=float)
+    best share (logit resolution 0.01).  ``cache`` (a dict kept for one solve) with ``cache_key`` (naming
+    ``bandwidth``, which must then be the same array for that key) keeps the thresholds of each share."""
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
+        return _best_split(problem, np.asarray(bandwidth, dtype=float), coef_sign, coef_both, fixed_power, coarse,
+                           refine, cache, cache_key)
+
+
+def _best_split(problem, bandwidth, coef_sign, coef_both, fixed_power, coarse, refine, cache, cache_key) -> Split:
     if fixed_power:
-        return _split_at_share(problem, bandwidth, coef_sign, coef_both, problem.fixed_share, fixed_power)
-    best = None
-    for tau in share_candidates(problem, coarse):
-        candidate = _split_at_share(problem, bandwidth, coef_sign, coef_both, float(tau), fixed_power)
-        best = candidate if best is None else _better(best, candidate)
+        return _split_at_shares(problem, bandwidth, coef_sign, coef_both, [problem.fixed_share], fixed_power,
+                                cache, cache_key)[0]
+    # The candidates in order; the first of equal values wins, as in a fold keeping strict improvements.
+    candidates = _split_at_shares(problem, bandwidth, coef_sign, coef_both,
+                                  [float(tau) for tau in share_candidates(problem, coarse)], fixed_power,
+                                  cache, cache_key)
+    best = _first_best(candidates)
     if refine and problem.slot_share is None and problem.two_packets:
         step = _TAU_LOGITS[1] - _TAU_LOGITS[0]
         for _ in range(_TAU_ZOOM_LEVELS):
             center = _logit(np.clip(best.slot_share, 1e-12, 1.0 - 1e-12))
-            for offset in (-step, step):
-                tau = np.where(best.slot_share >= 1.0, 1.0, _sigmoid(center + offset))
-                best = _better(best, _split_at_share(problem, bandwidth, coef_sign, coef_both, tau, fixed_power))
+            # An entry at tau = 1 stays there: both trials repeat it, and a tie never replaces the best.
+            taus = [np.where(best.slot_share >= 1.0, 1.0, _sigmoid(center + offset)) for offset in (-step, step)]
+            best = _first_best([best, *_split_at_shares(problem, bandwidth, coef_sign, coef_both, taus,
+                                                        fixed_power)])
             step /= 2.0
     return best
 
 
-def _better(current: Split, other: Split) -> Split:
-    take = other.value > current.value
-    return Split(*(np.where(take, getattr(other, f), getattr(current, f))
+def _first_best(candidates: list[Split]) -> Split:
+    """Per entry, the first candidate with the largest value (values are never NaN)."""
+    if len(candidates) == 1:
+        return candidates[0]
+    values = np.stack([c.value for c in candidates])
+    pick = np.argmax(values, axis=0)[None]
+    return Split(*(np.take_along_axis(np.stack([np.broadcast_to(getattr(c, f), values.shape[1:])
+                                                for c in candidates]), pick, axis=0)[0]
                    for f in ("value", "power_sign", "power_modulus", "slot_share")))
 
 
-def _split_at_share(problem, bandwidth, coef_sign, coef_both, tau, fixed_power) -> Split:
-    """The best split at the sign share(s) ``tau`` (a number, or an array broadcasting with ``bandwidth``)."""
+def _geometry(problem, bandwidth, tau):
+    """(tau, c_s, c_m, A, M) of the entries at sign share(s) ``tau`` (broadcast to the bandwidth's shape)."""
     tau = np.broadcast_to(np.asarray(tau, dtype=float), np.broadcast_shapes(np.shape(tau), bandwidth.shape))
     c_s, c_m = problem.power_weights(tau)
     budget = problem.max_power
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        unit_s = failure_threshold(bandwidth, 1.0, problem.gain, problem.sign_bits, tau * problem.deadline,
-                                   problem.noise_psd, problem.per_model, problem.waterfall_m)
-        A = unit_s * (c_s / budget)
-        if problem.two_packets:
-            unit_m = failure_threshold(bandwidth, 1.0, problem.gain, problem.modulus_bits,
-                                       (1.0 - tau) * problem.deadline, problem.noise_psd, problem.per_model,
-                                       problem.waterfall_m)
-            M = np.where(tau < 1.0, unit_m * (c_m / budget), np.inf)
-        else:
-            M = np.full_like(A, np.inf)
-    a = np.broadcast_to(coef_sign, A.shape)
-    b = np.broadcast_to(coef_both, A.shape)
-    if fixed_power and problem.two_packets:
-        x = np.where(tau < 1.0, c_s / (c_s + c_m), 1.0)
-        with np.errstate(invalid="ignore", over="ignore", under="ignore"):
-            both = _term(problem, np.where(x < 1.0, x, 0.5), A, M, a, b)  # x = 1: no modulus, sign only
-            value = np.where(x < 1.0, both, a * np.exp(-A))
+    unit_s = failure_threshold(bandwidth, 1.0, problem.gain, problem.sign_bits, tau * problem.deadline,
+                               problem.noise_psd, problem.per_model, problem.waterfall_m)
+    A = unit_s * (c_s / budget)
+    if problem.two_packets:
+        unit_m = failure_threshold(bandwidth, 1.0, problem.gain, problem.modulus_bits,
+                                   (1.0 - tau) * problem.deadline, problem.noise_psd, problem.per_model,
+                                   problem.waterfall_m)
+        M = np.where(tau < 1.0, unit_m * (c_m / budget), np.inf)
     else:
-        x, value = _search(problem, A, M, a, b)
-    silent = ~(value > 0)
-    value = np.where(silent, 0.0, value)
-    with np.errstate(divide="ignore", invalid="ignore"):
+        M = np.full_like(A, np.inf)
+    return tau, c_s, c_m, A, M
+
+
+def _split_at_shares(problem, bandwidth, coef_sign, coef_both, taus, fixed_power, cache=None, cache_key=None
+                     ) -> list[Split]:
+    """The best split at each sign share of ``taus`` (numbers, or arrays broadcasting with ``bandwidth``),
+    all searched in one vectorized pass.  With a cache, the thresholds of each share are kept, and so are
+    the splits, which a later call with equal coefficients reuses (a solve with tau optimized repeats the
+    first stage of the one at the proportional share)."""
+    keys = [None if cache is None or cache_key is None or np.ndim(tau) else (cache_key, float(tau), fixed_power)
+            for tau in taus]
+    splits = [None] * len(taus)
+    for index, key in enumerate(keys):
+        if key is not None and ("split", key) in cache:
+            sign, both, split = cache["split", key]
+            if np.array_equal(sign, coef_sign) and np.array_equal(both, coef_both):
+                splits[index] = split
+    todo = [index for index, split in enumerate(splits) if split is None]
+    if todo:
+        computed = _solve_shares(problem, bandwidth, coef_sign, coef_both, [taus[i] for i in todo], fixed_power,
+                                 [keys[i] for i in todo], cache)
+        for index, split in zip(todo, computed):
+            splits[index] = split
+            if keys[index] is not None:
+                cache["split", keys[index]] = (np.array(coef_sign), np.array(coef_both), split)
+    return splits
+
+
+def _solve_shares(problem, bandwidth, coef_sign, coef_both, taus, fixed_power, keys, cache) -> list[Split]:
+    """The splits of :func:`_split_at_shares` that are not cached yet."""
+    geometries = []
+    for tau, key in zip(taus, keys):
+        geometry = cache.get(("geometry", key[:2])) if key is not None else None
+        if geometry is None:
+            geometry = _geometry(problem, bandwidth, tau)
+            if key is not None:
+                cache["geometry", key[:2]] = geometry
+        geometries.append(geometry)
+    budget = problem.max_power
+    if fixed_power and problem.two_packets:
+        results = []
+        for tau, c_s, c_m, A, M in geometries:
+            a = np.broadcast_to(coef_sign, A.shape)
+            b = np.broadcast_to(coef_both, A.shape)
+            x = np.where(tau < 1.0, c_s / (c_s + c_m), 1.0)
+            z = np.where(x < 1.0, x, 0.5)  # x = 1: no modulus, sign only
+            both = _term(problem.fading == "block", z, 1.0 - z, A, M, a, b)
+            value = np.where(x < 1.0, both, a * np.exp(-A))
+            results.append((x, value))
+    else:
+        A = np.stack([g[3] for g in geometries]) if len(geometries) > 1 else geometries[0][3][None]
+        M = np.stack([g[4] for g in geometries]) if len(geometries) > 1 else geometries[0][4][None]
+        x, value = _search(problem, A, M, coef_sign, coef_both)
+        results = list(zip(x, value))
+    splits = []
+    for (tau, c_s, c_m, _, M), (x, value) in zip(geometries, results):
+        silent = ~(value > 0)
+        value = np.where(silent, 0.0, value)
         power_sign = np.where(silent, 0.0, x * budget / c_s)
         power_modulus = np.where(silent | (x >= 1.0) | ~np.isfinite(M), 0.0,
                                  (1.0 - x) * budget / np.maximum(c_m, 1e-300))
-    return Split(value, power_sign, power_modulus, np.array(tau))
+        splits.append(Split(value, power_sign, power_modulus, np.array(tau)))
+    return splits
 
 
-def _term(problem, x, A, M, a, b):
-    """f(x) = a pi_sign + b pi_both at the sign's power share x in (0, 1) (thresholds A, M > 0)."""
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
-        t_s = A / x
-        t_m = M / (1.0 - x)
-        joint = np.maximum(t_s, t_m) if problem.fading == "block" else t_s + t_m
-        return a * np.exp(-t_s) + b * np.exp(-joint)
+def _term(block: bool, x, rest, A, M, a, b):
+    """f(x) = a pi_sign + b pi_both at the sign's power share x in (0, 1), ``rest`` = 1 - x (thresholds
+    A, M > 0; floating-point warnings off, as in :func:`best_split`)."""
+    t_s = A / x
+    t_m = M / rest
+    joint = np.maximum(t_s, t_m, out=t_m) if block else np.add(t_s, t_m, out=t_m)
+    sign = _exp_negative(t_s)
+    sign *= a
+    both = _exp_negative(joint)
+    both *= b
+    sign += both
+    return sign
+
+
+def _exp_negative(t):
+    """exp(-t) for t >= 0, in place, bit for bit numpy's.  numpy's vectorized exp is several times slower
+    on arguments whose result underflows to 0 (t > 745.2), and most of a large grid's are there, so on
+    large arrays those are set to 0 directly."""
+    if t.size < _BIG_ARRAY:
+        return np.exp(np.negative(t, out=t), out=t)
+    keep = t < _UNDERFLOW
+    np.multiply(t, keep, out=t)         # exp(-0) = 1, then times 0 below
+    np.exp(np.negative(t, out=t), out=t)
+    np.multiply(t, keep, out=t)
+    return t
 
 
 def _search(problem, A, M, a, b):
     """Global maximum of f over x in (0, 1] per entry: grid in logit(x), extra candidates, zoom."""
     shape = A.shape
-    A, M, a, b = (np.broadcast_to(np.asarray(v, dtype=float), shape).ravel() for v in (A, M, a, b))
-    with np.errstate(over="ignore", under="ignore"):
-        sign_only = a * np.exp(-A)  # x = 1: all power to the sign, no modulus packet
+    A, M, a, b = (_filled(v, shape) for v in (A, M, a, b))
+    sign_only = a * np.exp(-A)  # x = 1: all power to the sign, no modulus packet
     x = np.ones(A.shape)
     best = sign_only.copy()
     # Entries whose sign cannot arrive even at full power are worth 0 whatever x: skip them.
     live = np.flatnonzero((A < _DEAD) & np.isfinite(M)) if problem.two_packets else np.array([], dtype=int)
     if live.size:
-        x[live], best[live] = _interior(problem, A[live], M[live], a[live], b[live], sign_only[live])
+        x[live], best[live] = _interior(problem.fading == "block", A[live], M[live], a[live], b[live],
+                                        sign_only[live])
     return x.reshape(shape), best.reshape(shape)
 
 
-def _interior(problem, A, M, a, b, sign_only):
+def _filled(value, shape) -> np.ndarray:
+    """``value`` broadcast to ``shape``, flattened (a view when it already has that shape)."""
+    value = np.asarray(value, dtype=float)
+    if value.shape == shape:
+        return value.ravel()
+    filled = np.empty(shape)
+    filled[...] = value
+    return filled.ravel()
+
+
+def _interior(block, A, M, a, b, sign_only):
     """The best x in (0, 1] of entries that can send both packets."""
     A1, M1, a1, b1 = (v[:, None] for v in (A, M, a, b))
-    logits = np.broadcast_to(_COARSE, (A1.shape[0], _COARSE.size))
-    values = _term(problem, _sigmoid(logits), A1, M1, a1, b1)
+    rows = np.arange(A.size)
+    values = _term(block, _LATTICE_X[_COARSE_INDEX], _LATTICE_REST[_COARSE_INDEX], A1, M1, a1, b1)
     pick = np.argmax(values, axis=1)
-    center = logits[np.arange(len(pick)), pick]
-    best_value = values[np.arange(len(pick)), pick]
-    step = _COARSE[1] - _COARSE[0]
-    offsets = np.linspace(-1.0, 1.0, _ZOOM_POINTS)
+    center = _COARSE_INDEX[pick]                    # lattice index of the best point so far
+    best_value = values[rows, pick]
+    stride = _COARSE_STRIDE
     for _ in range(_ZOOM_LEVELS):
-        trial = center[:, None] + step * offsets
-        trial_values = _term(problem, _sigmoid(trial), A1, M1, a1, b1)
+        # Trials centre + step * j / 4, j != 0; the centre's own value is best_value.
+        trial = center[:, None] + (stride // _SHRINK) * _ZOOM_OFFSETS
+        trial_values = _term(block, _LATTICE_X[trial], _LATTICE_REST[trial], A1, M1, a1, b1)
         pick = np.argmax(trial_values, axis=1)
-        better = trial_values[np.arange(len(pick)), pick] > best_value
-        center = np.where(better, trial[np.arange(len(pick)), pick], center)
-        best_value = np.maximum(best_value, trial_values[np.arange(len(pick)), pick])
-        step = step * 2.0 / (_ZOOM_POINTS - 1)
-    x = _sigmoid(center)
+        top = trial_values[rows, pick]
+        center = np.where(top > best_value, trial[rows, pick], center)
+        best_value = np.maximum(best_value, top)
+        stride //= _SHRINK
+    x = _LATTICE_X[center]
     # The kink of block fading (both packets equally reliable) and sign only are exact candidates.
     kink = A / (A + M)
-    kink_value = _term(problem, kink, A, M, a, b)
+    kink_value = _term(block, kink, 1.0 - kink, A, M, a, b)
     for candidate, value in ((kink, kink_value), (np.ones_like(x), sign_only)):
         take = value > best_value
         x = np.where(take, candidate, x)
         best_value = np.maximum(best_value, value)
     return x, best_value
-
-
-def _sigmoid(z):
-    return 1.0 / (1.0 + np.exp(-z))
-
-
-def _logit(p):
-    return np.log(p) - np.log1p(-p)

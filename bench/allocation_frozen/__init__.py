@@ -1,0 +1,23 @@
+"""Hierarchical resource allocation of SP-FL (docs/model.md, "Objective" and "Solver"), numpy only.
+
+Per round, bandwidth is split across devices and each device's power (and, optionally, its link)
+between its sign and modulus packets so as to maximize Phi, the expected one-step surrogate of the
+aggregate the method forms.  Public names: :class:`AllocationProblem`, :func:`objective`,
+:func:`packet_worth`, :func:`allocate`, :class:`Allocation` and ``ALLOCATION_POLICIES``.
+"""
+
+from .objective import Allocation, objective, packet_worth
+from .policies import ALLOCATION_POLICIES, allocate, uniform_point
+from .problem import NORMALIZATIONS, POWER_CONSTRAINTS, AllocationProblem
+
+__all__ = [
+    "ALLOCATION_POLICIES",
+    "NORMALIZATIONS",
+    "POWER_CONSTRAINTS",
+    "Allocation",
+    "AllocationProblem",
+    "allocate",
+    "objective",
+    "packet_worth",
+    "uniform_point",
+]

@@ -1,0 +1,175 @@
+"""Allocation policies: SP-FL's hierarchical allocation, its ablations and the baselines.
+
+Every optimized policy maximizes the same Phi (:mod:`.objective`), the expected surrogate of the
+aggregate of the method's own aggregation rule:
+
+- ``spfl``: bandwidth across devices (:mod:`.bandwidth`) and, per device, power (and the sign share,
+  when ``slot_share`` is optimized) between its packets (:mod:`.power`);
+- ``power``: uniform bandwidth, packet level optimized;  ``bandwidth``: equal packet powers, bandwidth
+  optimized;  ``uniform``: equal bandwidth and equal packet powers (nothing optimized);
+- ``scheduling``: the whole gradient as one packet at full power to the n devices with the largest
+  alpha_k pi_k(B_tot / n) U_m,k, sharing the band equally; n maximizes Phi.
+
+Under ``normalize: all`` Phi is a sum of per-device terms and the bandwidth dynamic program is exact
+on its grid.  Under ``normalize: received`` the devices are coupled through the normalization; Phi is
+affine in each device's own arrival probability, so the solver alternates: compute every device's
+exact coefficients at the current point (spfl.allocation.objective.dilution), solve the separable
+problem they define, and keep the result if Phi rose (``RECEIVED_ROUNDS`` more times at most).  The
+answer is never worse than the uniform point: it is the best of every point visited, and ``trace``
+records Phi after each stage.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+
+import numpy as np
+
+from .bandwidth import best_bandwidth
+from .objective import (
+    Allocation,
+    arrival_probabilities,
+    device_coefficients,
+    dilution,
+    objective,
+    objective_terms,
+    thresholds,
+)
+from .power import Split, best_split
+from .problem import AllocationProblem
+
+ALLOCATION_POLICIES = ("spfl", "power", "bandwidth", "uniform", "scheduling")
+RECEIVED_ROUNDS = 3
+_RELATIVE_GAIN = 1e-9
+
+
+def allocate(problem: AllocationProblem, policy: str = "spfl") -> Allocation:
+    """Solve one round's allocation with the named policy (one of ``ALLOCATION_POLICIES``)."""
+    if policy not in _POLICIES:
+        raise ValueError(f"policy={policy!r}: allowed {ALLOCATION_POLICIES}")
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore", under="ignore"):
+        return _POLICIES[policy](problem)
+
+
+def uniform_point(problem: AllocationProblem) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Equal bandwidth, the fixed (or proportional) sign share and equal packet powers."""
+    num = problem.num_devices
+    tau = np.full(num, problem.fixed_share)
+    power = np.full(num, float(problem.equal_power(problem.fixed_share)))
+    modulus = power.copy() if problem.two_packets else np.zeros(num)
+    return np.full(num, problem.total_bandwidth / num), power, modulus, tau
+
+
+class _Search:
+    """The best allocation seen so far and the trace of Phi after each stage."""
+
+    def __init__(self, problem: AllocationProblem, policy: str):
+        self.problem, self.policy = problem, policy
+        self.point = uniform_point(problem)
+        self.value = objective(problem, *self.point)
+        self.trace = [self.value]
+
+    def offer(self, bandwidth, split: Split) -> bool:
+        return self.offer_point((bandwidth, split.power_sign, split.power_modulus, split.slot_share))
+
+    def offer_point(self, point) -> bool:
+        value = objective(self.problem, *point)
+        improved = value > self.value + _RELATIVE_GAIN * abs(self.value)
+        if improved:
+            self.point, self.value = point, value
+        self.trace.append(self.value)
+        return improved
+
+    def result(self) -> Allocation:
+        bandwidth, power_sign, power_modulus, tau = self.point
+        silent = ~(power_sign > 0)  # a device that sends nothing holds no bandwidth and no share
+        bandwidth = np.where(silent, 0.0, bandwidth)
+        power_modulus = np.where(silent, 0.0, power_modulus)
+        tau = np.where(silent, self.problem.fixed_share, tau)
+        value = objective(self.problem, bandwidth, power_sign, power_modulus, tau)
+        return Allocation(bandwidth, power_sign, power_modulus, tau, value, tuple(self.trace[:-1]) + (value,),
+                          self.policy)
+
+
+def _optimize(problem: AllocationProblem, policy: str, bandwidth_free: bool, power_free: bool) -> Allocation:
+    search = _Search(problem, policy)
+    if problem.slot_share is None and problem.two_packets and power_free:
+        # With tau optimized the answer is never below the optimum at the proportional share.
+        search.offer_point(_optimize(replace(problem, slot_share=problem.proportional_share), policy,
+                                     bandwidth_free, power_free).arrays)
+    if problem.normalize == "received" and bandwidth_free and power_free:
+        # The linearization is a heuristic under the coupling: SP-FL's answer is never below its ablations'.
+        for ablation in (_power_only, _bandwidth_only):
+            search.offer_point(ablation(problem).arrays)
+    coef_sign, coef_both = device_coefficients(problem)
+    for round_index in range(1 + (RECEIVED_ROUNDS if problem.normalize == "received" else 0)):
+        if bandwidth_free:
+            share, split = best_bandwidth(problem, coef_sign, coef_both, fixed_power=not power_free)
+            bandwidth = share * problem.total_bandwidth
+        else:
+            bandwidth = search.point[0]
+            split = best_split(problem, bandwidth, coef_sign, coef_both, fixed_power=not power_free)
+        if not search.offer(bandwidth, split) and round_index > 0:
+            break
+        if problem.normalize == "all":
+            break
+        coef_sign, coef_both = _received_coefficients(problem, *search.point)
+    return search.result()
+
+
+def _received_coefficients(problem: AllocationProblem, bandwidth, power_sign, power_modulus, tau):
+    """Each device's exact coefficients of Phi in its own pi_sign and pi_both at the current point."""
+    values, include, factors = objective_terms(problem, bandwidth, power_sign, power_modulus, tau)
+    coupling = dilution(problem, values, include)
+    a, b = device_coefficients(problem)
+    if problem.sign_only_counts:
+        return factors * a + coupling, factors * b
+    return factors * a, factors * b + coupling
+
+
+def _spfl(problem):
+    return _optimize(problem, "spfl", bandwidth_free=True, power_free=True)
+
+
+def _power_only(problem):
+    return _optimize(problem, "power", bandwidth_free=False, power_free=True)
+
+
+def _bandwidth_only(problem):
+    return _optimize(problem, "bandwidth", bandwidth_free=True, power_free=False)
+
+
+def _uniform(problem):
+    return _Search(problem, "uniform").result()
+
+
+def _scheduling(problem: AllocationProblem) -> Allocation:
+    """One packet at full power to the best n devices by alpha_k pi_k(B_tot / n) U_m,k, equal shares."""
+    num = problem.num_devices
+    search = _Search(problem, "scheduling")
+    full = np.full(num, float(problem.equal_power(problem.fixed_share)))
+    tau = np.full(num, problem.fixed_share)
+    best_value, best_point = -np.inf, None
+    for size in range(1, num + 1):
+        each = problem.total_bandwidth / size
+        t_s, t_m = thresholds(problem, np.full(num, each), full, np.zeros(num), tau)
+        pi_sign, pi_both = arrival_probabilities(problem, t_s, t_m)
+        scores = problem.alpha * pi_sign * problem.u_modulus
+        chosen = np.zeros(num, dtype=bool)
+        chosen[np.argsort(-scores, kind="stable")[:size]] = True
+        point = (np.where(chosen, each, 0.0), np.where(chosen, full, 0.0), np.zeros(num), tau)
+        value = objective(problem, *point)
+        if value > best_value:
+            best_value, best_point = value, point
+    search.offer(best_point[0], Split(np.zeros(num), *best_point[1:]))
+    return search.result()
+
+
+_POLICIES: dict[str, Callable[[AllocationProblem], Allocation]] = {
+    "spfl": _spfl,
+    "power": _power_only,
+    "bandwidth": _bandwidth_only,
+    "uniform": _uniform,
+    "scheduling": _scheduling,
+}
