@@ -312,7 +312,7 @@ def test_sensitivity_figure_has_one_row_per_variant_and_a_panel_per_budget(table
 
 def test_method_colors_are_fixed_and_distinct():
     colors = plots.method_colors("colorblind")
-    palette = plots.sns.color_palette("colorblind", n_colors=len(plots.COLOR_ORDER))
+    palette = plots.sns.color_palette("colorblind", n_colors=len(plots.METHOD_STYLES))
     assert colors["spfl"] == palette[0]  # SP-FL takes the most salient color whatever the figure shows
     assert len(set(colors.values())) == len(colors) == len(plots.METHOD_LABELS)
 
