@@ -52,6 +52,8 @@ import torch
 from torch.func import functional_call, grad_and_value, vmap
 from torch.nn import functional as F
 
+from spfl.kernels import with_fast_pooling
+
 log = logging.getLogger("spfl")
 
 PRECISIONS = ("float32", "tf32", "bfloat16")
@@ -277,7 +279,8 @@ class LocalTrainer:
     def _work_module(self, device: torch.device) -> torch.nn.Module:
         """A copy of the architecture for plain autograd; the shared module is never touched."""
         if self._work is None or next(self._work.parameters()).device != device:
-            self._work = copy.deepcopy(self.model.module).to(device)
+            # Max pooling by ATen's channels-last kernel: bit for bit the same, several times faster on CPU.
+            self._work = with_fast_pooling(copy.deepcopy(self.model.module).to(device))
             for p in self._work.parameters():
                 p.requires_grad_(True)
         return self._work
