@@ -294,3 +294,24 @@ def test_majority_vote_with_work_buffer_matches_plain_expression():
         out = agg.aggregate(uploads, delivery(arrived, [0] * 6))
         w = torch.as_tensor(agg._weights(np.array(arrived, bool)), dtype=uploads.dtype)
         assert torch.equal(out, signs(w @ signs(uploads)) * (w @ uploads.abs().mean(dim=1)))
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("num", [1, 2, 5, 8])
+def test_blocked_squared_norms_are_the_whole_matrix_sums_at_any_thread_count(threads, num):
+    """The squared norms are summed a few rows at a time (in cache): bit for bit the whole-matrix sums,
+    also when torch splits the work across threads."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        gen = torch.Generator().manual_seed(num)
+        uploads = torch.randn(num, 300_007, generator=gen) * torch.logspace(-5, 1, 300_007)
+        agg = Aggregator("sign_reuse", np.full(num, 1 / num))
+        agg.modulus = uploads[0].abs() * 0.3
+        u_sign, u_modulus = agg.packet_worths(uploads, ETA, SMOOTH)
+        squared, inner, c_sq = _plain_terms("sign_reuse", "received_mean", uploads, agg.modulus)
+        quadratic = SMOOTH * ETA**2 / 2
+        assert np.array_equal(u_modulus, (ETA - quadratic) * squared.numpy())
+        assert np.array_equal(u_sign, ETA * inner.numpy() - quadratic * c_sq.numpy())
+    finally:
+        torch.set_num_threads(before)

@@ -94,16 +94,21 @@ class Aggregator:
         compensatory modulus known before the round, or before any arrived each device's own
         ||g_k|| / sqrt(d) (see _compensation_scale).
 
-        All from one float64 copy of |g| in a reused scratch buffer (a fresh K x d float64 tensor costs
-        page faults every round, see spfl.training), by the same torch reductions on the same float64
-        values as ``g.double().abs().sum(dim=1)``, ``g.double().square().sum(dim=1)`` and
-        ``g.abs().double() @ c.double()``, so the numbers are those bit for bit."""
+        Computed in a reused scratch buffer (a fresh K x d float64 tensor costs page faults every round,
+        see spfl.training) by the same torch operations on the same float64 values as
+        ``g.double().abs().sum(dim=1)``, ``g.double().square().sum(dim=1)`` and
+        ``g.abs().double() @ c.double()``, so the numbers are those bit for bit (tests)."""
         d = uploads.shape[1]
-        magnitudes = self._scratch(uploads.shape, torch.float64, uploads.device).copy_(uploads).abs_()
         c = self._current_modulus() if scale == "modulus" else None
-        l1 = magnitudes.sum(dim=1) if scale == "own" or (scale == "modulus" and c is None) else None
-        inner_c = magnitudes @ c.double() if c is not None else None
-        squared = magnitudes.square_().sum(dim=1)  # in place: |g| is not needed any more
+        l1 = inner_c = None
+        if scale == "own" or scale == "modulus":
+            magnitudes = self._scratch(uploads.shape, torch.float64, uploads.device)
+            _float64_abs(uploads, magnitudes)
+            if c is None:
+                l1 = magnitudes.sum(dim=1)
+            else:
+                inner_c = magnitudes @ c.double()
+        squared = self._squared_row_sums(uploads)  # after: it reuses the scratch
         squared_norm = squared.cpu().numpy()
         if scale is None:
             return squared_norm, None, None
@@ -115,6 +120,23 @@ class Aggregator:
             norm = squared.sqrt()
             return squared_norm, (l1 * norm / d**0.5).cpu().numpy(), norm.square().cpu().numpy()
         return squared_norm, inner_c.cpu().numpy(), np.full(uploads.shape[0], float(c.double().square().sum()))
+
+    def _squared_row_sums(self, uploads: torch.Tensor) -> torch.Tensor:
+        """``uploads.double().square().sum(dim=1)``.  On CPU a few rows at a time in the scratch, so that
+        the squares are summed while still in cache: a CPU row sum never depends on the other rows
+        (PyTorch splits a reduction across threads over its rows, and splits a row only when there is
+        one row in all, hence blocks of two or three rows).  Elsewhere in one piece."""
+        num, d = uploads.shape
+        if uploads.device.type != "cpu":
+            return self._scratch(uploads.shape, torch.float64, uploads.device).copy_(uploads).square_().sum(dim=1)
+        work = self._scratch((min(num, 3), d), torch.float64, uploads.device)
+        squared = torch.empty(num, dtype=torch.float64)
+        start = 0
+        while start < num:
+            end = num if num - start <= 3 else start + 2
+            squared[start:end] = work[:end - start].copy_(uploads[start:end]).square_().sum(dim=1)
+            start = end
+        return squared
 
     def _current_modulus(self) -> torch.Tensor | None:
         if self.compensation == "previous_update":
@@ -238,3 +260,16 @@ class Aggregator:
         self.previous_update = state["previous_update"]
         self.stale = state["stale"]
         self.has_stale = np.asarray(state["has_stale"], dtype=bool)
+
+
+_PIECE = 1 << 18  # float64 entries converted at a time: 2 MiB, still in cache for the abs that follows
+
+
+def _float64_abs(source: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """``out = |source|`` in float64 (exact), piece by piece on CPU so that each piece is converted and
+    made absolute while in cache (elementwise, so the values are those of one whole-tensor pass)."""
+    flat_in, flat_out = source.reshape(-1), out.view(-1)
+    piece = _PIECE if source.device.type == "cpu" else flat_in.numel()
+    for start in range(0, flat_in.numel(), piece):
+        flat_out[start:start + piece].copy_(flat_in[start:start + piece]).abs_()
+    return out
