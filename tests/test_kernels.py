@@ -75,3 +75,23 @@ def test_fast_pooling_falls_back_where_it_does_not_apply():
     indexed = ChannelsLastMaxPool2d(2, return_indices=True)
     assert all(torch.equal(a, b) for a, b in zip(indexed(x), F.max_pool2d(x, 2, return_indices=True)))
     assert torch.equal(fast(x.bfloat16()), F.max_pool2d(x.bfloat16(), 2))
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("name, shape", [("cifar_cnn", (3, 32, 32)), ("mlp", (1, 8, 8))])
+def test_evaluation_in_small_cpu_batches_gives_the_same_bits(name, shape, threads):
+    """evaluate() forwards 64 samples at a time on CPU: the same loss and accuracy bits as whole chunks."""
+    from spfl.training import FlatModel, evaluate
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        model = FlatModel.wrap(build_model(name, shape, 10, generator=torch.Generator().manual_seed(4)))
+        gen = torch.Generator().manual_seed(5)
+        x, y = torch.randn(600, *shape, generator=gen), torch.randint(0, 10, (600,), generator=gen)
+        w = model.initial_vector()
+        small = evaluate(model, w, x, y, chunk=256)
+        whole = evaluate(model, w, x, y, chunk=256, cpu_batch=256)
+        assert small == whole  # Python floats: bit for bit
+    finally:
+        torch.set_num_threads(before)
