@@ -6,7 +6,7 @@ thread, while the channels-last kernel (vectorized over channels) with the layou
 ~1.5 ms (bench/README.md).  Both kernels pick, in every window, the first maximum in row-major order
 (a later entry wins only if strictly greater, or NaN) and return the flat index ih * W + iw, so the
 pooled values and indices are identical; the backward pass is ATen's own NCHW backward with those
-indices, so the gradients are bit for bit those of ``nn.MaxPool2d`` (tests/test_training.py).
+indices, so the gradients are bit for bit those of ``nn.MaxPool2d`` (tests/test_kernels.py).
 """
 
 from __future__ import annotations
