@@ -1,5 +1,7 @@
 """Transmission and aggregation: exact, hand-computed small cases (docs/model.md, "Aggregation")."""
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -160,3 +162,156 @@ def test_transmit_per_device_slot_share():
     assert t_s[0] > t_s[1] > t_s[2] and t_m[2] == np.inf
     expected = 1e5 * 4e-21 * (2 ** (4000 / (1e5 * 0.5 * 0.01)) - 1) / (0.2 * 1e-10)
     assert t_s[1] == pytest.approx(expected, rel=1e-12)
+
+
+# -- the work-buffer implementation against the arithmetic written plainly -------------------------------
+# Aggregator computes its per-device terms and rows in reused scratch buffers (bench/README.md).  Two
+# references, over several rounds so that a buffer reused across rounds or calls would show:
+# (a) the plain torch expressions of the same arithmetic (fresh tensors), which must agree bit for bit;
+# (b) numpy float64 sums in another order, which must agree to 1e-12 relative (float64 terms) or to
+#     float32 rounding (the aggregate, a float32 product).
+ETA, SMOOTH = 0.05, 10.0
+CASES = [("full", "received_mean", 31), ("stale", "received_mean", 31), ("no_reuse", "received_mean", 31),
+         ("signs", "received_mean", 31), ("sign_reuse", "received_mean", 31), ("sign_reuse", "received_mean", 15),
+         ("sign_reuse", "previous_update", 31), ("sign_reuse", "scalar", 31), ("stale", "received_mean", 7)]
+
+
+def _plain_terms(rule, compensation, uploads, c):
+    """(||g||^2, <|g|, c>, ||c||^2) per device as plain torch expressions on fresh tensors."""
+    squared = uploads.double().square().sum(dim=1)
+    d = uploads.shape[1]
+    if rule == "signs" or (rule == "sign_reuse" and compensation == "scalar"):
+        l1 = uploads.abs().double().sum(dim=1)
+        return squared, l1 * (l1 / d), (l1 / d) ** 2 * d
+    if c is None:
+        norm = uploads.double().abs().square().sum(dim=1).sqrt()
+        return squared, uploads.double().abs().sum(dim=1) * norm / d**0.5, norm.square()
+    return squared, uploads.abs().double() @ c.double(), c.double().square().sum().expand(len(uploads))
+
+
+def _plain_rows(agg, uploads, deliv, c_before):
+    """The sign_reuse matrix X of one round, as torch.where over fresh tensors."""
+    decoded = uploads if agg.modulus_bits >= 31 else signs(uploads) * quantize_modulus(uploads.abs(),
+                                                                                         agg.modulus_bits)
+    both, sign_only = deliv.both_ok, deliv.sign_ok & ~deliv.both_ok
+    if agg.compensation == "scalar":
+        scale = uploads.abs().mean(dim=1, keepdim=True)
+    else:
+        c = c_before
+        if agg.compensation == "received_mean" and both.any():
+            w = torch.as_tensor(ALPHA_K[both] / ALPHA_K[both].sum(), dtype=uploads.dtype)
+            c = w @ decoded[torch.from_numpy(np.flatnonzero(both))].abs()
+        scale = uploads.norm(dim=1, keepdim=True) / uploads.shape[1] ** 0.5 if c is None else c
+    return torch.where(torch.from_numpy(sign_only).unsqueeze(1), signs(uploads) * scale, decoded)
+
+
+def _numpy_worths(rule, compensation, g, c):
+    """(U_s, U_m) from numpy float64 (pairwise sums in another order than torch's)."""
+    g = g.astype(np.float64)
+    d, quadratic = g.shape[1], SMOOTH * ETA**2 / 2
+    u_modulus = (ETA - quadratic) * np.einsum("kd,kd->k", g, g)
+    if rule in ("full", "stale"):
+        return u_modulus, u_modulus
+    if rule == "no_reuse":
+        return np.zeros_like(u_modulus), u_modulus
+    if rule == "signs" or compensation == "scalar":
+        scale = np.abs(g).sum(axis=1, keepdims=True) / d * np.ones_like(g)
+    elif c is None:
+        scale = np.sqrt(np.einsum("kd,kd->k", g, g))[:, None] / np.sqrt(d) * np.ones_like(g)
+    else:
+        scale = np.broadcast_to(c.astype(np.float64), g.shape)
+    u_sign = ETA * np.einsum("kd,kd->k", np.abs(g), scale) - quadratic * np.einsum("kd,kd->k", scale, scale)
+    return (u_sign, u_sign) if rule == "signs" else (u_sign, u_modulus)
+
+
+ALPHA_K = np.array([0.3, 0.1, 0.2, 0.15, 0.05, 0.2])
+
+
+@pytest.mark.parametrize("rule, compensation, bits", CASES, ids=[f"{r}-{c}-{b}" for r, c, b in CASES])
+def test_work_buffers_match_plain_and_float64_references(rule, compensation, bits):
+    gen = torch.Generator().manual_seed(3)
+    rng = np.random.default_rng(3)
+    agg = Aggregator(rule, ALPHA_K, compensation=compensation, modulus_bits=bits)
+    num, d = len(ALPHA_K), 1031
+    patterns = [([1, 1, 1, 1, 1, 1], [0, 0, 0, 0, 0, 0]),   # signs only, before any modulus
+                ([1, 0, 1, 1, 0, 1], [1, 0, 0, 1, 0, 0]),   # some moduli, some signs only
+                ([1, 1, 1, 1, 1, 1], [0, 0, 0, 0, 0, 0]),   # signs only, the last modulus reused
+                ([0, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0]),   # nothing
+                ([1, 1, 0, 1, 1, 1], [1, 1, 0, 1, 1, 1])]   # everything that was sent arrives
+    stale_rows = np.zeros((num, d))
+    for sign_ok, modulus_ok in patterns:
+        uploads = torch.randn(num, d, generator=gen) * torch.from_numpy(rng.uniform(0.01, 3.0, (num, 1))).float()
+        uploads[:, :7] = 0.0
+        uploads[:, 7:11] = -0.0  # sign(-0) = +1: the rows must keep it
+        c_before = agg._current_modulus()
+        c_before = None if c_before is None else c_before.clone()
+        u_sign, u_modulus = agg.packet_worths(uploads, ETA, SMOOTH)
+        # (a) bit for bit against the plain expressions
+        squared, inner, c_sq = _plain_terms(rule, compensation, uploads, c_before)
+        quadratic = SMOOTH * ETA**2 / 2
+        plain_modulus = (ETA - quadratic) * squared.numpy()
+        assert np.array_equal(u_modulus, plain_modulus if rule != "signs" else
+                              ETA * inner.numpy() - quadratic * c_sq.numpy())
+        if rule in ("sign_reuse", "signs"):
+            assert np.array_equal(u_sign, ETA * inner.numpy() - quadratic * c_sq.numpy())
+            if rule == "sign_reuse":
+                inner_now, c_sq_now = agg.sign_importance_terms(uploads)
+                assert np.array_equal(inner_now, inner.numpy()) and np.array_equal(c_sq_now, c_sq.numpy())
+        # (b) against numpy float64
+        ref_sign, ref_modulus = _numpy_worths(rule, compensation, uploads.numpy(),
+                                              None if c_before is None else c_before.numpy())
+        assert np.allclose(u_sign, ref_sign, rtol=1e-12, atol=1e-12 * np.abs(ref_sign).max())
+        assert np.allclose(u_modulus, ref_modulus, rtol=1e-12, atol=0)
+        deliv = delivery(sign_ok, modulus_ok)
+        expected_rows = None
+        if rule == "sign_reuse":
+            expected_rows = _plain_rows(agg, uploads, deliv, c_before)
+        weights, rows = copy.deepcopy(agg).contributions(uploads, deliv)
+        update = agg.aggregate(uploads, deliv)
+        if weights is None:
+            assert update is None
+            continue
+        if expected_rows is not None and (deliv.sign_ok & ~deliv.both_ok).any():
+            assert torch.equal(rows, expected_rows) and torch.equal(torch.signbit(rows), torch.signbit(expected_rows))
+        if rule == "signs":
+            assert torch.equal(rows, signs(uploads) * uploads.abs().mean(dim=1, keepdim=True))
+        if rule == "stale":
+            decoded = agg._decoded(uploads).double().numpy()
+            stale_rows[deliv.sign_ok] = decoded[deliv.sign_ok]
+            assert np.array_equal(rows.double().numpy(), stale_rows)
+        assert torch.equal(update, torch.as_tensor(weights, dtype=rows.dtype) @ rows)
+        reference = weights @ rows.double().numpy()
+        bound = 1e-6 * (np.abs(weights) @ np.abs(rows.double().numpy())) + 1e-30
+        assert np.all(np.abs(update.double().numpy() - reference) <= bound)
+
+
+def test_majority_vote_with_work_buffer_matches_plain_expression():
+    gen = torch.Generator().manual_seed(5)
+    agg = Aggregator("signs", ALPHA_K, signsgd_aggregation="majority")
+    for arrived in ([1, 1, 1, 1, 1, 1], [1, 0, 1, 0, 1, 1]):
+        uploads = torch.randn(len(ALPHA_K), 517, generator=gen)
+        uploads[:, :5] = -0.0
+        out = agg.aggregate(uploads, delivery(arrived, [0] * 6))
+        w = torch.as_tensor(agg._weights(np.array(arrived, bool)), dtype=uploads.dtype)
+        assert torch.equal(out, signs(w @ signs(uploads)) * (w @ uploads.abs().mean(dim=1)))
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("num", [1, 2, 5, 8])
+def test_blocked_squared_norms_are_the_whole_matrix_sums_at_any_thread_count(threads, num):
+    """The squared norms are summed a few rows at a time (in cache): bit for bit the whole-matrix sums,
+    also when torch splits the work across threads."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        gen = torch.Generator().manual_seed(num)
+        uploads = torch.randn(num, 300_007, generator=gen) * torch.logspace(-5, 1, 300_007)
+        agg = Aggregator("sign_reuse", np.full(num, 1 / num))
+        agg.modulus = uploads[0].abs() * 0.3
+        u_sign, u_modulus = agg.packet_worths(uploads, ETA, SMOOTH)
+        squared, inner, c_sq = _plain_terms("sign_reuse", "received_mean", uploads, agg.modulus)
+        quadratic = SMOOTH * ETA**2 / 2
+        assert np.array_equal(u_modulus, (ETA - quadratic) * squared.numpy())
+        assert np.array_equal(u_sign, ETA * inner.numpy() - quadratic * c_sq.numpy())
+    finally:
+        torch.set_num_threads(before)

@@ -13,8 +13,9 @@ import spfl
 # Modules whose code changes a run's numbers.  Analysis, plots and the CLI are left out on
 # purpose, so that restyling a figure never reruns a simulation.
 SIMULATION_MODULES = (
-    "aggregation.py", "allocation", "callbacks.py", "channel.py", "data.py", "methods.py", "models.py",
-    "partition.py", "records.py", "simulation.py", "spec.py", "transmission.py", "training.py", "vocabulary.py",
+    "aggregation.py", "allocation", "callbacks.py", "channel.py", "data.py", "kernels.py", "methods.py",
+    "models.py", "partition.py", "records.py", "simulation.py", "spec.py", "transmission.py", "training.py",
+    "vocabulary.py",
 )
 
 

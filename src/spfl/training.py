@@ -52,6 +52,7 @@ import torch
 from torch.func import functional_call, grad_and_value, vmap
 from torch.nn import functional as F
 
+from spfl.kernels import with_fast_pooling
 from spfl.vocabulary import PRECISIONS
 
 log = logging.getLogger("spfl")
@@ -278,7 +279,8 @@ class LocalTrainer:
     def _work_module(self, device: torch.device) -> torch.nn.Module:
         """A copy of the architecture for plain autograd; the shared module is never touched."""
         if self._work is None or next(self._work.parameters()).device != device:
-            self._work = copy.deepcopy(self.model.module).to(device)
+            # Max pooling by ATen's channels-last kernel: bit for bit the same, several times faster on CPU.
+            self._work = with_fast_pooling(copy.deepcopy(self.model.module).to(device))
             for p in self._work.parameters():
                 p.requires_grad_(True)
         return self._work
@@ -336,20 +338,31 @@ def all_finite(tensor: torch.Tensor) -> bool:
 
 @torch.no_grad()
 def evaluate(model: FlatModel, w: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
-             chunk: int = 2048, precision: str = "float32") -> tuple[float, float]:
+             chunk: int = 2048, precision: str = "float32", cpu_batch: int = 64) -> tuple[float, float]:
     """Mean cross-entropy and accuracy of ``w`` on a whole split.
 
     Exact float32 by default, whatever precision the training used, so that accuracies of runs in
-    different precisions measure the weights, not the evaluation."""
+    different precisions measure the weights, not the evaluation.  On CPU the forward pass runs
+    ``cpu_batch`` samples at a time (a 2,048-image batch of the CIFAR CNN has 200 MB activations that
+    miss every cache: ~1.5x slower); each sample's logits are the same bits either way (tests), and
+    the loss is still summed per ``chunk``."""
     total_loss, correct = 0.0, 0
+    step = cpu_batch if x.device.type == "cpu" else chunk
     with precision_mode(precision):
         for start in range(0, len(y), chunk):
             target = y[start:start + chunk]
+            inputs = x[start:start + chunk]
             if precision == "bfloat16":
                 with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16):
-                    logits = model.logits(w, x[start:start + chunk]).float()
+                    logits = _batched_logits(model, w, inputs, step).float()
             else:
-                logits = model.logits(w, x[start:start + chunk])
+                logits = _batched_logits(model, w, inputs, step)
             total_loss += F.cross_entropy(logits, target, reduction="sum").item()
             correct += (logits.argmax(dim=1) == target).sum().item()
     return total_loss / len(y), correct / len(y)
+
+
+def _batched_logits(model: FlatModel, w: torch.Tensor, x: torch.Tensor, batch: int) -> torch.Tensor:
+    if len(x) <= batch:
+        return model.logits(w, x)
+    return torch.cat([model.logits(w, x[start:start + batch]) for start in range(0, len(x), batch)])
