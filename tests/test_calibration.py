@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 from scipy.integrate import quad
 
 from core_helpers import cell_averaged_outage, dbm_to_watt, gain_at
 from spfl import calibration
 from spfl.calibration import calibrate_deadline, uniform_packet_error
+from spfl.channel import large_scale_gain, place_devices
 from spfl.spec import make_spec
 
 D = 4810  # parameters of the digits MLP: 64 * 64 + 64 + 64 * 10 + 10
@@ -33,6 +35,26 @@ def test_uniform_errors_of_each_packet_under_the_sum_constraint_and_a_fixed_shar
                 "digital": closed_form(9 * D + 32, 1.0, power)}
     assert 0.05 < min(expected.values()) and max(expected.values()) < 0.95  # all three sensitive to a change
     assert errors == pytest.approx(expected, abs=TOLERANCE)
+
+
+def test_uniform_errors_are_the_mean_outage_over_the_seeded_drops():
+    """The same 20,000 drops (the seed's stream, by area in the annulus), each packet's Rayleigh outage
+    1 - exp(-B N0 (2^(D / (B S)) - 1) / (p lambda)) averaged: equal to rounding, so that a 0.1 % change of
+    the deadline, 1 ppm of the bandwidth or the 32 scale bits of the sign packet show."""
+    spec = make_spec(total_bandwidth_mhz=2.0, num_devices=10, max_power_dbm=20.0, noise_psd_dbm_hz=-170.0,
+                     slot_share=0.15, power_constraint="sum", modulus_bits=8, compensation="scalar",
+                     cell_inner_radius_m=100.0, cell_outer_radius_m=400.0, seed=3)
+    gains = large_scale_gain(place_devices(20000, 100.0, 400.0, np.random.default_rng(3)))
+    deadline_s, bandwidth, power, noise = 0.025, 2e6 / 10, dbm_to_watt(20.0), dbm_to_watt(-170.0)
+
+    def mean_outage(bits, slot, p):
+        theta = bandwidth * noise * np.expm1(bits / (bandwidth * slot) * np.log(2.0)) / (p * gains)
+        return float(np.mean(-np.expm1(-theta)))
+
+    expected = {"sign": mean_outage(D + 32, 0.15 * deadline_s, power / 2),
+                "modulus": mean_outage(8 * D + 32, 0.85 * deadline_s, power / 2),
+                "digital": mean_outage(9 * D + 32, deadline_s, power)}
+    assert uniform_packet_error(spec, 1000 * deadline_s, D) == pytest.approx(expected, rel=1e-9)
 
 
 def test_waterfall_errors_do_not_depend_on_bits_or_time():

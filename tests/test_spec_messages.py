@@ -149,3 +149,17 @@ def test_the_cifar_network_is_refused_for_digits_only():
     assert refused(make_spec, model="cifar_cnn") == (
         "run setting 'model' = 'cifar_cnn' is invalid for dataset 'digits': allowed mlp, cnn, auto")
     assert make_spec(dataset="cifar10", model="cifar_cnn").model == "cifar_cnn"
+
+
+@pytest.mark.parametrize("key, value, allowed", [
+    ("download", "yes", "true or false"),
+    ("data_dir", 3, "a string"),
+    ("data_file", 3, "a string or null"),
+    ("dataset", "mnist", "one of digits, cifar10"),
+    ("num_devices", 0, "an integer >= 1 and <= 10000"),
+    ("server_momentum", 1, "a number >= 0.0 and <= 0.999"),
+    ("learning_rate", 0, "a number > 0.0"),
+    ("slot_share", 1.0, "one of proportional, optimized or a number > 0.0 and < 1.0"),
+])
+def test_what_is_allowed_is_spelled_out_for_every_kind_of_setting(key, value, allowed):
+    assert refused(make_spec, **{key: value}) == f"run setting '{key}' = {value!r} is invalid: allowed {allowed}"
