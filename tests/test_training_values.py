@@ -12,7 +12,7 @@ import torch
 
 from spfl import training
 from spfl.models import build_model
-from spfl.training import FlatModel, LocalTrainer, evaluate
+from spfl.training import FlatModel, LocalTrainer, all_finite, evaluate
 
 
 def identity_model() -> FlatModel:
@@ -44,9 +44,11 @@ def test_bfloat16_on_cpu_is_noted_once_per_trainer(caplog):
     with caplog.at_level(logging.INFO, logger="spfl"):
         trainer.uploads(model.initial_vector(), batches)
         trainer.uploads(model.initial_vector(), batches)
-        LocalTrainer(model, 0.1, 1, batched=False).uploads(model.initial_vector(), batches)  # float32: no notice
-    assert [(r.name, r.levelno, r.getMessage()) for r in caplog.records] == [
-        ("spfl", logging.INFO, "precision bfloat16 on CPU: autocast runs, but it is slower than float32 there")]
+        assert [(r.name, r.levelno, r.getMessage()) for r in caplog.records] == [
+            ("spfl", logging.INFO, "precision bfloat16 on CPU: autocast runs, but it is slower than float32 there")]
+        caplog.clear()
+        LocalTrainer(model, 0.1, 1, batched=False).uploads(model.initial_vector(), batches)
+    assert caplog.records == []  # float32: no notice
 
 
 @pytest.mark.parametrize("batch_size, max_samples, chunks", [
@@ -99,3 +101,17 @@ def test_allocator_tuning_is_switched_on_by_its_environment_variable_only(monkey
         monkeypatch.setenv("SPFL_MALLOC_TUNING", setting)
     LocalTrainer(identity_model(), 0.1, 1)
     assert calls == ([True] if tunes else [])
+
+
+def test_the_trainer_never_changes_the_models_own_parameters():
+    """The sequential path trains a private copy: the shared module keeps its initial weights."""
+    model = identity_model()
+    batches = [[(torch.tensor([[1.0, 2.0]]), torch.tensor([0]))], [(torch.tensor([[0.5, -1.0]]), torch.tensor([1]))]]
+    trainer = LocalTrainer(model, 0.1, 2, batched=False)
+    trainer.uploads(torch.tensor([2.0, 1.0, -1.0, 3.0, 0.5, 0.25]), [batches[0] * 2, batches[1] * 2])
+    assert model.initial_vector().tolist() == [1.0, 0.0, 0.0, 1.0, 0.0, 0.0]
+
+
+@pytest.mark.parametrize("values", [[1, 2, 3], [True, False]])
+def test_integer_and_boolean_tensors_are_finite(values):
+    assert all_finite(torch.tensor(values))
