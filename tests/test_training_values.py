@@ -115,3 +115,14 @@ def test_the_trainer_never_changes_the_models_own_parameters():
 @pytest.mark.parametrize("values", [[1, 2, 3], [True, False]])
 def test_integer_and_boolean_tensors_are_finite(values):
     assert all_finite(torch.tensor(values))
+
+
+def test_default_trainer_on_cpu_uploads_the_cross_entropy_gradient():
+    """Logits = x = (1, 2), label 0: dL/dlogits = softmax - onehot = (-s, s) with s = e / (1 + e), so
+    dL/dW = (-s, s) x^T and dL/db = (-s, s); the upload (FedSGD) is that gradient, W row-major then b."""
+    model = identity_model()
+    uploads, losses = LocalTrainer(model, 0.1, 1).uploads(model.initial_vector(),
+                                                          [[(torch.tensor([[1.0, 2.0]]), torch.tensor([0]))]])
+    s = math.e / (1 + math.e)
+    assert uploads[0].tolist() == pytest.approx([-s, -2 * s, s, 2 * s, -s, s], rel=1e-6)
+    assert losses.tolist() == pytest.approx([math.log1p(math.e)], rel=1e-6)
