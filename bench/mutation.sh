@@ -11,6 +11,8 @@
 #   bench/mutation.sh --survivors          # re-run the survivors and untested mutants (after new tests)
 #   bench/mutation.sh --unfinished channel # run only the mutants not yet run (an interrupted run goes on);
 #                                          # both flags take module names to restrict them
+#   bench/mutation.sh --sample 100 training  # a random sample of 100 of the module's mutants (seed 0, or
+#                                          # MUTATION_SAMPLE_SEED): for modules too slow to run in full
 #   MUTMUT_CHILDREN=4 bench/mutation.sh    # more workers (default 2)
 #
 # Naming modules re-runs all their mutants.  Changing the test selection in pyproject.toml resets every
@@ -20,6 +22,24 @@ cd "$(dirname "$0")/.."
 core=(channel transmission aggregation allocation simulation spec calibration training)
 MUTMUT="${MUTMUT:-$(dirname "$(command -v python)")/mutmut}"
 [ -x "$MUTMUT" ] || MUTMUT=mutmut
+if [ "${1:-}" = "--sample" ]; then
+    size="${2:?--sample needs a number of mutants}"
+    shift 2
+    [ $# -gt 0 ] || { echo "bench/mutation.sh: --sample needs module names: allowed ${core[*]}" >&2; exit 2; }
+    only=$(printf 'spfl.%s.|' "$@" | sed 's/|$//; s/\./\\./g')
+    mapfile -t sample < <("$MUTMUT" results --all true | awk -F': ' '{gsub(/^ +/, "", $1); print $1}' \
+        | grep -E "^($only)" | sort | "$(dirname "$MUTMUT")/python" -c "
+import random, sys
+names = sys.stdin.read().split()
+random.Random(int(sys.argv[2])).shuffle(names)
+print('\n'.join(sorted(names[:int(sys.argv[1])])))" "$size" "${MUTATION_SAMPLE_SEED:-0}")
+    # mutmut lists the mutants only once a run has generated them (any module's run generates all).
+    [ ${#sample[@]} -eq 0 ] && { echo "no mutants of $* in mutants/: run bench/mutation.sh once first" >&2; exit 2; }
+    echo "sample: ${#sample[@]} mutants of $*"
+    env -u PYTHONPATH nice -n 15 "$MUTMUT" run --max-children "${MUTMUT_CHILDREN:-2}" "${sample[@]}"
+    "$MUTMUT" results --all true | grep -E "^ *($only)" | awk -F': ' '{print $2}' | sort | uniq -c
+    exit 0
+fi
 if [ "${1:-}" = "--survivors" ] || [ "${1:-}" = "--unfinished" ]; then
     wanted=$([ "$1" = "--survivors" ] && echo "survived|no tests" || echo "not checked")
     shift
