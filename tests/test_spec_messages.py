@@ -163,3 +163,16 @@ def test_the_cifar_network_is_refused_for_digits_only():
 ])
 def test_what_is_allowed_is_spelled_out_for_every_kind_of_setting(key, value, allowed):
     assert refused(make_spec, **{key: value}) == f"run setting '{key}' = {value!r} is invalid: allowed {allowed}"
+
+
+@pytest.mark.parametrize("text,detail", [
+    ("a: !!int x", "ValueError: invalid literal for int() with base 10: 'x'"),
+    ("a: !!float y", "ValueError: could not convert string to float: 'y'"),
+    ("a: !!bool maybe", "KeyError: 'maybe'"),
+])
+def test_a_tagged_value_its_constructor_refuses_is_one_line_naming_the_source(text, detail):
+    with pytest.raises(SpecError) as info:
+        load_yaml(text, source="'x.yaml'")
+    message = str(info.value)
+    assert message.startswith("'x.yaml' is not valid YAML/JSON: a tagged value cannot be read") and detail in message
+    assert "\n" not in message

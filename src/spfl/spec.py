@@ -399,6 +399,10 @@ def _load_yaml_text(text: str, source: str) -> Any:
         raise SpecError(f"{source} is not valid YAML/JSON: {where}{exc.problem or exc.context}") from None
     except yaml.YAMLError as exc:
         raise SpecError(f"{source} is not valid YAML/JSON: {str(exc).splitlines()[0]}") from None
+    except (ValueError, KeyError, TypeError, OverflowError) as exc:
+        # an explicit tag whose value its constructor refuses, e.g. `!!int x` or `!!bool maybe`
+        raise SpecError(f"{source} is not valid YAML/JSON: a tagged value cannot be read ({type(exc).__name__}: "
+                        f"{exc}): allowed plain values or tags that fit them") from None
 
 
 def load_spec(path: str | Path, **overrides: Any) -> RunSpec:
