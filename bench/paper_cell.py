@@ -17,7 +17,7 @@ the CIFAR-10 archive and without a network runs exactly the paper's model, K, ba
 
 Projection (one cell at a time, as measured):
     projected_s = cell_wall_s / (methods x rounds) x (paper runs x paper rounds)
-with paper runs x rounds from config/config.yaml's plan (830 runs x 500 rounds = 415,000 method-rounds today).
+with paper runs x rounds from config/config.yaml's plan (980 runs x 500 rounds = 490,000 method-rounds today).
 It counts every paper run as a K = 20 run (the `devices` experiment's K = 10 and 40 cells roughly
 cancel) and charges each method-round its share of the cell's process start, data loading and
 evaluations.
