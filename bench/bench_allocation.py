@@ -15,11 +15,12 @@ Goal (issue #3): under 5 ms at K = 20 and at least 50x faster at equal or better
 
     python bench/bench_allocation.py --vs-frozen [--sizes 20,100] [--seeds 4] [--repeats 3] [--json out.json]
 
-instead times today's solver beside the frozen copy of the solver before its vectorization (issue #11,
-bench/allocation_frozen/) for every policy, ``normalize``, ``slot_share`` (proportional, optimized) and
-K, the seeds alternating the fading model; both run on the same rounds, interleaved, and every answer
-is checked bitwise equal.  Per row: medians over rounds of the fastest of ``--repeats`` runs of each,
-and the median ratio; the load average before and after is printed (the machine may be shared).
+instead times today's solver beside the solver before its vectorization (issue #11: src/spfl/allocation
+at main 68a2967, read from git by bench/solver_at_revision.py) for every policy, ``normalize``,
+``slot_share`` (proportional, optimized) and K, the seeds alternating the fading model; both run on the
+same rounds, interleaved, and every answer is checked bitwise equal.  Per row: medians over rounds of the
+fastest of ``--repeats`` runs of each, and the median ratio; the load average before and after is printed
+(the machine may be shared).
 """
 
 from __future__ import annotations
@@ -39,8 +40,8 @@ from spfl.allocation import allocate
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import allocation_frozen  # noqa: E402
 from allocation_reference import sample_problem, scipy_solve, scipy_starts  # noqa: E402
+from solver_at_revision import load_solver  # noqa: E402
 from spfl.allocation import ALLOCATION_POLICIES  # noqa: E402
 
 SCARCITIES = (-1.0, -0.5, 0.0, 0.5, 1.0)
@@ -141,6 +142,7 @@ def _versus_frozen(args) -> None:
 
 
 def _frozen_row(num: int, policy: str, normalize: str, share: str, seeds: int, repeats: int) -> dict:
+    frozen = load_solver()
     frozen_ms, today_ms, identical = [], [], 0
     for seed in range(seeds):
         problem = sample_problem(num, 3000 + seed, scarcity=SCARCITIES[seed % len(SCARCITIES)], normalize=normalize,
@@ -148,12 +150,11 @@ def _frozen_row(num: int, policy: str, normalize: str, share: str, seeds: int, r
                                  power_constraint=("energy", "sum")[(seed // 2) % 2])
         if share == "proportional":
             problem = replace(problem, slot_share=problem.proportional_share)
-        frozen_problem = allocation_frozen.AllocationProblem(**{f.name: getattr(problem, f.name)
-                                                                for f in fields(problem)})
+        frozen_problem = frozen.AllocationProblem(**{f.name: getattr(problem, f.name) for f in fields(problem)})
         old_times, new_times = [], []
         for _ in range(repeats):
             start = time.perf_counter()
-            old = allocation_frozen.allocate(frozen_problem, policy)
+            old = frozen.allocate(frozen_problem, policy)
             old_times.append(time.perf_counter() - start)
             start = time.perf_counter()
             new = allocate(problem, policy)

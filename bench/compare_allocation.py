@@ -2,8 +2,8 @@
 
     python bench/compare_allocation.py [--cases 400] [--sizes 3,8,20,100] [--cache bench/out/frozen.pkl]
 
-bench/allocation_frozen/ is the solver as of main 68a2967 (before the vectorization of issue #11),
-copied verbatim with relative imports.  Each case is a calibrated random round (``sample_problem`` of
+The frozen solver is src/spfl/allocation as of main 68a2967 (before the vectorization of issue #11),
+read from git by bench/solver_at_revision.py.  Each case is a calibrated random round (``sample_problem`` of
 tests/allocation_reference.py) with every switch drawn: policy, fading, normalize, slot_share
 (proportional, fixed or optimized), power constraint, whether a lone sign counts, the error model and,
 now and then, a single-packet scheme; about one case in seven also has degenerate devices (no link,
@@ -30,10 +30,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
-import allocation_frozen  # noqa: E402
 from allocation_reference import sample_problem  # noqa: E402
+from solver_at_revision import load_solver  # noqa: E402
 from spfl.allocation import ALLOCATION_POLICIES, allocate  # noqa: E402
 
+FROZEN = load_solver()  # the solver as of main 68a2967
 TOLERANCE = 1e-9
 
 
@@ -63,8 +64,8 @@ def case_problem(index: int, sizes: list[int]):
 
 def frozen_allocate(problem, policy):
     """The frozen solver on its own problem class (so later edits of problem.py cannot leak in)."""
-    copy = allocation_frozen.AllocationProblem(**{f.name: getattr(problem, f.name) for f in fields(problem)})
-    return allocation_frozen.allocate(copy, policy)
+    copy = FROZEN.AllocationProblem(**{f.name: getattr(problem, f.name) for f in fields(problem)})
+    return FROZEN.allocate(copy, policy)
 
 
 def main() -> None:
