@@ -77,7 +77,7 @@ class PhaseClock:
     def __init__(self, sim: simulation.Simulation, device: torch.device):
         self.device, self.seconds = device, defaultdict(float)
         sim.draw_batches = self._wrap("draw_batches", sim.draw_batches)
-        sim.trainer.uploads = self._wrap("uploads", sim.trainer.uploads)
+        sim.trainer.launch = self._wrap("uploads", sim.trainer.launch)  # synchronized: the GPU time too
         sim.allocation_problem = self._wrap("allocation_problem", sim.allocation_problem)
         # Functions the step looks up at call time: the solver in the simulation module, and the packet
         # transmission either there (older layout) or on the method's transmission scheme object.

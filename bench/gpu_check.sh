@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # GPU check for spfl: the CUDA training tests (exact float32), one whole paper cell through `spfl run`
 # (7 methods, K = 20, 500 rounds, CIFAR-shaped synthetic data) in float32, then in tf32 and bfloat16
-# (their accuracy next to float32's), the projected time of the full paper configuration, and the
-# round benchmark (floor, reference, sequential vs batched).  Made to be handed to a GPU machine with no
+# (their accuracy next to float32's), the projected time of the full paper configuration, the
+# round benchmark (floor, reference, sequential vs batched) and the cell's methods one after another
+# vs in lockstep with overlap (OVERLAP_ROUNDS rounds, default 60).  Made to be handed to a GPU machine with no
 # network and run unattended in under 6 minutes (GPU_CHECK_BUDGET_S); it always writes its JSON, also
 # when steps fail or time out, and skips what no longer fits the budget (most important steps first).
 #
@@ -110,7 +111,7 @@ text = lambda n: (out / n).read_text().strip() if (out / n).exists() else None
 summary = {
     "host": platform.node(), "device": device, "budget_s": budget, "elapsed_s": elapsed,
     "nvidia_smi": text("nvidia_smi.txt"), "environment": read("environment.json"), "steps": steps,
-    "results": {n: read(f"{n}.json") for n in (f"round_{device}", "paper_cell")},
+    "results": {n: read(f"{n}.json") for n in (f"round_{device}", "paper_cell", "overlap")},
 }
 summary["ok"] = all(s["status"] == "ok" for s in steps.values()) and bool(steps)
 (out / "gpu_check.json").write_text(json.dumps(summary, indent=2))
@@ -241,10 +242,15 @@ if [ -s "$CELL_DIR/cell.yaml" ]; then
     timeout 30 "$PY" bench/paper_cell.py summarize "$CELL_DIR" 2>&1 | tee "$OUT_DIR/cell_summary.log" | tee -a "$LOG"
     cp "$CELL_DIR/paper_cell.json" "$OUT_DIR/paper_cell.json" 2> /dev/null
 fi
-rm -rf "$(dirname "$DATA_FILE")"
-
 # 5. Round benchmark: floor, reference, sequential vs batched per-device gradients (exact float32).
 run_step "round_$DEVICE" 60 "$PY" bench/bench_round.py --device "$DEVICE" --paths sequential,batched --repeats "$REPEATS" \
     --threads "$THREADS" --train-size "$TRAIN_SIZE" ${CELL_DEVICES:+--devices "$CELL_DEVICES"} \
     --json "$OUT_DIR/round_$DEVICE.json"
+
+# 6. A cell's methods one after another vs in lockstep with overlap (the GPU default): time and identity.
+if [ -s "$CELL_DIR/cell.yaml" ]; then
+    run_step overlap 60 "$PY" bench/paper_cell.py overlap "$CELL_DIR" --rounds "${OVERLAP_ROUNDS:-60}"
+    cp "$CELL_DIR/overlap.json" "$OUT_DIR/overlap.json" 2> /dev/null
+fi
+rm -rf "$(dirname "$DATA_FILE")"
 log "done in $(( $(date +%s) - START ))s"

@@ -13,7 +13,11 @@ the CIFAR-10 archive and without a network runs exactly the paper's model, K, ba
     python bench/paper_cell.py summarize DIR
         prints and writes DIR/paper_cell.json: per precision the wall time, seconds per method-round,
         the projected time of the full paper configuration, and each method's final and best accuracy
-        next to float32's.
+        next to float32's;
+    python bench/paper_cell.py overlap DIR [--rounds N]
+        times the cell's methods for N rounds one after another and in lockstep with overlap (each
+        method on its own CUDA stream: the GPU default) and checks their records are identical;
+        writes DIR/overlap.json.
 
 Projection (one cell at a time, as measured):
     projected_s = cell_wall_s / (methods x rounds) x (paper runs x paper rounds)
@@ -172,6 +176,39 @@ def summarize(out: Path) -> dict:
     return result
 
 
+def overlap(out: Path, rounds: int) -> dict:
+    """The prepared cell's methods for ``rounds`` rounds, one method after another and in lockstep with
+    overlap (the GPU default, spfl.simulation.run_methods): wall time of each and whether every record
+    but the wall times is byte-identical.  A 2-round run first warms up the kernels (not timed)."""
+    import time
+
+    from spfl.simulation import run_cell
+    from spfl.spec import make_spec
+
+    settings = yaml.safe_load((out / "cell.yaml").read_text())
+    methods = (out / "methods.txt").read_text().strip().split(",")
+    run_cell(make_spec(dict(settings, rounds=2)), methods, out / "overlap_warmup", overlap=True)
+    spec = make_spec(dict(settings, rounds=rounds))
+    result = {"methods": len(methods), "rounds": rounds, "device": settings["device"]}
+    for mode, flag in (("one_after_another", False), ("lockstep_overlap", True)):
+        started = time.perf_counter()
+        run_cell(spec, methods, out / f"overlap_{mode}", overlap=flag)
+        result[f"{mode}_s"] = time.perf_counter() - started
+
+    def records(folder: Path) -> dict[str, bytes]:
+        return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+                if p.is_file() and p.name != "timing.json"}
+
+    first, second = records(out / "overlap_one_after_another"), records(out / "overlap_lockstep_overlap")
+    result["records_identical"] = first == second
+    result["speedup"] = result["one_after_another_s"] / result["lockstep_overlap_s"]
+    print(f"overlap: {len(methods)} methods x {rounds} rounds on {settings['device']}: one after another "
+          f"{result['one_after_another_s']:.1f} s, lockstep with overlap {result['lockstep_overlap_s']:.1f} s "
+          f"({result['speedup']:.2f}x); records identical: {result['records_identical']}")
+    (out / "overlap.json").write_text(json.dumps(result, indent=2))
+    return result
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -185,9 +222,14 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cuda", choices=("cpu", "cuda", "auto"))
     s = sub.add_parser("summarize")
     s.add_argument("out", type=Path)
+    o = sub.add_parser("overlap", help="time the cell's methods one after another and in lockstep")
+    o.add_argument("out", type=Path)
+    o.add_argument("--rounds", type=int, default=100)
     args = parser.parse_args(argv)
     if args.command == "prepare":
         prepare(args.out, args.data, args.train, args.test, args.rounds, args.devices, args.device)
+    elif args.command == "overlap":
+        overlap(args.out, args.rounds)
     else:
         summarize(args.out)
     return 0

@@ -270,13 +270,13 @@ def test_a_simulated_round_with_b_bit_moduli(bits, method):
 
 def steps_counted(monkeypatch):
     calls = []
-    original = Simulation.step
+    original = Simulation.launch_round  # every round starts there
 
     def counting(self, state):
         calls.append(state.round)
         return original(self, state)
 
-    monkeypatch.setattr(Simulation, "step", counting)
+    monkeypatch.setattr(Simulation, "launch_round", counting)
     return calls
 
 

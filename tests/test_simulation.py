@@ -190,3 +190,67 @@ def test_bookkeeping_is_callbacks_around_an_unchanged_round():
     assert [r for r, _ in norms.seen] == list(range(SMALL["rounds"] + 1))
     recorded = [row["update_norm"] for row in default.metric_rows[1:]]
     assert [n or 0.0 for _, n in norms.seen[1:]] == pytest.approx(recorded)
+
+
+# --- a cell's methods in lockstep (run_methods) ----------------------------------------------------------
+
+# Scarce enough that packets are lost and the allocation matters; two local steps and server momentum, so
+# every piece of per-method state (aggregator, momentum, random streams) is exercised; checkpoints on.
+LOCKSTEP = dict(SMALL, local_steps=2, server_momentum=0.5, total_bandwidth_mhz=0.5, deadline_ms=60.0,
+                checkpoint_every=2)
+LOCKSTEP_METHODS = ["spfl", "digital", "signsgd", "scheduling", "ideal"]
+
+
+def _method_files(folder) -> dict[str, bytes]:
+    """Every record of a cell but the wall times."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name != "timing.json"}
+
+
+def test_lockstep_writes_the_bytes_of_one_method_after_another(tmp_path, monkeypatch):
+    """The overlapped schedule (every method's training of a round queued before any round is finished,
+    as on a GPU) changes the order of work, never a record; and it really interleaves the methods."""
+    spec = make_spec(LOCKSTEP)
+    run_cell(spec, LOCKSTEP_METHODS, tmp_path / "sequential", overlap=False)
+    order = []
+    launch = Simulation.launch_round
+
+    def recorded(self, state):
+        order.append((self.spec.method, state.round + 1))
+        return launch(self, state)
+
+    monkeypatch.setattr(Simulation, "launch_round", recorded)
+    run_cell(spec, LOCKSTEP_METHODS, tmp_path / "lockstep", overlap=True)
+    sequential, lockstep = _method_files(tmp_path / "sequential"), _method_files(tmp_path / "lockstep")
+    assert sorted(sequential) == sorted(lockstep) and len(sequential) >= 2 + 5 * len(LOCKSTEP_METHODS)
+    assert [name for name in sequential if sequential[name] != lockstep[name]] == []
+    assert order == [(m, r) for r in range(1, SMALL["rounds"] + 1) for m in LOCKSTEP_METHODS]
+    assert not list(tmp_path.rglob("checkpoint.pt"))  # removed once each method's records are written
+
+
+def test_lockstep_resumes_each_method_from_its_own_checkpoint(tmp_path):
+    """A method with a matching checkpoint continues from it (its saved rows are kept, here marked),
+    while the others start fresh; the resumed run ends with the uninterrupted run's weights."""
+    from spfl import checkpoint as checkpoints
+    from spfl.callbacks import Checkpoints
+
+    spec = make_spec(LOCKSTEP)
+    run_cell(spec, ["spfl", "digital"], tmp_path / "whole", overlap=True)
+    env = build_environment(spec)
+    sim = Simulation(env, "spfl")
+    saved = tmp_path / "resumed" / "spfl" / "checkpoint.pt"
+    callbacks = sim.callbacks() + [Checkpoints(saved, 2)]
+    state = sim.begin(None, callbacks)
+    for _ in range(2):
+        sim.advance(state, callbacks)
+    checkpoint = state.to_checkpoint()
+    checkpoint["metric_rows"][1]["train_loss"] = 123.0  # a mark only the checkpoint carries
+    checkpoints.save(saved, spec.with_method("spfl").run_hash, checkpoint)
+    run_cell(spec, ["spfl", "digital"], tmp_path / "resumed", overlap=True)
+    whole, resumed = _method_files(tmp_path / "whole"), _method_files(tmp_path / "resumed")
+    assert resumed["digital/metrics.csv"] == whole["digital/metrics.csv"]
+    rows = resumed["spfl/metrics.csv"].decode().splitlines()
+    assert rows[2].split(",")[1] == "123.0"  # round 1 came from the checkpoint
+    assert rows[:2] + rows[3:] == whole["spfl/metrics.csv"].decode().splitlines()[:2] + \
+        whole["spfl/metrics.csv"].decode().splitlines()[3:]
+    assert not saved.exists()

@@ -224,6 +224,13 @@ class LocalTrainer:
         ``batches[k][e]`` is device k's (x, y) for local step e.  Returns the uploads as a
         (K, d) tensor and each device's loss at ``w`` on its first batch.
         """
+        out, losses = self.launch(w, batches)
+        return out, losses.double().cpu().numpy()
+
+    def launch(self, w: torch.Tensor, batches: list[list[tuple[torch.Tensor, torch.Tensor]]]
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`uploads` with the losses left as a tensor on ``w``'s device: on a GPU the work is only
+        queued, and nothing waits for it until the losses are read."""
         if self.precision == "bfloat16" and w.device.type == "cpu" and not self._warned_cpu_bf16:
             log.info("precision bfloat16 on CPU: autocast runs, but it is slower than float32 there")
             self._warned_cpu_bf16 = True
@@ -234,7 +241,7 @@ class LocalTrainer:
                 self._fill_batched(w, batches, out, losses)
             else:
                 self._fill_sequential(w, batches, out, losses)
-        return out, losses.double().cpu().numpy()
+        return out, losses
 
     def _output(self, num_devices: int, w: torch.Tensor) -> torch.Tensor:
         shape = (num_devices, w.numel())
