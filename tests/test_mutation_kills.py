@@ -15,7 +15,7 @@ import torch
 
 from allocation_reference import NOISE_PSD
 from spfl.allocation import AllocationProblem, allocate
-from spfl.callbacks import AllocationRecord, ProgressLog, RoundOutcome
+from spfl.callbacks import AllocationRecord, Checkpoints, ProgressLog, RoundOutcome, scheduled_rounds
 from spfl.models import build_model, default_model
 from spfl.simulation import build_environment, resolve_device, run_cell
 from spfl.spec import make_spec
@@ -75,6 +75,40 @@ def test_packets_worth_nothing_keep_the_uniform_start(policy, normalize):
     assert allocation.power_modulus.tolist() == [0.2, 0.2]
     assert allocation.slot_share.tolist() == [0.03125, 0.03125]
     assert set(allocation.trace) == {0.0}
+
+
+# --- full run of callbacks (session 4) -------------------------------------------------------------------
+
+@pytest.mark.parametrize("rounds, every, expected", [
+    (10, 3, {1, 3, 6, 9, 10}),   # the multiple just below the last round is kept
+    (9, 3, {1, 3, 6, 9}),        # the last round is a multiple
+    (5, 3, {1, 3, 5}),           # no multiple beyond the last round
+    (1, 4, {1}),
+])
+def test_scheduled_rounds_are_the_first_every_multiple_and_the_last(rounds, every, expected):
+    assert scheduled_rounds(rounds, every) == frozenset(expected)
+
+
+def test_progress_log_reports_round_one_and_a_missing_rate_as_a_dash(caplog):
+    sim, state = _bookkeeping()
+    row = {"test_accuracy": 0.5, "train_loss": 2.0, "sign_error_rate": None, "modulus_error_rate": 0.25}
+    with caplog.at_level(logging.INFO, logger="spfl"):
+        ProgressLog().after_round(sim, state, RoundOutcome(round=1, row=row))
+    assert [r.getMessage() for r in caplog.records] == [
+        "spfl round 1/10: test accuracy 0.5000, train loss 2.0000, sign/modulus packet error -/25.0%"]
+
+
+def test_checkpoints_are_written_at_every_multiple_from_round_one_on(tmp_path, monkeypatch):
+    """With every = 1 each round but the last is saved, round 1 included; the initial model (round 0)
+    never is (nothing to resume)."""
+    saved = []
+    monkeypatch.setattr("spfl.checkpoint.save", lambda path, run_hash, state: saved.append(state["round"]))
+    sim = SimpleNamespace(spec=SimpleNamespace(method="spfl", rounds=3, run_hash="h"))
+    hook = Checkpoints(tmp_path / "checkpoint.pt", every=1)
+    for round_index in range(4):
+        state = SimpleNamespace(status="ok", round=round_index, to_checkpoint=lambda r=round_index: {"round": r})
+        hook.after_round(sim, state, RoundOutcome(round=round_index, row={}))
+    assert saved == [1, 2]
 
 
 # --- the simulation's records and settings -------------------------------------------------------------
