@@ -315,3 +315,90 @@ def test_blocked_squared_norms_are_the_whole_matrix_sums_at_any_thread_count(thr
         assert np.array_equal(u_sign, ETA * inner.numpy() - quadratic * c_sq.numpy())
     finally:
         torch.set_num_threads(before)
+
+
+# --- mutation survivors (full mutmut run, session 4) ---
+def test_constructor_defaults_are_the_spec_defaults():
+    """Unset, the modulus is sent as exact float32 magnitudes (31 bits) and signSGD averages scaled signs:
+    the defaults of spfl.spec, also as the attributes a caller reads back."""
+    agg = Aggregator("signs", ALPHA)
+    assert (agg.modulus_bits, agg.signsgd_aggregation) == (31, "mean")
+    assert (agg.compensation, agg.normalize) == ("received_mean", "received")
+
+
+def test_unknown_rule_or_compensation_names_the_value_and_the_allowed_ones():
+    """One clear line: the bad value and every allowed one."""
+    with pytest.raises(ValueError) as bad_rule:
+        Aggregator("fedavg", ALPHA)
+    assert str(bad_rule.value) == ("aggregation rule 'fedavg': allowed "
+                                   "('full', 'stale', 'sign_reuse', 'no_reuse', 'signs')")
+    with pytest.raises(ValueError) as bad_compensation:
+        Aggregator("sign_reuse", ALPHA, compensation="mean")
+    assert str(bad_compensation.value) == ("compensation 'mean': allowed "
+                                           "('received_mean', 'previous_update', 'scalar')")
+
+
+def test_float32_weights_are_normalized_in_float64():
+    """alpha given in float32 (e.g. a torch tensor) is widened to float64 before it is normalized: the
+    weights and the received-mean modulus are the float64 quotients of the float32 values."""
+    alpha32 = np.array([0.1, 0.2, 0.3], dtype=np.float32)
+    a = [float(x) for x in alpha32]  # the float32 values, exactly, as Python floats
+    g = G.double()
+    agg = Aggregator("sign_reuse", alpha32)
+    weights, _ = copy.deepcopy(agg).contributions(g, delivery([1, 1, 1], [1, 1, 1]))
+    assert weights.dtype == np.float64
+    assert weights.tolist() == [a[0] / (a[0] + a[1] + a[2]), a[1] / (a[0] + a[1] + a[2]),
+                                a[2] / (a[0] + a[1] + a[2])]
+    # devices 0 and 1 deliver both packets: c = (a0 |g0| + a1 |g1|) / (a0 + a1), entry by entry
+    agg.aggregate(g, delivery([1, 1, 1], [1, 1, 0]))
+    w0, w1 = a[0] / (a[0] + a[1]), a[1] / (a[0] + a[1])
+    assert agg.modulus.tolist() == pytest.approx([w0 * 1.0 + w1 * 3.0, w0 * 2.0 + w1 * 1.0, w1 * 2.0], rel=1e-15)
+
+
+def test_signsgd_worths_use_its_own_scale_also_after_an_update_under_previous_update():
+    """signSGD's sign packet carries its own scale ||g_k||_1 / d: with compensation=previous_update (a valid
+    spec) its worths do not change once an update exists (hand-computed for G)."""
+    eta, smooth = 0.1, 2.0  # quadratic term L eta^2 / 2 = 0.01
+    agg = Aggregator("signs", ALPHA, compensation="previous_update")
+    expected = [0.1 * 3.0 - 0.01 * 3.0, 0.1 * 12.0 - 0.01 * 12.0, 0.1 * 25 / 3 - 0.01 * 25 / 3]
+    for _ in range(2):  # before and after the first update
+        u_sign, u_modulus = agg.packet_worths(G, eta, smooth)
+        assert u_sign == pytest.approx(expected, rel=1e-12) and u_modulus == pytest.approx(expected, rel=1e-12)
+        assert agg.aggregate(G, delivery([1, 1, 1], [0, 0, 0])) is not None
+
+
+def test_squared_norms_never_sum_a_row_alone_when_there_are_more():
+    """With two threads torch splits a one-row sum across them (another rounding); the blocks of two or
+    three rows keep every squared norm the whole-matrix sum bit for bit for 3, 4 and 5 devices (the row
+    chosen is one whose one-row sum differs in the last bit)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        d = 300_007
+        row = (torch.randn(4, d, generator=torch.Generator().manual_seed(6)) * torch.logspace(-5, 1, d))[0]
+        for num in (3, 4, 5):
+            uploads = row.expand(num, d).contiguous()
+            agg = Aggregator("full", np.full(num, 1 / num))
+            _, u_modulus = agg.packet_worths(uploads, ETA, SMOOTH)
+            whole = uploads.double().square().sum(dim=1)
+            assert np.array_equal(u_modulus, (ETA - SMOOTH * ETA**2 / 2) * whole.numpy())
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_no_devices_are_worth_nothing():
+    """An empty federation (no upload rows) has empty worths, without an error, under every rule."""
+    for rule in ("full", "stale", "sign_reuse", "no_reuse", "signs"):
+        u_sign, u_modulus = Aggregator(rule, np.zeros(0)).packet_worths(torch.zeros(0, 4), ETA, SMOOTH)
+        assert u_sign.shape == u_modulus.shape == (0,)
+
+
+def test_restored_stale_flags_are_booleans():
+    """A checkpoint's has_stale given as 0/1 is read back as booleans, and the stale rule reuses the
+    restored rows of the flagged devices."""
+    agg = Aggregator("stale", ALPHA)
+    agg.load_state_dict({"modulus": None, "previous_update": None, "stale": G * 10, "has_stale": [1, 0, 0]})
+    assert agg.has_stale.dtype == bool and agg.has_stale.tolist() == [True, False, False]
+    out = agg.aggregate(G, delivery([0, 1, 0], [0, 0, 0]))
+    assert torch.allclose(out, (0.5 * G[0] * 10 + 0.25 * G[1]) / 0.75)
+    assert agg.state_dict()["has_stale"].dtype == bool

@@ -1,5 +1,7 @@
 """Channel physics: closed-form packet errors against direct sampling of the fading."""
 
+import math
+
 import numpy as np
 import pytest
 from scipy.stats import binom
@@ -117,3 +119,23 @@ def test_block_fading_shares_one_draw_per_device_and_per_packet_does_not():
     assert not np.array_equal(independent[:, 0], independent[:, 1])
     with pytest.raises(ValueError, match="fading"):
         draw_fading(np.random.default_rng(3), 5, "rician")
+
+
+# --- mutation survivors (full mutmut run, session 4) ---
+
+def test_waterfall_links_without_bandwidth_or_time_are_dead():
+    """The waterfall threshold m B N0 / (p lambda) does not involve the slot and is 0 at B = 0; a packet with
+    no bandwidth or no time is still always lost (threshold +inf), not always received."""
+    assert failure_threshold(0.0, 0.1, 1e-10, 1e4, 0.05, NOISE, "waterfall") == np.inf
+    assert failure_threshold(1e6, 0.1, 1e-10, 1e4, 0.0, NOISE, "waterfall") == np.inf
+    assert failure_threshold(1e6, 0.1, 1e-10, 1e4, 0.05, NOISE, "waterfall") == pytest.approx(1e6 * NOISE / 1e-11)
+
+
+def test_integer_arguments_are_real_numbers_however_large():
+    """Settings may arrive as Python integers (``total_bandwidth_mhz: 5``); each argument is taken as a real
+    number, also beyond 64-bit integers (where numpy would otherwise keep an object array)."""
+    big = [10**20, 10**20]  # lists: numpy keeps integers beyond int64 as Python objects
+    spectral_efficiency = 1e20 / (1e20 * 1e20)
+    expected = 1e20 * NOISE * math.expm1(spectral_efficiency * math.log(2.0)) / (1e20 * 1e20)
+    assert failure_threshold(big, big, big, big, big, NOISE) == pytest.approx([expected, expected], rel=1e-12)
+    assert path_loss_db(big) == pytest.approx([128.1 + 37.6 * 17.0] * 2, rel=1e-12)  # log10(1e20 m / 1 km) = 17
