@@ -402,3 +402,63 @@ def test_restored_stale_flags_are_booleans():
     out = agg.aggregate(G, delivery([0, 1, 0], [0, 0, 0]))
     assert torch.allclose(out, (0.5 * G[0] * 10 + 0.25 * G[1]) / 0.75)
     assert agg.state_dict()["has_stale"].dtype == bool
+
+
+# --- mutation survivors of transmission (full mutmut run, session 4) ---
+def test_bad_link_or_scheme_names_the_value_and_the_allowed_ones():
+    with pytest.raises(ValueError) as bad_model:
+        Link(np.ones(2), 1e-20, per_model="awgn")
+    assert str(bad_model.value) == "per_model='awgn': allowed ('outage', 'waterfall')"
+    with pytest.raises(ValueError) as bad_fading:
+        Link(np.ones(2), 1e-20, fading="rician")
+    assert str(bad_fading.value) == "fading='rician': allowed ('block', 'per_packet')"
+    with pytest.raises(ValueError) as bad_scheme:
+        get_scheme("analog")
+    assert str(bad_scheme.value) == "scheme 'analog': allowed error_free, digital, sign_only, sign_modulus"
+
+
+def test_transmit_keeps_a_leading_axis_of_rounds():
+    """fading of shape (R, K, 2) gives packet outcomes of shape (R, K) for every scheme, the error-free one
+    too (the error probabilities depend on the resources only)."""
+    link = Link(np.ones(2), 1e-20)
+    fading = np.full((3, 2, 2), 5.0)
+    resources = Resources(np.full(2, 1e6), np.ones(2), np.ones(2), np.full(2, 1 / 32))
+    for name in ("error_free", "sign_modulus"):
+        d = get_scheme(name).transmit(layout(name, 10), resources, link, fading)
+        assert d.sign_ok.shape == d.modulus_ok.shape == d.both_ok.shape == (3, 2), name
+        assert d.sign_ok.all(), name
+    d = get_scheme("error_free").transmit(layout("error_free", 10), resources, link, fading)
+    assert d.q_sign.shape == d.q_modulus.shape == (3, 2) and not d.q_sign.any()
+
+
+def test_quantized_moduli_keep_the_uploads_dtype():
+    """float16 moduli (15 bits) come back in the uploads' dtype, rounded to float16's nearest value."""
+    m = torch.tensor([[1.0, 1.0 + 2.0**-12, 70000.0]], dtype=torch.float64)
+    back = quantize_modulus(m, 15)
+    assert back.dtype == torch.float64
+    assert back.tolist() == [[1.0, 1.0, 65504.0]]  # 1 + 2^-12 is below float16's resolution; 65504 its max
+
+
+def test_a_device_sends_when_it_has_any_bandwidth_and_power():
+    """A sign packet is sent with any positive bandwidth (here 0.5 Hz, a 1-bit packet over 100 s) and
+    positive power; with zero power nothing is sent and no bit is counted, whatever its bandwidth."""
+    link = Link(np.ones(2), 1e-20)
+    single = layout("sign_only", 1, deadline=100.0)  # 1 + 32 bits (the scale)
+    resources = Resources(np.array([0.5, 1e6]), np.array([1.0, 0.0]), np.zeros(2), np.ones(2))
+    d = get_scheme("sign_only").transmit(single, resources, link, np.full((2, 2), 5.0))
+    assert d.sent_sign.tolist() == [True, False] and d.uplink_bits == single.sign_bits
+    assert d.sign_ok.tolist() == [True, False]  # 33 bits / (0.5 Hz * 100 s): 0.66 bit/s/Hz, SNR 1e20 * 5
+
+
+def test_a_packet_whose_fading_equals_its_threshold_arrives():
+    """Lost only when |h|^2 falls *below* the threshold (the rate then falls below bits / slot); at equality
+    the rate is exactly enough."""
+    link = Link(np.full(2, 1e-10), 4e-21)
+    sm = layout("sign_modulus", 4000, deadline=0.01)
+    resources = Resources(np.full(2, 1e5), np.full(2, 0.2), np.full(2, 0.2), np.full(2, 0.5))
+    t_s, t_m = link.thresholds(sm, resources)
+    d = get_scheme("sign_modulus").transmit(sm, resources, link, np.stack([t_s, t_m], axis=-1))
+    assert d.sign_ok.all() and d.modulus_ok.all()
+    below = np.stack([np.nextafter(t_s, 0), np.nextafter(t_m, 0)], axis=-1)
+    d = get_scheme("sign_modulus").transmit(sm, resources, link, below)
+    assert not d.sign_ok.any() and not d.modulus_ok.any()
