@@ -296,10 +296,6 @@ class Simulation:
             callback.after_round(self, state, outcome)
         return outcome
 
-    def run(self, out_dir: str | Path) -> dict[str, Any]:
-        """Run all rounds (resuming from a matching checkpoint) and write the records."""
-        return run_methods([self], [Path(out_dir)])[self.spec.method]
-
     def begin(self, checkpoint: Path | None, callbacks: list[Callback]) -> RunState:
         """The state to start from: a matching checkpoint's, or the initial one with its round 0 (the
         initial model) through the callbacks."""
