@@ -6,10 +6,14 @@ from __future__ import annotations
 
 import csv
 import itertools
+import json
+import logging
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
 
 from core_helpers import (
     batch_generators,
@@ -17,10 +21,13 @@ from core_helpers import (
     fading_generator,
     gain_at,
     outage_threshold,
+    partition_weights,
     textbook_gradients,
 )
-from spfl.simulation import Simulation, build_environment, run_cell
+from spfl.provenance import code_version, package_versions
+from spfl.simulation import Simulation, _finite_or_none, build_environment, run_cell
 from spfl.spec import make_spec
+from spfl.transmission import Delivery
 
 ETA, L = 0.1, 5.0
 D = 4810  # parameters of the digits MLP
@@ -208,3 +215,149 @@ def test_first_round_packet_worths_and_update_norms(run):
         expected = float((weights[t].double() - weights[t + 1].double()).norm()) / ETA
         assert float(m["update_norm"]) == pytest.approx(expected, rel=1e-4, abs=1e-9)
         assert (float(m["update_norm"]) == 0.0) == (int(m["devices_sign_received"]) == 0)
+
+
+# --- mutation survivors (full mutmut run, session 4) ---
+# Each test calls the code in its own body (not through the module fixture above: mutmut maps a mutant to the
+# tests that reach its function, and a module-scoped fixture reaches it only in the first test's setup).
+
+def tiny_simulation(method: str, **settings) -> Simulation:
+    return Simulation(build_environment(make_spec(TINY_RUN, **settings)), method)
+
+
+def test_round_row_counts_rates_and_means_of_a_hand_made_delivery():
+    """Every field of a metrics row from a 4-device delivery built by hand, and of a round where nothing
+    was sent, nothing allocated and no update made (no rates, no means, no objective, a zero update norm)."""
+    sim = tiny_simulation("spfl")
+    yes, no = True, False
+    delivery = Delivery(np.array([yes, yes, yes, no]), np.array([yes, yes, yes, no]),
+                        np.array([yes, no, yes, no]), np.array([yes, no, no, no]),
+                        np.array([0.1, 0.2, 0.3, 0.9]), np.array([0.4, 0.6, 0.8, 0.95]), 123.0)
+    row = sim.round_row(2, 0.5, delivery, SimpleNamespace(objective=0.25), torch.tensor([3.0, 4.0]))
+    assert row == {
+        "round": 2, "train_loss": 0.5,
+        "sign_error_rate": pytest.approx(1 / 3),      # 1 of 3 sent signs lost
+        "modulus_error_rate": pytest.approx(2 / 3),   # 2 of 3 sent moduli lost
+        "devices_transmitting": 3, "devices_sign_received": 2, "devices_both_received": 1,
+        "uplink_bits": 123.0, "objective": 0.25,
+        "expected_sign_error": pytest.approx(0.2), "expected_modulus_error": pytest.approx(0.6),
+        "update_norm": 5.0,
+    }
+    nothing = np.zeros(4, dtype=bool)
+    silent = Delivery(nothing, nothing, nothing, nothing, np.ones(4), np.ones(4), 0.0)
+    row = sim.round_row(3, 0.7, silent, None, None)
+    assert row == {
+        "round": 3, "train_loss": 0.7, "sign_error_rate": None, "modulus_error_rate": None,
+        "devices_transmitting": 0, "devices_sign_received": 0, "devices_both_received": 0, "uplink_bits": 0.0,
+        "objective": None, "expected_sign_error": None, "expected_modulus_error": None, "update_norm": 0.0,
+    }
+
+
+def test_finite_or_none_keeps_finite_numbers_only():
+    assert _finite_or_none(0.25) == 0.25 and _finite_or_none(0.0) == 0.0
+    assert _finite_or_none(None) is None
+    assert _finite_or_none(math.nan) is None and _finite_or_none(math.inf) is None
+    assert _finite_or_none(-math.inf) is None
+
+
+def test_error_free_resources_are_equal_bandwidth_full_power_and_one_packet():
+    """Nothing is allocated for the ideal method: B / K each, P_max on the one packet, no modulus packet
+    (power 0), the whole link to it (share 1)."""
+    sim = tiny_simulation("ideal")
+    state = sim.initial_state()
+    resources, allocation, problem = sim.resources(torch.zeros(4, D), state)
+    assert allocation is None and problem is None
+    assert resources.bandwidth.tolist() == pytest.approx([0.8e6 / 4] * 4, rel=1e-12)
+    assert resources.power_sign.tolist() == pytest.approx([dbm_to_watt(23.0)] * 4, rel=1e-12)
+    assert resources.power_modulus.tolist() == [0.0] * 4
+    assert resources.slot_share.tolist() == [1.0] * 4
+
+
+@pytest.mark.parametrize("method", ["spfl", "spfl_noreuse"])
+def test_allocation_problem_carries_the_settings_and_the_layout(method):
+    """Every scalar of the round's AllocationProblem from the settings in their own units (non-default
+    channel settings, so a setting left at the problem's default shows), alpha from the partition sizes
+    and the gains from the devices' distances."""
+    settings = dict(power_constraint="sum", per_model="waterfall", waterfall_m=2.5, fading="per_packet",
+                    normalize="all", noise_psd_dbm_hz=-170.0, max_power_dbm=20.0)
+    sim = tiny_simulation(method, **settings)
+    state = sim.initial_state()
+    uploads = torch.randn(4, D, generator=torch.Generator().manual_seed(0))
+    problem = sim.allocation_problem(uploads, state.aggregator)
+    env = sim.env
+    assert problem.alpha.tolist() == pytest.approx(partition_weights(env).tolist(), rel=1e-12)
+    assert problem.gain.tolist() == pytest.approx([gain_at(d) for d in env.geometry.distance], rel=1e-9)
+    assert problem.total_bandwidth == pytest.approx(0.8e6, rel=1e-12)
+    assert problem.max_power == pytest.approx(0.1, rel=1e-12)          # 20 dBm
+    assert problem.noise_psd == pytest.approx(1e-20, rel=1e-12)        # -170 dBm/Hz
+    assert problem.deadline == pytest.approx(0.1, rel=1e-12)           # 100 ms
+    assert (problem.sign_bits, problem.modulus_bits) == (D, 31 * D)
+    assert problem.slot_share == 0.5
+    assert (problem.power_constraint, problem.per_model, problem.waterfall_m, problem.fading) == (
+        "sum", "waterfall", 2.5, "per_packet")
+    assert problem.normalize == "all"
+    assert problem.sign_only_counts is (method == "spfl")  # sign reuse counts a sign-only receipt
+
+
+def test_run_cell_summary_timing_devices_and_log_line(tmp_path, caplog):
+    """One tiny cell: the log line naming the environment, devices.csv's header and device column,
+    timing.json, and every summary field recomputed from metrics.csv (means over rounds 1..R)."""
+    spec = make_spec(TINY_RUN, normalize="all", total_bandwidth_mhz=1.2)  # moduli lost at 1/2, 1/2, 3/4
+    with caplog.at_level(logging.INFO, logger="spfl"):
+        run_cell(spec, ["spfl_uniform"], tmp_path)
+    device = "cuda" if spec.device != "cpu" and torch.cuda.is_available() else "cpu"
+    assert f"environment: digits, 4 devices, {D} parameters, device {device}" in caplog.messages
+    with open(tmp_path / "devices.csv", newline="") as handle:
+        header = next(csv.reader(handle))
+    assert header == ["device", "distance_m", "gain", "num_samples", "alpha"]
+    assert [int(d["device"]) for d in read_csv(tmp_path / "devices.csv")] == [0, 1, 2, 3]
+
+    out = tmp_path / "spfl_uniform"
+    timing = json.loads((out / "timing.json").read_text())
+    assert list(timing) == ["wall_time_s"]
+    assert isinstance(timing["wall_time_s"], float) and timing["wall_time_s"] >= 0
+
+    metrics = read_csv(out / "metrics.csv")
+    rounds = [m for m in metrics if int(m["round"]) > 0]
+    sign = [float(m["sign_error_rate"]) for m in rounds]
+    modulus = [float(m["modulus_error_rate"]) for m in rounds]
+    accuracy = [float(m["test_accuracy"]) for m in metrics]
+    assert len(set(modulus)) > 1  # a mean that leaves a round out differs
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary == {
+        "method": "spfl_uniform", "status": "ok", "diverged_round": None,
+        "final_accuracy": accuracy[-1], "best_accuracy": max(accuracy),
+        "final_test_loss": float(metrics[-1]["test_loss"]), "rounds_completed": 3,
+        "mean_sign_error": pytest.approx(sum(sign) / 3, abs=1e-12),
+        "mean_modulus_error": pytest.approx(sum(modulus) / 3, abs=1e-12),
+        "run_hash": spec.with_method("spfl_uniform").run_hash, "code_version": code_version(),
+        "num_params": D, "versions": package_versions(),
+    }
+
+
+def test_a_diverged_run_has_no_final_accuracy_or_loss_but_keeps_its_best(tmp_path):
+    """A run marked diverged (its last evaluation finite: e.g. an upload that overflowed while the weights,
+    evaluated, stayed finite) reports no final accuracy or test loss, still its best accuracy; timing.json
+    holds the wall time to the millisecond."""
+    sim = tiny_simulation("spfl_uniform", rounds=2)
+    state = sim.train()
+    assert state.status == "ok"
+    accuracy = [r["test_accuracy"] for r in state.metric_rows]
+    assert math.isfinite(state.metric_rows[-1]["test_loss"])
+    state.status, state.diverged_round = "diverged", 2
+    summary = sim.write_records(tmp_path, state, 1.23456)
+    assert (summary["status"], summary["diverged_round"]) == ("diverged", 2)
+    assert summary["final_accuracy"] is None and summary["final_test_loss"] is None
+    assert summary["best_accuracy"] == max(accuracy)
+    assert json.loads((tmp_path / "summary.json").read_text())["final_accuracy"] is None
+    assert json.loads((tmp_path / "timing.json").read_text()) == {"wall_time_s": 1.235}
+
+
+def test_a_diverged_run_without_evaluations_has_no_accuracies(tmp_path):
+    """A run that really diverges (learning rate 1e30), trained without the evaluation callback: its summary
+    has no final or best accuracy and no test loss."""
+    sim = tiny_simulation("ideal", learning_rate=1e30, smoothness=1e-31)
+    state = sim.train(callbacks=[])
+    assert state.status == "diverged"
+    summary = sim.write_records(tmp_path, state, 0.5)
+    assert (summary["final_accuracy"], summary["best_accuracy"], summary["final_test_loss"]) == (None, None, None)
