@@ -1,10 +1,15 @@
 """The round loop: FedSGD to the bit, common random numbers, reproducibility, sanity."""
 
+import dataclasses
+import logging
+import types
+
 import numpy as np
 import pytest
 import torch
 
-from spfl.simulation import Simulation, build_environment, run_cell, streams
+import spfl.simulation as simulation
+from spfl.simulation import LaunchedRound, Simulation, build_environment, resolve_device, run_cell, run_methods, streams
 from spfl.spec import make_spec
 
 SMALL = dict(num_devices=5, batch_size=16, rounds=6, eval_every=3, learning_rate=0.1, partition="iid")
@@ -254,3 +259,308 @@ def test_lockstep_resumes_each_method_from_its_own_checkpoint(tmp_path):
     assert rows[:2] + rows[3:] == whole["spfl/metrics.csv"].decode().splitlines()[:2] + \
         whole["spfl/metrics.csv"].decode().splitlines()[3:]
     assert not saved.exists()
+
+
+# --- mutation survivors (full mutmut run, session 4) ---
+
+TINY = dict(num_devices=3, batch_size=8, rounds=2, eval_every=2, learning_rate=0.1, partition="iid")
+CUDA_ERROR = "run setting 'device' = 'cuda' is invalid here: no CUDA device; allowed cpu or auto"
+
+
+def test_resolve_device_without_and_with_cuda(monkeypatch):
+    """cuda without CUDA is refused with the exact message; auto is cpu without CUDA, cuda with it."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError) as raised:
+        resolve_device("cuda")
+    assert str(raised.value) == CUDA_ERROR
+    assert resolve_device("auto") == torch.device("cpu") and resolve_device("cpu") == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("auto") == torch.device("cuda")  # a device object only: nothing allocated
+    assert resolve_device("cuda") == torch.device("cuda")
+
+
+def test_build_environment_passes_every_partition_setting():
+    """beta (dirichlet), min size (redraws) and shards reach the partition, drawn from the seed's stream."""
+    from spfl.partition import partition
+
+    def direct(spec):
+        return partition(y, spec.num_devices, spec.partition, np.random.default_rng(streams(spec.seed)["partition"]),
+                         beta=spec.dirichlet_beta, min_size=spec.min_samples_per_device,
+                         shards_per_device=spec.shards_per_device)
+
+    spec = make_spec(num_devices=5, dirichlet_beta=0.3, min_samples_per_device=10)
+    env = build_environment(spec)
+    y = env.dataset.train_y.numpy()
+    assert all(np.array_equal(a, b) for a, b in zip(env.parts, direct(spec)))
+    # seed 0, beta 0.5: the first draw leaves a device with 105 < 150 samples, so the minimum forces a redraw
+    env = build_environment(make_spec(num_devices=5, min_samples_per_device=150))
+    assert min(len(p) for p in env.parts) >= 150
+    spec = make_spec(num_devices=5, partition="shards", shards_per_device=3)
+    env = build_environment(spec)
+    assert all(np.array_equal(a, b) for a, b in zip(env.parts, direct(spec)))
+    sizes = np.array([len(p) for p in env.parts])
+    assert env.alpha.dtype == np.float64 and np.array_equal(env.alpha, sizes / float(len(y)))
+    assert env.dataset.name == "digits"
+
+
+def test_build_environment_passes_download_and_model(monkeypatch):
+    """The spec's download flag reaches the dataset loader; an explicit model replaces the default mlp."""
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake_load(name, data_dir, download=False, **kw):
+        seen.update(name=name, data_dir=data_dir, download=download)
+        raise Stop
+
+    monkeypatch.setattr(simulation, "load_dataset", fake_load)
+    with pytest.raises(Stop):
+        build_environment(make_spec(dataset="cifar10", data_dir="somewhere", download=True, num_devices=3))
+    assert seen == dict(name="cifar10", data_dir="somewhere", download=True)
+    monkeypatch.undo()
+    cnn = build_environment(make_spec(TINY, model="cnn"))
+    assert any(isinstance(m, torch.nn.Conv2d) for m in cnn.model.module.modules())
+
+
+def test_simulation_takes_every_setting_from_the_spec():
+    """Method objects or names; the sign packet's scale header under scalar compensation; link, band,
+    learning rate, local steps, precision and the batched switch reach their owners."""
+    from spfl.methods import get_method
+
+    spec = make_spec(TINY, compensation="scalar", per_model="waterfall", waterfall_m=2.5, fading="per_packet",
+                     total_bandwidth_mhz=0.5, learning_rate=0.05, local_steps=2, precision="tf32")
+    env = build_environment(spec)
+    sim = Simulation(env, "spfl")
+    assert sim.layout.sign_bits == env.num_params + 32
+    assert (sim.link.per_model, sim.link.waterfall_m, sim.link.fading) == ("waterfall", 2.5, "per_packet")
+    assert sim.total_bandwidth == 500_000.0
+    assert (sim.trainer.learning_rate, sim.trainer.local_steps, sim.trainer.precision) == (0.05, 2, "tf32")
+    assert Simulation(env, get_method("digital")).spec == spec.with_method("digital")
+    cpu = torch.device("cpu")
+    assert not sim.trainer.uses_batched(cpu)
+    assert Simulation(env, "ideal", batched=True).trainer.uses_batched(cpu)
+    assert not Simulation(env, "ideal", batched=False).trainer.uses_batched(cpu)
+    # on a CUDA environment the default is batched (Simulation only reads the device's type)
+    on_cuda = dataclasses.replace(env, device=torch.device("cuda"))
+    assert Simulation(on_cuda, "ideal").trainer.uses_batched(cpu)
+
+
+def test_initial_state_aggregator_and_launch_fading():
+    """The aggregator gets normalize and the signSGD rule; a round's fading follows the fading model."""
+    spec = make_spec(TINY, normalize="all", signsgd_aggregation="majority", fading="per_packet")
+    sim = Simulation(build_environment(spec), "signsgd")
+    state = sim.initial_state()
+    assert (state.aggregator.normalize, state.aggregator.signsgd_aggregation) == ("all", "majority")
+    fading = sim.launch_round(state).fading
+    expected = np.random.default_rng(streams(spec.seed)["fading"]).exponential(1.0, size=(3, 2))
+    assert np.array_equal(fading, expected) and not np.array_equal(fading[:, 0], fading[:, 1])
+
+
+def test_draw_batches_gives_each_device_its_own_steps():
+    """Device k's list holds exactly its local_steps batches, drawn from its own stream."""
+    spec = make_spec(TINY, local_steps=2)
+    env = build_environment(spec)
+    sim = Simulation(env, "ideal")
+    batches = sim.draw_batches(sim.initial_state())
+    rngs = [np.random.default_rng(s) for s in streams(spec.seed)["batches"].spawn(3)]
+    assert [len(device) for device in batches] == [2, 2, 2]
+    for part, rng, device in zip(env.parts, rngs, batches):
+        for _, y in device:
+            pick = part[np.sort(rng.choice(len(part), size=8, replace=False))]
+            assert torch.equal(y, env.dataset.train_y[torch.from_numpy(pick)])
+
+
+def _launched(env, value, losses):
+    k, d = env.spec.num_devices, env.num_params
+    return LaunchedRound(np.ones((k, 2)), torch.full((k, d), value), torch.tensor(losses, dtype=torch.float32))
+
+
+def test_finish_round_divergence_before_sending():
+    """A non-finite upload with finite losses stops the round unsent: next round index, the weighted
+    train loss, status diverged."""
+    env = build_environment(make_spec(TINY))
+    sim = Simulation(env, "ideal")
+    state = sim.initial_state()
+    state.round = 3
+    launched = _launched(env, 0.0, [1.0, 2.0, 4.0])
+    launched.uploads[1, 0] = float("inf")
+    outcome = sim.finish_round(state, launched)
+    loss = sum(a * v for a, v in zip(env.alpha, (1.0, 2.0, 4.0)))
+    assert outcome.sent is False and outcome.round == 4 and outcome.train_loss == pytest.approx(loss)
+    assert (state.round, state.status, state.diverged_round) == (4, "diverged", 4)
+    assert state.metric_rows[-1] == {"round": 4, "train_loss": outcome.train_loss}
+    assert torch.equal(state.weights, env.initial_weights)
+
+
+def test_finish_round_update_momentum_and_divergence_after_update():
+    """Server momentum in closed form over two rounds (m1 = u1, m2 = 0.5 m1 + u2); no momentum leaves
+    none in the state; finite losses but overflowing weights mark the round diverged."""
+    env = build_environment(make_spec(TINY, server_momentum=0.5))
+    sim = Simulation(env, "ideal")
+    state = sim.initial_state()
+    state.round = 3
+    first = sim.finish_round(state, _launched(env, 1.0, [1.0, 1.0, 1.0]))
+    assert first.sent is True and first.round == 4 and state.round == 4
+    assert first.train_loss == pytest.approx(1.0) and state.status == "ok"
+    sim.finish_round(state, _launched(env, 2.0, [1.0, 1.0, 1.0]))
+    assert state.round == 5
+    assert torch.allclose(state.weights, env.initial_weights - 0.1 * (1.0 + 2.5), atol=1e-6)
+    assert torch.allclose(state.momentum, torch.full_like(state.momentum, 2.5))
+
+    env = build_environment(make_spec(TINY, learning_rate=10.0, smoothness=0.0))
+    sim = Simulation(env, "ideal")
+    state = sim.initial_state()
+    outcome = sim.finish_round(state, _launched(env, 3e38, [1.0, 1.0, 1.0]))
+    assert state.momentum is None  # server_momentum 0: no momentum kept (nor checkpointed)
+    assert outcome.sent is True and outcome.train_loss == pytest.approx(1.0)
+    assert (state.status, state.diverged_round) == ("diverged", 1)
+
+
+def test_finish_round_records_the_allocation_objective():
+    env = build_environment(make_spec(TINY, total_bandwidth_mhz=0.5, deadline_ms=60.0))
+    sim = Simulation(env, "spfl")
+    outcome = sim.step(sim.initial_state())
+    assert outcome.allocation is not None
+    assert outcome.row["objective"] == float(outcome.allocation.objective)
+
+
+def test_running_needs_rounds_left_and_status_ok():
+    sim = Simulation(build_environment(make_spec(TINY)), "ideal")
+    state = sim.initial_state()
+    assert sim.running(state)
+    state.round = 2
+    assert not sim.running(state)
+    state.round, state.status = 1, "diverged"
+    assert not sim.running(state)
+
+
+def test_begin_logs_the_method_when_resuming(tmp_path, caplog):
+    from spfl import checkpoint as checkpoints
+
+    sim = Simulation(build_environment(make_spec(TINY, rounds=3)), "digital")
+    state = sim.initial_state()
+    sim.step(state)
+    path = tmp_path / "checkpoint.pt"
+    checkpoints.save(path, sim.spec.run_hash, state.to_checkpoint())
+    with caplog.at_level(logging.INFO, logger="spfl"):
+        resumed = sim.begin(path, [])
+    assert resumed.round == 1 and torch.equal(resumed.weights, state.weights)
+    assert any(r.getMessage().startswith("digital: resumed from checkpoint") for r in caplog.records)
+
+
+def test_run_methods_wall_time_checkpoints_and_keys(tmp_path, monkeypatch):
+    """Each member's wall time is the sum of its own turns (one to begin, then one per round
+    sequentially, two per round in lockstep); an interrupted run leaves its checkpoint.pt; no
+    simulations give no summaries."""
+    import json
+
+    assert run_methods([], []) == {}
+    clock = iter(range(10_000))
+    monkeypatch.setattr(simulation, "time", types.SimpleNamespace(perf_counter=lambda: 0.25 * next(clock)))
+    spec = make_spec(TINY, checkpoint_every=1, rounds=3)
+    env = build_environment(spec)
+    for overlap, turns in ((False, 1 + 3), (True, 1 + 2 * 3)):
+        out = tmp_path / str(overlap)
+        summaries = run_methods([Simulation(env, m) for m in ("ideal", "digital")], [out / "ideal", out / "digital"],
+                                overlap)
+        assert list(summaries) == ["ideal", "digital"] and summaries["digital"]["method"] == "digital"
+        for m in ("ideal", "digital"):
+            assert json.loads((out / m / "timing.json").read_text()) == {"wall_time_s": 0.25 * turns}
+    finish = Simulation.finish_round
+
+    def failing(self, state, launched):
+        if state.round == 2:
+            raise RuntimeError("interrupted")
+        return finish(self, state, launched)
+
+    monkeypatch.setattr(Simulation, "finish_round", failing)
+    with pytest.raises(RuntimeError):
+        run_methods([Simulation(env, "ideal")], [tmp_path / "cut"])
+    assert (tmp_path / "cut" / "checkpoint.pt").exists()
+
+
+def test_run_methods_schedules(tmp_path, monkeypatch):
+    """On a CPU the default runs one method after another; in lockstep every method's round is launched
+    before any method's round is finished."""
+    events = []
+    launch, finish = Simulation.launch_round, Simulation.finish_round
+
+    def launch_spy(self, state):
+        events.append(("launch", self.spec.method, state.round + 1))
+        return launch(self, state)
+
+    def finish_spy(self, state, launched):
+        events.append(("finish", self.spec.method, state.round + 1))
+        return finish(self, state, launched)
+
+    monkeypatch.setattr(Simulation, "launch_round", launch_spy)
+    monkeypatch.setattr(Simulation, "finish_round", finish_spy)
+    env = build_environment(make_spec(TINY))
+    methods = ("ideal", "digital")
+    run_methods([Simulation(env, m) for m in methods], [tmp_path / "a" / m for m in methods])
+    assert events == [(e, m, r) for m in methods for r in (1, 2) for e in ("launch", "finish")]
+    events.clear()
+    run_methods([Simulation(env, m) for m in methods], [tmp_path / "b" / m for m in methods], overlap=True)
+    assert events == [(e, m, r) for r in (1, 2) for e in ("launch", "finish") for m in methods]
+
+
+def test_run_methods_on_cuda_overlaps_on_own_streams(tmp_path, monkeypatch):
+    """The GPU schedule, with torch.cuda's stream API faked (no GPU here) and stand-in simulations: by
+    default on a CUDA environment the methods run in lockstep after one synchronize of the device, each
+    member's work (begin, launch, finish) on its own stream made for that device."""
+    import contextlib
+
+    log, current = [], [None]
+
+    class FakeStream:
+        def __init__(self, device):
+            self.device = device
+
+    @contextlib.contextmanager
+    def fake_stream(stream):
+        previous, current[0] = current[0], stream
+        yield
+        current[0] = previous
+
+    monkeypatch.setattr(torch.cuda, "Stream", FakeStream)
+    monkeypatch.setattr(torch.cuda, "stream", fake_stream)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: log.append(("sync", device)))
+    cuda = torch.device("cuda")
+
+    class StandIn:
+        def __init__(self, name):
+            self.env = types.SimpleNamespace(device=cuda)
+            self.spec = types.SimpleNamespace(method=name)
+
+        def callbacks(self, checkpoint):
+            return []
+
+        def begin(self, checkpoint, callbacks):
+            log.append(("begin", self.spec.method, current[0]))
+            return types.SimpleNamespace(round=0, status="ok")
+
+        def running(self, state):
+            return state.round < 2
+
+        def launch_round(self, state):
+            log.append(("launch", self.spec.method, current[0]))
+            return ("launched", self.spec.method)
+
+        def advance(self, state, callbacks, launched=None):
+            log.append(("finish", self.spec.method, current[0], launched))
+            state.round += 1
+
+        def write_records(self, out, state, seconds):
+            return {"method": self.spec.method}
+
+    sims = [StandIn("a"), StandIn("b")]
+    assert run_methods(sims, [tmp_path / "a", tmp_path / "b"]) == {"a": {"method": "a"}, "b": {"method": "b"}}
+    assert log[0] == ("sync", cuda)
+    streams_of = {e[1]: e[2] for e in log if e[0] == "begin"}
+    assert all(isinstance(s, FakeStream) and s.device == cuda for s in streams_of.values())
+    assert streams_of["a"] is not streams_of["b"]
+    a, b = streams_of["a"], streams_of["b"]
+    round_events = [("launch", "a", a), ("launch", "b", b),
+                    ("finish", "a", a, ("launched", "a")), ("finish", "b", b, ("launched", "b"))]
+    assert log[1:] == [("begin", "a", a), ("begin", "b", b)] + round_events * 2
