@@ -485,3 +485,294 @@ def test_sign_power_share_grows_as_the_channel_weakens(fading):
         shares.append(float((c_s * result.power_sign / spent)[0]))
     assert np.all(np.diff(shares) >= -1e-6), shares
     assert shares[-1] == 1.0 and shares[0] < 0.5, shares
+
+
+# --- mutation survivors (full mutmut run, session 4) ---------------------------------------------------
+
+def test_packet_worth_closed_form_in_float64():
+    """U_m = (eta - L eta^2 / 2) ||g||^2 and U_s = eta <|g|, c> - (L eta^2 / 2) ||c||^2 (docs/model.md,
+    section 6) on hand-computed numbers, always in float64, also from float32 or integer inputs."""
+    from spfl.allocation import packet_worth
+
+    # eta = 0.1, L = 2: L eta^2 / 2 = 0.01, eta - 0.01 = 0.09.
+    u_sign, u_modulus = packet_worth([4.0, 10.0], [3.0, 1.0], [2.0, 50.0], 0.1, 2.0)
+    np.testing.assert_allclose(u_modulus, [0.36, 0.9], rtol=1e-14)
+    np.testing.assert_allclose(u_sign, [0.28, -0.4], rtol=1e-14)
+    u_sign, u_modulus = packet_worth(np.array([4, 10]), np.array([3, 1]), np.array([2, 50]), 0.1, 2.0)
+    np.testing.assert_allclose(u_modulus, [0.36, 0.9], rtol=1e-14)
+    np.testing.assert_allclose(u_sign, [0.28, -0.4], rtol=1e-14)
+    # float32 inputs are widened before the arithmetic: the result is the float64 formula of their values.
+    x = np.array([0.7, 1.7], dtype=np.float32)
+    wide = x.astype(np.float64)
+    one = np.ones(2)
+    for index in range(3):
+        args = [one, one, one]
+        args[index] = x
+        u_sign, u_modulus = packet_worth(*args, 0.1, 2.0)
+        assert u_sign.dtype == np.float64 and u_modulus.dtype == np.float64
+        squared_norm, inner, c_squared = (wide if i == index else one for i in range(3))
+        np.testing.assert_allclose(u_modulus, 0.09 * squared_norm, rtol=1e-14)
+        np.testing.assert_allclose(u_sign, 0.1 * inner - 0.01 * c_squared, rtol=1e-14)
+
+
+def test_bandwidth_policy_moves_bandwidth_to_the_better_channel():
+    """``bandwidth`` optimizes the bandwidth (at equal packet powers): with one device 10 dB weaker, it
+    reaches the best point of a plain scan over the first device's share, above the uniform split."""
+    problem = sample_problem(2, 5, scarcity=-0.5, gain=[1e-10, 1e-11], alpha=[0.5, 0.5], u_sign=[0.5, 0.5],
+                             u_modulus=[1.0, 1.0], slot_share=0.2)
+    power = float(problem.equal_power(0.2))
+    scan = max(objective(problem, np.array([b, 1.0 - b]) * problem.total_bandwidth, np.full(2, power),
+                         np.full(2, power), np.full(2, 0.2)) for b in np.linspace(0.0, 1.0, 201))
+    uniform = objective(problem, *uniform_point(problem))
+    assert scan > uniform * 1.01
+    result = allocate(problem, "bandwidth")
+    assert result.objective >= scan * (1 - 1e-6)
+
+
+def _scheduling_by_hand(problem):
+    """The documented scheduling rule as a plain loop over n: one packet at full power to the n devices
+    with the largest alpha_k pi_k(B_tot / n) U_m,k (ties: lower index first), equal shares; the first n
+    with the largest Phi wins, and it is taken only if it beats the uniform point."""
+    num = problem.num_devices
+    tau = problem.fixed_share
+    full = float(problem.equal_power(tau))
+    best_value, best = -np.inf, None
+    for n in range(1, num + 1):
+        share = problem.total_bandwidth / n
+        t = failure_threshold(share, full, problem.gain, problem.sign_bits, tau * problem.deadline,
+                              problem.noise_psd, problem.per_model, problem.waterfall_m)
+        score = [problem.alpha[k] * np.exp(-t[k]) * problem.u_modulus[k] for k in range(num)]
+        chosen = sorted(range(num), key=lambda k: (-score[k], k))[:n]
+        bandwidth, power = np.zeros(num), np.zeros(num)
+        bandwidth[chosen], power[chosen] = share, full
+        value = objective(problem, bandwidth, power, np.zeros(num), np.full(num, tau))
+        if value > best_value:  # NaN never wins
+            best_value, best = value, (bandwidth, power)
+    uniform = objective(problem, *uniform_point(problem))
+    if best is not None and best_value > uniform + 1e-9 * abs(uniform):
+        return best
+    bandwidth, power, _, _ = uniform_point(problem)
+    return bandwidth, power
+
+
+def _scheduling_cases():
+    # Devices 2 and 3 tie, and so do 0 and 1: the best n is 1 (scarce) or 3 (middle).
+    ties = dict(modulus_bits=0, alpha=[0.25] * 4, gain=[1e-10] * 4, u_modulus=[1, 1, 2, 2], u_sign=[1, 1, 2, 2])
+    yield sample_problem(4, 3, -0.5, **ties)
+    yield sample_problem(4, 3, 0.0, **ties)
+    # A device of negative worth (never worth serving) and a best n in the middle, under both normalizations.
+    negative = dict(modulus_bits=0, u_modulus=[2, -0.5, 1, 1.5, 0.8], u_sign=[2, -0.5, 1, 1.5, 0.8])
+    yield sample_problem(5, 7, 0.0, **negative)
+    yield sample_problem(5, 7, 0.0, normalize="received", **negative)
+    yield sample_problem(3, 8, -0.5, modulus_bits=0, u_modulus=[1.0, 1.0, 1.0], u_sign=[1.0, 1.0, 1.0])
+
+
+@pytest.mark.parametrize("index", range(5))
+def test_scheduling_matches_a_plain_loop_over_n(index):
+    """allocate(problem, "scheduling") is the documented rule, ties and negative worths included."""
+    problem = list(_scheduling_cases())[index]
+    bandwidth, power = _scheduling_by_hand(problem)
+    result = allocate(problem, "scheduling")
+    np.testing.assert_array_equal(result.bandwidth > 0, bandwidth > 0)
+    np.testing.assert_allclose(result.bandwidth, bandwidth, rtol=1e-12)
+    np.testing.assert_allclose(result.power_sign, power, rtol=1e-12)
+    assert result.objective == pytest.approx(objective(problem, bandwidth, power, np.zeros(problem.num_devices)),
+                                             rel=1e-12)
+
+
+def test_scheduling_with_many_devices_finds_a_late_n():
+    """With 200 devices (Phi of the n are evaluated in several chunks) the best n is 199: every device
+    but one of negative worth, which the uniform point includes."""
+    num = 200
+    u = np.ones(num)
+    u[7] = -1.0
+    problem = sample_problem(num, 9, 1.0, modulus_bits=0, alpha=np.full(num, 1.0 / num), gain=np.full(num, 1e-10),
+                             u_modulus=u, u_sign=u)
+    result = allocate(problem, "scheduling")
+    expected = np.full(num, problem.total_bandwidth / (num - 1))
+    expected[7] = 0.0
+    np.testing.assert_allclose(result.bandwidth, expected, rtol=1e-12)
+    bandwidth, power = _scheduling_by_hand(problem)
+    np.testing.assert_allclose(result.bandwidth, bandwidth, rtol=1e-12)
+
+
+def test_scheduling_never_picks_a_nan_phi():
+    """A set of devices whose Phi is NaN (worths near the float64 limit overflow in the sum) is never
+    chosen: the first best n with a number for Phi wins (here n = 1, device 1 alone)."""
+    big = 1e308
+    u_sign = np.array([-big, 1.0, big, -big, 1.0, big, -big, big])
+    rank = [1, 3, 7, 0, 5, 4, 6, 2]  # the order of U_m, largest first
+    u_modulus = np.zeros(8)
+    u_modulus[rank] = np.arange(8, 0, -1)
+    problem = sample_problem(8, 4, 2.0, modulus_bits=0, alpha=np.ones(8), gain=np.full(8, 1e-10),
+                             u_modulus=u_modulus, u_sign=u_sign)
+    result = allocate(problem, "scheduling")
+    expected = np.zeros(8)
+    expected[1] = problem.total_bandwidth
+    np.testing.assert_array_equal(result.bandwidth, expected)
+    with np.errstate(over="ignore", invalid="ignore"):
+        bandwidth, _ = _scheduling_by_hand(problem)
+    np.testing.assert_array_equal(result.bandwidth, bandwidth)
+
+
+def test_sign_share_candidates_are_the_logit_grid():
+    """With tau optimized the packet level tries tau = sigmoid(l) for l = -6, -4.5, ..., 6 (coarse:
+    -3, 0, 3), the proportional share and 1."""
+    from spfl.allocation.power import share_candidates
+
+    problem = sample_problem(2, 1, slot_share=None)
+    for coarse, logits in ((False, np.arange(-6.0, 6.1, 1.5)), (True, [-3.0, 0.0, 3.0])):
+        expected = sorted({1.0 / (1.0 + np.exp(-float(z))) for z in logits} | {problem.proportional_share, 1.0})
+        np.testing.assert_allclose(share_candidates(problem, coarse), expected, rtol=1e-14)
+
+
+def test_refined_sign_share_reaches_the_best_of_a_dense_grid():
+    """best_split(refine=True) zooms the sign share tau around the best grid entry: its value is within
+    1e-6 of the best of a dense (tau, power split) grid of the device's term, computed here directly."""
+    from spfl.allocation.objective import device_coefficients
+
+    for seed in (0, 5):
+        problem = sample_problem(1, seed, slot_share=None, u_sign=[0.6], u_modulus=[1.0])
+        a, b = device_coefficients(problem)
+        bandwidth = problem.total_bandwidth
+        tau = 1.0 / (1.0 + np.exp(-np.linspace(-5.0, 0.0, 501)))[:, None]
+        x = 1.0 / (1.0 + np.exp(-np.linspace(-8.0, 8.0, 1601)))[None, :]
+        c_s, c_m = problem.power_weights(tau)
+        t_s = failure_threshold(bandwidth, x * problem.max_power / c_s, problem.gain[0], problem.sign_bits,
+                                tau * problem.deadline, NOISE_PSD)
+        t_m = failure_threshold(bandwidth, (1 - x) * problem.max_power / c_m, problem.gain[0], problem.modulus_bits,
+                                (1 - tau) * problem.deadline, NOISE_PSD)
+        reference = float(np.max(a[0] * np.exp(-t_s) + b[0] * np.exp(-np.maximum(t_s, t_m))))
+        split = best_split(problem, np.array([bandwidth]), a, b, refine=True)
+        assert split.value[0] >= reference * (1 - 1e-6), (seed, split.value, reference)
+
+
+@pytest.mark.parametrize("seed, scarcity, fields", [
+    (105, 0.0, {}), (107, -0.5, {}), (100, 0.0, {}),
+    # under the waterfall model Phi rises as a device's share goes to 0+: the zooms must go a whole step
+    (601, -0.29, {"per_model": "waterfall", "u_sign": [0.63, 0.83], "u_modulus": [1.0, 1.0], "slot_share": 0.38}),
+])
+def test_bandwidth_policy_reaches_the_optimum_of_a_dense_scan(seed, scarcity, fields):
+    """Two devices at equal packet powers: the bandwidth block (a grid of 80 steps, then two zooms in
+    eighths) finds the best share of its 1/64-step lattice (multiples of 1/5120 of the band), here
+    scanned directly."""
+    from spfl.allocation.objective import objective_terms
+
+    problem = sample_problem(2, seed, scarcity=scarcity, normalize="all", **{"slot_share": 0.2, **fields})
+    tau = problem.slot_share
+    power = np.full(2, float(problem.equal_power(tau)))
+    share = (np.arange(5121) / 5120)[:, None]
+    values, _, factors = objective_terms(problem, np.hstack([share, 1.0 - share]) * problem.total_bandwidth, power,
+                                         power, np.full(2, tau))
+    scan = float(np.max(np.sum(values * factors, axis=-1)))
+    assert allocate(problem, "bandwidth").objective >= scan - 1e-12 * abs(scan)
+
+
+def test_best_bandwidth_without_a_cache():
+    """best_bandwidth works without a per-solve cache: two identical devices split the band equally."""
+    from spfl.allocation.bandwidth import best_bandwidth
+
+    problem = sample_problem(2, 3, alpha=[0.5, 0.5], gain=[1e-10, 1e-10], u_sign=[0.5, 0.5], u_modulus=[1.0, 1.0],
+                             slot_share=0.2)
+    share, split = best_bandwidth(problem, *device_coefficients(problem), fixed_power=True)
+    np.testing.assert_allclose(share, [0.5, 0.5], rtol=1e-12)
+    assert np.all(split.power_sign > 0)
+
+
+def test_normalization_factors_clip_probabilities_just_above_one():
+    """A p_j a rounding error above 1 counts as 1: with every device certain to arrive,
+    G_k = 1 / sum_j alpha_j."""
+    problem = sample_problem(3, 2, normalize="received", alpha=[0.2, 0.3, 0.5])
+    factors = normalization_factors(problem, np.full(3, 1.0 + 1e-12))
+    np.testing.assert_allclose(factors, 1.0, rtol=1e-10)
+
+
+def test_dilution_of_a_batch_of_points():
+    """dilution takes leading batch axes: each row is d Phi / d p_j through the other devices'
+    normalizations, here from the exact enumeration of G by central differences."""
+    rng = np.random.default_rng(8)
+    num = 4
+    problem = replace(sample_problem(num, 1, normalize="received"), alpha=[0.1, 0.2, 0.3, 0.4])
+    values = rng.normal(size=(2, num))
+    include = rng.uniform(0.1, 0.9, (2, num))
+    got = dilution(problem, values, include)
+    assert got.shape == (2, num)
+    step = 1e-5
+    for row in range(2):
+        for j in range(num):
+            up, down = include[row].copy(), include[row].copy()
+            up[j] += step
+            down[j] -= step
+            change = exact_factors(problem.alpha, up) - exact_factors(problem.alpha, down)
+            others = np.arange(num) != j
+            numeric = np.sum((values[row] * change)[others]) / (2 * step)
+            assert got[row, j] == pytest.approx(numeric, rel=1e-6, abs=1e-9)
+
+
+def test_objective_widens_a_float32_sign_share():
+    """The sign share enters the thresholds in float64 even when given as float32."""
+    problem = sample_problem(2, 4, slot_share=None)
+    tau = np.array([0.3, 0.7], dtype=np.float32)
+    bandwidth = np.full(2, problem.total_bandwidth / 2)
+    power = np.full(2, problem.max_power)
+    got = objective(problem, bandwidth, power, power, tau)
+    assert got == pytest.approx(_by_hand(problem, bandwidth, power, power, tau.astype(np.float64)), rel=1e-13)
+
+
+def test_bandwidth_policy_with_sign_share_one():
+    """slot_share = 1 (the sign packet holds the whole deadline): the bandwidth policy sends signs only,
+    each at the whole budget (energy constraint: tau p_s <= P)."""
+    problem = replace(sample_problem(3, 6, scarcity=-0.5, slot_share=0.5), slot_share=1.0)
+    result = allocate(problem, "bandwidth")
+    served = result.power_sign > 0
+    assert served.any()
+    np.testing.assert_allclose(result.power_sign[served], problem.max_power, rtol=1e-12)
+    assert np.all(result.power_modulus == 0)
+    assert result.objective >= objective(problem, *uniform_point(problem)) * (1 - 1e-12)
+
+
+def test_spfl_trace_holds_its_ablations_before_the_linearized_rounds():
+    """Under ``received`` with tau optimized, SP-FL first solves at the proportional share, then offers
+    the power-only and bandwidth-only answers (with tau optimized too): the trace after those stages
+    (entries 0-3: uniform, proportional share, power, bandwidth) is already at least their Phi."""
+    problem = sample_problem(3, 302, scarcity=-0.5, slot_share=None, normalize="received", gain=np.full(3, 1e-10),
+                             alpha=np.full(3, 1 / 3))
+    result = allocate(problem)
+    ablations = max(allocate(problem, "power").objective, allocate(problem, "bandwidth").objective)
+    assert result.trace[3] >= ablations * (1 - 1e-12), (result.trace, ablations)
+
+
+@pytest.mark.parametrize("seed, num, scarcity", [(401, 3, -0.95), (410, 3, -0.5), (415, 2, -0.25)])
+def test_bandwidth_shares_are_normalized_to_one(seed, num, scarcity):
+    """The bandwidth block's shares are normalized to sum to 1 (within half an ulp): the band is spent."""
+    problem = sample_problem(num, seed, scarcity=scarcity, slot_share=0.2, normalize="all")
+    shares = allocate(problem, "bandwidth").bandwidth / problem.total_bandwidth
+    assert abs(float(np.sum(shares)) - 1.0) < 1.5e-16
+
+
+def test_exp_negative_is_numpys_exp_also_for_infinite_thresholds_on_large_arrays():
+    """The packet search's exp(-t) skips numpy's slow underflow path on large arrays; it must still be
+    numpy's exp(-t) bit for bit, +inf (a packet that can never arrive: 0) and NaN included.  Found by a
+    mutant of the full mutmut run (session 4): inf * mask gave NaN, so an entry whose modulus could never
+    arrive was worth NaN (then silent) instead of its sign's worth, in grids of 4096 entries or more."""
+    from spfl.allocation.power import _BIG_ARRAY, _exp_negative
+
+    values = np.array([0.0, 1e-300, 0.5, 744.0, 745.1, 745.2, 746.0, 1e300, np.inf, np.nan])
+    for size in (16, _BIG_ARRAY, 3 * _BIG_ARRAY):
+        t = np.resize(values, size)
+        expected = np.exp(-t)
+        got = _exp_negative(t.copy())
+        assert np.array_equal(got, expected, equal_nan=True), size
+
+
+def test_equal_power_splits_of_a_large_grid_are_those_of_its_rows_alone():
+    """The bandwidth-only policy's grid at K = 50 (5,050 entries) and each of its rows solved alone (under
+    4,096 entries) give the same splits, also where the modulus can never arrive (sign share 0.99)."""
+    problem = replace(sample_problem(50, 1, scarcity=-2.0, slot_share=0.5), slot_share=0.99)
+    grid = np.linspace(0.0, 1.0, 101)[:, None] * np.full((1, 50), problem.total_bandwidth)
+    coef_sign, coef_both = device_coefficients(problem)
+    whole = best_split(problem, grid, coef_sign, coef_both, fixed_power=True)
+    for row in range(grid.shape[0]):
+        alone = best_split(problem, grid[row], coef_sign, coef_both, fixed_power=True)
+        assert np.array_equal(whole.value[row], alone.value), row
+    assert (whole.value > 0).any()

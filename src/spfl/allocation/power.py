@@ -234,15 +234,16 @@ def _term(block: bool, x, rest, A, M, a, b):
 
 
 def _exp_negative(t):
-    """exp(-t) for t >= 0, in place, bit for bit numpy's.  numpy's vectorized exp is several times slower
-    on arguments whose result underflows to 0 (t > 745.2), and most of a large grid's are there, so on
-    large arrays those are set to 0 directly."""
+    """exp(-t) for t >= 0 (+inf and NaN included), in place, bit for bit numpy's.  numpy's vectorized exp
+    is several times slower on arguments whose result underflows to 0 (t > 745.2), and most of a large
+    grid's are there, so on large arrays those are set to 0 directly.  (Not by multiplying with a mask:
+    inf * 0 is NaN, and a dead packet's threshold is +inf.)"""
     if t.size < _BIG_ARRAY:
         return np.exp(np.negative(t, out=t), out=t)
-    keep = t < _UNDERFLOW
-    np.multiply(t, keep, out=t)         # exp(-0) = 1, then times 0 below
+    far = t >= _UNDERFLOW               # +inf too; NaN stays NaN, as in numpy
+    np.copyto(t, 0.0, where=far)        # exp(-0) = 1, set to 0 below
     np.exp(np.negative(t, out=t), out=t)
-    np.multiply(t, keep, out=t)
+    np.copyto(t, 0.0, where=far)
     return t
 
 
