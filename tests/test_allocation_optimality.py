@@ -1,5 +1,7 @@
 """Allocation quality and robustness: dense grid at K = 2-3, multi-start SLSQP at K = 10-20, hypothesis."""
 
+import itertools
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -20,6 +22,7 @@ from allocation_reference import (
     start_at,
 )
 from spfl.allocation import ALLOCATION_POLICIES, AllocationProblem, allocate
+from spfl.allocation.bandwidth import knapsack
 
 REL = 1e-3
 SWITCHES = [(fading, normalize) for fading in ("block", "per_packet") for normalize in ("all", "received")]
@@ -140,3 +143,52 @@ def test_allocation_never_fails(problem, policy):
     assert_feasible(problem, result)
     assert_consistent(problem, result)
     assert result.objective >= result.trace[0]
+
+
+# --- mutation survivors of the knapsack (full mutmut run, session 4) ---
+
+def _knapsack_by_enumeration(values: np.ndarray, total: int) -> float:
+    """The best sum of values[k, j_k] with sum_k j_k = total, by trying every choice."""
+    return max((float(sum(values[k, j] for k, j in enumerate(choice)))
+                for choice in itertools.product(range(values.shape[1]), repeat=values.shape[0])
+                if sum(choice) == total), default=-np.inf)
+
+
+def test_knapsack_with_few_options_and_many_sums_matches_enumeration():
+    """The dynamic program's layout for few options and many sums (total + 1 > 4 options: the zooms), which
+    the smaller enumerations never reach: random values with impossible options, and a case where the
+    first devices must all take option 0 (the lowest sum every device before the last few can leave)."""
+    rng = np.random.default_rng(15)
+    checked = 0
+    for _ in range(60):
+        options = int(rng.integers(2, 4))
+        num = int(rng.integers(8 if options == 2 else 6, 10))  # so that 4 options <= the largest total
+        total = int(rng.integers(4 * options, num * (options - 1) + 1))
+        values = rng.normal(size=(num, options))
+        values[rng.random((num, options)) < 0.1] = -np.inf
+        best = _knapsack_by_enumeration(values, total)
+        if best == -np.inf:
+            continue
+        chosen = knapsack(values, total)
+        assert chosen.sum() == total and float(sum(values[k, j] for k, j in enumerate(chosen))) == \
+            pytest.approx(best, rel=1e-12, abs=1e-12)
+        checked += 1
+    assert checked >= 25
+    values = np.zeros((12, 3))
+    values[:2, 1:] = -10.0       # devices 0 and 1 lose by sending anything
+    values[2:, 2] = 1.0          # the others gain by taking two units each: 10 x 2 = 20 = the total
+    assert knapsack(values, 20).tolist() == [0, 0] + [2] * 10
+
+
+def test_knapsack_with_more_options_than_the_total():
+    """Options beyond the total can never be taken; the first device's table is cut to the total."""
+    values = np.array([[0.0, 3.0, 1.0, 9.0, 9.0], [0.0, 1.0, 2.0, 9.0, 9.0]])
+    assert knapsack(values, 2).tolist() == [1, 1]  # 3 + 1 beats 0 + 2 and 1 + 0
+
+
+def test_knapsack_refuses_a_total_beyond_reach_by_name():
+    """2 devices with options 0..2 reach at most 4; a total of 5 is refused in one line."""
+    assert knapsack(np.zeros((2, 3)), 4).tolist() == [2, 2]
+    with pytest.raises(ValueError) as beyond:
+        knapsack(np.zeros((2, 3)), 5)
+    assert str(beyond.value) == "knapsack total 5 exceeds what 2 devices x 2 can reach"
