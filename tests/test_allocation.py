@@ -776,3 +776,100 @@ def test_equal_power_splits_of_a_large_grid_are_those_of_its_rows_alone():
         alone = best_split(problem, grid[row], coef_sign, coef_both, fixed_power=True)
         assert np.array_equal(whole.value[row], alone.value), row
     assert (whole.value > 0).any()
+
+
+@pytest.mark.parametrize("num, units", [(1, 80), (2, 80), (3, 81), (7, 84), (50, 100), (79, 158), (80, 80),
+                                        (81, 81), (300, 300), (600, 600)])
+def test_grid_units_by_hand(num, units):
+    """J is the smallest multiple of K that is at least 80, ceil(80 / K) * K (K itself from K = 80 on)."""
+    from spfl.allocation.bandwidth import grid_units
+
+    got = grid_units(num)
+    assert got == units and isinstance(got, int)
+
+
+def test_dilution_of_three_devices_by_hand():
+    """K = 3: G_k is affine in p_j, with slope E_m[1 / (alpha_k + alpha_j + alpha_m I_m) - 1 / (alpha_k +
+    alpha_m I_m)] over the third device m, so D_j = sum_{k != j} v_k times that slope, written out."""
+    problem = replace(sample_problem(3, 1, normalize="received"), alpha=np.array([0.2, 0.3, 0.5]))
+    values = np.array([2.0, -1.0, 3.0])
+    include = np.array([0.25, 0.5, 0.75])
+    a, v, p = [0.2, 0.3, 0.5], values, include
+    expected = []
+    for j in range(3):
+        total = 0.0
+        for k in {0, 1, 2} - {j}:
+            (m,) = {0, 1, 2} - {j, k}
+            slope = (p[m] * (1 / (a[k] + a[j] + a[m]) - 1 / (a[k] + a[m]))
+                     + (1 - p[m]) * (1 / (a[k] + a[j]) - 1 / a[k]))
+            total += v[k] * slope
+        expected.append(total)
+    # j = 0 by hand: -1 * (0.75 (1 - 1/0.8) + 0.25 (1/0.5 - 1/0.3)) + 3 * (0.5 (1 - 1/0.8) + 0.5 (1/0.7 - 1/0.5))
+    assert expected[0] == pytest.approx(-0.7113095238095238, rel=1e-14)
+    np.testing.assert_allclose(dilution(problem, values, include), expected, rtol=1e-12)
+
+
+def test_dilution_is_float_whatever_the_input_dtypes():
+    """dilution computes in float64: integer values give a float array of zeros of their shape under
+    ``all``, and float32 probabilities the float64 answer of the same numbers under ``received``."""
+    problem = replace(sample_problem(3, 1, normalize="received"), alpha=np.array([0.2, 0.3, 0.5]))
+    got = dilution(replace(problem, normalize="all"), np.array([1, 2, 3]), np.array([0.2, 0.5, 0.9]))
+    assert got.dtype == np.float64 and got.shape == (3,) and np.all(got == 0.0)
+    include = np.array([0.1, 0.3, 0.7], dtype=np.float32)
+    values = np.array([2.0, -1.0, 3.0])
+    np.testing.assert_allclose(dilution(problem, values, include), dilution(problem, values, include.astype(float)),
+                               rtol=1e-14)
+
+
+def test_best_bandwidth_optimizes_the_power_split_by_default():
+    """best_bandwidth's default is the SP-FL packet level (tau and the power split optimized), not the
+    equal-power ablation: with tau free some device leaves the fixed share or equal powers."""
+    from spfl.allocation.bandwidth import best_bandwidth
+
+    problem = sample_problem(4, 5, slot_share=None)
+    _, split = best_bandwidth(problem, *device_coefficients(problem))
+    assert (np.any(split.slot_share != problem.fixed_share)
+            or np.any(split.power_sign != split.power_modulus))
+
+
+def test_best_bandwidth_grid_uses_the_coarse_sign_shares_once_per_solve(monkeypatch):
+    """With tau optimized, the bandwidth grid is searched at the coarse sign shares (logits -3, 0, 3,
+    the proportional share and 1), its thresholds computed once per share and kept in the solve's cache:
+    a second call with the same cache computes no grid thresholds again, and answers the same."""
+    import spfl.allocation.power as power
+    from spfl.allocation.bandwidth import best_bandwidth, grid_units
+
+    problem = sample_problem(3, 4, slot_share=None)
+    coarse = np.unique(np.concatenate([1 / (1 + np.exp([3.0, 0.0, -3.0])), [problem.proportional_share, 1.0]]))
+    grid_taus = []
+    original = power._geometry
+
+    def spy(problem_, bandwidth, tau):
+        if np.shape(bandwidth) == (grid_units(3) + 1, 3):
+            grid_taus.append(float(tau))
+        return original(problem_, bandwidth, tau)
+
+    monkeypatch.setattr(power, "_geometry", spy)
+    cache = {}
+    first = best_bandwidth(problem, *device_coefficients(problem), cache=cache)
+    np.testing.assert_allclose(sorted(grid_taus), coarse, rtol=1e-15)
+    grid_taus.clear()
+    second = best_bandwidth(problem, *device_coefficients(problem), cache=cache)
+    assert grid_taus == []
+    np.testing.assert_array_equal(first[0], second[0])
+
+
+def test_best_bandwidth_gives_a_saturated_device_the_smallest_lattice_share():
+    """Of equally good shares the zooms keep, as the knapsack does, the smallest for the later device: a
+    device whose term is already at its top at the lattice's smallest share 1 / (64 J) (J = 81 for
+    K = 3) gets exactly that, not more."""
+    from spfl.allocation.bandwidth import best_bandwidth
+
+    problem = sample_problem(3, 1, slot_share=0.2, normalize="all", gain=np.full(3, 1e-40))
+    coefficients = device_coefficients(problem)
+    share, split = best_bandwidth(problem, *coefficients, fixed_power=True)
+    smallest = 1.0 / (64 * 81)
+    plateau = best_split(problem, np.array([[0.9, 0.1 - smallest, smallest], [0.9, 0.08, 0.02]])
+                         * problem.total_bandwidth, *coefficients, fixed_power=True).value
+    assert plateau[0, 2] == plateau[1, 2] > 0  # device 2 gains nothing from more than the smallest share
+    assert share[2] == pytest.approx(smallest, rel=1e-9)

@@ -6,9 +6,11 @@ share b.  F_k is S-shaped in b (nothing arrives until the link can carry the pay
 where the device changes mode (silent, sign only, both packets), so no local method can find which
 devices to serve.  A max-plus knapsack over the grid b = j / J (J about 80, a multiple of K, so the
 uniform split is on it) finds the exact grid optimum; two zooms then re-solve the same knapsack over
-offsets of +-1 grid step in eighths around it, so the result is within 1 / (64 J) of the continuous
-optimum in every share.  When the sign share is optimized, the grid search tries a coarse set of
-shares and the zooms the fine one.
+offsets of +-1 grid step in eighths around it (resolution 1 / (64 J)).  The zooms are local: where
+the continuous optimum lies more than one grid step from the grid optimum they stop short of it (a
+first zoom reaching one eighth further found a higher Phi in 40 of 1080 random solves at K = 3 and 5,
+by 0.5 % in the example checked).  When the sign share is optimized, the grid search tries a coarse
+set of shares and the zooms the fine one.
 """
 
 from __future__ import annotations
@@ -20,15 +22,14 @@ from spfl.allocation.power import Split, best_split
 from spfl.allocation.problem import AllocationProblem
 
 _TARGET_UNITS = 80
-_MAX_UNITS = 512
 _ZOOM_STEPS = 8   # sub-steps per grid step in each zoom
 _ZOOMS = 2
 
 
 def grid_units(num_devices: int) -> int:
-    """J: about 80 grid steps, a multiple of K so that b = 1 / K is on the grid."""
-    per_device = max(1, -(-_TARGET_UNITS // num_devices))
-    return min(num_devices * per_device, max(_MAX_UNITS - _MAX_UNITS % num_devices, num_devices))
+    """J: about 80 grid steps, the smallest multiple of K from 80 on (K itself beyond), so that b = 1 / K
+    is on the grid."""
+    return num_devices * max(1, -(-_TARGET_UNITS // num_devices))
 
 
 def best_bandwidth(problem: AllocationProblem, coef_sign, coef_both, fixed_power: bool = False,
