@@ -182,6 +182,7 @@ def overlap(out: Path, rounds: int) -> dict:
     but the wall times is byte-identical.  A 2-round run first warms up the kernels (not timed)."""
     import time
 
+    from compare_outputs import compare
     from spfl.simulation import run_cell
     from spfl.spec import make_spec
 
@@ -195,12 +196,7 @@ def overlap(out: Path, rounds: int) -> dict:
         run_cell(spec, methods, out / f"overlap_{mode}", overlap=flag)
         result[f"{mode}_s"] = time.perf_counter() - started
 
-    def records(folder: Path) -> dict[str, bytes]:
-        return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
-                if p.is_file() and p.name != "timing.json"}
-
-    first, second = records(out / "overlap_one_after_another"), records(out / "overlap_lockstep_overlap")
-    result["records_identical"] = first == second
+    result["records_identical"] = not compare(out / "overlap_one_after_another", out / "overlap_lockstep_overlap")
     result["speedup"] = result["one_after_another_s"] / result["lockstep_overlap_s"]
     print(f"overlap: {len(methods)} methods x {rounds} rounds on {settings['device']}: one after another "
           f"{result['one_after_another_s']:.1f} s, lockstep with overlap {result['lockstep_overlap_s']:.1f} s "
