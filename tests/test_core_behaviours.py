@@ -412,7 +412,7 @@ def cli_run(tmp_path, name, value):
 
 def test_every_setting_with_a_maximum_is_covered():
     assert set(MAXIMA) == {"num_devices", "server_momentum", "modulus_bits", "max_power_dbm",
-                           "noise_psd_dbm_hz", "slot_share", "threads"}
+                           "noise_psd_dbm_hz", "slot_share", "threads", "sketch_size"}
 
 
 @pytest.mark.parametrize("name", sorted(MAXIMA))
