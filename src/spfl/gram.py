@@ -72,9 +72,13 @@ def gram_matrix(gradients: torch.Tensor, others: torch.Tensor | None, sketch: Co
 
 
 def _own_blocks(gradients: torch.Tensor, others: torch.Tensor | None):
-    """Per device ||g_k||^2, <g_k, r_k>, ||r_k||^2 in float64."""
+    """Per device ||g_k||^2, <g_k, r_k>, ||r_k||^2 in float64, a few rows at a time (no float64 copy of all)."""
+    num, dim = gradients.shape
+    rows = max(1, _CHUNK * 16 // max(dim, 1))
+
     def dot(x: torch.Tensor, y: torch.Tensor) -> np.ndarray:
-        return np.array([float(x[k].double() @ y[k].double()) for k in range(x.shape[0])])
+        return torch.cat([(x[i:i + rows].double() * y[i:i + rows].double()).sum(dim=1)
+                          for i in range(0, num, rows)]).cpu().numpy()
 
     if others is None:
         return dot(gradients, gradients), None, None
