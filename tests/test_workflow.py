@@ -230,12 +230,17 @@ def test_end_to_end_tables_hold_sane_values(finished):
     packets = pd.read_csv(tables / "packet_errors.csv").dropna(subset=["mean"])
     assert packets["mean"].between(0, 100).all()
     alloc = pd.read_csv(tables / "allocation.csv")
-    share = alloc[alloc["quantity"] == "sign_power_share"]["mean"].dropna()
-    assert share.between(0, 1).all()
-    band = alloc[alloc["quantity"] == "bandwidth_khz"]
-    assert 0 < band["mean"].sum() <= 1000.0 * (1 + 1e-6)  # B_k add up to at most B_tot = 1 MHz
+    assert alloc["sign_power_share"].dropna().between(0, 1).all()
+    per_round = alloc.groupby(["method", "seed", "round"])["bandwidth_khz"].sum()
+    assert (per_round > 0).all() and (per_round <= 1000.0 * (1 + 1e-6)).all()  # B_k add up to at most B_tot = 1 MHz
+    assert alloc["bandwidth_share_pct"].between(0, 100 * (1 + 1e-6)).all()
+    assert alloc["gradient_norm_rel"].dropna().between(0, 1 + 1e-9).all()
+    served = pd.read_csv(tables / "devices_served.csv")
+    assert set(served["quantity"]) == {"transmitting", "sign arrived", "full gradient arrived"}
+    assert served["mean"].between(0, 10).all()  # K = 10 devices
     headline = pd.read_csv(tables / "headline.csv")
-    assert len(headline) == 2 and (headline["paper_gain_pp"] == 9.96).all()
+    assert len(headline) == 4 and (headline["paper_gain_pp"] == 9.96).all()  # 2 budgets x (exploratory, confirmatory)
+    assert headline["seeds"].tolist() == ["exploratory (seeds 0-1)", "confirmatory (seeds 2)"] * 2
     assert headline["gain_pp"].between(-100, 100).all()
     assert "9.96" in (tables / "headline.md").read_text()
     runs = pd.read_csv(tables / "runs.csv")

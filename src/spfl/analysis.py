@@ -340,7 +340,7 @@ def table_allocation(runs, options) -> pd.DataFrame:
         rows.append(frame)
     columns = ["experiment", *swept_keys(runs), "panel", "method", "seed", "round", "device", "distance_m",
                "channel_gain_db", "gradient_norm_rel", "bandwidth_khz", "bandwidth_share_pct", "silent",
-               "sign_power_share"]
+               "sign_power_share"]  # then n_diverged and n_runs of the row's panel and method
     if not rows and not _diverged_runs(runs)["diverged"].any():
         raise RecordError("no allocation snapshots in the runs of this table (empty allocation.csv files)")
     frame = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=[c for c in columns
@@ -349,10 +349,11 @@ def table_allocation(runs, options) -> pd.DataFrame:
     # n_diverged per panel and method (every row of a curve carries it, as in the other tables)
     every = _with_panel(runs_frame(runs), panel_keys)
     counts = (every.assign(is_diverged=every["status"].eq(DIVERGED))
-              .groupby(["panel", "method"], sort=False)["is_diverged"].sum().astype(int).rename("n_diverged"))
+              .groupby(["panel", "method"], sort=False)["is_diverged"].agg(n_diverged="sum", n_runs="count")
+              .astype(int))
     frame = frame.merge(counts.reset_index(), on=["panel", "method"], how="left")
     frame["n_diverged"] = frame["n_diverged"].fillna(0).astype(int)
-    missing = counts[counts > 0].reset_index()
+    missing = counts[counts["n_diverged"] > 0].reset_index()
     missing = missing[~missing.set_index(["panel", "method"]).index.isin(
         frame.set_index(["panel", "method"]).index)]
     if len(missing):  # a curve whose every run diverged keeps one row that says so

@@ -151,6 +151,7 @@ def coinciding(data: pd.DataFrame, x: str, hue: str, tolerance: float) -> list[t
     means = data.pivot_table(index=x, columns=hue, values="mean", aggfunc="first", sort=False)
     pairs = []
     keys = list(dict.fromkeys(data[hue]))
+    keys = [k for k in keys if k in means.columns]  # a curve whose every run diverged has no mean
     for i, a in enumerate(keys):
         for b in keys[i + 1:]:
             both = means[[a, b]].dropna()
@@ -483,7 +484,13 @@ def figure_allocation(table, figure, x, style):
                 ax.set_ylabel("Share of $B_{\\mathrm{tot}}$ (%)")
             if row == 0:
                 ax.set_title(panel)
-                _note_diverged(ax, table[table["panel"] == panel], METHOD_LABELS)
+                gone = table[(table["panel"] == panel) & (table["n_diverged"].fillna(0) > 0)] \
+                    if "n_diverged" in table else table.iloc[0:0]
+                lines = [f"{METHOD_LABELS.get(m, m)}: {int(g['n_diverged'].iloc[0])} of {int(g['n_runs'].iloc[0])} "
+                         "runs diverged (left out)" for m, g in gone.groupby("method", sort=False)]
+                if lines:
+                    ax.text(0.02, 0.98, "\n".join(lines), transform=ax.transAxes, fontsize="x-small", va="top",
+                            bbox={"boxstyle": "round", "facecolor": "white", "edgecolor": "0.5", "alpha": 0.9})
             if row == len(rows) - 1 and len(data):
                 share = 100.0 * silent.mean()
                 text = f"silent: {share:.0f} % of device-rounds"
