@@ -117,7 +117,31 @@ def test_quick_config_is_not_merged_with_the_paper_config(workdir):
 
 
 def cells_of(dry_run_output: str) -> set[str]:
-    return set(re.findall(r"wildcards: cell=([0-9a-f]{12})", dry_run_output))
+    """The cells of the simulate jobs, from their one-line messages ("[stage 2/4: simulations] cell <hash>: ...")."""
+    return set(re.findall(r"\[stage 2/4: simulations\] cell ([0-9a-f]{12}):", dry_run_output))
+
+
+def test_nested_config_overrides_merge_into_the_section(workdir):
+    """`--config 'base={rounds: 6}'` changes one key of `base` and keeps the others (README, docs/pipeline.md);
+    `style.dpi=100` is not Snakemake syntax and fails."""
+    full = snakemake(workdir, "-n", "--configfile", "config/test.yaml")
+    same = snakemake(workdir, "-n", "--configfile", "config/test.yaml", "--config", "base={rounds: 6}",
+                     "style={dpi: 100}")
+    assert same.returncode == 0, same.stderr[-2000:]
+    assert cells_of(same.stdout) == cells_of(full.stdout)  # num_devices, deadline_ms, ... of base kept
+    fewer = snakemake(workdir, "-n", "--configfile", "config/test.yaml", "--config", "base={rounds: 4}")
+    assert len(cells_of(fewer.stdout)) == len(cells_of(full.stdout)) and not cells_of(fewer.stdout) & cells_of(
+        full.stdout)
+    dotted = snakemake(workdir, "-n", "--configfile", "config/test.yaml", "--config", "style.dpi=100")
+    assert dotted.returncode != 0 and "must start with a valid identifier" in dotted.stdout + dotted.stderr
+
+
+def test_a_report_of_a_config_without_outputs_says_so_in_one_line(workdir):
+    result = snakemake(workdir, "--report", "report.html", "--configfile", "config/test.yaml")
+    assert result.returncode != 0 and not (workdir / "report.html").exists()
+    lines = [line for line in result.stderr.splitlines() if "no report of config 'test'" in line]
+    assert len(lines) == 1 and "outputs are missing" in lines[0] and "--configfile" in lines[0], result.stderr
+    assert "Missing metadata" not in result.stderr
 
 
 def test_config_overrides_set_numbers_and_lists(workdir):
@@ -178,7 +202,8 @@ def test_two_configs_write_disjoint_outputs(workdir):
     for name in ("test", "quick"):
         result = snakemake(workdir, "-n", "--configfile", f"config/{name}.yaml")
         assert result.returncode == 0, result.stderr[-2000:]
-        outputs[name] = set(re.findall(r"output: (.+)", result.stdout))
+        # every output is missing in a fresh folder: each job's "Reason: Missing output files: a, b; ..." lists them
+        outputs[name] = set(re.findall(r"Missing output files: ([^;\n]+)", result.stdout))
         outputs[name] = {path for line in outputs[name] for path in line.split(", ")}
     shared = outputs["test"] & outputs["quick"]
     assert shared == {"results/data/digits.pt"}, shared  # only the prepared dataset
