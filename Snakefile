@@ -1,5 +1,5 @@
 # SP-FL replication pipeline: data -> per-cell simulations -> tables -> figures.
-# Usage and layout: README.md ("The replication pipeline"); config keys: config/README.md.
+# Usage and layout: docs/pipeline.md; config keys: config/README.md.
 from snakemake.utils import min_version
 
 min_version("9.0")

@@ -190,7 +190,10 @@ ENTRIES: tuple[Figure, ...] = (
     Figure("headline", None, (), "headline_table", None,
            "Headline: SP-FL minus the best baseline (percentage points)",
            "SP-FL minus the best baseline at each budget of the headline experiments\n"
-           '({{ snakemake.params.options["experiments"] | join(", ") }}), in percentage points of test\n'
+           '({{ snakemake.params.options["experiments"] | join(", ") }}; column ``experiment`` names each in\n'
+           "words, its config ``label``), per seed group: the exploratory ``seeds`` and, when configured, the\n"
+           "fresh ``confirmation`` seeds (column ``seeds``), side by side; the summary line rests on the confirmation\n"
+           "seeds when there are any. In percentage points of test\n"
            "accuracy at the last round and at the round budget: mean and 95 % Student-t interval of the per-seed\n"
            "differences (seeds are paired through common random numbers), and whether the interval excludes 0\n"
            "(significant). The best baseline at a budget is the one with the highest mean final accuracy\n"
