@@ -311,8 +311,12 @@ def _x_axis(ax, table: pd.DataFrame, x: str) -> None:
         ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
         ax.xaxis.set_minor_locator(NullLocator())
         ax.xaxis.set_minor_formatter(NullFormatter())
-    elif x in ("num_devices", "rank", "iteration"):
+    elif x in ("rank", "iteration", "round"):
         ax.xaxis.get_major_locator().set_params(integer=True)
+    elif x in table and pd.api.types.is_numeric_dtype(table[x]) and 1 < table[x].nunique() <= LOG_TICKS:
+        # a swept setting: a tick at every swept value, labelled as the config writes it
+        ax.xaxis.set_major_locator(FixedLocator(sorted(table[x].dropna().unique())))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
 
 
 def drawn_tick_labels(axis) -> list[tuple[float, Any]]:
