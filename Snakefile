@@ -16,5 +16,7 @@ include: "workflow/rules/plots.smk"
 rule all:
     input:
         all_targets(),
+    message:
+        "[done] every table and figure of the config"
     default_target: True
     localrule: True
