@@ -95,9 +95,9 @@ def test_headline_shows_exploratory_and_confirmatory_groups_side_by_side(plan, t
     assert confirmatory["gain_pp"] == pytest.approx(12.5)
     assert out[out["experiment"] == "power"]["seeds"].eq("exploratory (seeds 0-2)").all()
     notes = analysis.headline_notes(out)
-    assert notes[0].startswith("Largest gain on the confirmatory (seeds 5-6): 12.50 pp")
+    assert notes[0].startswith("Largest gain on the confirmatory seeds (5-6): 12.50 pp")
     assert 'at B_tot = 1 MHz against signsgd, in "normalize: received (default)"' in notes[0]
-    assert notes[1].startswith("On the exploratory (seeds 0-2), used to choose the settings, the largest gain was")
+    assert notes[1].startswith("On the exploratory seeds (0-2), used to choose the settings, the largest gain was 1")
     figures.write_table(out, "headline", tmp_path / "h.csv", tmp_path / "h.md", tmp_path / "h.html")
     md = (tmp_path / "h.md").read_text()
     assert "| experiment | seeds | budget_label |" in md

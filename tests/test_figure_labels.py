@@ -139,4 +139,4 @@ def test_the_headline_names_each_row_and_groups_the_seeds(quick, tmp_path):
     assert groups["power sweep"] == ["exploratory (seeds 0-2)"]
     md = (tmp_path / "h.md").read_text()
     summary = md.split("\n\n", 2)[2].splitlines()[0]
-    assert summary.startswith("Largest gain on the confirmatory (seeds 5-7): ") and ', in "normalize: ' in summary
+    assert summary.startswith("Largest gain on the confirmatory seeds (5-7): ") and ', in "normalize: ' in summary

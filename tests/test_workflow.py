@@ -265,7 +265,7 @@ def test_end_to_end_tables_hold_sane_values(finished):
     assert served["mean"].between(0, 10).all()  # K = 10 devices
     headline = pd.read_csv(tables / "headline.csv")
     assert len(headline) == 4 and (headline["paper_gain_pp"] == 9.96).all()  # 2 budgets x (exploratory, confirmatory)
-    assert headline["seeds"].tolist() == ["exploratory (seeds 0-1)", "confirmatory (seeds 2)"] * 2
+    assert headline["seeds"].tolist() == ["exploratory (seeds 0-1)", "confirmatory (seed 2)"] * 2
     assert headline["gain_pp"].between(-100, 100).all()
     assert "9.96" in (tables / "headline.md").read_text()
     runs = pd.read_csv(tables / "runs.csv")

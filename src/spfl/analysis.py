@@ -572,7 +572,8 @@ def seed_groups(frame: pd.DataFrame, confirmation_seeds: Iterable[int]) -> pd.Da
     frame = frame.assign(seed_group=[CONFIRMATORY if int(s) in confirming else EXPLORATORY for s in frame["seed"]])
     names = {}
     for (experiment, group), rows in frame.groupby(["experiment", "seed_group"], sort=False):
-        names[(experiment, group)] = f"{group} (seeds {seed_list(rows['seed'])})"
+        seeds = sorted(set(rows["seed"]))
+        names[(experiment, group)] = f"{group} ({'seeds' if len(seeds) > 1 else 'seed'} {seed_list(seeds)})"
     return frame.assign(seeds=[names[k] for k in zip(frame["experiment"], frame["seed_group"])])
 
 
@@ -820,12 +821,16 @@ def headline_notes(table: pd.DataFrame) -> list[str]:
                 f"{best['budget_label']} against {best['best_baseline']}, in \"{label}\"")
 
     paper = f"; the paper reports up to {finite['paper_gain_pp'].iloc[0]:.2f} pp on CIFAR-10."
+
+    def which(rows: pd.DataFrame) -> str:  # "confirmatory (seeds 5-9)" -> "confirmatory seeds (5-9)"
+        return str(rows["seeds"].iloc[0]).replace(" (seeds ", " seeds (").replace(" (seed ", " seed (")
+
     if len(confirmed):
         exploratory = finite[groups != CONFIRMATORY]
-        notes = [largest(confirmed, f"Largest gain on the {confirmed['seeds'].iloc[0]}") + paper]
+        notes = [largest(confirmed, f"Largest gain on the {which(confirmed)}") + paper]
         if len(exploratory):
-            notes.append(largest(exploratory, f"On the {exploratory['seeds'].iloc[0]}, used to choose the "
-                                              "settings, the largest gain was") + ".")
+            notes.append(largest(exploratory, f"On the {which(exploratory)}, used to choose the settings, the "
+                                              "largest gain was").replace(" was: ", " was ") + ".")
     else:
         notes = [largest(finite, "Largest gain") + paper]
     datasets = ", ".join(sorted(set(table["dataset"])))
