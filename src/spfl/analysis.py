@@ -682,7 +682,10 @@ def devices_served_markdown(table: pd.DataFrame) -> pd.DataFrame:
 def devices_served_notes(table: pd.DataFrame) -> list[str]:
     return ["Per run, the mean over its rounds of the devices given bandwidth (transmitting), the devices whose "
             "sign (or whole) packet arrived (served) and those whose full gradient arrived; per row, the mean and "
-            "95 % Student-t interval over the row's n seeds (an interval from n >= 2)."] + diverged_notes(table)
+            "95 % Student-t interval over the row's n seeds (an interval from n >= 2).",
+            "A method that sends one packet per device (digital FL, scheduling, signSGD) counts it in both columns "
+            "when it arrives: for signSGD, whose packet is the signs and one scale, \"full gradient\" means that "
+            "packet."] + diverged_notes(table)
 
 
 SENSITIVITY_KEY = "variant"

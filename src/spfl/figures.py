@@ -172,8 +172,9 @@ ENTRIES: tuple[Figure, ...] = (
            '({{ snakemake.config["headline"]["experiments"] | join(", ") }}; one row of panels each): the\n'
            "devices whose sign (or whole) packet arrived (left) and those whose full gradient arrived (right), per\n"
            "round, averaged over the run's rounds, then mean over the exploratory seeds with 95 % interval; the\n"
-           "dotted line is the number of devices K. The table (devices_served.md) also has the devices given\n"
-           "bandwidth and the confirmation seeds.",
+           "dotted line is the number of devices K. A method that sends one packet per device (digital FL,\n"
+           "scheduling, signSGD) counts it in both panels when it arrives (for signSGD: its signs and one scale).\n"
+           "The table (devices_served.md) also has the devices given bandwidth and the confirmation seeds.",
            "devices whose sign arrived and devices whose full gradient arrived per round, per method and budget",
            needs="nothing: reads the `headline` runs (no options)", source="headline",
            notes="devices_served_notes", markdown="devices_served_markdown"),
