@@ -129,7 +129,9 @@ ENTRIES: tuple[Figure, ...] = (
            "Mean realized packet error of sign packets (solid) and modulus packets (dashed) against the total\n"
            "bandwidth, one panel per method: optimized SP-FL and SP-FL with uniform allocation (experiment\n"
            f"{_experiment('packet_errors')}). Optimization should protect\n"
-           "the sign packets first. A note in a panel says where the two packets' lines coincide. Mean over seeds\n"
+           "the sign packets first. A note in a panel says where the two packets' lines coincide: with the\n"
+           "default proportional slot share and equal packet powers (uniform allocation) both packets need the\n"
+           "same SNR, so their errors are identical by construction (docs/model.md, section 4). Mean over seeds\n"
            "with 95 % interval.",
            "mean realized sign / modulus packet error vs B_tot"),
     Figure("ablation", None, ABLATION_METHODS, "table_rounds", "figure_rounds",
