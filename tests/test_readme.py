@@ -3,6 +3,8 @@
 import re
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -107,3 +109,50 @@ def test_the_example_specs_are_valid_and_the_digits_one_runs(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     for method in ("spfl", "digital"):
         assert (tmp_path / "runs" / method / "summary.json").is_file()
+
+
+def _results_block():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("results_block", ROOT / "workflow" / "scripts" / "results_block.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_results_blocks_are_written_from_the_headline_table_and_checked(tmp_path):
+    import shutil
+
+    from spfl import figures
+    from synthetic_records import make_plan, quick_like_config, records
+
+    plan = make_plan(tmp_path / "records", quick_like_config())
+    headline = figures.build_table("headline", records(plan, plan.headline_runs()), plan.headline)
+    csv = tmp_path / "headline.csv"
+    figures.write_table(headline, "headline", csv)
+    root = tmp_path / "checkout"
+    (root / "docs").mkdir(parents=True)
+    shutil.copy(ROOT / "README.md", root / "README.md")
+    shutil.copy(ROOT / "docs" / "results.md", root / "docs" / "results.md")
+    block = _results_block()
+    assert block.main([str(csv), "--check"], root=root) == 1  # the committed blocks are placeholders
+    assert block.main([str(csv), "--write"], root=root) == 0
+    assert block.main([str(csv), "--check"], root=root) == 0
+    readme = (root / "README.md").read_text()
+    section = readme.split("<!-- results:start -->")[1].split("<!-- results:end -->")[0]
+    assert section.lstrip().startswith("Largest gain on the confirmatory seeds (5-7): ")
+    assert "| normalize: all + optimized sign share | **+49.3 [+45.5, +53.1]** |" in section
+    results = (root / "docs" / "results.md").read_text()
+    assert "| power sweep | P_max = 11 dBm | **+10.1 [+6.3, +13.9]**, n = 3, signsgd |  |" in results
+    assert len(readme.splitlines()) <= 200
+
+
+def test_the_readme_results_block_matches_the_quick_outputs_when_they_exist(monkeypatch):
+    """After `snakemake --configfile config/quick.yaml`, the README's numbers are the outputs' numbers."""
+    csv = ROOT / "results" / "quick" / "tables" / "headline.csv"
+    if not csv.exists():
+        pytest.skip("no quick outputs in this checkout (results/quick/tables/headline.csv)")
+    if "<!-- results:start -->\n*The headline is filled in" in readme_text():  # the placeholder
+        pytest.skip("the README's results block is still the placeholder")
+    monkeypatch.chdir(ROOT)  # the block names the table by its path from the checkout
+    assert _results_block().main([str(csv.relative_to(ROOT)), "--check"], root=ROOT) == 0
