@@ -532,7 +532,8 @@ def _median_to_target(group: pd.DataFrame, method: str | None) -> float:
 
 
 HEADLINE_COLUMNS = (
-    "experiment", "experiment_label", "seed_group", "seeds", "dataset", "test_set_size", "smallest_step_pp", "budget", "budget_value", "budget_label",
+    "experiment", "experiment_label", "seed_group", "seeds", "dataset", "test_set_size", "smallest_step_pp",
+    "budget", "budget_value", "budget_label",
     "method", "method_normalize", "method_accuracy_pct", "best_baseline", "baseline_normalize",
     "baseline_accuracy_pct", "gain_pp", "gain_std", "gain_ci_low", "gain_ci_high", "significant",
     "round_budget", "method_budget_accuracy_pct", "baseline_budget_accuracy_pct", "budget_gain_pp",
@@ -863,7 +864,8 @@ def headline_where(table: pd.DataFrame) -> pd.Series:
 
 
 # Columns of a comparison table that its Markdown leaves to the notes (or to the CSV).
-MARKDOWN_LEFT_OUT = ("experiment", "seed_group", "dataset", "test_set_size", "smallest_step_pp", "budget", "budget_value",
+MARKDOWN_LEFT_OUT = ("experiment", "seed_group", "dataset", "test_set_size", "smallest_step_pp", "budget",
+                     "budget_value",
                      "method", "gain_std", "target_accuracy_pct", "paper_gain_pp")
 
 

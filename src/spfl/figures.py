@@ -115,10 +115,10 @@ ENTRIES: tuple[Figure, ...] = (
            "Who gets the bandwidth: each device's share against its distance and gradient norm",
            "Who SP-FL gives the band to (experiment\n"
            f"{_experiment('allocation')}): every device at every snapshot round of every seed is\n"
-           "one point, its share of the total bandwidth B_tot against its distance to the server (top) and its gradient\n"
-           "norm relative to the round's largest (bottom), one column per budget. Hollow grey points are silent\n"
-           "devices, given no bandwidth that round; each panel says how many device-rounds were silent and compares\n"
-           "their gradient norms with the served devices'. The objective values a device by its gradient (the\n"
+           "one point, its share of the total bandwidth B_tot against its distance to the server (top) and its\n"
+           "gradient norm relative to the round's largest (bottom), one column per budget. Hollow grey points are\n"
+           "silent devices, given no bandwidth that round; each panel says how many device-rounds were silent and\n"
+           "compares their gradient norms with the served devices'. The objective values a device by its gradient (the\n"
            "one-step decrease it brings) and by what its channel costs, so a near device with a small gradient can\n"
            "be silent. The table also has each device's channel gain and the sign packet's share of its power.",
            "each device's share of B_tot against its distance and its gradient norm; silent devices marked",
