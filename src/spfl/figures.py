@@ -118,9 +118,9 @@ ENTRIES: tuple[Figure, ...] = (
            "one point, its share of the total bandwidth B_tot against its distance to the server (top) and its\n"
            "gradient norm relative to the round's largest (bottom), one column per budget. Hollow grey points are\n"
            "silent devices, given no bandwidth that round; each panel says how many device-rounds were silent and\n"
-           "compares their gradient norms with the served devices'. The objective values a device by its gradient (the\n"
-           "one-step decrease it brings) and by what its channel costs, so a near device with a small gradient can\n"
-           "be silent. The table also has each device's channel gain and the sign packet's share of its power.",
+           "compares their gradient norms with the served devices'. The objective values a device by its gradient\n"
+           "(the one-step decrease it brings) and by what its channel costs, so a near device with a small gradient\n"
+           "can be silent. The table also has each device's channel gain and the sign packet's share of its power.",
            "each device's share of B_tot against its distance and its gradient norm; silent devices marked",
            needs="anything (panels)", intervals=False),
     Figure("packet_errors", "total_bandwidth_mhz", ("spfl", "spfl_uniform"), "table_packet_errors",
