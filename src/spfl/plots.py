@@ -710,7 +710,9 @@ def figure_sensitivity(table, figure, x, style):
         ax.axvline(0.0, color="black", linewidth=0.8)
         ax.set_title(panel)
         ax.set_xlabel("Gain in final test accuracy (pp)")
-    axes[0, 0].set_yticks(range(len(variants)), labels=variants)
+    # "normalize=all+slot_share=optimized" -> "normalize: all\n+ slot_share: optimized": the change in words
+    axes[0, 0].set_yticks(range(len(variants)),
+                          labels=[v.replace("=", ": ").replace("+", "\n+ ") for v in variants])
     axes[0, 0].set_ylim(len(variants) - 0.5, -0.5)  # the first variant (default) on top
     axes[0, 0].set_ylabel("Reconstruction variant")
     hollow = any(line.get_label() == "_not_significant" for ax in axes.flat for line in ax.get_lines())
