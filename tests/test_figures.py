@@ -305,7 +305,8 @@ def test_sensitivity_figure_has_one_row_per_variant_and_a_panel_per_budget(table
     try:
         assert [ax.get_title() for ax in fig.axes] == ["B_tot = 0.5 MHz", "B_tot = 2 MHz"]
         # the default first, the others alphabetically
-        assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["default", *(v.replace("=", ": ") for v in sorted(VARIANTS[1:]))]
+        shown = ["default", *(v.replace("=", ": ") for v in sorted(VARIANTS[1:]))]  # variants in words
+        assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == shown
         assert len(gain_bars(fig)) == 2
         assert any(tuple(line.get_xdata()) == (0.0, 0.0) for line in fig.axes[0].get_lines())  # zero line
     finally:
