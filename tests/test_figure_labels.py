@@ -109,16 +109,16 @@ def test_packet_errors_are_one_panel_per_method_and_a_note_says_where_the_packet
         plt.close(fig)
 
 
-def test_curves_within_a_tenth_of_a_point_are_noted(quick):
+def test_curves_within_half_a_point_are_noted(quick):
     _, tables = quick
     frame = tables["accuracy_vs_bandwidth"].copy()
     digital = frame[frame["method"] == "digital"].set_index("total_bandwidth_mhz")["mean"]
     reuse = frame["method"] == "digital_reuse"
-    frame.loc[reuse, "mean"] = frame.loc[reuse, "total_bandwidth_mhz"].map(digital) + 0.05
+    frame.loc[reuse, "mean"] = frame.loc[reuse, "total_bandwidth_mhz"].map(digital) + 0.3
     fig = figures.draw("accuracy_vs_bandwidth", frame, STYLE)
     try:
         notes = [t.get_text() for ax in fig.axes for t in ax.texts]
-        assert "Digital FL = Digital FL + reuse (within 0.1 pp at every point)" in notes
+        assert "Digital FL = Digital FL + reuse (within 0.5 pp at every point)" in notes
         # the two curves' markers are moved apart sideways, so both stay visible
         lines = {line.get_label(): line for line in fig.axes[0].get_lines()}
         assert list(lines["Digital FL"].get_xdata()) != list(lines["Digital FL + reuse"].get_xdata())
