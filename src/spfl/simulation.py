@@ -90,7 +90,7 @@ def build_environment(spec: RunSpec, dataset: Dataset | None = None) -> Environm
     and tests bring their own tensors instead of the spec's dataset."""
     device = resolve_device(spec.device)
     if dataset is None:
-        dataset = load_prepared(spec.data_file) if spec.data_file else load_dataset(
+        dataset = load_prepared(spec.data_file, spec.dataset) if spec.data_file else load_dataset(
             spec.dataset, spec.data_dir, download=spec.download)
     seeds = streams(spec.seed)
     parts = partition(dataset.train_y.numpy(), spec.num_devices, spec.partition,
