@@ -275,6 +275,14 @@ class RunSpec:
     def run_hash(self) -> str:
         return canonical_hash(self.science())
 
+    @property
+    def cell_hash(self) -> str:
+        """The hash of the science settings without the method: the identity of a cell of methods sharing
+        one seed's environment (the pipeline's cell folder name, ``spfl.plan.cell_hash``)."""
+        science = self.science()
+        science.pop("method")
+        return canonical_hash(science)
+
 
 def canonical_json(mapping: Mapping[str, Any]) -> str:
     """Key-sorted compact JSON; floats by repr, so 5 and 5.0 hash alike after validation."""
