@@ -55,8 +55,6 @@ def _close_logging() -> None:
         if isinstance(handler, _LogFile):
             try:
                 handler.flush()
-                if handler.stream is not None:
-                    os.fsync(handler.stream.fileno())
             except OSError as exc:
                 raise LogError(exc.errno, f"cannot write the log '{handler.baseFilename}': "
                                           f"{exc.strerror or exc}") from exc
@@ -144,6 +142,7 @@ def cmd_prepare(args) -> int:
 
     _configure_logging(args.log)
     path = prepare_dataset(args.dataset, args.data_dir, args.out, download=args.download)
+    logging.getLogger("spfl").info("prepared %s -> %s", args.dataset, path)
     _close_logging()
     print(path)
     return 0

@@ -71,15 +71,6 @@ def check(out: Path, spec: RunSpec, *, keep: Iterable[Path] = (), force: bool = 
 
 def _other_spec_records(out: Path, spec: RunSpec) -> str | None:
     """Where ``out`` is owned by another cell or holds a run of different settings (the method aside)."""
-    owner = out / OWNER_FILE
-    if owner.is_file():
-        try:
-            cell = json.loads(owner.read_text()).get("cell")
-        except (OSError, ValueError, AttributeError):
-            return f"'{owner}' cannot be read"
-        if cell != spec.cell_hash:
-            return f"'{owner}' names cell {str(cell)[:40]}, this spec is cell {spec.cell_hash}"
-
     def identity(settings: dict) -> dict:
         return {k: v for k, v in settings.items() if k != "method" and (k not in SETTING or SETTING[k].science)}
 
@@ -96,6 +87,14 @@ def _other_spec_records(out: Path, spec: RunSpec) -> str | None:
         if differ:
             shown = ", ".join(differ[:4]) + (f" and {len(differ) - 4} more" if len(differ) > 4 else "")
             return f"'{path}' differs in {shown}"
+    owner = out / OWNER_FILE
+    if owner.is_file():
+        try:
+            cell = json.loads(owner.read_text()).get("cell")
+        except (OSError, ValueError, AttributeError):
+            return f"'{owner}' cannot be read"
+        if cell != spec.cell_hash:
+            return f"'{owner}' names cell {str(cell)[:40]}, this spec is cell {spec.cell_hash}"
     return None
 
 

@@ -195,7 +195,7 @@ SETTINGS: tuple[Setting, ...] = (
     _s("fading", str, "block", "Rayleigh fading: block = one draw per device and round for both packets, "
        "per_packet = an independent draw per packet.", choices=FADING_MODELS),
     _s("cell_inner_radius_m", float, 50.0, "Inner radius of the device annulus (m).", minimum=1.0,
-       maximum=100_000.0),
+       maximum=50_000.0),
     _s("cell_outer_radius_m", float, 500.0, "Outer radius of the device annulus (m).", minimum=1.0,
        maximum=100_000.0),
     _s("per_model", str, "outage", "Packet error model: Shannon-rate outage or waterfall.",
@@ -333,7 +333,7 @@ def did_you_mean(word: Any, choices: Any) -> str:
 
 class _DuplicateKey(yaml.constructor.ConstructorError):
     def __init__(self, key: Any, first_line: int, mark: yaml.Mark):
-        super().__init__(problem=f"repeats key '{shown(key)}' (first at line {first_line})", problem_mark=mark)
+        super().__init__(problem=f"repeats key '{cut(key)}' (first at line {first_line})", problem_mark=mark)
         self.key, self.first_line = key, first_line
 
 
@@ -483,12 +483,10 @@ def load_yaml(text: str | os.PathLike, source: str | None = None) -> Any:
         path = Path(text)
         source = source or f"'{path}'"
         try:
-            with path.open("rb") as handle:
-                data = handle.read(MAX_FILE_BYTES + 1)
-            if len(data) > MAX_FILE_BYTES:
+            if path.is_file() and path.stat().st_size > MAX_FILE_BYTES:
                 raise SpecError(f"{source} is larger than {MAX_FILE_BYTES >> 20} MiB: allowed a YAML or JSON file "
                                 f"of at most {MAX_FILE_BYTES >> 20} MiB")
-            text = data.decode("utf-8")
+            text = path.read_bytes().decode("utf-8")
         except FileNotFoundError:
             raise SpecError(f"{source} not found") from None
         except IsADirectoryError:
@@ -533,7 +531,7 @@ def _load_json(text: str, source: str) -> Any:
     except SpecError as exc:
         if "repeats key" in str(exc):
             raise
-    raise SpecError(f"{source} repeats key '{shown(repeated[0])[1:-1]}': allowed each key once")
+    raise SpecError(f"{source} repeats key '{cut(repeated[0])}': allowed each key once")
 
 
 def _load_yaml_text(text: str, source: str) -> Any:

@@ -18,6 +18,7 @@ from snakemake.settings.types import DeploymentMethod
 from spfl.pipeline_config import ConfigError, read_config
 from spfl.plan import load_plan
 from spfl.provenance import code_version
+from spfl.records import CELL_RECORDS, CHECKSUMS, RUN_RECORDS
 from spfl.vocabulary import DATASETS
 
 # The paper config is the default.  It is loaded only when no --configfile is given: Snakemake *merges*
@@ -151,6 +152,20 @@ def cell_marker(cell):
 
 def markers(runs):
     return [cell_marker(c) for c in PLAN.cells_of(runs)]
+
+
+def record_files(runs):
+    """The record files of the finished cells among ``runs`` (their cell.json exists): inputs of the table
+    rules, so that a record changed after its run (a newer file) reruns the tables, which verify every
+    record against its checksums.json (spfl.records.verify_run).  An unfinished cell has only its marker:
+    its records are not there yet, and the tables run after it anyway."""
+    files = set()
+    for run in runs:
+        if Path(cell_marker(run.cell)).exists():
+            folder = cell_dir(run.cell)
+            files.update(f"{folder}/{name}" for name in CELL_RECORDS)
+            files.update(f"{folder}/{run.method}/{name}" for name in (*RUN_RECORDS, CHECKSUMS))
+    return sorted(files)
 
 
 def figure_runs(figure):

@@ -1,11 +1,15 @@
 # Stage 3: aggregated tables (CSV + Markdown; mean and 95 % t-interval over seeds) under
 # `<results>/<name>/tables`.  One table per figure, the headline table and a table of every run.  The
-# figures read only these tables.
+# figures read only these tables.  Every record a table reads is verified first against its run's
+# checksums.json and the cell, seed and method the table expects (spfl.records.verify_run), and the records
+# of finished cells are inputs, so a record changed after its run reruns the tables (which then fail, in
+# one line naming the file, until its cell is rerun).
 
 
 rule table:
     input:
-        lambda wildcards: markers(figure_runs(wildcards.figure)),
+        markers=lambda wildcards: markers(figure_runs(wildcards.figure)),
+        records=lambda wildcards: record_files(figure_runs(wildcards.figure)),
     output:
         csv=f"{TABLES}/{{figure}}.csv",
         md=f"{TABLES}/{{figure}}.md",
@@ -31,7 +35,8 @@ rule table:
 
 rule headline_table:
     input:
-        lambda wildcards: markers(headline_runs()),
+        markers=lambda wildcards: markers(headline_runs()),
+        records=lambda wildcards: record_files(headline_runs()),
     output:
         csv=f"{TABLES}/headline.csv",
         md=f"{TABLES}/headline.md",
@@ -61,7 +66,8 @@ rule headline_table:
 
 rule runs_table:
     input:
-        markers(PLAN.all_runs()),
+        markers=markers(PLAN.all_runs()),
+        records=lambda wildcards: record_files(PLAN.all_runs()),
     output:
         csv=f"{TABLES}/runs.csv",
     params:
