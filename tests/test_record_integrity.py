@@ -148,7 +148,7 @@ def synthetic(tmp_path):
     for run in runs:
         if run.cell not in cells:
             cells[run.cell] = tmp_path / run.cell
-            write_cell(plan, run.cell, cells[run.cell])
+            write_cell(cells[run.cell], plan.cells[run.cell], plan.cells[run.cell].methods)
     records = [{**run.record(), "dir": str(cells[run.cell])} for run in runs]
     return records, plan.figures["accuracy_vs_round"]
 

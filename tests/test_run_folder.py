@@ -9,6 +9,7 @@ status 2 with one line, never exit 0.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import json
@@ -36,7 +37,8 @@ def restore_logging():
     yield
     for handler in root.handlers:
         if handler not in handlers:
-            handler.close()
+            with contextlib.suppress(OSError):
+                handler.close()
     root.handlers[:] = handlers
     root.setLevel(level)
 

@@ -129,8 +129,8 @@ def _read_csv(path: Path) -> pd.DataFrame:
     """A CSV record with its columns and only numbers (or empty cells); anything else is a RecordError naming
     the file, the column and the line."""
     rerun = "rerun its cell (delete the cell's cell.json)"
-    try:
-        frame = pd.read_csv(path)
+    try:  # only an empty cell is missing (how spfl.records writes None and NaN), not "n/a", "NA", "null", ...
+        frame = pd.read_csv(path, keep_default_na=False, na_values=[""])
     except FileNotFoundError:
         raise RecordError(f"run record '{path}' is missing: {rerun}") from None
     except pd.errors.EmptyDataError:

@@ -48,6 +48,15 @@ def _configure_logging(log_file: str | None) -> None:
                         force=True)
 
 
+def _drop_log_file() -> None:
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if isinstance(handler, _LogFile):
+            root.removeHandler(handler)
+            with contextlib.suppress(OSError, ValueError):
+                handler.close()
+
+
 def _close_logging() -> None:
     """Flush and close the log file now, so that a failure to write its end is this command's error."""
     root = logging.getLogger()
@@ -234,6 +243,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (ValueError, OSError) as exc:  # a user's mistake or the machine's state: one line, no traceback
+        if isinstance(exc, LogError):  # nothing more goes to a log that cannot be written
+            _drop_log_file()
         print(f"spfl {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
 
