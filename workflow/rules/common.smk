@@ -155,10 +155,7 @@ def markers(runs):
 
 
 def record_files(runs):
-    """The record files of the finished cells among ``runs`` (their cell.json exists): inputs of the table
-    rules, so that a record changed after its run (a newer file) reruns the tables, which verify every
-    record against its checksums.json (spfl.records.verify_run).  An unfinished cell has only its marker:
-    its records are not there yet, and the tables run after it anyway."""
+    """The record files of the finished cells among ``runs`` (those whose cell.json exists)."""
     files = set()
     for run in runs:
         if Path(cell_marker(run.cell)).exists():
@@ -166,6 +163,27 @@ def record_files(runs):
             files.update(f"{folder}/{name}" for name in CELL_RECORDS)
             files.update(f"{folder}/{run.method}/{name}" for name in (*RUN_RECORDS, CHECKSUMS))
     return sorted(files)
+
+
+def records_changed(runs, table):
+    """The records of ``runs`` changed (or removed) since ``table`` was built: a param of the table rules, so
+    that a record edited after its run reruns the tables (Snakemake's params trigger; `snakemake -n` lists
+    them), which verify every record (spfl.records.verify_run) and fail naming it.  Empty while the table
+    does not exist.  (The records are not inputs: for a cell not yet run they are not known to Snakemake,
+    and the set of inputs would change once it has run, rerunning every table once more.)"""
+    try:
+        built = os.stat(table).st_mtime_ns
+    except FileNotFoundError:
+        return []
+    changed = []
+    for path in record_files(runs):
+        try:
+            newer = os.stat(path).st_mtime_ns > built
+        except FileNotFoundError:
+            newer = True
+        if newer:
+            changed.append(path)
+    return changed
 
 
 def figure_runs(figure):
