@@ -46,7 +46,7 @@ def corner(choose) -> dict:
 
 
 HANDPICKED = {
-    "largest step": {"learning_rate": 10.0, "smoothness": 0.0, "server_momentum": 0.999},
+    "largest step": {"learning_rate": NUMERIC["learning_rate"].maximum, "smoothness": 0.0, "server_momentum": 0.999},
     "largest cell": {"cell_inner_radius_m": 50_000.0, "cell_outer_radius_m": 100_000.0, "max_power_dbm": -50.0,
                      "noise_psd_dbm_hz": 0.0},
     "smallest cell": {"cell_inner_radius_m": 1.0, "cell_outer_radius_m": 1.001, "max_power_dbm": 60.0,
@@ -55,7 +55,7 @@ HANDPICKED = {
     "narrowest band, longest deadline": {"total_bandwidth_mhz": 0.001, "deadline_ms": 1e6, "slot_share": 0.999},
     "waterfall extremes": {"per_model": "waterfall", "waterfall_m": 1000.0, "total_bandwidth_mhz": 10_000.0},
     "one-bit moduli, sum power": {"modulus_bits": 1, "power_constraint": "sum", "slot_share": "optimized"},
-    "most local steps": {"local_steps": 1000, "batch_size": 50_000, "learning_rate": 10.0, "smoothness": 0.0},
+    "most local steps": {"local_steps": 1000, "batch_size": 50_000, "learning_rate": 1.0, "smoothness": 0.0},
     "one device with all the data": {"num_devices": 1, "min_samples_per_device": TRAIN, "dirichlet_beta": 0.001},
     "smallest Dirichlet beta": {"num_devices": 5, "dirichlet_beta": 0.001, "partition": "dirichlet"},
     "shards": {"partition": "shards", "num_devices": 2, "shards_per_device": 700},

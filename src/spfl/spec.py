@@ -160,7 +160,8 @@ SETTINGS: tuple[Setting, ...] = (
     _s("batch_size", int, 64, "Mini-batch size per device and local step.", minimum=1, maximum=50_000),
     _s("local_steps", int, 1, "Local SGD steps E per round (1 = FedSGD; >1 uploads model delta / lr).",
        minimum=1, maximum=1000),
-    _s("learning_rate", float, 0.05, "Learning rate eta (server and local).", minimum=1e-6, maximum=10.0),
+    _s("learning_rate", float, 0.05, "Learning rate eta (server and local); a rate that makes the model diverge is a "
+       "result (status diverged), the bound keeps the allocation's arithmetic finite.", minimum=1e-6, maximum=1e30),
     _s("server_momentum", float, 0.0, "Server heavy-ball momentum (0 = plain SGD).", minimum=0.0,
        maximum=0.999),
     _s("rounds", int, 100, "Communication rounds T.", minimum=1, maximum=MAX_ROUNDS),
