@@ -24,7 +24,6 @@ from pathlib import Path
 import pytest
 
 from spfl import cli
-from spfl.records import verify_run
 from spfl.spec import make_spec
 
 TINY = {"num_devices": 4, "batch_size": 16, "rounds": 2, "eval_every": 1, "partition": "iid", "method": "ideal"}
@@ -91,6 +90,8 @@ def test_two_runs_of_different_seeds_at_once_never_mix_their_records(tmp_path, s
     assert len(message.strip().splitlines()[-1:]) == 1 and "Traceback" not in message
     assert ("is in use by another spfl run" in message) or ("holds records of another run spec" in message)
     assert json.loads((out / "ideal" / "spec.json").read_text())["seed"] == winner
+    from spfl.records import verify_run
+
     assert json.loads((out / "run.json").read_text())["cell"] == make_spec(TINY, seed=winner, rounds=20).cell_hash
     verify_run(out, "ideal", make_spec(TINY, seed=winner, rounds=20).cell_hash, winner)
 
