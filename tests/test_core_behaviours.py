@@ -430,7 +430,7 @@ def test_setting_at_its_maximum_runs_and_just_above_is_refused(tmp_path, name):
     setting = MAXIMA[name]
     top = setting.maximum
     at = top - (1e-3 if setting.exclusive_maximum else 0)
-    above = top if setting.exclusive_maximum else (top + 1 if setting.kind is int else top + 1e-3)
+    above = top if setting.exclusive_maximum else (top + 1 if setting.kind is int else top + max(1e-3, top * 1e-9))
     if setting.kind is int:
         at, above = int(at), int(above)
     refused = cli_run(tmp_path, name, above)

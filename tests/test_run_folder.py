@@ -235,3 +235,11 @@ def test_prepare_with_a_log_on_a_full_disk_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert status == 2 and "Traceback" not in err and err.splitlines()[-1].startswith(
         "spfl prepare: error: cannot write the log '/dev/full': No space left on device")
+
+
+def test_prepare_refuses_a_log_that_is_its_output(tmp_path, capsys):
+    out = tmp_path / "d.pt"
+    status = cli.main(["prepare", "digits", "--out", str(out), "--log", str(tmp_path / "." / "d.pt")])
+    assert status == 2 and not out.exists()
+    assert capsys.readouterr().err == (f"spfl prepare: error: --log '{tmp_path / 'd.pt'}' is the prepared file (--out): "
+                                       "allowed another file\n")

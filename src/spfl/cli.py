@@ -149,6 +149,10 @@ def cmd_run(args) -> int:
 def cmd_prepare(args) -> int:
     from spfl.data import prepare_dataset
 
+    if args.log and Path(args.log).is_dir():
+        raise ValueError(f"--log '{args.log}' is a folder: allowed a file")
+    if args.log and Path(args.log).resolve() == Path(args.out).resolve():
+        raise ValueError(f"--log '{args.log}' is the prepared file (--out): allowed another file")
     _configure_logging(args.log)
     path = prepare_dataset(args.dataset, args.data_dir, args.out, download=args.download)
     logging.getLogger("spfl").info("prepared %s -> %s", args.dataset, path)

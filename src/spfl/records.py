@@ -199,7 +199,8 @@ def checksums(folder: str | Path, identity: Mapping[str, Any], summary_text: str
     folder = Path(folder)
     files = {name: sha256_of(folder / name) for name in RUN_RECORDS if name != "summary.json"}
     files["summary.json"] = hashlib.sha256(summary_text.encode()).hexdigest()
-    shared = {name: sha256_of(folder.parent / name) for name in CELL_RECORDS}
+    # the cell's files, where the run is part of a cell (spfl.simulation.run_cell writes them first)
+    shared = {name: sha256_of(folder.parent / name) for name in CELL_RECORDS if (folder.parent / name).is_file()}
     return {"format": CHECKSUMS_FORMAT, **identity, "files": files, "cell_files": shared}
 
 
@@ -235,6 +236,9 @@ def verify_run(cell_folder: str | Path, method: str, cell: str, seed: int) -> No
                 raise RecordError(f"run record '{record}' is missing: {rerun}") from None
             except OSError as exc:
                 raise RecordError(f"run record '{record}' cannot be read: {exc.strerror or exc}") from None
+            if name not in recorded:
+                raise RecordError(f"run record '{record}' has no checksum in '{path}' (a run written outside a "
+                                  f"cell): {rerun}")
             if recorded.get(name) != actual:
                 raise RecordError(f"run record '{record}' does not match its checksum in '{path}' (changed or "
                                   f"damaged after its run): {rerun}")
