@@ -155,9 +155,8 @@ def test_non_finite_numbers_in_a_set_name_the_set_and_the_key(tmp_path, capsys, 
 @pytest.mark.parametrize("key, text", [("rounds", ".inf"), ("deadline_ms", ".nan"), ("seed", ".nan")])
 def test_non_finite_numbers_in_a_pipeline_config_name_the_config_key(tmp_path, key, text):
     config = tmp_path / "config.yaml"
-    config.write_text((ROOT / "config" / "test.yaml").read_text().replace("  rounds: 6\n", f"  rounds: 6\n  {key}: "
-                                                                                           f"{text}\n" if key != "rounds"
-                                                                          else f"  rounds: {text}\n"))
+    line = f"  rounds: {text}\n" if key == "rounds" else f"  rounds: 6\n  {key}: {text}\n"
+    config.write_text((ROOT / "config" / "test.yaml").read_text().replace("  rounds: 6\n", line))
     with pytest.raises(ConfigError) as caught:
         load_plan(read_config([config]))
     assert f"base.{key}" in str(caught.value) or f"'{key}'" in str(caught.value)

@@ -241,5 +241,5 @@ def test_prepare_refuses_a_log_that_is_its_output(tmp_path, capsys):
     out = tmp_path / "d.pt"
     status = cli.main(["prepare", "digits", "--out", str(out), "--log", str(tmp_path / "." / "d.pt")])
     assert status == 2 and not out.exists()
-    assert capsys.readouterr().err == (f"spfl prepare: error: --log '{tmp_path / 'd.pt'}' is the prepared file (--out): "
-                                       "allowed another file\n")
+    assert capsys.readouterr().err == (f"spfl prepare: error: --log '{tmp_path / 'd.pt'}' is the prepared file "
+                                       "(--out): allowed another file\n")

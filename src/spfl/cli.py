@@ -10,7 +10,6 @@ import contextlib
 import errno
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 

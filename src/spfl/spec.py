@@ -588,8 +588,8 @@ def parse_assignment(text: str) -> tuple[str, Any]:
     key, raw = text.split("=", 1)
     key = key.strip()
     if key not in SETTING:
-        raise SpecError(f"--set {shown(text)}: unknown run setting '{cut(key)}'{did_you_mean(key, SETTING)}: allowed keys "
-                        f"are {', '.join(SETTING)}")
+        raise SpecError(f"--set {shown(text)}: unknown run setting '{cut(key)}'{did_you_mean(key, SETTING)}: "
+                        f"allowed keys are {', '.join(SETTING)}")
     value = load_yaml(raw, source=f"--set {shown(text)}: the value")
     try:
         SETTING[key].check(value)
