@@ -243,3 +243,14 @@ def test_prepare_refuses_a_log_that_is_its_output(tmp_path, capsys):
     assert status == 2 and not out.exists()
     assert capsys.readouterr().err == (f"spfl prepare: error: --log '{tmp_path / 'd.pt'}' is the prepared file "
                                        "(--out): allowed another file\n")
+
+
+def test_a_file_system_without_locks_runs_with_a_warning(tmp_path, spec, capsys, monkeypatch):
+    """NFS without a lock daemon answers ENOLCK: the run goes on, and says that it cannot detect a second run."""
+    def no_locks(fd, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    status, err = run(capsys, spec, "--out", tmp_path / "out")
+    assert status == 0
+    assert "its file system cannot lock files (No locks available)" in err

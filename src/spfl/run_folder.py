@@ -16,6 +16,7 @@ import contextlib
 import errno
 import fcntl
 import json
+import logging
 import os
 import re
 from collections.abc import Iterable, Iterator
@@ -175,6 +176,11 @@ def _lock(out: Path):
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
+            if exc.errno in (errno.ENOLCK, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOSYS):
+                logging.getLogger("spfl").warning(
+                    "--out '%s': its file system cannot lock files (%s): a second run into it at once would not be "
+                    "detected", out, exc.strerror or exc)
+                return handle
             handle.close()
             if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 raise ValueError(f"--out '{out}' is in use by another spfl run (it holds '{path}'): wait for it to "
