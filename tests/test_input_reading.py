@@ -257,3 +257,11 @@ def test_every_number_accepted_is_finite():
 
 def test_the_tiny_config_still_reads_the_same():
     assert read_config([ROOT / "config" / "test.yaml"]) == tiny_config()
+
+
+@pytest.mark.parametrize("key", ["deadline_ms", "learning_rate", "rounds", "seed"])
+def test_an_integer_beyond_the_range_of_floats_is_refused_naming_the_key(tmp_path, key):
+    path = tmp_path / "spec.yaml"
+    path.write_text(f"{key}: 1{'0' * 400}\n")
+    message = refused(load_spec, path)
+    assert message.startswith(f"{path}: run setting '{key}' = 1000") and "allowed" in message and len(message) < 300

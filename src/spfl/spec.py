@@ -119,9 +119,14 @@ class Setting:
                 raise bad
             value = int(value)
         elif self.kind is float:
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise bad
-            value = float(value)
+            try:
+                value = float(value)  # an integer beyond the floats' range raises OverflowError
+            except OverflowError:
+                raise bad from None
+            if not math.isfinite(value):
+                raise bad
         elif not isinstance(value, str):
             raise bad
         if self.choices is not None and value not in self.choices:
