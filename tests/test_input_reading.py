@@ -265,3 +265,15 @@ def test_an_integer_beyond_the_range_of_floats_is_refused_naming_the_key(tmp_pat
     path.write_text(f"{key}: 1{'0' * 400}\n")
     message = refused(load_spec, path)
     assert message.startswith(f"{path}: run setting '{key}' = 1000") and "allowed" in message and len(message) < 300
+
+
+@pytest.mark.parametrize("text", ["seed: &a [*a]\n", "seed: &a {x: [*a]}\n", "a: &a [1]\nb: &b [*a, [*b]]\n"])
+def test_an_alias_inside_its_own_value_is_refused_at_once(text):
+    started = time.monotonic()
+    message = refused(load_yaml, text)
+    assert "holds an alias to a value that contains it (a cycle)" in message and time.monotonic() - started < 5
+
+
+def test_shared_aliases_within_the_bound_still_load():
+    assert load_yaml("a: &a [1, 2]\nb: [*a, *a]\nc: {<<: {x: 1}, y: *a}\n") == {
+        "a": [1, 2], "b": [[1, 2], [1, 2]], "c": {"x": 1, "y": [1, 2]}}

@@ -402,6 +402,7 @@ def _check_expansion(root: yaml.Node | None) -> None:
     if root is None:
         return
     size: dict[int, int] = {}
+    open_nodes: set[int] = set()  # on the path from the root: an alias to one of them is a cycle
     stack: list[tuple[yaml.Node, bool]] = [(root, False)]
     while stack:
         node, children_done = stack.pop()
@@ -410,9 +411,18 @@ def _check_expansion(root: yaml.Node | None) -> None:
         children = ([n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode)
                     else list(node.value) if isinstance(node, yaml.SequenceNode) else [])
         if not children_done:
+            if id(node) in open_nodes:
+                continue  # pushed twice before it was done (an alias to it within itself is caught below)
+            open_nodes.add(id(node))
             stack.append((node, True))
-            stack.extend((child, False) for child in children if id(child) not in size)
+            for child in children:
+                if id(child) in open_nodes:
+                    raise _TooLarge(problem="holds an alias to a value that contains it (a cycle): allowed "
+                                    "aliases to finished values only", problem_mark=child.start_mark)
+                if id(child) not in size:
+                    stack.append((child, False))
             continue
+        open_nodes.discard(id(node))
         size[id(node)] = 1 + sum(size[id(child)] for child in children)
         if size[id(node)] > MAX_VALUES:
             raise _TooLarge(problem=f"expands (its aliases resolved) to more than {MAX_VALUES} values: allowed "
