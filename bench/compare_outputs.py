@@ -12,7 +12,9 @@ importing that checkout's ``src``; AFTER_REV defaults to the working tree's HEAD
   ``summary.json`` and ``cell.json`` and the ``code_version`` column of the run tables are removed from
   both sides before comparing.  A run folder is named by its settings alone, so the same cell has the
   same path in both trees;
-- what measures the machine rather than the model: ``timing.json``, ``logs/``, ``benchmarks/``.
+- what measures the machine rather than the model: ``timing.json``, ``logs/``, ``benchmarks/``;
+- ``checksums.json``: derived from the other records (compared themselves), and its checksum of
+  ``summary.json`` covers the code version.
 
 Prints one line per differing, missing or extra file and exits 1 if there is any, else prints how many
 files were identical.
@@ -34,7 +36,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 SKIPPED_PARTS = {"logs", "benchmarks"}
-SKIPPED_NAMES = {"timing.json"}
+SKIPPED_NAMES = {"timing.json", "checksums.json"}
 PROVENANCE = "code_version"
 
 

@@ -137,7 +137,8 @@ def test_records_do_not_depend_on_the_cores_granted(tmp_path):
                           timeout=600)
         assert result.returncode == 0, result.stderr
     one, two = record_bytes(outs[1]), record_bytes(outs[2])
-    assert len(one) == 2 + 3 * 5 and one == two
+    # run.json and the lock file, devices and partition; per method 5 records and checksums.json
+    assert len(one) == 4 + 3 * 6 and one == two
     recorded = json.loads((outs[1] / "spfl" / "spec.json").read_text())
     assert recorded["threads"] == 1, "the thread count the numbers were computed with is recorded"
 
@@ -229,6 +230,7 @@ def test_full_disk_during_a_run_is_one_line_and_leaves_no_temporary_file(tmp_pat
     assert main(["run", str(spec), "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()
     assert "Traceback" not in err
-    assert err.splitlines()[-1] == (f"spfl run: error: cannot write '{out / 'partition.csv'}': No space left on "
+    # the first file a run writes is run.json, its claim on the folder (spfl.run_folder), beside its lock file
+    assert err.splitlines()[-1] == (f"spfl run: error: cannot write '{out / 'run.json'}': No space left on "
                                     f"device; free some space and run again")
-    assert [p for p in out.rglob("*") if p.is_file()] == [], "no torn or temporary file"
+    assert [p for p in out.rglob("*") if p.is_file()] == [out / ".spfl-lock"], "no torn or temporary file"

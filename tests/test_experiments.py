@@ -225,7 +225,7 @@ def mutate(path: str, value, delete: bool = False) -> dict:
     ("seeds", [], "config key 'seeds' = [] is invalid: allowed a list of at least 1"),
     ("seeds", [-1], "config key 'seeds[0]' = -1 is invalid: allowed >= 0"),
     ("experiments.bandwidth.grid.total_bandwidth_mhz", [1, -5],
-     "config key 'experiments.bandwidth.grid.total_bandwidth_mhz[1]' = -5 is invalid: allowed > 0.0"),
+     "config key 'experiments.bandwidth.grid.total_bandwidth_mhz[1]' = -5 is invalid: allowed >= 0.001"),
     ("experiments.bandwidth.grid.bandwidth", [1], "config key 'experiments.bandwidth.grid.bandwidth' is unknown"),
     ("experiments.bandwidth.grid.total_bandwidth_mhz", 5,
      "config key 'experiments.bandwidth.grid.total_bandwidth_mhz' = 5 is invalid: allowed type array"),

@@ -77,7 +77,7 @@ def test_schema_lists_every_setting_with_enums():
     assert set(schema["properties"]) == set(SETTING)
     assert schema["additionalProperties"] is False
     assert "spfl" in schema["properties"]["method"]["enum"]
-    assert schema["properties"]["total_bandwidth_mhz"]["exclusiveMinimum"] == 0.0
+    assert schema["properties"]["total_bandwidth_mhz"]["minimum"] == 0.001
 
 
 def test_config_readme_documents_every_setting():
@@ -87,7 +87,8 @@ def test_config_readme_documents_every_setting():
 
 
 @pytest.mark.parametrize("value, fragment", [
-    (1.0, "< 1.0"), (0.0, "> 0.0"), (1.5, "< 1.0"), ("adaptive", "proportional, optimized"), (True, "'slot_share'"),
+    (1.0, "<= 0.999"), (0.0, ">= 0.001"), (1.5, "<= 0.999"), ("adaptive", "proportional, optimized"),
+    (True, "'slot_share'"),
 ])
 def test_slot_share_bounds_are_checked_at_validation(value, fragment):
     """tau = 1 would leave the modulus no time and tau = 0 the sign none: refused before any work."""

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from spfl.records import ALLOCATION_COLUMNS, METRIC_COLUMNS, TRACE_COLUMNS
 from spfl.spec import METHODS
 
 CONFIDENCE = 0.95
@@ -105,20 +106,53 @@ def _sort_key(column: pd.Series) -> pd.Series:
 
 def _read_json(path: Path) -> dict[str, Any]:
     try:
-        return json.loads(path.read_text())
+        value = json.loads(path.read_text())
     except FileNotFoundError:
         raise RecordError(f"run record '{path}' is missing: rerun its cell (delete the cell's cell.json)") \
             from None
     except json.JSONDecodeError as exc:
         raise RecordError(f"run record '{path}' is not valid JSON: {exc}") from None
+    except (UnicodeDecodeError, OSError) as exc:
+        raise RecordError(f"run record '{path}' cannot be read ({type(exc).__name__}): rerun its cell") from None
+    if not isinstance(value, dict):
+        raise RecordError(f"run record '{path}' holds {type(value).__name__}, not a JSON object: rerun its cell")
+    return value
+
+
+# The columns of each CSV record (spfl.records); every column of every record is a number.
+RECORD_COLUMNS = {"metrics.csv": METRIC_COLUMNS,  # allocation.csv's slot_share: table_allocation says why
+                  "allocation.csv": tuple(c for c in ALLOCATION_COLUMNS if c != "slot_share"),
+                  "solver_trace.csv": TRACE_COLUMNS, "devices.csv": ("device", "gain"),
+                  "partition.csv": ("device", "label", "count")}
 
 
 def _read_csv(path: Path) -> pd.DataFrame:
-    try:
-        return pd.read_csv(path)
+    """A CSV record with its columns and only numbers (or empty cells); anything else is a RecordError naming
+    the file, the column and the line."""
+    rerun = "rerun its cell (delete the cell's cell.json)"
+    try:  # only an empty cell is missing (how spfl.records writes None and NaN), not "n/a", "NA", "null", ...
+        frame = pd.read_csv(path, keep_default_na=False, na_values=[""])
     except FileNotFoundError:
-        raise RecordError(f"run record '{path}' is missing: rerun its cell (delete the cell's cell.json)") \
-            from None
+        raise RecordError(f"run record '{path}' is missing: {rerun}") from None
+    except pd.errors.EmptyDataError:
+        raise RecordError(f"run record '{path}' is empty: {rerun}") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError, OSError) as exc:
+        reason = " ".join(str(exc).split())[:120] or type(exc).__name__
+        raise RecordError(f"run record '{path}' is not a readable CSV file ({reason}): {rerun}") from None
+    missing = [c for c in RECORD_COLUMNS.get(path.name, ()) if c not in frame.columns]
+    if missing:
+        raise RecordError(f"run record '{path}' lacks column '{missing[0]}': {rerun}")
+    for column in frame.columns:
+        if pd.api.types.is_numeric_dtype(frame[column]):
+            continue
+        numbers = pd.to_numeric(frame[column], errors="coerce")
+        bad = frame[column].notna() & numbers.isna()
+        if bad.any():
+            row = int(bad.to_numpy().nonzero()[0][0])
+            raise RecordError(f"run record '{path}' line {row + 2}, column '{str(column)[:40]}' holds "
+                              f"{str(frame[column].iloc[row])[:40]!r}: allowed a number; {rerun}")
+        frame[column] = numbers
+    return frame
 
 
 def swept_keys(runs: Sequence[Mapping[str, Any]]) -> list[str]:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import math
+import operator
+from collections.abc import Iterator, Set
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -56,16 +58,50 @@ class Callback:
         raise NotImplementedError
 
 
-def scheduled_rounds(rounds: int, every: int) -> frozenset[int]:
+class Schedule(Set):
+    """The rounds 1, every ``every``-th and the last (``rounds``), as a set that stores none of them: a
+    membership test is arithmetic, so the memory of a run never depends on its number of rounds."""
+
+    def __init__(self, rounds: int, every: int):
+        self.rounds, self.every = int(rounds), int(every)
+
+    def __contains__(self, round_index: object) -> bool:
+        try:
+            round_index = operator.index(round_index)  # numpy integers too
+        except TypeError:
+            return False
+        if not 1 <= round_index <= self.rounds:
+            return False
+        return round_index in (1, self.rounds) or round_index % self.every == 0
+
+    def __iter__(self) -> Iterator[int]:
+        if self.rounds < 1:
+            return
+        yield 1
+        yield from range(max(self.every, 2), self.rounds, self.every)  # the multiples in [2, rounds - 1]
+        if self.rounds > 1:
+            yield self.rounds
+
+    def __len__(self) -> int:
+        if self.rounds < 1:
+            return 0
+        multiples = (self.rounds - 1) // self.every - 1 // self.every  # the multiples in [2, rounds - 1]
+        return 1 + max(multiples, 0) + (self.rounds > 1)
+
+    def __repr__(self) -> str:
+        return f"Schedule(rounds={self.rounds}, every={self.every})"
+
+
+def scheduled_rounds(rounds: int, every: int) -> Schedule:
     """The rounds whose model is evaluated and whose allocation is recorded: 1, every ``every``-th,
     the last."""
-    return frozenset({1, rounds} | set(range(every, rounds + 1, every)))
+    return Schedule(rounds, every)
 
 
 class Evaluation(Callback):
     """Test loss and accuracy of the model after the scheduled rounds, round 0 and abnormal rounds."""
 
-    def __init__(self, rounds: frozenset[int]):
+    def __init__(self, rounds: Set[int]):
         self.rounds = rounds
 
     def after_round(self, sim, state, outcome):
@@ -79,7 +115,7 @@ class AllocationRecord(Callback):
     """Every device's resources, error probabilities and packet worths, and the solver's trace, in the
     scheduled (and abnormal) rounds where something was allocated."""
 
-    def __init__(self, rounds: frozenset[int]):
+    def __init__(self, rounds: Set[int]):
         self.rounds = rounds
 
     def after_round(self, sim, state, outcome):

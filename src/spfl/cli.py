@@ -6,22 +6,70 @@ Every error a user can cause is reported as one line naming the key or file, bef
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 
 from spfl import __version__
+
+MAX_MESSAGE = 2000  # characters of an error line; the messages bound what they quote, this is the backstop
+
+
+class LogError(OSError):
+    """The --log file could not be written (full disk, ...): the run stops, one line naming the file."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+class _LogFile(logging.FileHandler):
+    """A log file whose write failure stops the run with one line, instead of logging's default: a traceback
+    on stderr for every line and a run that goes on (and exits 0) with an empty or cut log."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        exc = sys.exc_info()[1]
+        if isinstance(exc, OSError):
+            hint = "; free some space and run again" if exc.errno == errno.ENOSPC else ""
+            raise LogError(exc.errno, f"cannot write the log '{self.baseFilename}': {exc.strerror or exc}{hint}") \
+                from exc
+        super().handleError(record)
 
 
 def _configure_logging(log_file: str | None) -> None:
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if log_file:
         Path(log_file).parent.mkdir(parents=True, exist_ok=True)
-        handlers.append(logging.FileHandler(log_file, mode="w"))
+        handlers.append(_LogFile(log_file, mode="w"))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", handlers=handlers,
                         force=True)
+
+
+def _drop_log_file() -> None:
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if isinstance(handler, _LogFile):
+            root.removeHandler(handler)
+            with contextlib.suppress(OSError, ValueError):
+                handler.close()
+
+
+def _close_logging() -> None:
+    """Flush and close the log file now, so that a failure to write its end is this command's error."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if isinstance(handler, _LogFile):
+            try:
+                handler.flush()
+            except OSError as exc:
+                raise LogError(exc.errno, f"cannot write the log '{handler.baseFilename}': "
+                                          f"{exc.strerror or exc}") from exc
+            finally:
+                root.removeHandler(handler)
+                with contextlib.suppress(OSError):
+                    handler.close()
 
 
 def _spec_from_args(args):
@@ -55,49 +103,6 @@ def _methods(text: str | None, spec) -> list[str]:
     return [get_method(name).name for name in names]
 
 
-def _check_out_folder(out: Path, spec) -> None:
-    """--out must be (or become) a writable folder that holds no records of another run spec."""
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out '{out}' is a file: allowed a folder (new, or holding this spec's records)")
-    existing = out
-    while not existing.exists():  # the nearest existing folder is where the first folder gets created
-        if existing.parent == existing:
-            break
-        existing = existing.parent
-    if existing.exists() and not existing.is_dir():
-        raise ValueError(f"--out '{out}' is inside '{existing}', which is a file: allowed a folder")
-    if existing.exists() and not os.access(existing, os.W_OK | os.X_OK):
-        raise ValueError(f"--out '{out}' cannot be written ('{existing}' is read-only for this user): choose "
-                         f"another --out folder")
-    other = _other_spec_records(out, spec)
-    if other:
-        raise ValueError(f"--out '{out}' holds records of another run spec ({other}): choose a new --out folder, "
-                         f"or delete '{out}' to replace them")
-
-
-def _other_spec_records(out: Path, spec) -> str | None:
-    """Where ``out`` holds a finished run of different settings (the method aside), else None."""
-    from spfl.spec import SETTING
-
-    def identity(settings: dict) -> dict:
-        return {k: v for k, v in settings.items() if k != "method" and (k not in SETTING or SETTING[k].science)}
-
-    mine = identity(spec.to_dict())
-    for path in sorted(out.glob("*/spec.json")) if out.is_dir() else ():
-        try:
-            theirs = json.loads(path.read_text())
-        except (OSError, ValueError):
-            return f"'{path}' cannot be read"
-        if not isinstance(theirs, dict):
-            return f"'{path}' is not a run spec"
-        theirs = identity(theirs)
-        differ = sorted(k for k in mine.keys() | theirs.keys() if mine.get(k, ...) != theirs.get(k, ...))
-        if differ:
-            shown = ", ".join(differ[:4]) + (f" and {len(differ) - 4} more" if len(differ) > 4 else "")
-            return f"'{path}' differs in {shown}"
-    return None
-
-
 def _pin_threads(threads: int) -> None:
     """The numerical work runs on exactly the spec's thread count, so its numbers never depend on the
     cores a scheduler grants (torch's reductions and BLAS split work by thread count)."""
@@ -112,13 +117,16 @@ def _pin_threads(threads: int) -> None:
 
 
 def cmd_run(args) -> int:
+    from spfl import run_folder
+
     spec = _spec_from_args(args)
     methods = _methods(args.methods, spec)
     out = Path(args.out)
-    _check_out_folder(out, spec)
-    if args.log and Path(args.log).is_dir():
-        raise ValueError(f"--log '{args.log}' is a folder: allowed a file")
-    from spfl.simulation import run_cell  # after every check: importing torch takes seconds
+    keep = [Path(args.spec)] + ([Path(args.log)] if args.log else [])  # may be in --out: not the run's files
+    run_folder.check(out, spec, keep=keep, force=args.force)
+    if args.log:
+        run_folder.check_log(Path(args.log), Path(args.spec), out, spec)
+    from spfl.simulation import build_environment, run_cell  # after every check: importing torch takes seconds
 
     _pin_threads(spec.threads)
     _configure_logging(args.log)
@@ -126,7 +134,10 @@ def cmd_run(args) -> int:
         logging.getLogger("spfl").warning(
             "run setting 'threads' = %d is more than --threads %d (the cores granted): the numbers stay those of "
             "%d threads, the run is slower", spec.threads, args.threads, spec.threads)
-    summaries = run_cell(spec, methods, out)
+    env = build_environment(spec)  # reads the data; nothing is written before the folder is claimed
+    with run_folder.claim(out, spec, keep=keep, force=args.force):
+        summaries = run_cell(spec, methods, out, env=env)
+    _close_logging()
     for name, summary in summaries.items():
         accuracy = summary["final_accuracy"]
         shown = "-" if accuracy is None else f"{100 * accuracy:.2f} %"
@@ -137,8 +148,14 @@ def cmd_run(args) -> int:
 def cmd_prepare(args) -> int:
     from spfl.data import prepare_dataset
 
+    if args.log and Path(args.log).is_dir():
+        raise ValueError(f"--log '{args.log}' is a folder: allowed a file")
+    if args.log and Path(args.log).resolve() == Path(args.out).resolve():
+        raise ValueError(f"--log '{args.log}' is the prepared file (--out): allowed another file")
     _configure_logging(args.log)
     path = prepare_dataset(args.dataset, args.data_dir, args.out, download=args.download)
+    logging.getLogger("spfl").info("prepared %s -> %s", args.dataset, path)
+    _close_logging()
     print(path)
     return 0
 
@@ -197,7 +214,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--methods", help="comma-separated methods sharing common random numbers "
                      "(default: the spec's method); the methods are listed below")
     run.add_argument("--out", required=True, help="output folder; each method writes OUT/<method>/")
-    run.add_argument("--log", help="progress log file")
+    run.add_argument("--log", help="progress log file (not the spec, the data or a record of the run)")
+    run.add_argument("--force", action="store_true", help="write into an --out folder that holds files no run of "
+                     "this spec wrote (never into one holding another spec's records)")
     run.add_argument("--threads", type=_positive_int, help="CPU cores granted to this run (a scheduler's "
                      "grant); the numbers use the spec's 'threads' setting, so they never depend on it")
     run.set_defaults(func=cmd_run)
@@ -227,6 +246,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (ValueError, OSError) as exc:  # a user's mistake or the machine's state: one line, no traceback
+        if isinstance(exc, LogError):  # nothing more goes to a log that cannot be written
+            _drop_log_file()
         print(f"spfl {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
 
@@ -234,10 +255,11 @@ def main(argv: list[str] | None = None) -> int:
 def _one_line(exc: BaseException) -> str:
     from spfl.records import WriteError
 
-    if isinstance(exc, OSError) and not isinstance(exc, WriteError) and exc.strerror:
+    if isinstance(exc, OSError) and not isinstance(exc, (WriteError, LogError)) and exc.strerror:
         where = f" '{exc.filename}'" if exc.filename else ""
         return f"cannot use{where}: {exc.strerror}"
-    return " ".join(str(exc).split()) or type(exc).__name__
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= MAX_MESSAGE else text[:MAX_MESSAGE - 20] + " ... (message cut)"
 
 
 if __name__ == "__main__":

@@ -41,7 +41,16 @@ CIFAR10_ARCHIVE = "cifar-10-python.tar.gz"
 CIFAR10_FOLDER = "cifar-10-batches-py"
 CIFAR10_FILES = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch", "batches.meta")
 
-PREPARED_FORMAT = "spfl-dataset-v1"
+PREPARED_FORMAT = "spfl-dataset-v2"  # v2: the file records its facts (sizes, sample shape, classes)
+
+# What each dataset is: one sample's shape (C, H, W), the number of classes and the sizes of the splits.
+# A prepared file must hold what its name says, and a run the dataset its spec names.  The CIFAR-10 sizes
+# are maxima: the tests prepare tiny archives in the exact CIFAR-10 format.
+DATASET_FACTS: dict[str, dict[str, Any]] = {
+    "digits": {"input_shape": (1, 8, 8), "num_classes": 10, "train_size": (1437, 1437), "test_size": (360, 360)},
+    "cifar10": {"input_shape": (3, 32, 32), "num_classes": 10, "train_size": (1, 50_000),
+                "test_size": (1, 10_000)},
+}
 
 
 class DatasetError(ValueError):
@@ -258,18 +267,27 @@ def _load_cifar10(root: Path, download: bool, checksums: Mapping[str, str] | Non
 
 # --------------------------------------------------------------------------------------- prepared files
 
+def dataset_facts(ds: Dataset) -> dict[str, Any]:
+    """What a prepared file records about the data it holds (checked against the tensors on loading)."""
+    return {"name": ds.name, "train_size": int(ds.train_x.shape[0]), "test_size": int(ds.test_x.shape[0]),
+            "input_shape": list(ds.input_shape), "num_classes": int(ds.num_classes)}
+
+
 def prepare_dataset(name: str, data_dir: str | Path, out_path: str | Path, download: bool = False, *,
                     checksums: Mapping[str, str] | None = None) -> Path:
-    """Load ``name`` and save its tensors to ``out_path`` (atomically) for fast loading by the runs."""
+    """Load ``name`` and save its tensors to ``out_path`` (atomically) for fast loading by the runs, with
+    the facts of what it holds (``dataset_facts``)."""
     ds = load_dataset(name, data_dir, download, checksums=checksums)
     out = Path(out_path)
-    payload = {"format": PREPARED_FORMAT, "name": ds.name, "num_classes": ds.num_classes,
+    payload = {"format": PREPARED_FORMAT, "name": ds.name, "num_classes": ds.num_classes, "facts": dataset_facts(ds),
                "train_x": ds.train_x, "train_y": ds.train_y, "test_x": ds.test_x, "test_y": ds.test_y}
     return write_atomic(out, lambda handle: torch.save(payload, handle))
 
 
-def load_prepared(path: str | Path) -> Dataset:
-    """Read a file written by ``prepare_dataset``; a missing or damaged file is a one-line DatasetError."""
+def load_prepared(path: str | Path, dataset: str | None = None) -> Dataset:
+    """Read a file written by ``prepare_dataset``; a missing or damaged file, one whose tensors are not what it
+    records or not what its dataset is (``DATASET_FACTS``), and one of another dataset than ``dataset`` (the
+    run spec's), are each a one-line DatasetError naming the file."""
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"prepared dataset {path} not found; create it with prepare_dataset (the prepare "
@@ -281,14 +299,43 @@ def load_prepared(path: str | Path) -> Dataset:
                            f"delete it and prepare it again") from exc
     if not isinstance(payload, dict) or payload.get("format") != PREPARED_FORMAT:
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
-        raise DatasetError(f"prepared dataset {path} has format {found!r}, expected {PREPARED_FORMAT!r}; "
+        raise DatasetError(f"prepared dataset {path} has format {str(found)[:40]!r}, expected {PREPARED_FORMAT!r}; "
                            f"delete it and prepare it again")
     try:
-        return Dataset(payload["name"], payload["train_x"], payload["train_y"], payload["test_x"],
-                       payload["test_y"], int(payload["num_classes"]))
+        ds = Dataset(payload["name"], payload["train_x"], payload["train_y"], payload["test_x"],
+                     payload["test_y"], int(payload["num_classes"]))
+        recorded = payload["facts"]
     except KeyError as exc:
         raise DatasetError(f"prepared dataset {path} lacks key {exc.args[0]!r}; delete it and prepare it "
                            f"again") from exc
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise DatasetError(f"prepared dataset {path} holds malformed tensors ({_brief(exc)}); delete it and "
+                           f"prepare it again") from exc
+    _check_facts(path, ds, recorded)
+    if dataset is not None and ds.name != dataset:
+        raise DatasetError(f"prepared dataset {path} holds {ds.name}, but the run spec's dataset is {dataset}: "
+                           f"allowed a file prepared from {dataset} (spfl prepare {dataset} --out FILE)")
+    return ds
+
+
+def _check_facts(path: Path, ds: Dataset, recorded: Any) -> None:
+    """The tensors are what the file records, and what its dataset is."""
+    actual = dataset_facts(ds)
+    if recorded != actual:
+        differ = sorted(k for k in actual if not isinstance(recorded, dict) or recorded.get(k) != actual[k])
+        raise DatasetError(f"prepared dataset {path} does not hold what it records ({', '.join(differ)} differ); "
+                           f"delete it and prepare it again")
+    facts = DATASET_FACTS.get(ds.name)
+    if facts is None:
+        raise DatasetError(f"prepared dataset {path} holds an unknown dataset {str(ds.name)[:40]!r}: allowed "
+                           f"{', '.join(DATASETS)}")
+    wrong = [f"{key} {actual[key]}" for key in ("input_shape", "num_classes") if tuple(
+        np.atleast_1d(actual[key])) != tuple(np.atleast_1d(facts[key]))]
+    wrong += [f"{key} {actual[key]}" for key in ("train_size", "test_size")
+              if not facts[key][0] <= actual[key] <= facts[key][1]]
+    if wrong:
+        raise DatasetError(f"prepared dataset {path} says it holds {ds.name}, but its data has {', '.join(wrong)} "
+                           f"(not {ds.name}'s); delete it and prepare it again")
 
 
 def dataset_fingerprint(ds: Dataset) -> str:

@@ -10,13 +10,21 @@ common random numbers lives side by side):
     OUT/<method>/allocation.csv  per-device allocation snapshots (ALLOCATION_COLUMNS)
     OUT/<method>/solver_trace.csv  Phi per alternating-optimization iteration at snapshot rounds
     OUT/<method>/timing.json     wall time of the run (the one record that differs between identical runs)
+    OUT/<method>/checksums.json  the run's identity (cell, seed, method, run hash) and the sha256 of each
+                                 record above but timing.json, and of devices.csv and partition.csv
     OUT/<method>/summary.json    written last: its presence means the run finished
+    OUT/run.json                 the folder's owner (the cell), written before any record (spfl.run_folder)
+
+The tables read a run's records only after :func:`verify_run` has checked them against its checksums.json
+and the cell, seed and method the table expects: a hand-edited value, a damaged file or a folder copied from
+another cell is one error naming the file, never a number in a table.
 """
 
 from __future__ import annotations
 
 import csv
 import errno
+import hashlib
 import io
 import json
 import math
@@ -153,8 +161,89 @@ def write_csv(path: str | Path, columns: Sequence[str], rows: Iterable[Mapping[s
 
 
 def write_json(path: str | Path, payload: Mapping[str, Any]) -> Path:
-    return write_atomic(path, json.dumps(payload, indent=2, sort_keys=True, allow_nan=False) + "\n")
+    return write_atomic(path, json_text(payload))
 
 
 def read_json(path: str | Path) -> dict[str, Any]:
     return json.loads(Path(path).read_text())
+
+
+def json_text(payload: Mapping[str, Any]) -> str:
+    """The text :func:`write_json` writes."""
+    return json.dumps(payload, indent=2, sort_keys=True, allow_nan=False) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------------
+# Integrity of a run's records: identity and checksums
+# ---------------------------------------------------------------------------------------------------
+
+CHECKSUMS = "checksums.json"
+CHECKSUMS_FORMAT = "spfl-checksums-v1"
+RUN_RECORDS = ("spec.json", "metrics.csv", "allocation.csv", "solver_trace.csv", "summary.json")
+CELL_RECORDS = ("devices.csv", "partition.csv")  # shared by the methods of a cell, in the cell's folder
+
+
+class RecordError(ValueError):
+    """A run record is missing, damaged, changed after its run, or of another run (one line naming the file)."""
+
+
+def sha256_of(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def checksums(folder: str | Path, identity: Mapping[str, Any], summary_text: str) -> dict[str, Any]:
+    """The checksums.json of the run in ``folder`` (OUT/<method>), its summary.json not yet written."""
+    folder = Path(folder)
+    files = {name: sha256_of(folder / name) for name in RUN_RECORDS if name != "summary.json"}
+    files["summary.json"] = hashlib.sha256(summary_text.encode()).hexdigest()
+    # the cell's files, where the run is part of a cell (spfl.simulation.run_cell writes them first)
+    shared = {name: sha256_of(folder.parent / name) for name in CELL_RECORDS if (folder.parent / name).is_file()}
+    return {"format": CHECKSUMS_FORMAT, **identity, "files": files, "cell_files": shared}
+
+
+def verify_run(cell_folder: str | Path, method: str, cell: str, seed: int) -> None:
+    """Check that the records of ``method`` in ``cell_folder`` are those its run wrote, and that the run is the
+    one expected there (``cell``, ``seed``, ``method``); raise RecordError naming the file otherwise."""
+    folder = Path(cell_folder) / method
+    path = folder / CHECKSUMS
+    rerun = "rerun its cell (delete the cell's cell.json)"
+    try:
+        saved = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise RecordError(f"run record '{path}' is missing (records of an unfinished run, or written before runs "
+                          f"recorded their checksums): {rerun}") from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise RecordError(f"run record '{path}' cannot be read ({type(exc).__name__}): {rerun}") from None
+    if not isinstance(saved, dict) or saved.get("format") != CHECKSUMS_FORMAT or not all(
+            isinstance(saved.get(key), dict) for key in ("files", "cell_files")):
+        raise RecordError(f"run record '{path}' is not an spfl checksums file ({CHECKSUMS_FORMAT}): {rerun}")
+    expected = {"cell": cell, "seed": seed, "method": method}
+    found = {key: saved.get(key) for key in expected}
+    if found != expected:
+        raise RecordError(
+            f"run records in '{folder}' are of another run ({_identity(found)} in '{path}', expected "
+            f"{_identity(expected)}): copied from another cell? {rerun}")
+    for names, base in ((RUN_RECORDS, folder), (CELL_RECORDS, folder.parent)):
+        recorded = saved["files"] if base == folder else saved["cell_files"]
+        for name in names:
+            record = base / name
+            try:
+                actual = sha256_of(record)
+            except FileNotFoundError:
+                raise RecordError(f"run record '{record}' is missing: {rerun}") from None
+            except OSError as exc:
+                raise RecordError(f"run record '{record}' cannot be read: {exc.strerror or exc}") from None
+            if name not in recorded:
+                raise RecordError(f"run record '{record}' has no checksum in '{path}' (a run written outside a "
+                                  f"cell): {rerun}")
+            if recorded.get(name) != actual:
+                raise RecordError(f"run record '{record}' does not match its checksum in '{path}' (changed or "
+                                  f"damaged after its run): {rerun}")
+
+
+def _identity(values: Mapping[str, Any]) -> str:
+    return ", ".join(f"{key} {str(value)[:40]}" for key, value in values.items())

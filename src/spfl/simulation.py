@@ -92,7 +92,7 @@ def build_environment(spec: RunSpec, dataset: Dataset | None = None) -> Environm
     and tests bring their own tensors instead of the spec's dataset."""
     device = resolve_device(spec.device)
     if dataset is None:
-        dataset = load_prepared(spec.data_file) if spec.data_file else load_dataset(
+        dataset = load_prepared(spec.data_file, spec.dataset) if spec.data_file else load_dataset(
             spec.dataset, spec.data_dir, download=spec.download)
     seeds = streams(spec.seed)
     parts = partition(dataset.train_y.numpy(), spec.num_devices, spec.partition,
@@ -372,17 +372,21 @@ class Simulation:
         # The one measurement that differs between identical runs lives apart, so every other record is
         # byte-identical across reruns, thread grants and executors.
         records.write_json(out / "timing.json", {"wall_time_s": round(wall_time, 3)})
-        records.write_json(out / "summary.json", summary)
+        identity = {"cell": self.spec.cell_hash, "seed": self.spec.seed, "method": self.spec.method,
+                    "run_hash": self.spec.run_hash}
+        summary_text = records.json_text(summary)
+        records.write_json(out / records.CHECKSUMS, records.checksums(out, identity, summary_text))
+        records.write_atomic(out / "summary.json", summary_text)
         return summary
 
 
-def run_cell(spec: RunSpec, methods: list[str], out_dir: str | Path, overlap: bool | None = None
-             ) -> dict[str, dict[str, Any]]:
+def run_cell(spec: RunSpec, methods: list[str], out_dir: str | Path, overlap: bool | None = None,
+             env: Environment | None = None) -> dict[str, dict[str, Any]]:
     """Run several methods on one seed's environment (:func:`run_methods`: in lockstep on a GPU); write the
-    shared and per-method records."""
+    shared and per-method records.  ``env``: the spec's environment, already built."""
     methods = [get_method(m).name for m in methods]
     out = Path(out_dir)
-    env = build_environment(spec)
+    env = build_environment(spec) if env is None else env
     log.info("environment: %s, %d devices, %d parameters, device %s", spec.dataset, spec.num_devices,
              env.num_params, env.device)
     hist = label_histogram(env.dataset.train_y.cpu().numpy(), env.parts, env.dataset.num_classes)

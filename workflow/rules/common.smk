@@ -18,6 +18,7 @@ from snakemake.settings.types import DeploymentMethod
 from spfl.pipeline_config import ConfigError, read_config
 from spfl.plan import load_plan
 from spfl.provenance import code_version
+from spfl.records import CELL_RECORDS, CHECKSUMS, RUN_RECORDS
 from spfl.vocabulary import DATASETS
 
 # The paper config is the default.  It is loaded only when no --configfile is given: Snakemake *merges*
@@ -186,6 +187,38 @@ def cell_marker(cell):
 
 def markers(runs):
     return [cell_marker(c) for c in PLAN.cells_of(runs)]
+
+
+def record_files(runs):
+    """The record files of the finished cells among ``runs`` (those whose cell.json exists)."""
+    files = set()
+    for run in runs:
+        if Path(cell_marker(run.cell)).exists():
+            folder = cell_dir(run.cell)
+            files.update(f"{folder}/{name}" for name in CELL_RECORDS)
+            files.update(f"{folder}/{run.method}/{name}" for name in (*RUN_RECORDS, CHECKSUMS))
+    return sorted(files)
+
+
+def records_changed(runs, table):
+    """The records of ``runs`` changed (or removed) since ``table`` was built: a param of the table rules, so
+    that a record edited after its run reruns the tables (Snakemake's params trigger; `snakemake -n` lists
+    them), which verify every record (spfl.records.verify_run) and fail naming it.  Empty while the table
+    does not exist.  (The records are not inputs: for a cell not yet run they are not known to Snakemake,
+    and the set of inputs would change once it has run, rerunning every table once more.)"""
+    try:
+        built = os.stat(table).st_mtime_ns
+    except FileNotFoundError:
+        return []
+    changed = []
+    for path in record_files(runs):
+        try:
+            newer = os.stat(path).st_mtime_ns > built
+        except FileNotFoundError:
+            newer = True
+        if newer:
+            changed.append(path)
+    return changed
 
 
 def figure_runs(figure):

@@ -1,11 +1,15 @@
 # Stage 3: aggregated tables (CSV + Markdown; mean and 95 % t-interval over seeds) under
 # `<results>/<name>/tables`.  One table per figure, the headline table and a table of every run.  The
-# figures read only these tables.
+# figures read only these tables.  Every record a table reads is verified first against its run's
+# checksums.json and the cell, seed and method the table expects (spfl.records.verify_run), and the records
+# changed since a table was built are a param of its rule (computed from the wildcards: Snakemake ignores a
+# param derived from the output), so a record changed after its run reruns the
+# tables (which then fail, in one line naming the file, until its cell is rerun).
 
 
 rule table:
     input:
-        lambda wildcards: markers(figure_runs(wildcards.figure)),
+        markers=lambda wildcards: markers(figure_runs(wildcards.figure)),
     output:
         csv=f"{TABLES}/{{figure}}.csv",
         md=f"{TABLES}/{{figure}}.md",
@@ -13,6 +17,7 @@ rule table:
         kind="{figure}",
         runs=lambda wildcards: run_records(figure_runs(wildcards.figure)),
         options=lambda wildcards: canonical(PLAN.figures[wildcards.figure]),
+        changed=lambda wildcards: records_changed(figure_runs(wildcards.figure), f"{TABLES}/{wildcards.figure}.csv"),
         code=ANALYSIS_VERSION,
     log:
         f"{LOGS}/tables/{{figure}}.log",
@@ -33,7 +38,7 @@ rule table:
 
 rule headline_table:
     input:
-        lambda wildcards: markers(headline_runs()),
+        markers=lambda wildcards: markers(headline_runs()),
     output:
         csv=f"{TABLES}/headline.csv",
         md=f"{TABLES}/headline.md",
@@ -47,6 +52,7 @@ rule headline_table:
         kind="headline",
         runs=lambda wildcards: run_records(headline_runs()),
         options=canonical(PLAN.headline),
+        changed=lambda wildcards: records_changed(headline_runs(), f"{TABLES}/headline.csv"),
         code=ANALYSIS_VERSION,
     log:
         f"{LOGS}/tables/headline.log",
@@ -65,13 +71,14 @@ rule headline_table:
 
 rule runs_table:
     input:
-        markers(PLAN.all_runs()),
+        markers=markers(PLAN.all_runs()),
     output:
         csv=f"{TABLES}/runs.csv",
     params:
         kind="runs",
         runs=run_records(PLAN.all_runs()),
         options={},
+        changed=lambda wildcards: records_changed(PLAN.all_runs(), f"{TABLES}/runs.csv"),
         code=ANALYSIS_VERSION,
     log:
         f"{LOGS}/tables/runs.log",
