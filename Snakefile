@@ -1,5 +1,5 @@
 # SP-FL replication pipeline: data -> per-cell simulations -> tables -> figures.
-# Usage and layout: README.md ("The replication pipeline"); config keys: config/README.md.
+# Usage and layout: docs/pipeline.md; config keys: config/README.md.
 from snakemake.utils import min_version
 
 min_version("9.0")
@@ -16,5 +16,7 @@ include: "workflow/rules/plots.smk"
 rule all:
     input:
         all_targets(),
+    message:
+        "[done] every table and figure of the config"
     default_target: True
     localrule: True

@@ -26,7 +26,7 @@ MAIN = ["ideal", "digital", "digital_reuse", "scheduling", "signsgd", "spfl", "s
 # SP-FL an extra per-seed spread, so the paired differences vary over seeds (0, 1 and 3 points).
 LEVEL = {"ideal": 0.9, "digital": 0.5, "digital_reuse": 0.55, "scheduling": 0.6, "signsgd": 0.62,
          "spfl": 0.7, "spfl_uniform": 0.4, "spfl_power": 0.5, "spfl_bandwidth": 0.6, "spfl_noreuse": 0.65}
-SPFL_SPREAD = {0: 0.0, 1: 0.01, 2: 0.03}
+SPFL_SPREAD = {0: 0.0, 1: 0.01, 2: 0.03, 3: 0.0, 4: 0.02}
 OPTIMIZED = {"spfl", "spfl_power", "spfl_bandwidth", "spfl_noreuse"}
 
 
@@ -54,8 +54,8 @@ def config() -> dict:
 
 def accuracy(method: str, seed: int, bandwidth: float) -> float:
     """Known final accuracy: SP-FL's lead over the best baseline (signsgd) shrinks with bandwidth."""
-    gain = 0.04 / bandwidth + SPFL_SPREAD[seed] if method == "spfl" else 0.0
-    return LEVEL[method] + gain + 0.01 * seed
+    gain = 0.04 / bandwidth + SPFL_SPREAD[seed % 5] if method == "spfl" else 0.0
+    return LEVEL[method] + gain + 0.01 * (seed % 5)
 
 
 def write_cell(folder: Path, cell, methods) -> None:
@@ -71,6 +71,7 @@ def write_cell(folder: Path, cell, methods) -> None:
     for method in methods:
         out = folder / method
         final = accuracy(method, params["seed"], bandwidth)
+        served = served_devices(method, num_devices, bandwidth)
         metrics = []
         for r in range(ROUNDS + 1):
             evaluated = r % EVAL == 0 or r == ROUNDS
@@ -78,14 +79,17 @@ def write_cell(folder: Path, cell, methods) -> None:
                             "test_accuracy": final * r / ROUNDS if evaluated else None,
                             "test_loss": 1.0 if evaluated else None,
                             "sign_error_rate": None if r == 0 else 0.1 / bandwidth,
-                            "modulus_error_rate": None if r == 0 or method == "signsgd" else 0.4 / bandwidth})
+                            "modulus_error_rate": None if r == 0 or method == "signsgd" else 0.4 / bandwidth,
+                            **({} if r == 0 else {"devices_transmitting": num_devices,
+                                                  "devices_sign_received": served[0] + r % 2,
+                                                  "devices_both_received": served[1]})})
         write_csv(out / "metrics.csv", METRIC_COLUMNS, metrics)
         snapshots = [1, EVAL, ROUNDS]
         write_csv(out / "allocation.csv", ALLOCATION_COLUMNS, [
-            {"round": r, "device": d, "bandwidth_hz": bandwidth * 1e6 * (d + 1) / sum(range(1, num_devices + 1)),
+            {"round": r, "device": d, "bandwidth_hz": bandwidth * 1e6 * d / sum(range(num_devices)),
              "power_sign_w": 0.2 * 32, "power_modulus_w": 0.0 if d == num_devices - 1 else 0.1,
              "slot_share": 1 / 32 if method.startswith("spfl") else 1.0,
-             "q_sign": 0.1, "q_modulus": 0.3, "u_sign": 1.0, "u_modulus": 2.0}
+             "q_sign": 0.1, "q_modulus": 0.3, "u_sign": 1.0, "u_modulus": 2.0 * (d + 1) ** 2}
             for r in snapshots for d in range(num_devices)])
         trace = [{"round": r, "iteration": i, "objective": (1 + r) * (1 - 0.5 ** (i + 1))}
                  for r in snapshots for i in range(4)] if method in OPTIMIZED else []
@@ -98,6 +102,13 @@ def write_cell(folder: Path, cell, methods) -> None:
             "mean_sign_error": 0.1 / bandwidth,
             "mean_modulus_error": None if method == "signsgd" else 0.4 / bandwidth,
             "run_hash": "x", "code_version": "y", "num_params": 310, "versions": {}})
+
+
+def served_devices(method: str, num_devices: int, bandwidth: float) -> tuple[int, int]:
+    """Known devices served per round (sign arrived, full gradient arrived), rounds 1.. (odd rounds one more
+    sign): more with bandwidth, signSGD sends signs only."""
+    sign = min(num_devices - 1, int(round(bandwidth * (2 if method == "spfl" else 1))))
+    return sign, 0 if method == "signsgd" else sign // 2
 
 
 def make_plan(root: Path, cfg: dict | None = None):
@@ -145,3 +156,42 @@ def write_run(root: Path, experiment: str, method: str, seed: int, final_pct: fl
         "run_hash": "x", "code_version": "y"})
     return {"experiment": experiment, "cell": cell, "dir": str(root / cell), "seed": seed, "method": method,
             **swept}
+
+
+def quick_like_config() -> dict:
+    """A config shaped like config/quick.yaml (six bandwidths, three labelled bandwidth experiments, the power
+    sweep, confirmation seeds) for the figure tests and for looking at every figure without simulating."""
+    main = ["ideal", "digital", "digital_reuse", "scheduling", "signsgd", "spfl"]
+    bandwidths = [0.1, 0.2, 0.4, 0.7, 1.2, 2.5]
+    compared = ["digital", "digital_reuse", "scheduling", "signsgd", "spfl"]
+    return {
+        "name": "synthetic-quick",
+        "base": {"dataset": "digits", "rounds": ROUNDS, "eval_every": EVAL, "num_devices": 8},
+        "seeds": [0, 1, 2],
+        "confirmation": {"seeds": [5, 6, 7], "experiments": ["bandwidth", "bandwidth_all", "bandwidth_all_share"]},
+        "experiments": {
+            "bandwidth": {"label": "normalize: received (default)",
+                          "grid": {"total_bandwidth_mhz": bandwidths, "method": [*main, "spfl_uniform"]}},
+            "bandwidth_all": {"label": "normalize: all", "set": {"normalize": "all"},
+                              "grid": {"total_bandwidth_mhz": bandwidths, "method": compared}},
+            "bandwidth_all_share": {"label": "normalize: all + optimized sign share",
+                                    "set": {"normalize": "all", "slot_share": "optimized"},
+                                    "grid": {"total_bandwidth_mhz": bandwidths, "method": compared}},
+            "power": {"label": "power sweep", "grid": {"max_power_dbm": [11, 17, 23], "method": main}},
+            "ablation": {"grid": {"total_bandwidth_mhz": [0.2, 0.7],
+                                  "method": ["spfl", "spfl_uniform", "spfl_power", "spfl_bandwidth", "spfl_noreuse"]}},
+            "sensitivity": {"grid": {"total_bandwidth_mhz": [0.2, 0.7], "method": compared},
+                            "variants": {"default": {}, "fading=per_packet": {"fading": "per_packet"}}},
+        },
+        "figures": {"accuracy_vs_round": {"experiment": "bandwidth",
+                                          "select": {"total_bandwidth_mhz": [0.2, 0.7, 2.5]}},
+                    "accuracy_vs_bandwidth": {"experiment": "bandwidth"},
+                    "accuracy_vs_power": {"experiment": "power"},
+                    "allocation": {"experiment": "bandwidth", "select": {"total_bandwidth_mhz": [0.2, 2.5]}},
+                    "packet_errors": {"experiment": "bandwidth"},
+                    "ablation": {"experiment": "ablation"},
+                    "solver_convergence": {"experiment": "bandwidth", "select": {"total_bandwidth_mhz": [0.7]}},
+                    "gain": {}, "devices_served": {},
+                    "sensitivity": {"experiment": "sensitivity"}},
+        "headline": {"experiments": ["bandwidth", "bandwidth_all", "bandwidth_all_share", "power"]},
+    }

@@ -155,15 +155,21 @@ def test_packet_error_table_in_percent_with_missing_modulus_left_empty(plan):
     assert list(dict.fromkeys(out["method"])) == ["spfl", "spfl_uniform"]
 
 
-def test_allocation_table_ranks_devices_by_channel_gain(plan):
+def test_allocation_table_has_every_device_round_with_its_share_distance_and_gradient_norm(plan):
     out = table(plan, "allocation")
-    band = out[(out["quantity"] == "bandwidth_khz") & (out["total_bandwidth_mhz"] == 1.0)]
-    # device d gets (d + 1) / 10 of 1 MHz and has the (d + 1)-th strongest gain
-    assert band.sort_values("rank")["mean"].tolist() == pytest.approx([100.0, 200.0, 300.0, 400.0])
-    share = out[(out["quantity"] == "sign_power_share") & (out["rank"] == 4)]
-    assert share["mean"].tolist() == pytest.approx([1.0, 1.0])  # no modulus power at all
+    one = out[(out["total_bandwidth_mhz"] == 1.0) & (out["seed"] == 0) & (out["round"] == 3)].sort_values("device")
+    # device d gets d / 6 of 1 MHz (device 0, the strongest, none: silent) at distance 100 + d m
+    assert one["bandwidth_khz"].tolist() == pytest.approx([0.0, 1000 / 6, 2000 / 6, 3000 / 6])
+    assert one["bandwidth_share_pct"].tolist() == pytest.approx([0.0, 100 / 6, 200 / 6, 300 / 6])
+    assert one["silent"].tolist() == [True, False, False, False]
+    assert one["distance_m"].tolist() == pytest.approx([100.0, 101.0, 102.0, 103.0])
+    # u_modulus = 2 (d + 1)^2 is proportional to the squared gradient norm: norms (d + 1) / 4
+    assert one["gradient_norm_rel"].tolist() == pytest.approx([0.25, 0.5, 0.75, 1.0])
+    assert len(out[out["method"] == "spfl"]) == 2 * 3 * 3 * 4  # budgets x seeds x snapshot rounds x devices
+    share = out[out["device"] == 3]["sign_power_share"]
+    assert share.tolist() == pytest.approx([1.0] * len(share))  # no modulus power at all
     tau = 1 / 32  # the slot_share column of the records (the share the simulator used)
-    first = out[(out["quantity"] == "sign_power_share") & (out["rank"] == 1)]["mean"].iloc[0]
+    first = out[out["device"] == 0]["sign_power_share"].iloc[0]
     assert first == pytest.approx(tau * 6.4 / (tau * 6.4 + (1 - tau) * 0.1))
 
 

@@ -99,7 +99,8 @@ def bad_setting(name: str, key: str, value: Any) -> Case:
 CASES = [
     # -- types, unknown keys, ranges, choices ------------------------------------------------------
     Case("type", SNAKEMAKE, ("'base.rounds' = \"ten\"", "allowed type integer"), at("base.rounds", "ten")),
-    Case("unknown top-level key", SNAKEMAKE, ("'experimnets' is unknown", "allowed keys are base, experiments"),
+    Case("unknown top-level key", SNAKEMAKE,
+         ("'experimnets' is unknown", "allowed keys are base, confirmation, experiments"),
          at("experimnets", {})),
     Case("unknown run setting", SNAKEMAKE, ("'base.learning_rte' is unknown", "allowed keys are", "learning_rate"),
          at("base.learning_rte", 0.1)),

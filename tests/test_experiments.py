@@ -213,7 +213,7 @@ def mutate(path: str, value, delete: bool = False) -> dict:
 
 
 @pytest.mark.parametrize("path,value,expected", [
-    ("bogus", 1, "config key 'bogus' is unknown: allowed keys are base, experiments"),
+    ("bogus", 1, "config key 'bogus' is unknown: allowed keys are base, confirmation, experiments"),
     ("name", "my run", "config key 'name' = \"my run\" is invalid: allowed a string matching"),
     ("name", "data", "config key 'name' = \"data\" is invalid: allowed anything but \"data\""),
     ("paths.results", "", "config key 'paths.results' = \"\" is invalid: allowed a string of at least 1"),

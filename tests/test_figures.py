@@ -18,7 +18,7 @@ from matplotlib.collections import PolyCollection
 from matplotlib.container import ErrorbarContainer
 
 from spfl import analysis, figures, plots
-from synthetic_records import make_plan, table, write_run
+from synthetic_records import make_plan, records, table, write_run
 
 STYLE = {**plots.DEFAULT_STYLE, "dpi": 100}
 
@@ -55,6 +55,7 @@ def tables(plan, tmp_path_factory):
     """name -> table of every registered figure."""
     root = tmp_path_factory.mktemp("comparisons")
     out = {name: table(plan, name) for name in plan.figures if name != "gain"}
+    out["devices_served"] = figures.build_table("devices_served", records(plan, plan.headline_runs()), plan.headline)
     out["gain"] = analysis.headline_table(comparison_runs(root / "headline"), HEADLINE_OPTIONS)
     out["sensitivity"] = figures.build_table(
         "sensitivity", comparison_runs(root / "sensitivity", variants=VARIANTS),
@@ -213,9 +214,10 @@ def test_packet_error_legend_sits_below_the_axes(tables):
         plt.close(fig)
 
 
-def test_log_ticks_keep_the_ends_and_at_most_five_values():
+def test_log_ticks_label_every_swept_value_up_to_the_limit_and_keep_the_ends():
     assert plots.log_ticks([0.5, 1, 2]) == [0.5, 1.0, 2.0]
-    picked = plots.log_ticks([0.1, 0.2, 0.3, 0.5, 1, 2, 5, 10, 20])
+    assert plots.log_ticks([0.1, 0.2, 0.4, 0.7, 1.2, 2.5]) == [0.1, 0.2, 0.4, 0.7, 1.2, 2.5]
+    picked = plots.log_ticks([0.1, 0.2, 0.3, 0.5, 1, 2, 5, 10, 20], most=5)
     assert picked[0] == 0.1 and picked[-1] == 20 and len(picked) <= 5
 
 
@@ -277,7 +279,7 @@ def test_gain_figure_draws_paired_intervals_zero_line_and_the_paper(tmp_path):
     fig = figures.draw("gain", out, STYLE)
     try:
         ax = fig.axes[0]
-        gains = [line for line in ax.get_lines() if line.get_label() == "final accuracy"][0]
+        gains = [line for line in ax.get_lines() if line.get_label().startswith("final accuracy")][0]
         assert list(gains.get_ydata()) == pytest.approx([10 / 3, 1 / 3])  # 2, 4, 4 and 1, -2, 2 (hand means)
         assert len(gain_bars(fig)) == 2  # final and round-budget gains, three seeds
         flat = [tuple(line.get_ydata()) for line in ax.get_lines() if len(line.get_ydata()) == 2]
@@ -303,7 +305,8 @@ def test_sensitivity_figure_has_one_row_per_variant_and_a_panel_per_budget(table
     try:
         assert [ax.get_title() for ax in fig.axes] == ["B_tot = 0.5 MHz", "B_tot = 2 MHz"]
         # the default first, the others alphabetically
-        assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["default", *sorted(VARIANTS[1:])]
+        shown = ["default", *(v.replace("=", ": ") for v in sorted(VARIANTS[1:]))]  # variants in words
+        assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == shown
         assert len(gain_bars(fig)) == 2
         assert any(tuple(line.get_xdata()) == (0.0, 0.0) for line in fig.axes[0].get_lines())  # zero line
     finally:

@@ -47,8 +47,10 @@ def number(text: str) -> float | None:
 
 @pytest.fixture(scope="module", params=[("spfl_uniform", "all"), ("spfl", "received"), ("digital", "received")])
 def run(request, tmp_path_factory):
+    """Runs under the Jensen surrogate, whose objective the records let a test recompute by enumeration
+    (the descent surrogate's needs the devices' inner products: tests/test_descent_objective.py)."""
     method, normalize = request.param
-    spec = make_spec(TINY_RUN, normalize=normalize)
+    spec = make_spec(TINY_RUN, normalize=normalize, surrogate="jensen")
     out = tmp_path_factory.mktemp(method)
     run_cell(spec, [method], out)
     return {
@@ -240,6 +242,7 @@ def test_round_row_counts_rates_and_means_of_a_hand_made_delivery():
         "modulus_error_rate": pytest.approx(2 / 3),   # 2 of 3 sent moduli lost
         "devices_transmitting": 3, "devices_sign_received": 2, "devices_both_received": 1,
         "uplink_bits": 123.0, "objective": 0.25,
+        "control_bits": 4 * (2 * 4096 + 3) * 32,   # a 4096-entry sketch of g_k and of its signs, 3 scalars
         "expected_sign_error": pytest.approx(0.2), "expected_modulus_error": pytest.approx(0.6),
         "update_norm": 5.0,
     }
@@ -249,7 +252,7 @@ def test_round_row_counts_rates_and_means_of_a_hand_made_delivery():
     assert row == {
         "round": 3, "train_loss": 0.7, "sign_error_rate": None, "modulus_error_rate": None,
         "devices_transmitting": 0, "devices_sign_received": 0, "devices_both_received": 0, "uplink_bits": 0.0,
-        "objective": None, "expected_sign_error": None, "expected_modulus_error": None, "update_norm": 0.0,
+        "control_bits": 0, "objective": None, "expected_sign_error": None, "expected_modulus_error": None, "update_norm": 0.0,
     }
 
 

@@ -125,18 +125,23 @@ def test_ample_bandwidth_every_method_near_ideal(seed):
         assert value >= acc["ideal"] - tolerance, (method, acc)
 
 
-def test_received_objective_concentrates_the_band_even_when_it_is_ample():
-    """The documented property of the `received` objective (docs/model.md, section 6): the expected
-    weighted average of the arrived devices' worth is largest when only the best devices are served, so
-    SP-FL and scheduling leave devices silent although every device could be served reliably."""
+def test_jensen_objective_concentrates_the_band_even_when_it_is_ample_and_descent_does_not():
+    """The documented property of the Jensen surrogate under `received` (docs/model.md, section 6): the
+    expected weighted average of the arrived devices' worth is largest when only the best devices are
+    served, so SP-FL and scheduling leave devices silent although every device could be served reliably.
+    The descent surrogate (the default) values the averaging and serves them all."""
     spec = make_spec(num_devices=10, rounds=3, eval_every=3, learning_rate=0.1, total_bandwidth_mhz=50.0,
-                     deadline_ms=100.0)
+                     deadline_ms=100.0, surrogate="jensen")
     env = build_environment(spec)
     for method in ("spfl", "scheduling"):
         rows = Simulation(env, method).train().metric_rows[1:]
         assert all(r["devices_transmitting"] < 10 for r in rows), (method, rows)
     rows = Simulation(env, "digital").train().metric_rows[1:]
     assert all(r["devices_both_received"] == 10 for r in rows)  # the band is ample: all could arrive
+    env = build_environment(make_spec(spec.to_dict(), surrogate="descent"))
+    for method in ("spfl", "scheduling"):
+        rows = Simulation(env, method).train().metric_rows[1:]
+        assert all(r["devices_both_received"] == 10 for r in rows), (method, rows)
 
 
 @pytest.mark.slow

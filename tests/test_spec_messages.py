@@ -21,7 +21,8 @@ def refused(function, *args, **kwargs) -> str:
 
 ALL_KEYS = ("dataset, data_dir, data_file, download, partition, dirichlet_beta, min_samples_per_device, "
             "shards_per_device, model, num_devices, batch_size, local_steps, learning_rate, server_momentum, "
-            "rounds, eval_every, seed, method, compensation, normalize, smoothness, signsgd_aggregation, "
+            "rounds, eval_every, seed, method, compensation, normalize, smoothness, surrogate, gram, sketch_size, "
+            "signsgd_aggregation, "
             "modulus_bits, total_bandwidth_mhz, max_power_dbm, noise_psd_dbm_hz, deadline_ms, slot_share, fading, "
             "cell_inner_radius_m, cell_outer_radius_m, per_model, waterfall_m, power_constraint, device, precision, "
             "threads, checkpoint_every")

@@ -117,7 +117,31 @@ def test_quick_config_is_not_merged_with_the_paper_config(workdir):
 
 
 def cells_of(dry_run_output: str) -> set[str]:
-    return set(re.findall(r"wildcards: cell=([0-9a-f]{12})", dry_run_output))
+    """The cells of the simulate jobs, from their one-line messages ("[stage 2/4: simulations] cell <hash>: ...")."""
+    return set(re.findall(r"\[stage 2/4: simulations\] cell ([0-9a-f]{12}):", dry_run_output))
+
+
+def test_nested_config_overrides_merge_into_the_section(workdir):
+    """`--config 'base={rounds: 6}'` changes one key of `base` and keeps the others (README, docs/pipeline.md);
+    `style.dpi=100` is not Snakemake syntax and fails."""
+    full = snakemake(workdir, "-n", "--configfile", "config/test.yaml")
+    same = snakemake(workdir, "-n", "--configfile", "config/test.yaml", "--config", "base={rounds: 6}",
+                     "style={dpi: 100}")
+    assert same.returncode == 0, same.stderr[-2000:]
+    assert cells_of(same.stdout) == cells_of(full.stdout)  # num_devices, deadline_ms, ... of base kept
+    fewer = snakemake(workdir, "-n", "--configfile", "config/test.yaml", "--config", "base={rounds: 4}")
+    assert len(cells_of(fewer.stdout)) == len(cells_of(full.stdout)) and not cells_of(fewer.stdout) & cells_of(
+        full.stdout)
+    dotted = snakemake(workdir, "-n", "--configfile", "config/test.yaml", "--config", "style.dpi=100")
+    assert dotted.returncode != 0 and "must start with a valid identifier" in dotted.stdout + dotted.stderr
+
+
+def test_a_report_of_a_config_without_outputs_says_so_in_one_line(workdir):
+    result = snakemake(workdir, "--report", "report.html", "--configfile", "config/test.yaml")
+    assert result.returncode != 0 and not (workdir / "report.html").exists()
+    lines = [line for line in result.stderr.splitlines() if "no report of config 'test'" in line]
+    assert len(lines) == 1 and "outputs are missing" in lines[0] and "--configfile" in lines[0], result.stderr
+    assert "Missing metadata" not in result.stderr
 
 
 def test_config_overrides_set_numbers_and_lists(workdir):
@@ -178,7 +202,8 @@ def test_two_configs_write_disjoint_outputs(workdir):
     for name in ("test", "quick"):
         result = snakemake(workdir, "-n", "--configfile", f"config/{name}.yaml")
         assert result.returncode == 0, result.stderr[-2000:]
-        outputs[name] = set(re.findall(r"output: (.+)", result.stdout))
+        # every output is missing in a fresh folder: each job's "Reason: Missing output files: a, b; ..." lists them
+        outputs[name] = set(re.findall(r"Missing output files: ([^;\n]+)", result.stdout))
         outputs[name] = {path for line in outputs[name] for path in line.split(", ")}
     shared = outputs["test"] & outputs["quick"]
     assert shared == {"results/data/digits.pt"}, shared  # only the prepared dataset
@@ -230,12 +255,17 @@ def test_end_to_end_tables_hold_sane_values(finished):
     packets = pd.read_csv(tables / "packet_errors.csv").dropna(subset=["mean"])
     assert packets["mean"].between(0, 100).all()
     alloc = pd.read_csv(tables / "allocation.csv")
-    share = alloc[alloc["quantity"] == "sign_power_share"]["mean"].dropna()
-    assert share.between(0, 1).all()
-    band = alloc[alloc["quantity"] == "bandwidth_khz"]
-    assert 0 < band["mean"].sum() <= 1000.0 * (1 + 1e-6)  # B_k add up to at most B_tot = 1 MHz
+    assert alloc["sign_power_share"].dropna().between(0, 1).all()
+    per_round = alloc.groupby(["method", "seed", "round"])["bandwidth_khz"].sum()
+    assert (per_round > 0).all() and (per_round <= 1000.0 * (1 + 1e-6)).all()  # B_k add up to at most B_tot = 1 MHz
+    assert alloc["bandwidth_share_pct"].between(0, 100 * (1 + 1e-6)).all()
+    assert alloc["gradient_norm_rel"].dropna().between(0, 1 + 1e-9).all()
+    served = pd.read_csv(tables / "devices_served.csv")
+    assert set(served["quantity"]) == {"transmitting", "sign arrived", "full gradient arrived"}
+    assert served["mean"].between(0, 10).all()  # K = 10 devices
     headline = pd.read_csv(tables / "headline.csv")
-    assert len(headline) == 2 and (headline["paper_gain_pp"] == 9.96).all()
+    assert len(headline) == 4 and (headline["paper_gain_pp"] == 9.96).all()  # 2 budgets x (exploratory, confirmatory)
+    assert headline["seeds"].tolist() == ["exploratory (seeds 0-1)", "confirmatory (seed 2)"] * 2
     assert headline["gain_pp"].between(-100, 100).all()
     assert "9.96" in (tables / "headline.md").read_text()
     runs = pd.read_csv(tables / "runs.csv")

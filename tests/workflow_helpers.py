@@ -34,8 +34,8 @@ def configured_figures(config: str) -> list[str]:
 
 # Snakemake loads every installed executor plugin at start; the SLURM one then runs `scontrol show config`,
 # which, where SLURM's client is installed but no controller answers, retries for 10 s on every start.
-# Runs that use no cluster point SLURM_CONF at an empty file, so scontrol fails at once (README, "On a
-# SLURM cluster"); tests/test_slurm.py gives its own cluster's SLURM_CONF.
+# Runs that use no cluster point SLURM_CONF at an empty file, so scontrol fails at once (docs/cluster.md, "SLURM's
+# client without a cluster"); tests/test_slurm.py gives its own cluster's SLURM_CONF.
 LOCAL_ONLY = {"SLURM_CONF": os.devnull}
 
 

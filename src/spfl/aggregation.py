@@ -30,6 +30,9 @@ from spfl.vocabulary import COMPENSATIONS
 RULES = ("full", "stale", "sign_reuse", "no_reuse", "signs")
 # Rules for which a sign packet that arrives without its modulus enters the aggregate (and its weight).
 SIGN_ONLY_COUNTS = {"full": True, "stale": True, "sign_reuse": True, "no_reuse": False, "signs": True}
+# Vectors each device sketches for the allocator (spfl.gram): its gradient, and its sign form when the rule
+# uses one (the PS holds the stale gradients itself).
+REPORTED_VECTORS = {"full": 1, "stale": 1, "sign_reuse": 2, "no_reuse": 1, "signs": 2}
 
 
 class Aggregator:
@@ -76,6 +79,18 @@ class Aggregator:
             return zeros, full
         sign = packet_worth(squared_norm, inner, c_squared, learning_rate, smoothness)[0]
         return (sign, sign) if self.rule == "signs" else (sign, full)
+
+    def other_vectors(self, uploads: torch.Tensor) -> torch.Tensor | None:
+        """r_k per device: what this rule may use of device k besides its full gradient (the signs with
+        the compensatory modulus known before the round, the scaled signs, the last received gradient),
+        for the descent surrogate's inner products; None when the rule uses nothing else."""
+        if self.rule == "sign_reuse":
+            return signs(uploads) * self._compensation_scale(uploads)
+        if self.rule == "signs":
+            return signs(uploads) * uploads.abs().mean(dim=1, keepdim=True)
+        if self.rule == "stale":
+            return self.stale
+        return None
 
     def sign_importance_terms(self, uploads: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         """Per device <|g_k|, c> and ||c||^2 of the compensatory modulus c known before the round."""

@@ -328,16 +328,28 @@ def table_packet_errors(runs, options) -> pd.DataFrame:
     return _with_diverged(table, runs, options)
 
 
+SILENT_KHZ = 1e-6  # a device given less bandwidth than this (kHz) sends nothing: "silent"
+
+
 def table_allocation(runs, options) -> pd.DataFrame:
-    """Per device, ranked by channel gain (1 = strongest): bandwidth B_k (kHz) and the sign packet's
-    share of the device's power budget, averaged over the snapshot rounds of each run."""
-    per_run = []
+    """Who gets the band: one row per run, snapshot round and device, with the device's share of the total
+    bandwidth (%), its distance to the server, its channel gain and its gradient norm relative to the
+    round's largest (sqrt of ``u_modulus``, which is proportional to ||g_k||^2, over the round's largest),
+    and the sign packet's share of its power budget; ``silent`` marks a device given no bandwidth.
+
+    Not aggregated over seeds: every device's allocation at every snapshot round is a point of the figure
+    (the allocation is a function of the round's gradients, so averaging over rounds or seeds would hide
+    it).  Diverged runs are left out; ``n_diverged`` counts them per panel and method.
+    """
+    status = _diverged_runs(runs).set_index(["dir", "method"])
+    panel_keys = _panel_keys(runs, options)
+    rows = []
     for run in runs:
         folder = Path(run["dir"]) / run["method"]
         spec = _read_json(folder / "spec.json")
         alloc = _read_csv(folder / "allocation.csv")
         devices = _read_csv(Path(run["dir"]) / "devices.csv")
-        if alloc.empty:
+        if alloc.empty or bool(status.loc[(run["dir"], run["method"]), "diverged"]):
             continue
         if "slot_share" not in alloc or alloc["slot_share"].isna().any():
             raise RecordError(f"run record '{folder / 'allocation.csv'}' has no slot_share per device: "
@@ -346,27 +358,42 @@ def table_allocation(runs, options) -> pd.DataFrame:
         w_s, w_m = (tau, 1.0 - tau) if spec.get("power_constraint", "energy") == "energy" else (1.0, 1.0)
         spent_s = w_s * alloc["power_sign_w"]
         spent = spent_s + w_m * alloc["power_modulus_w"]
-        alloc = alloc.assign(
+        worth = alloc["u_modulus"].abs()
+        largest = worth.groupby(alloc["round"]).transform("max")
+        total_khz = float(spec["total_bandwidth_mhz"]) * 1e3
+        frame = alloc.assign(
             bandwidth_khz=alloc["bandwidth_hz"] / 1e3,
+            bandwidth_share_pct=100.0 * alloc["bandwidth_hz"] / 1e3 / total_khz,
             sign_power_share=(spent_s / spent.where(spent > 0)),
-        )
-        means = alloc.groupby("device")[["bandwidth_khz", "sign_power_share"]].mean().reset_index()
-        means = means.merge(devices[["device", "gain"]], on="device", how="left")
-        means["channel_gain_db"] = 10 * np.log10(means["gain"])
-        means["rank"] = means["gain"].rank(ascending=False, method="first").astype(int)
+            gradient_norm_rel=np.sqrt(worth / largest.where(largest > 0)),
+        ).merge(devices[["device", "distance_m", "gain"]], on="device", how="left")
+        frame["channel_gain_db"] = 10 * np.log10(frame["gain"])
+        frame["silent"] = frame["bandwidth_khz"] < SILENT_KHZ
         for key, value in run.items():
-            means[key] = value
-        per_run.append(means)
-    if not per_run:
+            frame[key] = value
+        rows.append(frame)
+    columns = ["experiment", *swept_keys(runs), "panel", "method", "seed", "round", "device", "distance_m",
+               "channel_gain_db", "gradient_norm_rel", "bandwidth_khz", "bandwidth_share_pct", "silent",
+               "sign_power_share"]  # then n_diverged and n_runs of the row's panel and method
+    if not rows and not _diverged_runs(runs)["diverged"].any():
         raise RecordError("no allocation snapshots in the runs of this table (empty allocation.csv files)")
-    frame = pd.concat(per_run, ignore_index=True)
-    frame = _leave_out_diverged(frame, runs, "bandwidth_khz", "sign_power_share", "channel_gain_db")
-    frame = _with_panel(frame, _panel_keys(runs, options))
-    long = frame.melt(id_vars=[c for c in frame.columns if c not in
-                               ("bandwidth_khz", "sign_power_share", "channel_gain_db")],
-                      value_vars=["bandwidth_khz", "sign_power_share", "channel_gain_db"],
-                      var_name="quantity", value_name="value")
-    return _with_diverged(summarize(long, _group(runs, options, "quantity", "rank"), "value"), runs, options)
+    frame = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=[c for c in columns
+                                                                                  if c != "panel"])
+    frame = _with_panel(frame, panel_keys)[columns]
+    # n_diverged per panel and method (every row of a curve carries it, as in the other tables)
+    every = _with_panel(runs_frame(runs), panel_keys)
+    counts = (every.assign(is_diverged=every["status"].eq(DIVERGED))
+              .groupby(["panel", "method"], sort=False)["is_diverged"].agg(n_diverged="sum", n_runs="count")
+              .astype(int))
+    frame = frame.merge(counts.reset_index(), on=["panel", "method"], how="left")
+    frame["n_diverged"] = frame["n_diverged"].fillna(0).astype(int)
+    missing = counts[counts["n_diverged"] > 0].reset_index()
+    missing = missing[~missing.set_index(["panel", "method"]).index.isin(
+        frame.set_index(["panel", "method"]).index)]
+    if len(missing):  # a curve whose every run diverged keeps one row that says so
+        frame = pd.concat([frame, missing], ignore_index=True)
+    return frame.sort_values([*swept_keys(runs), "method", "seed", "round", "device"], key=_sort_key,
+                             kind="stable", ignore_index=True)
 
 
 def table_solver(runs, options) -> pd.DataFrame:
@@ -539,7 +566,8 @@ def _median_to_target(group: pd.DataFrame, method: str | None) -> float:
 
 
 HEADLINE_COLUMNS = (
-    "experiment", "dataset", "test_set_size", "smallest_step_pp", "budget", "budget_value", "budget_label",
+    "experiment", "experiment_label", "seed_group", "seeds", "dataset", "test_set_size", "smallest_step_pp",
+    "budget", "budget_value", "budget_label",
     "method", "method_normalize", "method_accuracy_pct", "best_baseline", "baseline_normalize",
     "baseline_accuracy_pct", "gain_pp", "gain_std", "gain_ci_low", "gain_ci_high", "significant",
     "round_budget", "method_budget_accuracy_pct", "baseline_budget_accuracy_pct", "budget_gain_pp",
@@ -554,26 +582,145 @@ def _dataset_columns(group: pd.DataFrame) -> dict[str, Any]:
     return {"dataset": ",".join(datasets), "test_set_size": size, "smallest_step_pp": 100.0 / size}
 
 
+EXPLORATORY, CONFIRMATORY = "exploratory", "confirmatory"
+
+
+def seed_list(seeds: Iterable[int]) -> str:
+    """Seeds in a few characters: runs of consecutive seeds as ranges ("0-4", "0, 2, 5-9")."""
+    values = sorted({int(s) for s in seeds})
+    parts: list[str] = []
+    start = prev = None
+    for value in [*values, None]:
+        if start is not None and (value is None or value != prev + 1):
+            parts.append(str(start) if start == prev else f"{start}-{prev}")
+            start = None
+        if value is not None and start is None:
+            start = value
+        prev = value
+    return ", ".join(parts)
+
+
+def seed_groups(frame: pd.DataFrame, confirmation_seeds: Iterable[int]) -> pd.DataFrame:
+    """``frame`` with the columns seed_group (exploratory or confirmatory, by the run's seed) and seeds
+    (e.g. "confirmatory (seeds 5-9)": the group and the seeds of the experiment's runs in it)."""
+    confirming = {int(s) for s in confirmation_seeds}
+    frame = frame.assign(seed_group=[CONFIRMATORY if int(s) in confirming else EXPLORATORY for s in frame["seed"]])
+    names = {}
+    for (experiment, group), rows in frame.groupby(["experiment", "seed_group"], sort=False):
+        seeds = sorted(set(rows["seed"]))
+        names[(experiment, group)] = f"{group} ({'seeds' if len(seeds) > 1 else 'seed'} {seed_list(seeds)})"
+    return frame.assign(seeds=[names[k] for k in zip(frame["experiment"], frame["seed_group"])])
+
+
 def headline_table(runs, options) -> pd.DataFrame:
     """SP-FL minus the best baseline, per budget, at the last round and at the round budget.
 
-    Per budget (each value of a headline experiment's one swept setting): :func:`compare` of the final
-    accuracy and of the accuracy at ``round_budget``, the median rounds to ``target_accuracy`` of both
-    methods, which ``normalize`` each ran with, the test-set size and the smallest visible accuracy step
-    (one test image).  ``n`` counts the seeds with both runs finished.
+    Per budget (each value of a headline experiment's one swept setting) and seed group (the exploratory
+    seeds, then the confirmation seeds of config key ``confirmation``, when the experiment has them):
+    :func:`compare` of the final accuracy and of the accuracy at ``round_budget``, the median rounds to
+    ``target_accuracy`` of both methods, which ``normalize`` each ran with, the test-set size and the
+    smallest visible accuracy step (one test image).  ``n`` counts the seeds with both runs finished.
+    Each row names its experiment in words (``experiment_label``: the experiment's config ``label``).
     """
     frame = with_progress(runs_frame(runs), runs, options)
+    frame = seed_groups(frame, options.get("confirmation_seeds") or ())
     method, baselines = options["method"], list(options["baselines"])
+    labels = dict(options.get("labels") or {})
     rows = []
     for experiment, budget in options["budgets"].items():
-        for value, group in frame[frame["experiment"] == experiment].groupby(budget, sort=True):
+        groups = dict(list(frame[frame["experiment"] == experiment].groupby([budget, "seed_group"])))
+        for (value, seed_group) in sorted(groups, key=lambda k: (k[0], k[1] != EXPLORATORY)):
+            group = groups[(value, seed_group)]
             compared = compare(group, method, baselines)
             if compared is None:
                 continue
-            rows.append({"experiment": experiment, **_dataset_columns(group), "budget": budget,
-                         "budget_value": value, "budget_label": setting_label(budget, value), **compared,
-                         "paper_gain_pp": options.get("paper_gain_points", 9.96)})
+            rows.append({"experiment": experiment, "experiment_label": labels.get(experiment, experiment),
+                         "seed_group": seed_group, "seeds": group["seeds"].iloc[0], **_dataset_columns(group),
+                         "budget": budget, "budget_value": value, "budget_label": setting_label(budget, value),
+                         **compared, "paper_gain_pp": options.get("paper_gain_points", 9.96)})
     return pd.DataFrame(rows, columns=list(HEADLINE_COLUMNS))
+
+
+DEVICES_QUANTITIES = {
+    "devices_transmitting": "transmitting",
+    "devices_sign_received": "sign arrived",
+    "devices_both_received": "full gradient arrived",
+}
+
+
+def devices_served_table(runs, options) -> pd.DataFrame:
+    """Devices served per round by each method of the headline experiments, per budget and seed group.
+
+    Per run, the mean over rounds 1..R of metrics.csv's ``devices_transmitting`` (given bandwidth),
+    ``devices_sign_received`` (whose sign, or whole, packet arrived: served) and ``devices_both_received``
+    (whose full gradient arrived); then the mean and 95 % t-interval over the seeds of each seed group
+    (exploratory, confirmatory).  Diverged runs are left out (``n_diverged``).
+    """
+    frame = seed_groups(runs_frame(runs), options.get("confirmation_seeds") or ())
+    labels = dict(options.get("labels") or {})
+    budgets = dict(options["budgets"])
+    per_run = []
+    for run, row in zip(runs, frame.to_dict("records")):
+        if run["experiment"] not in budgets:
+            continue
+        folder = Path(run["dir"]) / run["method"]
+        metrics = _read_csv(folder / "metrics.csv")
+        metrics = metrics[metrics["round"] >= 1]
+        budget = budgets[run["experiment"]]
+        spec = _read_json(folder / "spec.json")
+        base = {"experiment": run["experiment"], "experiment_label": labels.get(run["experiment"], run["experiment"]),
+                "seed_group": row["seed_group"], "seeds": row["seeds"], "budget": budget,
+                "budget_value": run[budget], "budget_label": setting_label(budget, run[budget]),
+                "method": run["method"], "num_devices": spec.get("num_devices"), "seed": run["seed"],
+                "status": row["status"]}
+        for column, quantity in DEVICES_QUANTITIES.items():
+            value = math.nan if row["status"] == DIVERGED or column not in metrics else float(metrics[column].mean())
+            per_run.append({**base, "quantity": quantity, "value": value})
+    long = pd.DataFrame(per_run)
+    if long.empty:
+        raise RecordError("table 'devices_served' has no runs of the headline experiments")
+    keys = ["experiment", "experiment_label", "seed_group", "seeds", "budget", "budget_value", "budget_label",
+            "num_devices", "method", "quantity"]
+    table = summarize(long, keys, "value")
+    diverged = (long[long["quantity"] == "transmitting"].assign(d=lambda f: f["status"].eq(DIVERGED))
+                .groupby([k for k in keys if k != "quantity"], sort=False)["d"].sum().astype(int)
+                .rename("n_diverged").reset_index())
+    table = table.merge(diverged, on=[k for k in keys if k != "quantity"], how="left")
+    order = {name: i for i, name in enumerate(budgets)}
+    quantities = {q: i for i, q in enumerate(DEVICES_QUANTITIES.values())}
+    return table.sort_values(
+        ["experiment", "seed_group", "budget_value", "method", "quantity"], kind="stable", ignore_index=True,
+        key=lambda c: (c.map(order) if c.name == "experiment" else c.map(lambda g: g != EXPLORATORY)
+                       if c.name == "seed_group" else c.map(quantities) if c.name == "quantity"
+                       else _sort_key(c)))
+
+
+def devices_served_markdown(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per experiment, seed group, budget and method; one column per quantity: "mean [low, high]"."""
+    def text(row) -> str:
+        if not math.isfinite(row["mean"]):
+            return "n/a"
+        if not math.isfinite(row["ci_low"]):
+            return f"{row['mean']:.1f}"
+        return f"{row['mean']:.1f} [{row['ci_low']:.1f}, {row['ci_high']:.1f}]"
+
+    keys = ["experiment_label", "seeds", "budget_label", "num_devices", "method"]
+    shown = table.assign(text=table.apply(text, axis=1))
+    wide = shown.pivot_table(index=keys, columns="quantity", values="text", aggfunc="first", sort=False)
+    n = shown.groupby(keys, sort=False)["n"].max()
+    wide = wide[[q for q in DEVICES_QUANTITIES.values() if q in wide.columns]]
+    wide = wide.join(n).reset_index().rename(columns={"experiment_label": "experiment", "budget_label": "budget",
+                                                      "num_devices": "K"})
+    return wide.rename(columns={q: f"{q} per round" for q in DEVICES_QUANTITIES.values()})
+
+
+def devices_served_notes(table: pd.DataFrame) -> list[str]:
+    return ["Per run, the mean over its rounds of the devices given bandwidth (transmitting), the devices whose "
+            "sign (or whole) packet arrived (served) and those whose full gradient arrived; per row, the mean and "
+            "95 % Student-t interval over the row's n seeds (an interval from n >= 2).",
+            "A method that sends one packet per device (digital FL, scheduling, signSGD) counts it in both columns "
+            "when it arrives: for signSGD, whose packet is the signs and one scale, \"full gradient\" means that "
+            "packet."] + diverged_notes(table)
 
 
 SENSITIVITY_KEY = "variant"
@@ -699,17 +846,35 @@ def headline_notes(table: pd.DataFrame) -> list[str]:
         return ["No budget had both the method and a baseline with a finished run."] + (
             [f"{diverged} run(s) diverged (non-finite loss or weights) and are left out (column n_diverged)."]
             if diverged else [])
-    best = finite.loc[finite["gain_pp"].idxmax()]
-    ci = ("n/a" if math.isnan(best["gain_ci_low"])
-          else f"[{best['gain_ci_low']:.2f}, {best['gain_ci_high']:.2f}]")
-    verdict = {"no": ", not significant", "yes": ", significant"}.get(best["significant"], "")
-    notes = [f"Largest gain: {best['gain_pp']:.2f} pp (95 % CI {ci}, n = {best['n']} seeds{verdict}) at "
-             f"{best['budget_label']} against {best['best_baseline']}; the paper reports up to "
-             f"{best['paper_gain_pp']:.2f} pp on CIFAR-10."]
+    groups = finite["seed_group"] if "seed_group" in finite else pd.Series(EXPLORATORY, index=finite.index)
+    confirmed = finite[groups == CONFIRMATORY]
+
+    def largest(rows: pd.DataFrame, lead: str) -> str:
+        best = rows.loc[rows["gain_pp"].idxmax()]
+        ci = ("n/a" if math.isnan(best["gain_ci_low"])
+              else f"[{best['gain_ci_low']:.2f}, {best['gain_ci_high']:.2f}]")
+        verdict = {"no": ", not significant", "yes": ", significant"}.get(best["significant"], "")
+        label = best.get("experiment_label", best.get("experiment"))
+        return (f"{lead}: {best['gain_pp']:.2f} pp (95 % CI {ci}, n = {best['n']} seeds{verdict}) at "
+                f"{best['budget_label']} against {best['best_baseline']}, in \"{label}\"")
+
+    paper = f"; the paper reports up to {finite['paper_gain_pp'].iloc[0]:.2f} pp on CIFAR-10."
+
+    def which(rows: pd.DataFrame) -> str:  # "confirmatory (seeds 5-9)" -> "confirmatory seeds (5-9)"
+        return str(rows["seeds"].iloc[0]).replace(" (seeds ", " seeds (").replace(" (seed ", " seed (")
+
+    if len(confirmed):
+        exploratory = finite[groups != CONFIRMATORY]
+        notes = [largest(confirmed, f"Largest gain on the {which(confirmed)}") + paper]
+        if len(exploratory):
+            notes.append(largest(exploratory, f"On the {which(exploratory)}, used to choose the settings, the "
+                                              "largest gain was").replace(" was: ", " was ") + ".")
+    else:
+        notes = [largest(finite, "Largest gain") + paper]
     datasets = ", ".join(sorted(set(table["dataset"])))
     if datasets != "cifar10":
         notes.append(f"These runs use {datasets}, not CIFAR-10: the numbers are not comparable to the paper's.")
-    notes += comparison_notes(table, "budget_label")
+    notes += comparison_notes(table.assign(where=headline_where(table)), "where")
     rounds = ", ".join(dict.fromkeys(table["round_budget"].astype(str)))
     notes.append(f"budget_*: accuracy at round {rounds} (the round budget) instead of the last round.")
     targets = table["target_accuracy_pct"].dropna()
@@ -721,8 +886,20 @@ def headline_notes(table: pd.DataFrame) -> list[str]:
     return notes
 
 
+def headline_where(table: pd.DataFrame) -> pd.Series:
+    """Where each headline row is, in words: its budget, with its experiment's label when the table has
+    several experiments and its seed group when it has several."""
+    where = table["budget_label"].astype(str)
+    if "experiment_label" in table and table["experiment_label"].nunique() > 1:
+        where = table["experiment_label"].astype(str) + ", " + where
+    if "seed_group" in table and table["seed_group"].nunique() > 1:
+        where = where + " (" + table["seed_group"].astype(str) + ")"
+    return where
+
+
 # Columns of a comparison table that its Markdown leaves to the notes (or to the CSV).
-MARKDOWN_LEFT_OUT = ("experiment", "dataset", "test_set_size", "smallest_step_pp", "budget", "budget_value",
+MARKDOWN_LEFT_OUT = ("experiment", "seed_group", "dataset", "test_set_size", "smallest_step_pp", "budget",
+                     "budget_value",
                      "method", "gain_std", "target_accuracy_pct", "paper_gain_pp")
 
 
@@ -730,6 +907,7 @@ def comparison_markdown(table: pd.DataFrame) -> pd.DataFrame:
     """The columns a reader of the Markdown needs: the notes give the dataset, test-set size, smallest step
     and target; rounds to the target read "6 (3/3 reached)" or "not reached (1/3 reached)"."""
     shown = table.drop(columns=[c for c in MARKDOWN_LEFT_OUT if c in table])
+    shown = shown.rename(columns={"experiment_label": "experiment"})
     for who in ("method", "baseline"):
         median, reached = f"{who}_median_rounds_to_target", f"{who}_reached_target"
         if median not in shown:

@@ -112,21 +112,27 @@ ENTRIES: tuple[Figure, ...] = (
            "Mean over seeds with 95 % interval.",
            "final accuracy vs K"),
     Figure("allocation", None, ("spfl",), "table_allocation", "figure_allocation",
-           "Per-device allocation, devices ranked by channel gain",
-           "SP-FL's allocation per device, devices ranked by large-scale channel gain (1 = strongest): bandwidth\n"
-           "B_k (top) and the sign packet's share of the device's power budget (bottom; under the energy constraint\n"
-           "the share of tau p_s + (1 - tau) p_m spent on the sign slot), averaged over the snapshot rounds of each\n"
-           "run, then mean over seeds with 95 % interval (experiment\n"
-           f"{_experiment('allocation')}).",
-           "B_k and the sign packet's share of the power budget per device, by channel gain",
-           needs="anything (panels)"),
+           "Who gets the bandwidth: each device's share against its distance and gradient norm",
+           "Who SP-FL gives the band to (experiment\n"
+           f"{_experiment('allocation')}): every device at every snapshot round of every seed is\n"
+           "one point, its share of the total bandwidth B_tot against its distance to the server (top) and its\n"
+           "gradient norm relative to the round's largest (bottom), one column per budget. Hollow grey points are\n"
+           "silent devices, given no bandwidth that round; each panel says how many device-rounds were silent and\n"
+           "compares their gradient norms with the served devices'. The objective values a device by its gradient\n"
+           "(the one-step decrease it brings) and by what its channel costs, so a near device with a small gradient\n"
+           "can be silent. The table also has each device's channel gain and the sign packet's share of its power.",
+           "each device's share of B_tot against its distance and its gradient norm; silent devices marked",
+           needs="anything (panels)", intervals=False),
     Figure("packet_errors", "total_bandwidth_mhz", ("spfl", "spfl_uniform"), "table_packet_errors",
            "figure_packet_errors",
            "Mean packet error (%) vs total bandwidth",
            "Mean realized packet error of sign packets (solid) and modulus packets (dashed) against the total\n"
-           "bandwidth, optimized SP-FL against SP-FL with uniform allocation (experiment\n"
+           "bandwidth, one panel per method: optimized SP-FL and SP-FL with uniform allocation (experiment\n"
            f"{_experiment('packet_errors')}). Optimization should protect\n"
-           "the sign packets first. Mean over seeds with 95 % interval.",
+           "the sign packets first. A note in a panel says where the two packets' lines coincide: with the\n"
+           "default proportional slot share and equal packet powers (uniform allocation) both packets need the\n"
+           "same SNR, so their errors are identical by construction (docs/model.md, section 4). Mean over seeds\n"
+           "with 95 % interval.",
            "mean realized sign / modulus packet error vs B_tot"),
     Figure("ablation", None, ABLATION_METHODS, "table_rounds", "figure_rounds",
            "Test accuracy (%) per round: SP-FL and its ablations",
@@ -151,15 +157,29 @@ ENTRIES: tuple[Figure, ...] = (
     Figure("gain", None, (), "headline_table", "figure_gain",
            "SP-FL minus the best baseline per budget (percentage points)",
            "SP-FL minus the best baseline at each budget of the headline experiments\n"
-           '({{ snakemake.config["headline"]["experiments"] | join(", ") }}), one panel per experiment, in\n'
-           "percentage points of test accuracy: at the last round (circles) and at the round budget (squares).\n"
-           "Error bars: 95 % Student-t interval of the per-seed differences (seeds are paired through common\n"
-           "random numbers); hollow markers: not significant (the interval contains 0). The best baseline at a\n"
-           "budget has the highest mean final accuracy. The dotted line is the paper's \"up to 9.96 points\" on\n"
-           "CIFAR-10; runs on other data are not comparable to it. The headline table has the numbers.",
+           '({{ snakemake.config["headline"]["experiments"] | join(", ") }}), one panel per experiment titled\n'
+           "with its label, in percentage points of test accuracy at the last round: on the exploratory seeds\n"
+           "(circles) and, when the config has confirmation seeds, on those (diamonds); without them, also at the\n"
+           "round budget (squares). The small text at each point names the best baseline there (the one with the\n"
+           "highest mean final accuracy). Error bars: 95 % Student-t interval of the per-seed differences (seeds\n"
+           "are paired through common random numbers); hollow markers: not significant (the interval contains 0).\n"
+           "The dotted line is the paper's \"up to 9.96 points\" on CIFAR-10; runs on other data are not comparable\n"
+           "to it. The headline table has the numbers.",
            "SP-FL minus the best baseline with paired 95 % intervals, per budget",
            needs="nothing: reads the `headline` runs (no options)", source="headline", notes="headline_notes",
            markdown="comparison_markdown"),
+    Figure("devices_served", None, (), "devices_served_table", "figure_devices_served",
+           "Devices served per round by each method",
+           "How many devices each method serves per round, against the budget of each headline experiment\n"
+           '({{ snakemake.config["headline"]["experiments"] | join(", ") }}; one row of panels each): the\n'
+           "devices whose sign (or whole) packet arrived (left) and those whose full gradient arrived (right), per\n"
+           "round, averaged over the run's rounds, then mean over the exploratory seeds with 95 % interval; the\n"
+           "dotted line is the number of devices K. A method that sends one packet per device (digital FL,\n"
+           "scheduling, signSGD) counts it in both panels when it arrives (for signSGD: its signs and one scale).\n"
+           "The table (devices_served.md) also has the devices given bandwidth and the confirmation seeds.",
+           "devices whose sign arrived and devices whose full gradient arrived per round, per method and budget",
+           needs="nothing: reads the `headline` runs (no options)", source="headline",
+           notes="devices_served_notes", markdown="devices_served_markdown"),
     Figure("sensitivity", "variant", COMPARED_METHODS, "sensitivity_table", "figure_sensitivity",
            "Sensitivity: gain over the best baseline per reconstruction variant",
            "How much each unknown of the paper matters: the gain of SP-FL over the best baseline (highest mean\n"
@@ -173,7 +193,10 @@ ENTRIES: tuple[Figure, ...] = (
     Figure("headline", None, (), "headline_table", None,
            "Headline: SP-FL minus the best baseline (percentage points)",
            "SP-FL minus the best baseline at each budget of the headline experiments\n"
-           '({{ snakemake.params.options["experiments"] | join(", ") }}), in percentage points of test\n'
+           '({{ snakemake.params.options["experiments"] | join(", ") }}; column ``experiment`` names each in\n'
+           "words, its config ``label``), per seed group: the exploratory ``seeds`` and, when configured, the\n"
+           "fresh ``confirmation`` seeds (column ``seeds``), side by side; the summary line rests on the confirmation\n"
+           "seeds when there are any. In percentage points of test\n"
            "accuracy at the last round and at the round budget: mean and 95 % Student-t interval of the per-seed\n"
            "differences (seeds are paired through common random numbers), and whether the interval excludes 0\n"
            "(significant). The best baseline at a budget is the one with the highest mean final accuracy\n"

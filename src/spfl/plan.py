@@ -13,6 +13,11 @@ module
   named by the hash of its science settings without ``method``, so a point shared by two experiments
   (the 5 MHz point of the bandwidth sweep that is also the default of the power sweep) is one cell
   running the union of the methods asked for it.
+
+*Confirmation seeds* (config key ``confirmation``) are fresh seeds, disjoint from ``seeds`` (the exploratory
+seeds used to choose settings), run only for the listed experiments.  Their runs are the same cells as
+any other seed's (a cell's name does not depend on whether its seed confirms), so adding them leaves every
+existing cell in place; the headline table reads them, the per-experiment figures do not.
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ class Run:
     seed: int
     method: str
     point: tuple[tuple[str, Any], ...]  # the swept settings (not method or seed), in grid order
+    confirmation: bool = False  # a run on a confirmation seed (not part of the record: the seed says it)
 
     def record(self) -> dict[str, Any]:
         """Flat JSON-able description handed to the table scripts (the workflow adds the cell's folder)."""
@@ -83,7 +89,10 @@ class Experiment:
     grid: dict[str, list[Any]]  # validated values of every grid key (method and seed included)
     methods: tuple[str, ...]
     seeds: tuple[int, ...]
-    runs: list[Run]
+    runs: list[Run]  # the exploratory seeds' runs (what the experiment's figures read)
+    label: str = ""  # a few words for a reader (config key experiments.<name>.label; default: the name)
+    confirmation_seeds: tuple[int, ...] = ()
+    confirmation_runs: list[Run] = field(default_factory=list)
 
 
 @dataclass
@@ -95,6 +104,7 @@ class Plan:
     cells: dict[str, Cell]
     figures: dict[str, dict[str, Any]]
     headline: dict[str, Any] | None
+    confirmation: dict[str, Any] | None = None  # {"seeds": [...], "experiments": [...]} or None
 
     def figure_runs(self, figure: str) -> list[Run]:
         """Runs a figure's table reads: its experiment's runs, restricted to its select and methods."""
@@ -113,11 +123,12 @@ class Plan:
         if self.headline is None:
             raise ConfigError("no headline table is configured: add config key 'headline'")
         methods = {self.headline["method"], *self.headline["baselines"]}
-        return [r for name in self.headline["experiments"] for r in self.experiments[name].runs
+        return [r for name in self.headline["experiments"]
+                for r in (*self.experiments[name].runs, *self.experiments[name].confirmation_runs)
                 if r.method in methods]
 
     def all_runs(self) -> list[Run]:
-        return [r for e in self.experiments.values() for r in e.runs]
+        return [r for e in self.experiments.values() for r in (*e.runs, *e.confirmation_runs)]
 
     def datasets(self) -> list[str]:
         return sorted({c.dataset for c in self.cells.values()})
@@ -128,7 +139,7 @@ class Plan:
 
 
 def _expand_experiment(name: str, exp: Mapping[str, Any], config: Mapping[str, Any],
-                       cells: dict[str, Cell]) -> Experiment:
+                       cells: dict[str, Cell], confirmation_seeds: tuple[int, ...] = ()) -> Experiment:
     where = f"experiments.{name}"
     base = dict(config.get("base") or {})
     fixed = dict(exp.get("set") or {})
@@ -165,11 +176,15 @@ def _expand_experiment(name: str, exp: Mapping[str, Any], config: Mapping[str, A
                                        for i, s in enumerate(config["seeds"])]
     default_method = fixed.get("method", base.get("method", SETTING["method"].default))
     methods = grid.pop("method", None) or [check_value(f"{where}.set.method", "method", default_method)]
+    if confirmation_seeds and "seed" in raw_grid:
+        raise ConfigError(f"config key 'confirmation.experiments' names {name!r}, whose grid sweeps 'seed': "
+                          "allowed experiments that take their seeds from 'seeds'")
     swept = tuple(grid)
     runs: list[Run] = []
+    confirmation_runs: list[Run] = []
     for values in itertools.product(*grid.values()):
         point = tuple(zip(swept, values))
-        for seed in seeds:
+        for seed, confirms in [*((s, False) for s in seeds), *((s, True) for s in confirmation_seeds)]:
             settings = {**base, **fixed, **dict(point), "seed": seed}
             if VARIANT in settings:
                 settings.update(variants[settings.pop(VARIANT)])
@@ -195,12 +210,39 @@ def _expand_experiment(name: str, exp: Mapping[str, Any], config: Mapping[str, A
             for method in methods:
                 if method not in existing.methods:
                     existing.methods.append(method)
-                runs.append(Run(name, cell, seed, method, point))
+                (confirmation_runs if confirms else runs).append(Run(name, cell, seed, method, point, confirms))
             if name not in existing.experiments:
                 existing.experiments.append(name)
     description = exp.get("description", "")
     return Experiment(name, description, swept, {**grid, "method": list(methods), "seed": list(seeds)},
-                      tuple(methods), tuple(seeds), runs)
+                      tuple(methods), tuple(seeds), runs, exp.get("label") or name, tuple(confirmation_seeds),
+                      confirmation_runs)
+
+
+def _resolve_confirmation(config: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The confirmation seeds and experiments, checked: seeds disjoint from `seeds`, experiments configured."""
+    options = config.get("confirmation")
+    if not options:
+        return None
+    exploratory = [check_value(f"seeds[{i}]", "seed", s) for i, s in enumerate(config["seeds"])]
+    seeds = [check_value(f"confirmation.seeds[{i}]", "seed", s) for i, s in enumerate(options["seeds"])]
+    for i, seed in enumerate(seeds):
+        if seed in exploratory:
+            raise ConfigError(f"config key 'confirmation.seeds[{i}]' = {seed} is invalid: allowed a seed not in "
+                              f"'seeds' {exploratory} (confirmation seeds must be fresh: disjoint from the "
+                              "exploratory seeds used to choose settings)")
+    names = options.get("experiments")
+    key = "confirmation.experiments"
+    if names is None:
+        if not config.get("headline"):
+            raise ConfigError(f"config key '{key}' is missing: allowed a list of experiments (it defaults to "
+                              "'headline.experiments', and no headline is configured)")
+        names = list(config["headline"]["experiments"])
+    for i, name in enumerate(names):
+        if name not in config["experiments"]:
+            raise ConfigError(f"config key '{key}[{i}]' = {name!r} is invalid: allowed one of "
+                              f"{', '.join(config['experiments'])} (the configured experiments)")
+    return {"seeds": seeds, "experiments": list(names)}
 
 
 def _resolve_figure(name: str, options: Mapping[str, Any], experiments: Mapping[str, Experiment],
@@ -279,10 +321,16 @@ def load_plan(config: Mapping[str, Any]) -> Plan:
     """Validate the pipeline config and expand it; raise ConfigError naming the key on any problem."""
     config = validated(config)
     cells: dict[str, Cell] = {}
-    experiments = {name: _expand_experiment(name, exp, config, cells)
+    confirmation = _resolve_confirmation(config)
+    confirming = confirmation["experiments"] if confirmation else []
+    experiments = {name: _expand_experiment(name, exp, config, cells,
+                                            tuple(confirmation["seeds"]) if name in confirming else ())
                    for name, exp in config["experiments"].items()}
     for cell in cells.values():
         cell.methods.sort(key=METHODS.index)
     headline = _resolve_headline(config["headline"], experiments, cells) if config.get("headline") else None
+    if headline is not None:
+        headline["labels"] = {name: experiments[name].label for name in headline["experiments"]}
+        headline["confirmation_seeds"] = list(confirmation["seeds"]) if confirmation else []
     figures = {name: _resolve_figure(name, opts, experiments, headline) for name, opts in config["figures"].items()}
-    return Plan(config, experiments, cells, figures, headline)
+    return Plan(config, experiments, cells, figures, headline, confirmation)

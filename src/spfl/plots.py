@@ -42,7 +42,8 @@ from matplotlib.transforms import blended_transform_factory  # noqa: E402
 from spfl.records import write_atomic  # noqa: E402
 
 MIN_SEEDS_DRAWN = 3  # no band or error bar from fewer seeds
-LOG_TICKS = 5  # at most this many labelled ticks on a log axis
+LOG_TICKS = 12  # a log axis labels every swept value up to this many (overlapping labels are thinned after layout)
+MAX_ROW_IN = 10.0  # no row of panels is wider than this (inches): more panels wrap onto further rows
 
 DEFAULT_STYLE: dict[str, Any] = {
     "theme": "whitegrid", "context": "paper", "palette": "colorblind", "font_scale": 1.1, "dpi": 200,
@@ -119,6 +120,64 @@ def _subplots(n_cols: int, n_rows: int, style: Mapping[str, Any], sharey: bool |
     return fig, axes
 
 
+def row_width(style: Mapping[str, Any]) -> int:
+    """Panels per row: as many as fit in MAX_ROW_IN inches (at least one)."""
+    return max(1, int(MAX_ROW_IN // float(style["width_in"])))
+
+
+def _wrapped(n_panels: int, style: Mapping[str, Any], sharey: bool | str = True, sharex: bool = True):
+    """One panel per item, wrapped onto rows of at most row_width(style) panels (no row wider than
+    MAX_ROW_IN); the axes left over in the last row are removed.  Returns the figure, the 2-D axes array
+    and the list of the n_panels axes in reading order."""
+    cols = min(n_panels, row_width(style))
+    rows = -(-n_panels // cols)
+    fig, axes = _subplots(cols, rows, style, sharey=sharey, sharex=sharex)
+    used = list(axes.flat[:n_panels])
+    for ax in axes.flat[n_panels:]:
+        ax.remove()
+    for ax in used:  # every panel labels its own x ticks (a shared axis keeps only the limits in common)
+        ax.xaxis.set_tick_params(labelbottom=True)
+    return fig, axes, used
+
+
+def _first_column(axes, used) -> list:
+    """The used axes at the start of each row (where the y label goes)."""
+    return [ax for i, ax in enumerate(axes.flat) if ax in used and i % axes.shape[1] == 0]
+
+
+def coinciding(data: pd.DataFrame, x: str, hue: str, tolerance: float) -> list[tuple[Any, Any, float]]:
+    """Pairs of curves (hue values) whose means agree within ``tolerance`` at every common x, with their
+    largest difference: a reader cannot tell them apart, so the figure says so."""
+    means = data.pivot_table(index=x, columns=hue, values="mean", aggfunc="first", sort=False)
+    pairs = []
+    keys = list(dict.fromkeys(data[hue]))
+    keys = [k for k in keys if k in means.columns]  # a curve whose every run diverged has no mean
+    for i, a in enumerate(keys):
+        for b in keys[i + 1:]:
+            both = means[[a, b]].dropna()
+            if len(both) >= 2:
+                gap = float((both[a] - both[b]).abs().max())
+                if gap <= tolerance:
+                    pairs.append((a, b, gap))
+    return pairs
+
+
+def _note_coinciding(ax, data: pd.DataFrame, x: str, hue: str, labels: Mapping[Any, str], tolerance: float,
+                     unit: str = "pp", where: tuple[float, float] = (0.98, 0.02)) -> list[str]:
+    """A note in the panel naming the curves that lie on top of each other (identical, or within
+    ``tolerance``); returns the note's lines."""
+    lines = []
+    for a, b, gap in coinciding(data, x, hue, tolerance):
+        how = "identical" if gap <= 1e-9 else f"within {tolerance:g} {unit}"
+        lines.append(f"{labels.get(a, a)} = {labels.get(b, b)} ({how} at every point)")
+    if lines:
+        text = ax.text(*where, "\n".join(lines), transform=ax.transAxes, fontsize="x-small", ha="right",
+                       va="bottom" if where[1] < 0.5 else "top", color="0.25",
+                       bbox={"boxstyle": "round", "facecolor": "white", "edgecolor": "0.7", "alpha": 0.85})
+        text.set_in_layout(False)
+    return lines
+
+
 def drawn_interval(data: pd.DataFrame, bounds: tuple[float | None, float | None] = (None, None)):
     """(low, high) of the rows' 95 % intervals clipped to ``bounds``, NaN where fewer than
     MIN_SEEDS_DRAWN seeds stand behind the row (no band or error bar is drawn there)."""
@@ -130,26 +189,35 @@ def drawn_interval(data: pd.DataFrame, bounds: tuple[float | None, float | None]
 
 def _draw(ax, data: pd.DataFrame, x: str, hue: str, style: Mapping[str, Any], colors: Mapping[str, Any],
           labels: Mapping[str, str], dashes: Mapping[str, Any] | None = None, linestyle: str = "-",
-          bounds: tuple[float | None, float | None] = (None, None)) -> None:
+          bounds: tuple[float | None, float | None] = (None, None), dodge: bool = False,
+          log: bool = False) -> None:
     """Mean line per hue value with its 95 % interval as a band or error bars (from the table).
 
     The interval is clipped to the quantity's range (``bounds``, e.g. 0-100 % for an accuracy) and
-    drawn only where the row has at least MIN_SEEDS_DRAWN seeds (:func:`drawn_interval`).
+    drawn only where the row has at least MIN_SEEDS_DRAWN seeds (:func:`drawn_interval`).  Curves that
+    lie on top of each other stay visible: with ``dodge`` each curve's points move sideways a little (the
+    x values of final-value figures), and on a long curve each draws its markers on every third point
+    from a different start, so two coinciding curves show both markers in turn.
     """
-    for key, group in data.groupby(hue, sort=False):
+    keys = list(dict.fromkeys(data[hue]))
+    for i, (key, group) in enumerate(data.groupby(hue, sort=False)):
         group = group.sort_values(x)
         color = colors.get(key)
-        ax.plot(group[x], group["mean"], linestyle=(dashes or {}).get(key, linestyle), color=color,
+        xs = group[x].to_numpy(float)
+        if dodge and len(keys) > 1:
+            xs = _dodge(xs, 0.6 * (keys.index(key) - (len(keys) - 1) / 2), log)
+        long = len(group) > 8
+        ax.plot(xs, group["mean"], linestyle=(dashes or {}).get(key, linestyle), color=color,
                 marker=MARKERS.get(key, "o") if len(group) <= 25 else None, markersize=5,
-                label=labels.get(key, str(key)))
+                markevery=(i % 3, 3) if long else None, label=labels.get(key, str(key)))
         low, high = drawn_interval(group, bounds)
         if style["error_bars"] == "none" or np.all(np.isnan(low)):
             continue
         if style["error_bars"] == "band":
-            ax.fill_between(group[x], low, high, color=color, alpha=0.18, linewidth=0)
+            ax.fill_between(xs, low, high, color=color, alpha=0.12, linewidth=0)
         else:
             mean = group["mean"].to_numpy(float)
-            ax.errorbar(group[x], mean, yerr=[mean - low, high - mean], fmt="none", ecolor=color, capsize=3)
+            ax.errorbar(xs, mean, yerr=[mean - low, high - mean], fmt="none", ecolor=color, capsize=3)
 
 
 def _diverged_rows(data: pd.DataFrame) -> pd.DataFrame:
@@ -243,8 +311,12 @@ def _x_axis(ax, table: pd.DataFrame, x: str) -> None:
         ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
         ax.xaxis.set_minor_locator(NullLocator())
         ax.xaxis.set_minor_formatter(NullFormatter())
-    elif x in ("num_devices", "rank", "iteration"):
+    elif x in ("rank", "iteration", "round"):
         ax.xaxis.get_major_locator().set_params(integer=True)
+    elif x in table and pd.api.types.is_numeric_dtype(table[x]) and 1 < table[x].nunique() <= LOG_TICKS:
+        # a swept setting: a tick at every swept value, labelled as the config writes it
+        ax.xaxis.set_major_locator(FixedLocator(sorted(table[x].dropna().unique())))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
 
 
 def drawn_tick_labels(axis) -> list[tuple[float, Any]]:
@@ -319,15 +391,19 @@ def _method_figure(table: pd.DataFrame, figure: str, x: str, ylabel: str, style:
     """Lines per method against x, one panel per grid point (accuracy figures and ablation)."""
     _need(table, figure, x, "method", "mean", "ci_low", "ci_high")
     panels = _panels(table)
-    fig, axes = _subplots(len(panels), 1, style)
+    fig, axes, used = _wrapped(len(panels), style)
     colors = method_colors(style["palette"])
-    for ax, panel in zip(axes.flat, panels):
+    log = x in LOG_AXES and (table[x] > 0).all()
+    for ax, panel in zip(used, panels):
         data = table[table["panel"] == panel] if "panel" in table else table
-        _draw(ax, data, x, "method", style, colors, METHOD_LABELS, DASHED, bounds=(0.0, 100.0))
+        _draw(ax, data, x, "method", style, colors, METHOD_LABELS, DASHED, bounds=(0.0, 100.0),
+              dodge=(x != "round"), log=log)
         _mark_diverged(ax, data, x, colors, per_round=(x == "round"))
+        _note_coinciding(ax, data, x, "method", METHOD_LABELS, tolerance=0.5)  # about two test images on digits
         ax.set_title(panel)
         _x_axis(ax, table, x)
-    axes[0, 0].set_ylabel(ylabel)
+    for ax in _first_column(axes, used):
+        ax.set_ylabel(ylabel)
     _diverged_legend_entry(fig, axes)
     _legend(fig, axes)
     return fig
@@ -342,50 +418,92 @@ def figure_final(table, figure, x, style):
 
 
 def figure_packet_errors(table, figure, x, style):
+    """Sign (solid) and modulus (dashed) packet error against x: one panel per method (and per other swept
+    point), so the two packets of one method are compared where they cannot hide another method's lines;
+    a note says where they coincide."""
     _need(table, figure, x, "method", "packet", "mean")
+    table = table.assign(panel=[(f"{p}, " if p else "") + METHOD_LABELS.get(m, m)
+                                for p, m in zip(table["panel"] if "panel" in table else [""] * len(table),
+                                                table["method"])])
     panels = _panels(table)
-    fig, axes = _subplots(len(panels), 1, style)
+    fig, axes, used = _wrapped(len(panels), style)
     colors = method_colors(style["palette"])
-    for ax, panel in zip(axes.flat, panels):
+    shades = {"sign": 1.0, "modulus": 0.55}
+    for ax, panel in zip(used, panels):
         data = table[table["panel"] == panel].dropna(subset=["mean"])
-        data = data.assign(line=data["method"] + "|" + data["packet"])
-        keys = list(dict.fromkeys(data["line"]))
-        line_colors = {k: colors[k.split("|")[0]] for k in keys}
-        labels = {k: f"{METHOD_LABELS.get(k.split('|')[0])}: {k.split('|')[1]} packet" for k in keys}
-        dashes = {k: "-" if k.endswith("|sign") else "--" for k in keys}
-        _draw(ax, data, x, "line", style, line_colors, labels, dashes, bounds=(0.0, 100.0))
+        method = table[table["panel"] == panel]["method"].iloc[0]
+        base = np.asarray(matplotlib.colors.to_rgb(colors.get(method, "gray")))
+        line_colors = {p: tuple(base * f + (1 - f) * 0.15) for p, f in shades.items()}
+        labels = {"sign": "sign packet", "modulus": "modulus packet"}
+        _draw(ax, data, x, "packet", style, line_colors, {k: f"_{v}" for k, v in labels.items()},
+              {"sign": "-", "modulus": "--"}, bounds=(0.0, 100.0))
+        _note_coinciding(ax, data, x, "packet", labels, tolerance=0.1, where=(0.98, 0.98))
         _mark_diverged(ax, table[table["panel"] == panel], x, colors)
         ax.set_title(panel)
         _x_axis(ax, table, x)
-    axes[0, 0].set_ylabel("Mean packet error (%)")
+    for ax in _first_column(axes, used):
+        ax.set_ylabel("Mean packet error (%)")
     _diverged_legend_entry(fig, axes)
-    _legend(fig, axes)
+    _legend(fig, axes, extra=[(Line2D([], [], color="0.3", linestyle="-", marker="o"), "sign packet"),
+                              (Line2D([], [], color="0.3", linestyle="--", marker="o"), "modulus packet")])
     return fig
 
 
+SILENT_COLOR = "0.55"
+
+
 def figure_allocation(table, figure, x, style):
-    _need(table, figure, "quantity", "rank", "method", "mean")
-    quantities = [("bandwidth_khz", r"Bandwidth $B_k$ (kHz)", 1.0, (0.0, None)),
-                  ("sign_power_share", "Sign packet share of\nthe power budget (%)", 100.0, (0.0, 100.0))]
+    """Who gets the band: every device at every snapshot round (all seeds) as a point, its share of the
+    total bandwidth against its distance to the server (top) and its gradient norm relative to the round's
+    largest (bottom); one column per panel (budget).  Devices given no bandwidth ("silent") are hollow grey
+    points at 0, and each panel says what share of the device-rounds were silent and how their gradients
+    compare with the served ones'."""
+    _need(table, figure, "bandwidth_share_pct", "distance_m", "gradient_norm_rel", "silent", "method")
     panels = _panels(table)
-    fig, axes = _subplots(len(panels), len(quantities), style, sharey="row")
+    rows = [("distance_m", "Distance to the server (m)"),
+            ("gradient_norm_rel", "Gradient norm / round's largest")]
+    cols = len(panels)
+    width = min(float(style["width_in"]), MAX_ROW_IN / cols)
+    fig, axes = plt.subplots(len(rows), cols, figsize=(width * cols, style["height_in"] * len(rows)),
+                             sharey=False, sharex="row", squeeze=False, layout="constrained")
     colors = method_colors(style["palette"])
+    methods = [m for m in dict.fromkeys(table["method"].dropna())]
     for col, panel in enumerate(panels):
-        for row, (quantity, ylabel, scale, bounds) in enumerate(quantities):
+        data = table[(table["panel"] == panel) & table["bandwidth_share_pct"].notna()]
+        silent = data["silent"].astype(str).str.lower().isin(["true", "1"])
+        for row, (column, xlabel) in enumerate(rows):
             ax = axes[row, col]
-            data = table[(table["panel"] == panel) & (table["quantity"] == quantity)]
-            data = data.assign(**{c: data[c] * scale for c in ("mean", "ci_low", "ci_high")})
-            _draw(ax, data, "rank", "method", {**style, "error_bars": "bars"
-                  if style["error_bars"] != "none" else "none"}, colors, METHOD_LABELS, bounds=bounds)
+            for method in methods:
+                served = data[(data["method"] == method) & ~silent]
+                ax.plot(served[column], served["bandwidth_share_pct"], linestyle="", marker=MARKERS.get(method, "o"),
+                        markersize=4, alpha=0.55, color=colors.get(method),
+                        label=f"{METHOD_LABELS.get(method, method)}: a device at one snapshot round")
+            quiet = data[silent]
+            ax.plot(quiet[column], quiet["bandwidth_share_pct"], linestyle="", marker="o", markersize=4,
+                    markerfacecolor="none", markeredgecolor=SILENT_COLOR, alpha=0.8,
+                    label="silent: given no bandwidth")
+            ax.set_xlabel(xlabel)
+            ax.set_ylim(bottom=-2)
+            if col == 0:
+                ax.set_ylabel("Share of $B_{\\mathrm{tot}}$ (%)")
             if row == 0:
                 ax.set_title(panel)
-                _note_diverged(ax, table[table["panel"] == panel], METHOD_LABELS)
-            if col == 0:
-                ax.set_ylabel(ylabel)
-            if row == len(quantities) - 1:
-                _x_axis(ax, data, "rank")
-            else:
-                ax.set_xlabel("")
+                gone = table[(table["panel"] == panel) & (table["n_diverged"].fillna(0) > 0)] \
+                    if "n_diverged" in table else table.iloc[0:0]
+                lines = [f"{METHOD_LABELS.get(m, m)}: {int(g['n_diverged'].iloc[0])} of {int(g['n_runs'].iloc[0])} "
+                         "runs diverged (left out)" for m, g in gone.groupby("method", sort=False)]
+                if lines:
+                    ax.text(0.02, 0.98, "\n".join(lines), transform=ax.transAxes, fontsize="x-small", va="top",
+                            bbox={"boxstyle": "round", "facecolor": "white", "edgecolor": "0.5", "alpha": 0.9})
+            if row == len(rows) - 1 and len(data):
+                share = 100.0 * silent.mean()
+                text = f"silent: {share:.0f} % of device-rounds"
+                if silent.any() and (~silent).any():
+                    text += (f"\nmedian gradient norm: silent {data.loc[silent, column].median():.2f},"
+                             f" served {data.loc[~silent, column].median():.2f}")
+                note = ax.text(0.02, 0.98, text, transform=ax.transAxes, fontsize="x-small", ha="left", va="top",
+                               bbox={"boxstyle": "round", "facecolor": "white", "edgecolor": "0.7", "alpha": 0.85})
+                note.set_in_layout(False)
     _legend(fig, axes)
     return fig
 
@@ -440,28 +558,54 @@ def _dodge(xs: np.ndarray, step: float, log: bool) -> np.ndarray:
     return xs + 0.02 * step * span
 
 
+SHORT_BASELINES = {"digital": "digital", "digital_reuse": "dig.+reuse", "scheduling": "sched.",
+                   "signsgd": "signSGD", "ideal": "ideal"}
+BEST_LABEL = "text at each point: the best baseline there (highest mean final accuracy)"
+
+
+def _seed_group_rows(table: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """(seed-group name, rows) of a headline table, exploratory first; one unnamed group for old tables."""
+    if "seed_group" not in table:
+        return [("", table)]
+    groups = sorted(dict.fromkeys(table["seed_group"].astype(str)), key=lambda g: g != "exploratory")
+    return [(str(table.loc[table["seed_group"] == g, "seeds"].iloc[0]) if "seeds" in table else g,
+             table[table["seed_group"] == g]) for g in groups]
+
+
 def figure_gain(table, figure, x, style):
-    """SP-FL minus the best baseline per budget (headline table), one panel per budget experiment: the gain
-    of the final accuracy and of the accuracy at the round budget, with paired 95 % intervals as error bars
-    (from MIN_SEEDS_DRAWN seeds on), a zero line and the paper's reported gain."""
+    """SP-FL minus the best baseline per budget (headline table), one panel per budget experiment, titled
+    with the experiment's label: the gain of the final accuracy (per seed group: exploratory and, when
+    configured, confirmatory seeds) and, without confirmation seeds, of the accuracy at the round budget,
+    with paired 95 % intervals as error bars (from MIN_SEEDS_DRAWN seeds on), a zero line, the paper's
+    reported gain, and the name of the best baseline at each point."""
     _need(table, figure, "experiment", "budget", "budget_value", "gain_pp", "gain_ci_low", "gain_ci_high", "n")
     experiments = list(dict.fromkeys(table["experiment"]))
-    fig, axes = _subplots(len(experiments), 1, style, sharey=True, sharex=False)
+    fig, axes, used = _wrapped(len(experiments), style, sharey=True, sharex=False)
     colors = method_colors(style["palette"])
     method = table["method"].iloc[0]
+    groups = _seed_group_rows(table)
     rounds = ", ".join(dict.fromkeys(table["round_budget"].astype(str))) if "round_budget" in table else ""
-    series = [("gain_pp", "gain_ci_low", "gain_ci_high", "significant", "o", "-", "final accuracy")]
-    if "budget_gain_pp" in table and table["budget_gain_pp"].notna().any():
-        series.append(("budget_gain_pp", "budget_gain_ci_low", "budget_gain_ci_high", "budget_significant",
-                       "s", "--", f"accuracy at round {rounds} (round budget)"))
+    series = []  # (rows, value, low, high, significant, marker, dash, color, label, name the best baseline)
+    for i, (name, rows) in enumerate(groups):
+        label = f"final accuracy, {name}" if name else "final accuracy"
+        color = colors.get(method) if i == 0 else "0.15"
+        series.append((rows, "gain_pp", "gain_ci_low", "gain_ci_high", "significant", "o" if i == 0 else "D",
+                       "-", color, label, True))
+    if len(groups) == 1 and "budget_gain_pp" in table and table["budget_gain_pp"].notna().any():
+        series.append((table, "budget_gain_pp", "budget_gain_ci_low", "budget_gain_ci_high", "budget_significant",
+                       "s", "--", "0.45", f"accuracy at round {rounds} (round budget)", False))
     paper = float(table["paper_gain_pp"].iloc[0]) if "paper_gain_pp" in table else None
-    for ax, experiment in zip(axes.flat, experiments):
-        data = table[table["experiment"] == experiment].sort_values("budget_value")
-        budget = data["budget"].iloc[0]
-        log = budget in LOG_AXES and (data["budget_value"] > 0).all()
-        for i, (value, low_col, high_col, sig_col, marker, dash, label) in enumerate(series):
+    for ax, experiment in zip(used, experiments):
+        title = experiment
+        for i, (rows, value, low_col, high_col, sig_col, marker, dash, color, label, named) in enumerate(series):
+            data = rows[rows["experiment"] == experiment].sort_values("budget_value")
+            if data.empty:
+                continue
+            budget = data["budget"].iloc[0]
+            if "experiment_label" in data:
+                title = str(data["experiment_label"].iloc[0])
+            log = budget in LOG_AXES and (data["budget_value"] > 0).all()
             xs = _dodge(data["budget_value"].to_numpy(float), i - (len(series) - 1) / 2, log)
-            color = colors.get(method) if value == "gain_pp" else "0.35"
             mean = data[value].to_numpy(float)
             ax.plot(xs, mean, linestyle=dash, marker=marker, markersize=6, color=color, label=label)
             low, high = drawn_interval(data.assign(ci_low=data[low_col], ci_high=data[high_col]))
@@ -469,16 +613,73 @@ def figure_gain(table, figure, x, style):
                 ax.errorbar(xs, mean, yerr=[mean - low, high - mean], fmt="none", ecolor=color, capsize=3)
             if sig_col in data:
                 _significance_marker(ax, xs, mean, data[sig_col], color, marker)
+            if named and "best_baseline" in data:
+                above = i % 2 == 0
+                for xv, yv, hi, lo, best in zip(xs, mean, high, low, data["best_baseline"]):
+                    if not (isinstance(best, str) and np.isfinite(yv)):
+                        continue
+                    anchor = (hi if above else lo) if np.isfinite(hi if above else lo) else yv
+                    note = ax.annotate(SHORT_BASELINES.get(best, best), (xv, anchor), xytext=(0, 4 if above else -4),
+                                       textcoords="offset points", ha="center", va="bottom" if above else "top",
+                                       fontsize="xx-small", color=color, rotation=90)
+                    note.set_in_layout(False)
+            _x_axis(ax, data.assign(**{budget: data["budget_value"]}), budget)
         ax.axhline(0.0, color="black", linewidth=0.8)
         if paper is not None:
             ax.axhline(paper, color="0.5", linestyle=":", linewidth=1.2,
                        label=f"paper: up to {paper:g} pp (CIFAR-10)")
-        ax.set_title(experiment)
-        _x_axis(ax, data.assign(**{budget: data["budget_value"]}), budget)
-    axes[0, 0].set_ylabel(f"{METHOD_LABELS.get(method, method)} minus the best baseline (pp)")
+        ax.set_title(title)
+        ax.margins(y=0.15)
+    for ax in _first_column(axes, used):
+        ax.set_ylabel(f"{METHOD_LABELS.get(method, method)} minus\nthe best baseline (pp)")
     hollow = any(line.get_label() == "_not_significant" for ax in axes.flat for line in ax.get_lines())
-    _legend(fig, axes, extra=[(Line2D([], [], linestyle="", marker="o", markerfacecolor="white",
-                                      markeredgecolor="0.3"), HOLLOW_LABEL)] if hollow else [])
+    extra = [(Line2D([], [], linestyle="", marker="o", markerfacecolor="white", markeredgecolor="0.3"),
+              HOLLOW_LABEL)] if hollow else []
+    if "best_baseline" in table:
+        extra.append((Line2D([], [], linestyle="", marker="$ab$", color="0.3"), BEST_LABEL))
+    _legend(fig, axes, extra=extra)
+    return fig
+
+
+def figure_devices_served(table, figure, x, style):
+    """Devices served per round against the budget, one row of panels per headline experiment (titled with its
+    label): devices whose sign packet arrived (left) and devices whose full gradient arrived (right), one line
+    per method, the exploratory seeds (the table has the confirmation seeds too)."""
+    _need(table, figure, "experiment", "budget_value", "quantity", "method", "mean")
+    if "seed_group" in table and (table["seed_group"] == "exploratory").any():
+        table = table[table["seed_group"] == "exploratory"]
+    experiments = list(dict.fromkeys(table["experiment"]))
+    quantities = [("sign arrived", "Devices whose sign arrived\n(served) per round"),
+                  ("full gradient arrived", "Devices whose full gradient\narrived per round")]
+    cols = len(quantities)
+    width = min(float(style["width_in"]), MAX_ROW_IN / cols)
+    fig, axes = plt.subplots(len(experiments), cols, figsize=(width * cols, style["height_in"] * len(experiments)),
+                             sharey="row", sharex=False, squeeze=False, layout="constrained")
+    colors = method_colors(style["palette"])
+    for row, experiment in enumerate(experiments):
+        rows = table[table["experiment"] == experiment]
+        budget = rows["budget"].iloc[0]
+        label = str(rows["experiment_label"].iloc[0]) if "experiment_label" in rows else experiment
+        seeds = f", {rows['seeds'].iloc[0]}" if "seeds" in rows else ""
+        total = rows["num_devices"].dropna()
+        log = budget in LOG_AXES and (rows["budget_value"] > 0).all()
+        for col, (quantity, ylabel) in enumerate(quantities):
+            ax = axes[row, col]
+            data = rows[rows["quantity"] == quantity].assign(**{budget: rows["budget_value"]})
+            _draw(ax, data, budget, "method", style, colors, METHOD_LABELS, DASHED, bounds=(0.0, None),
+                  dodge=True, log=log)
+            if len(total) and total.nunique() == 1:
+                ax.axhline(float(total.iloc[0]), color="0.6", linestyle=":", linewidth=1.0,
+                           label="all devices (K)")
+            ax.set_title(f"{label}{seeds}" if col == 0 else label, fontsize="small")
+            ax.set_ylim(bottom=0)
+            _x_axis(ax, data, budget)
+            if col == 0:
+                ax.set_ylabel(ylabel)
+            else:
+                ax.set_ylabel(ylabel)
+                ax.yaxis.set_tick_params(labelleft=True)
+    _legend(fig, axes)
     return fig
 
 
@@ -509,7 +710,9 @@ def figure_sensitivity(table, figure, x, style):
         ax.axvline(0.0, color="black", linewidth=0.8)
         ax.set_title(panel)
         ax.set_xlabel("Gain in final test accuracy (pp)")
-    axes[0, 0].set_yticks(range(len(variants)), labels=variants)
+    # "normalize=all+slot_share=optimized" -> "normalize: all\n+ slot_share: optimized": the change in words
+    axes[0, 0].set_yticks(range(len(variants)),
+                          labels=[v.replace("=", ": ").replace("+", "\n+ ") for v in variants])
     axes[0, 0].set_ylim(len(variants) - 0.5, -0.5)  # the first variant (default) on top
     axes[0, 0].set_ylabel("Reconstruction variant")
     hollow = any(line.get_label() == "_not_significant" for ax in axes.flat for line in ax.get_lines())

@@ -45,6 +45,7 @@ METRIC_COLUMNS = (
     "devices_sign_received",  # devices whose sign (or whole) packet arrived
     "devices_both_received",  # devices whose full gradient arrived
     "uplink_bits",            # payload bits sent by all devices this round
+    "control_bits",           # bits of the devices' reports to the allocator (sketches; 0 if none needed)
     "objective",              # the one-step objective Phi of the round's allocation (empty for ideal)
     "expected_sign_error",    # mean closed-form q of the sent sign (or whole) packets
     "expected_modulus_error", # mean closed-form q of the sent modulus packets

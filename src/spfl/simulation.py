@@ -28,8 +28,9 @@ import torch
 
 from spfl import checkpoint as checkpoints
 from spfl import records
-from spfl.aggregation import Aggregator
+from spfl.aggregation import REPORTED_VECTORS, Aggregator
 from spfl.allocation import Allocation, AllocationProblem, allocate
+from spfl.allocation.descent import DescentTerms
 from spfl.callbacks import (
     AllocationRecord,
     Callback,
@@ -41,6 +42,7 @@ from spfl.callbacks import (
 )
 from spfl.channel import Geometry, dbm_to_watt, draw_fading
 from spfl.data import Dataset, load_dataset, load_prepared
+from spfl.gram import CountSketch, control_bits, gram_matrix
 from spfl.methods import Method, get_method
 from spfl.models import build_model, default_model
 from spfl.partition import HISTOGRAM_COLUMNS, histogram_rows, label_histogram, partition
@@ -52,7 +54,7 @@ from spfl.transmission import Delivery, Link, Resources, get_scheme
 log = logging.getLogger("spfl")
 
 # Independent random streams, one per concern, all children of the run's seed.
-STREAMS = ("partition", "init", "geometry", "fading", "batches")
+STREAMS = ("partition", "init", "geometry", "fading", "batches", "sketch")
 
 
 def streams(seed: int) -> dict[str, np.random.SeedSequence]:
@@ -162,6 +164,12 @@ class Simulation:
                          spec.fading)
         self.total_bandwidth = spec.total_bandwidth_mhz * 1e6
         self.max_power = dbm_to_watt(spec.max_power_dbm)
+        self.sketched = spec.surrogate == "descent" and spec.gram == "sketch"
+        self._sketch: CountSketch | None = None
+        # What the allocator's knowledge costs on the control channel each round (0 when nothing is optimized).
+        informed = self.method.policy not in ("uniform", "none") and not self.scheme.error_free
+        self.control_bits = (control_bits(spec.num_devices, REPORTED_VECTORS[self.method.aggregation],
+                                          spec.sketch_size if self.sketched else None) if informed else 0)
         batched = env.device.type == "cuda" if batched is None else batched
         self.trainer = LocalTrainer(env.model, spec.learning_rate, spec.local_steps, batched=batched,
                                     precision=spec.precision)
@@ -207,13 +215,28 @@ class Simulation:
         (reported on the control channel before allocation) and the round's budgets."""
         spec = self.spec
         u_sign, u_modulus = aggregator.packet_worths(uploads, spec.learning_rate, spec.smoothness)
+        descent = None
+        if spec.surrogate == "descent":
+            gram = gram_matrix(uploads, aggregator.other_vectors(uploads), self.sketch(uploads))
+            descent = DescentTerms.for_rule(aggregator.rule, gram, spec.learning_rate, spec.smoothness,
+                                            has_other_when_lost=aggregator.has_stale)
         return AllocationProblem(
             alpha=self.env.alpha, gain=self.link.gain, u_sign=u_sign, u_modulus=u_modulus,
             total_bandwidth=self.total_bandwidth, max_power=self.max_power, noise_psd=self.link.noise_psd,
             deadline=self.layout.deadline, sign_bits=self.layout.sign_bits, modulus_bits=self.layout.modulus_bits,
             slot_share=self.layout.fixed_share(spec.slot_share), power_constraint=spec.power_constraint,
             per_model=spec.per_model, waterfall_m=spec.waterfall_m, fading=spec.fading,
-            normalize=spec.normalize, sign_only_counts=aggregator.sign_only_counts)
+            normalize=spec.normalize, sign_only_counts=aggregator.sign_only_counts, descent=descent)
+
+    def sketch(self, uploads: torch.Tensor) -> CountSketch | None:
+        """The run's CountSketch (one seeded hash for every round and method of a seed), or None when the
+        allocator is given exact inner products or uses the Jensen surrogate."""
+        if not self.sketched:
+            return None
+        if self._sketch is None or self._sketch.dim != uploads.shape[1]:
+            self._sketch = CountSketch(uploads.shape[1], self.spec.sketch_size, streams(self.spec.seed)["sketch"],
+                                       uploads.device)
+        return self._sketch
 
     def resources(self, uploads: torch.Tensor, state: RunState) -> tuple[Resources, Allocation | None,
                                                                           AllocationProblem | None]:
@@ -273,6 +296,7 @@ class Simulation:
             "devices_sign_received": int(delivery.sign_ok.sum()),
             "devices_both_received": int(delivery.both_ok.sum()),
             "uplink_bits": delivery.uplink_bits,
+            "control_bits": 0 if allocation is None else self.control_bits,
             "objective": None if allocation is None else float(allocation.objective),
             "expected_sign_error": float(delivery.q_sign[sent_s].mean()) if sent_s.any() else None,
             "expected_modulus_error": float(delivery.q_modulus[sent_m].mean()) if sent_m.any() else None,

@@ -27,6 +27,7 @@ from spfl.vocabulary import (
     DATASETS,
     DEVICES,
     FADING_MODELS,
+    GRAM_ESTIMATES,
     MODELS,
     NORMALIZATIONS,
     PACKET_ERROR_MODELS,
@@ -34,6 +35,7 @@ from spfl.vocabulary import (
     POWER_CONSTRAINTS,
     PRECISIONS,
     SIGNSGD_AGGREGATIONS,
+    SURROGATES,
 )
 
 # Training-set sizes (spfl.data's splits; a test keeps them in step), so settings can be checked
@@ -183,6 +185,14 @@ SETTINGS: tuple[Setting, ...] = (
        "the allocation objective is the expectation under the same rule.", choices=NORMALIZATIONS),
     _s("smoothness", float, 10.0, "Smoothness constant L in the one-step objective (learning_rate * L < 2).",
        minimum=0.0, maximum=1e6),
+    _s("surrogate", str, "descent", "One-step objective the allocation maximizes: descent = the expected "
+       "descent-lemma bound with the devices' cross terms; jensen = per-device worths (docs/model.md, 6).",
+       choices=SURROGATES),
+    _s("gram", str, "sketch", "What the allocator knows of the devices' inner products (descent): sketch = "
+       "estimated from CountSketches the devices report; exact = the true ones (analysis only).",
+       choices=GRAM_ESTIMATES),
+    _s("sketch_size", int, 4096, "Entries m of each device's CountSketch of its gradient (gram: sketch).",
+       minimum=1, maximum=1 << 20),
     _s("signsgd_aggregation", str, "mean", "signsgd: alpha-weighted mean of scaled signs or majority vote.",
        choices=SIGNSGD_AGGREGATIONS),
     _s("modulus_bits", int, 31, "Bits per modulus entry b: 31 float32 magnitudes, 15 float16, "
@@ -249,6 +259,9 @@ class RunSpec:
     compensation: str = "received_mean"
     normalize: str = "received"
     smoothness: float = 10.0
+    surrogate: str = "descent"
+    gram: str = "sketch"
+    sketch_size: int = 4096
     signsgd_aggregation: str = "mean"
     modulus_bits: int = 31
     total_bandwidth_mhz: float = 5.0

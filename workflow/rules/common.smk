@@ -97,6 +97,10 @@ def run_records(runs):
 onstart:
     from spfl.data import DatasetError, check_dataset_source
 
+    print(f"spfl: config '{NAME}': {len(PLAN.cells)} simulation cells, {len(PLAN.all_runs())} runs; "
+          "stages: 1 data, 2 simulations, 3 tables, 4 figures (one line per job; logs in "
+          f"{LOGS}/)", file=sys.stderr)
+
     for _dataset in PLAN.datasets():
         if Path(data_file(_dataset)).exists():
             continue
@@ -105,6 +109,37 @@ onstart:
                                  download=bool(PLAN.config["base"].get("download")))
         except DatasetError as exc:
             raise WorkflowError(str(exc)) from None
+
+
+def config_options():
+    """The --configfile options of this run, to repeat in the commands the workflow prints."""
+    files = [os.path.relpath(f) if not os.path.relpath(f).startswith("..") else str(f)
+             for f in workflow.configfiles]
+    return " ".join(f"--configfile {shlex.quote(f)}" for f in files)
+
+
+def where_outputs_are():
+    """Where this config's tables, figures and report are (printed at the end of a successful run)."""
+    figures = sorted(Path(FIGS).glob("*.png")) if Path(FIGS).is_dir() else []
+    lines = [f"spfl: config '{NAME}' done. Outputs:"]
+    if Path(f"{TABLES}/headline.md").exists():
+        lines.append(f"  headline table  {TABLES}/headline.md (and .csv, .html)")
+    if Path(TABLES).is_dir():
+        lines.append(f"  tables          {TABLES}/ (one <figure>.csv and .md per figure; runs.csv: every run)")
+    if figures:
+        lines.append(f"  figures         {FIGS}/ ({len(figures)} figures, PNG and PDF)")
+    lines.append(f"  run records     {RUNS}/<cell>/ (runs.csv names each run's cell)")
+    lines.append(f"  report          snakemake --report report.html {config_options()}".rstrip())
+    return "\n".join(lines)
+
+
+onsuccess:
+    print(where_outputs_are(), file=sys.stderr)
+
+
+onerror:
+    print(f"spfl: config '{NAME}' stopped: the failed job's log is named above (all logs: {LOGS}/ and "
+          f"{LOGS_ROOT}/prepare_data/); rerun the same command to continue where it stopped.", file=sys.stderr)
 
 
 RESOURCES = PLAN.config["resources"]
@@ -224,3 +259,14 @@ def all_targets():
     if PLAN.headline is not None:
         targets += [f"{TABLES}/headline.{ext}" for ext in ("csv", "md", "html")]
     return targets
+
+
+# `snakemake --report`: a config whose outputs are not all there cannot be reported; say so in one line
+# (Snakemake would warn once per missing file, then stop on the first missing figure).
+if "--report" in sys.argv and not workflow.modifier.skip_configfile:
+    _missing = [f for f in all_targets() if not Path(f).exists()]
+    if _missing:
+        raise WorkflowError(
+            f"no report of config '{NAME}': {len(_missing)} of its {len(all_targets())} outputs are missing "
+            f"(e.g. {_missing[0]}); run `snakemake --cores 2 {config_options()}` first, or name the config "
+            "that was run with --configfile")

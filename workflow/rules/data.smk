@@ -13,6 +13,8 @@ rule prepare_data:
         code=DATA_VERSION,
     log:
         f"{LOGS_ROOT}/prepare_data/{{dataset}}.log",
+    message:
+        "[stage 1/4: data] preparing {wildcards.dataset}"
     threads: RESOURCES["prepare"]["threads"]
     resources:
         mem_mb=grown("prepare", "mem_mb"),

@@ -24,6 +24,8 @@ for _figure in FIGURE_NAMES:
             code=PLOTS_VERSION,
         log:
             f"{LOGS}/plots/{_figure}.log",
+        message:
+            "[stage 4/4: figures] {output.png}"
         localrule: True
         threads: RESOURCES["analysis"]["threads"]
         resources:

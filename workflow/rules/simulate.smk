@@ -18,6 +18,8 @@ rule cell_params:
         ),
     log:
         f"{LOGS}/cell_params/{{cell}}.log",
+    message:
+        "[stage 2/4: simulations] settings of cell {wildcards.cell}"
     localrule: True
     conda:
         "../envs/spfl.yaml"
@@ -49,6 +51,8 @@ rule simulate:
         ),
     log:
         f"{LOGS}/simulate/{{cell}}.log",
+    message:
+        "[stage 2/4: simulations] cell {wildcards.cell}: {params.methods} (log: {log})"
     benchmark:
         f"{BENCHMARKS}/simulate/{{cell}}.tsv"
     threads: RESOURCES["simulate"]["threads"]

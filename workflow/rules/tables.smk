@@ -21,6 +21,8 @@ rule table:
         code=ANALYSIS_VERSION,
     log:
         f"{LOGS}/tables/{{figure}}.log",
+    message:
+        "[stage 3/4: tables] {output.md}"
     wildcard_constraints:
         figure="|".join(FIGURE_NAMES),
     localrule: True
@@ -54,6 +56,8 @@ rule headline_table:
         code=ANALYSIS_VERSION,
     log:
         f"{LOGS}/tables/headline.log",
+    message:
+        "[stage 3/4: tables] {output.md}"
     localrule: True
     threads: RESOURCES["analysis"]["threads"]
     resources:
@@ -78,6 +82,8 @@ rule runs_table:
         code=ANALYSIS_VERSION,
     log:
         f"{LOGS}/tables/runs.log",
+    message:
+        "[stage 3/4: tables] {output.csv}"
     localrule: True
     threads: RESOURCES["analysis"]["threads"]
     resources:

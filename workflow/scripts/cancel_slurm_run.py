@@ -9,7 +9,7 @@ the run's ID (`slurm-jobname-prefix` of the profile + a UUID), and Snakemake wri
 (`SLURM run ID: spfl_...` in `.snakemake/log/*.snakemake.log`).  This script finds the newest log that
 names a run ID, cancels that run's jobs still in the queue (`scancel --name ID`), waits until the queue
 no longer lists them, and prints what it cancelled.  Then `--unlock` and the usual command resume the
-workflow (README, "On a SLURM cluster").
+workflow (docs/cluster.md, "On a SLURM cluster").
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Summarize the simulate jobs' benchmark files into the run-time numbers the README quotes.
+"""Summarize the simulate jobs' benchmark files into the run-time numbers docs/performance.md quotes.
 
     python workflow/scripts/runtimes.py results/quick/benchmarks/simulate [--cores 2]
 

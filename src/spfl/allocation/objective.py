@@ -23,9 +23,12 @@ relative against exact enumeration for weights down to 1e-4 of their mean.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
+from spfl.allocation.descent import coefficients as descent_coefficients
+from spfl.allocation.descent import phi as descent_phi
 from spfl.allocation.problem import AllocationProblem
 from spfl.channel import failure_threshold
 
@@ -159,18 +162,52 @@ def dilution(problem: AllocationProblem, values: np.ndarray, include: np.ndarray
     return np.einsum("...nk,n->...k", integrand, weight)
 
 
-def objective_terms(problem: AllocationProblem, bandwidth, power_sign, power_modulus, slot_share):
-    """(values v_k, inclusion p_k, normalization G_k) at an allocation."""
+class Terms(NamedTuple):
+    """Phi at one allocation (or a batch, along leading axes) and what the solver linearizes it from."""
+
+    phi: np.ndarray
+    pi_sign: np.ndarray
+    pi_both: np.ndarray
+    values: np.ndarray | None = None     # Jensen: alpha_k E[I_k V_k]
+    include: np.ndarray | None = None    # Jensen: P(I_k = 1)
+    factors: np.ndarray | None = None    # Jensen: G_k
+
+
+def objective_terms(problem: AllocationProblem, bandwidth, power_sign, power_modulus, slot_share) -> Terms:
+    """Phi and its ingredients at an allocation (arrays of length K, or batches of them)."""
     t_s, t_m = thresholds(problem, bandwidth, power_sign, power_modulus, slot_share)
     pi_sign, pi_both = arrival_probabilities(problem, t_s, t_m)
+    if problem.descent is not None:
+        value = descent_phi(problem.descent, problem.alpha, problem.normalize, pi_sign, pi_both,
+                            _quadrature(_normalized(problem.alpha)))
+        return Terms(np.asarray(value, dtype=float), pi_sign, pi_both)
     values = device_values(problem, pi_sign, pi_both)
     include = inclusion(problem, pi_sign, pi_both)
-    return values, include, normalization_factors(problem, include)
+    factors = normalization_factors(problem, include)
+    return Terms(np.sum(values * factors, axis=-1), pi_sign, pi_both, values, include, factors)
+
+
+def linearization(problem: AllocationProblem, terms: Terms) -> tuple[np.ndarray, np.ndarray]:
+    """(a_k, b_k): every device's exact coefficients of Phi in its own pi_sign and pi_both at the point
+    ``terms`` describes, the others' held fixed (docs/model.md, section 7)."""
+    if problem.descent is not None:
+        return descent_coefficients(problem.descent, problem.alpha, problem.normalize, terms.pi_sign,
+                                    terms.pi_both, _quadrature(_normalized(problem.alpha)))
+    a, b = device_coefficients(problem)
+    if problem.normalize == "all":
+        return a, b
+    coupling = dilution(problem, terms.values, terms.include)
+    if problem.sign_only_counts:
+        return terms.factors * a + coupling, terms.factors * b
+    return terms.factors * a, terms.factors * b + coupling
+
+
+def _normalized(alpha: np.ndarray) -> np.ndarray:
+    return alpha / alpha.sum()
 
 
 def objective(problem: AllocationProblem, bandwidth, power_sign, power_modulus, slot_share=None) -> float:
     """Phi at one allocation (arrays of length K); ``slot_share`` None = the problem's fixed tau."""
     if slot_share is None:
         slot_share = problem.fixed_share
-    values, _, factors = objective_terms(problem, bandwidth, power_sign, power_modulus, slot_share)
-    return float(np.sum(values * factors, axis=-1))
+    return float(objective_terms(problem, bandwidth, power_sign, power_modulus, slot_share).phi)

@@ -30,9 +30,10 @@ from spfl.allocation.bandwidth import best_bandwidth
 from spfl.allocation.objective import (
     QUADRATURE_NODES,
     Allocation,
+    Terms,
     arrival_probabilities,
     device_coefficients,
-    dilution,
+    linearization,
     objective,
     objective_terms,
     thresholds,
@@ -42,6 +43,7 @@ from spfl.allocation.problem import AllocationProblem
 
 ALLOCATION_POLICIES = ("spfl", "power", "bandwidth", "uniform", "scheduling")
 RECEIVED_ROUNDS = 3
+DESCENT_ROUNDS = 3
 _RELATIVE_GAIN = 1e-9
 _BATCH_ELEMENTS = 1 << 21  # numbers per array when many candidate allocations are evaluated at once
 
@@ -70,7 +72,7 @@ class _Search:
         self.problem, self.policy = problem, policy
         self.point = uniform_point(problem)
         self.terms = objective_terms(problem, *self.point)
-        self.value = _phi(self.terms)
+        self.value = float(self.terms.phi)
         self.trace = [self.value]
 
     def offer(self, bandwidth, split: Split) -> bool:
@@ -78,7 +80,7 @@ class _Search:
 
     def offer_point(self, point) -> bool:
         terms = objective_terms(self.problem, *point)
-        value = _phi(terms)
+        value = float(terms.phi)
         improved = value > self.value + _RELATIVE_GAIN * abs(self.value)
         if improved:
             self.point, self.value, self.terms = point, value, terms
@@ -114,42 +116,33 @@ def _solve(problem: AllocationProblem, policy: str, bandwidth_free: bool, power_
         # With tau optimized the answer is never below the optimum at the proportional share.
         search.offer_point(_optimize(replace(problem, slot_share=problem.proportional_share), policy,
                                      bandwidth_free, power_free, cache).arrays)
-    if problem.normalize == "received" and bandwidth_free and power_free:
+    coupled = problem.normalize == "received" or problem.descent is not None
+    if coupled and bandwidth_free and power_free:
         # The linearization is a heuristic under the coupling: SP-FL's answer is never below its ablations'.
         for ablation in (_power_only, _bandwidth_only):
             search.offer_point(ablation(problem, cache).arrays)
-    coef_sign, coef_both = device_coefficients(problem)
-    for round_index in range(1 + (RECEIVED_ROUNDS if problem.normalize == "received" else 0)):
-        if bandwidth_free:
-            share, split = best_bandwidth(problem, coef_sign, coef_both, fixed_power=not power_free, cache=cache)
-            bandwidth = share * problem.total_bandwidth
-        else:
-            bandwidth = search.point[0]
-            split = best_split(problem, bandwidth, coef_sign, coef_both, fixed_power=not power_free)
-        if not search.offer(bandwidth, split) and round_index > 0:
-            break
-        if problem.normalize == "all":
-            break
-        coef_sign, coef_both = _received_coefficients(problem, *search.terms)
+    if problem.descent is None:
+        starts = [device_coefficients(problem)]
+        rounds = 1 + (RECEIVED_ROUNDS if coupled else 0)
+    else:
+        # Linearized where every packet arrives (ample resources) and at the uniform point.
+        every = np.ones(problem.num_devices)
+        delivered = Terms(np.nan, every, every if problem.two_packets else 0.0 * every)
+        starts = [linearization(problem, delivered), linearization(problem, search.terms)]
+        rounds = 1 + DESCENT_ROUNDS
+    for coef_sign, coef_both in starts:
+        for round_index in range(rounds):
+            if bandwidth_free:
+                share, split = best_bandwidth(problem, coef_sign, coef_both, fixed_power=not power_free,
+                                              cache=cache)
+                bandwidth = share * problem.total_bandwidth
+            else:
+                bandwidth = search.point[0]
+                split = best_split(problem, bandwidth, coef_sign, coef_both, fixed_power=not power_free)
+            if (not search.offer(bandwidth, split) and round_index > 0) or round_index == rounds - 1:
+                break
+            coef_sign, coef_both = linearization(problem, search.terms)
     return search.result()
-
-
-def _phi(terms, scalar: bool = True):
-    """Phi from (values, inclusion, normalization), as :func:`objective` sums it (``scalar``: of one
-    allocation; else one per row)."""
-    values, _, factors = terms
-    phi = np.sum(values * factors, axis=-1)
-    return float(phi) if scalar else phi
-
-
-def _received_coefficients(problem: AllocationProblem, values, include, factors):
-    """Each device's exact coefficients of Phi in its own pi_sign and pi_both at the current point, from
-    its objective terms."""
-    coupling = dilution(problem, values, include)
-    a, b = device_coefficients(problem)
-    if problem.sign_only_counts:
-        return factors * a + coupling, factors * b
-    return factors * a, factors * b + coupling
 
 
 def _spfl(problem, cache):
@@ -188,9 +181,8 @@ def _scheduling(problem: AllocationProblem, cache) -> Allocation:
     power = np.where(chosen, full, 0.0)
     # Phi of every n, in chunks: under ``received`` each row's quadrature holds (nodes x K) numbers.
     rows = max(1, _BATCH_ELEMENTS // (QUADRATURE_NODES * num))
-    phi = np.concatenate([_phi(objective_terms(problem, bandwidth[start:start + rows], power[start:start + rows],
-                                               np.zeros(num), tau), scalar=False)
-                          for start in range(0, num, rows)])
+    phi = np.concatenate([objective_terms(problem, bandwidth[start:start + rows], power[start:start + rows],
+                                          np.zeros(num), tau).phi for start in range(0, num, rows)])
     best = int(np.argmax(np.where(np.isnan(phi), -np.inf, phi)))  # the first best n
     search.offer(bandwidth[best], Split(np.zeros(num), power[best], np.zeros(num), tau))
     return search.result()

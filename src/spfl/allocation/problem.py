@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from spfl.allocation.descent import DescentTerms
 from spfl.vocabulary import FADING_MODELS, NORMALIZATIONS, PACKET_ERROR_MODELS, POWER_CONSTRAINTS
 
 _DEVICE_FIELDS = ("alpha", "gain", "u_sign", "u_modulus")
@@ -28,7 +29,8 @@ class AllocationProblem:
     ``modulus_bits`` = 0 describes a single-packet scheme (its one packet is the "sign" packet).
     ``slot_share``: the sign packet's share tau of the link, fixed (1 for a single packet), or None
     when the allocation chooses it per device.  ``sign_only_counts``: whether a sign that arrives
-    without its modulus enters the aggregate.
+    without its modulus enters the aggregate.  ``descent``: the devices' inner products for the
+    descent surrogate (:mod:`.descent`); None maximizes the Jensen surrogate of ``u_sign`` / ``u_modulus``.
     """
 
     alpha: np.ndarray
@@ -48,6 +50,7 @@ class AllocationProblem:
     fading: str = "block"
     normalize: str = "all"
     sign_only_counts: bool = True
+    descent: DescentTerms | None = None
 
     def __post_init__(self) -> None:
         for name in _DEVICE_FIELDS:
@@ -68,6 +71,9 @@ class AllocationProblem:
                               ("fading", FADING_MODELS), ("normalize", NORMALIZATIONS)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name}={getattr(self, name)!r}: allowed {allowed}")
+        if self.descent is not None and self.descent.states.shape[0] != self.num_devices:
+            raise ValueError(f"descent terms for {self.descent.states.shape[0]} devices, problem has "
+                             f"{self.num_devices}")
         if not self.two_packets:
             object.__setattr__(self, "slot_share", 1.0)
         elif self.slot_share is not None:
