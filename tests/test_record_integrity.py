@@ -216,7 +216,7 @@ def small_config() -> dict:
     config["experiments"] = {"bandwidth": {"grid": {"total_bandwidth_mhz": [0.5, 1], "method": list(METHODS)}}}
     config["figures"] = {"accuracy_vs_bandwidth": {"experiment": "bandwidth"}}
     config.pop("headline")
-    config.pop("confirmation", None)  # two cells: one seed, two bandwidths
+    config.pop("confirmation", None)  # one seed, two cells: one per bandwidth
     return config
 
 
