@@ -72,8 +72,9 @@ def main() -> None:
     for row in rows:
         print(f"K = {row['devices']}: aggregation {row['aggregation_ms']:.0f} ms; exact Gram "
               f"{row['exact_over_aggregation']:.1f}x it, sketched {row['sketch_over_aggregation']:.1f}x "
-              f"(exact / sketch {row['exact_over_sketch']:.1f}x); sketch error {row['offdiagonal_error_rms_relative_to_norms']:.4f}"
-              f" of ||x|| ||y||; {row['control_bits_per_device'] / row['gradient_bits']:.2%} of a gradient's bits")
+              f"(exact / sketch {row['exact_over_sketch']:.1f}x); sketch error "
+              f"{row['offdiagonal_error_rms_relative_to_norms']:.4f} of ||x|| ||y||; "
+              f"{row['control_bits_per_device'] / row['gradient_bits']:.2%} of a gradient's bits")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(rows, indent=1))
 

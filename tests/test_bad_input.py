@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import copy
 import json
-import logging
 import os
 import re
 from collections.abc import Callable
@@ -415,15 +414,6 @@ def prepare(case: Case, folder: Path, name: str, base: dict) -> None:
     text = yaml.safe_dump(base, sort_keys=False)
     (folder / name).write_text(case.text(text) if case.text else text)
 
-
-@pytest.fixture
-def restore_logging():
-    """`spfl run` configures the root logger for its run; give the test session's handlers back."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 def run_snakemake_case(case: Case, tmp_path: Path) -> str:

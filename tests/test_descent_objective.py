@@ -20,19 +20,17 @@ import numpy as np
 import pytest
 import torch
 
+from objective_helpers import DEADLINE, draw_resources, monte_carlo, problem_of
 from spfl.aggregation import Aggregator
-from spfl.allocation import AllocationProblem, objective
+from spfl.allocation import objective
 from spfl.allocation.descent import STATES, DescentTerms, coefficients, phi
 from spfl.allocation.objective import _quadrature
-from spfl.channel import failure_threshold
 from spfl.gram import gram_matrix
-from spfl.transmission import Delivery, Link, Resources, get_scheme
+from spfl.transmission import get_scheme
 
 DRAWS = 200_000
 ETA, SMOOTH = 0.3, 2.0
 NUM, DIM = 4, 6
-NOISE = 4e-21
-DEADLINE = 1e-3
 
 # (label, scheme, rule, compensation, preset compensatory / stale state)
 RULES = [
@@ -63,26 +61,10 @@ def _round(seed, scheme_name, rule, compensation, preset, normalize, fading):
         aggregator.previous_update = torch.randn(DIM, generator=gen, dtype=torch.float64) * 0.8
     scheme = get_scheme(scheme_name)
     layout = scheme.layout(DIM, 31, compensation, DEADLINE)
-    tau = rng.uniform(0.05, 0.6, NUM) if layout.two_packets else np.ones(NUM)
-    bandwidth = rng.dirichlet(np.full(NUM, 3.0)) * 4e5
-    split = rng.uniform(0.2, 0.8, NUM)
-    power_sign = split * 0.2 / tau
-    power_modulus = (1 - split) * 0.2 / (1 - tau) if layout.two_packets else np.zeros(NUM)
-    unit = failure_threshold(bandwidth, power_sign, 1.0, layout.sign_bits, tau * DEADLINE, NOISE)
-    if layout.two_packets:
-        unit = np.maximum(unit, failure_threshold(bandwidth, power_modulus, 1.0, layout.modulus_bits,
-                                                  (1 - tau) * DEADLINE, NOISE))
-    gain = unit / rng.uniform(0.3, 1.5, NUM)
-    resources = Resources(bandwidth, power_sign, power_modulus, tau)
-    link = Link(gain, NOISE, fading=fading)
-    u_sign, u_modulus = aggregator.packet_worths(uploads, ETA, SMOOTH)
+    resources, link = draw_resources(rng, layout, NUM, fading)
     gram = gram_matrix(uploads, aggregator.other_vectors(uploads), None)
     terms = DescentTerms.for_rule(rule, gram, ETA, SMOOTH, has_other_when_lost=aggregator.has_stale)
-    problem = AllocationProblem(
-        alpha=alpha, gain=gain, u_sign=u_sign, u_modulus=u_modulus, total_bandwidth=4e5, max_power=0.2,
-        noise_psd=NOISE, deadline=DEADLINE, sign_bits=layout.sign_bits, modulus_bits=layout.modulus_bits,
-        slot_share=None, power_constraint="energy", fading=fading, normalize=normalize,
-        sign_only_counts=aggregator.sign_only_counts, descent=terms)
+    problem = problem_of(aggregator, uploads, layout, link, normalize, fading, ETA, SMOOTH, descent=terms)
     return uploads, aggregator, scheme, layout, resources, link, problem, rng
 
 
@@ -96,23 +78,8 @@ def _surrogate(aggregator, uploads, delivery, alpha) -> float:
 
 
 def _monte_carlo(uploads, aggregator, scheme, layout, resources, link, rng, alpha):
-    fading = rng.exponential(1.0, size=(DRAWS, NUM, 2))
-    if link.fading == "block":
-        fading[..., 1] = fading[..., 0]
-    delivery = scheme.transmit(layout, resources, link, fading)
-    state = np.where(delivery.sign_ok, np.where(delivery.both_ok, 2, 1), 0)
-    codes = state @ (3 ** np.arange(NUM))
-    values = np.zeros(3**NUM)
-    sent = np.ones(NUM, dtype=bool)
-    zeros = np.zeros(NUM)
-    for pattern in itertools.product(range(3), repeat=NUM):
-        pattern = np.array(pattern)
-        one = Delivery(sent, sent, pattern >= 1, pattern == 2, zeros, zeros, 0.0,
-                       single_packet=not layout.two_packets)
-        values[pattern @ (3 ** np.arange(NUM))] = _surrogate(aggregator, uploads, one, alpha)
-    samples = values[codes]
-    assert len(np.unique(codes)) > 10
-    return samples.mean(), samples.std(ddof=1) / np.sqrt(DRAWS)
+    return monte_carlo(lambda delivery: _surrogate(aggregator, uploads, delivery, alpha), scheme, layout,
+                       resources, link, rng, DRAWS, NUM)
 
 
 @pytest.mark.parametrize("fading", ["block", "per_packet"])

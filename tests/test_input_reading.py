@@ -9,7 +9,6 @@ are YAML 1.2's (https://yaml.org/spec/1.2.2/#1032-tag-resolution), not PyYAML's 
 from __future__ import annotations
 
 import json
-import logging
 import math
 import time
 from pathlib import Path
@@ -28,14 +27,6 @@ RUN = {"dataset": "digits", "model": "mlp", "num_devices": 5, "rounds": 2, "eval
 ALIAS_BOMB = 'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n' + "".join(
     f"{b}: &{b} [{','.join([f'*{a}'] * 9)}]\n" for a, b in zip("abcdefgh", "bcdefghi"))
 
-
-@pytest.fixture
-def restore_logging():
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 def refused(function, *args) -> str:

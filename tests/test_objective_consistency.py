@@ -11,23 +11,20 @@ models; and under `received` the old objective (a plain sum of per-device terms)
 from __future__ import annotations
 
 import copy
-import itertools
 from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 
+from objective_helpers import DEADLINE, draw_resources, monte_carlo, problem_of
 from spfl.aggregation import Aggregator
-from spfl.allocation import AllocationProblem, objective
-from spfl.channel import failure_threshold
-from spfl.transmission import Delivery, Link, Resources, get_scheme
+from spfl.allocation import objective
+from spfl.transmission import Delivery, get_scheme
 
 DRAWS = 200_000
 ETA, SMOOTH = 0.3, 2.0
 NUM, DIM = 4, 6
-NOISE = 4e-21
-DEADLINE = 1e-3
 
 # (method-like label, scheme, rule, compensation, preset compensatory state)
 RULES = [
@@ -51,26 +48,8 @@ def _round(seed: int, scheme_name: str, rule: str, compensation: str, preset: bo
         aggregator.previous_update = torch.randn(DIM, generator=gen, dtype=torch.float64) * 0.8
     scheme = get_scheme(scheme_name)
     layout = scheme.layout(DIM, 31, compensation, DEADLINE)
-    tau = rng.uniform(0.05, 0.6, NUM) if layout.two_packets else np.ones(NUM)
-    bandwidth = rng.dirichlet(np.full(NUM, 3.0)) * 4e5
-    split = rng.uniform(0.2, 0.8, NUM)
-    c_s, c_m = (tau, 1 - tau)
-    power_sign = split * 0.2 / c_s
-    power_modulus = (1 - split) * 0.2 / np.where(c_m > 0, c_m, 1) if layout.two_packets else np.zeros(NUM)
-    # Gains that put every packet's success probability in the interesting range.
-    unit = failure_threshold(bandwidth, power_sign, 1.0, layout.sign_bits, tau * DEADLINE, NOISE)
-    if layout.two_packets:
-        unit = np.maximum(unit, failure_threshold(bandwidth, power_modulus, 1.0, layout.modulus_bits,
-                                                  (1 - tau) * DEADLINE, NOISE))
-    gain = unit / rng.uniform(0.3, 1.5, NUM)
-    resources = Resources(bandwidth, power_sign, power_modulus, tau)
-    link = Link(gain, NOISE, fading=fading)
-    u_sign, u_modulus = aggregator.packet_worths(uploads, ETA, SMOOTH)
-    problem = AllocationProblem(
-        alpha=alpha, gain=gain, u_sign=u_sign, u_modulus=u_modulus, total_bandwidth=4e5, max_power=0.2,
-        noise_psd=NOISE, deadline=DEADLINE, sign_bits=layout.sign_bits, modulus_bits=layout.modulus_bits,
-        slot_share=None, power_constraint="energy", fading=fading, normalize=normalize,
-        sign_only_counts=aggregator.sign_only_counts)
+    resources, link = draw_resources(rng, layout, NUM, fading)
+    problem = problem_of(aggregator, uploads, layout, link, normalize, fading, ETA, SMOOTH)
     return uploads, aggregator, scheme, layout, resources, link, problem, rng
 
 
@@ -85,23 +64,8 @@ def _surrogate(aggregator: Aggregator, uploads: torch.Tensor, delivery: Delivery
 
 def _monte_carlo(uploads, aggregator, scheme, layout, resources, link, rng):
     """Mean and standard error of S over fading draws; S by outcome pattern from the real aggregator."""
-    fading = rng.exponential(1.0, size=(DRAWS, NUM, 2))
-    if link.fading == "block":
-        fading[..., 1] = fading[..., 0]
-    delivery = scheme.transmit(layout, resources, link, fading)
-    state = np.where(delivery.sign_ok, np.where(delivery.both_ok, 2, 1), 0)  # lost / sign only / both
-    codes = state @ (3 ** np.arange(NUM))
-    values = np.zeros(3**NUM)
-    sent = np.ones(NUM, dtype=bool)
-    zeros = np.zeros(NUM)
-    for pattern in itertools.product(range(3), repeat=NUM):
-        pattern = np.array(pattern)
-        one = Delivery(sent, sent, pattern >= 1, pattern == 2, zeros, zeros, 0.0,
-                       single_packet=not layout.two_packets)
-        values[pattern @ (3 ** np.arange(NUM))] = _surrogate(aggregator, uploads, one)
-    samples = values[codes]
-    assert len(np.unique(codes)) > 10  # many patterns occur: the check is not a trivial one
-    return samples.mean(), samples.std(ddof=1) / np.sqrt(DRAWS)
+    return monte_carlo(lambda delivery: _surrogate(aggregator, uploads, delivery), scheme, layout, resources, link,
+                       rng, DRAWS, NUM)
 
 
 @pytest.mark.parametrize("fading", ["block", "per_packet"])

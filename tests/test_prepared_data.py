@@ -9,7 +9,6 @@ not what it records, and one whose name does not fit its data.
 from __future__ import annotations
 
 import json
-import logging
 
 import pytest
 import torch
@@ -23,13 +22,7 @@ def digits_file(tmp_path_factory):
     return prepare_dataset("digits", "unused", tmp_path_factory.mktemp("data") / "digits.pt")
 
 
-@pytest.fixture(autouse=True)
-def restore_logging():
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
+pytestmark = pytest.mark.usefixtures("restore_logging")
 
 
 def test_a_prepared_file_records_what_it_holds(digits_file):

@@ -29,7 +29,7 @@ from synthetic_records import config as synthetic_config
 from synthetic_records import write_cell
 from workflow_helpers import RUNS, copy_workflow, jobs_of, snakemake, tiny_config, write_config
 
-SPEC = {"num_devices": 4, "batch_size": 16, "rounds": 3, "eval_every": 1, "partition": "iid"}
+RUN_SETTINGS = {"num_devices": 4, "batch_size": 16, "rounds": 3, "eval_every": 1, "partition": "iid"}
 METHODS = ("digital", "spfl")
 
 
@@ -44,7 +44,7 @@ def cells(tmp_path_factory) -> dict[str, Path]:
     """Three real cells: the reference, one at another bandwidth and one of another seed."""
     root = tmp_path_factory.mktemp("cells")
     spec = root / "spec.json"
-    spec.write_text(json.dumps(SPEC))
+    spec.write_text(json.dumps(RUN_SETTINGS))
     made = {"reference": root / "reference", "bandwidth": root / "bandwidth", "seed": root / "seed"}
     spfl_run(spec, made["reference"])
     spfl_run(spec, made["bandwidth"], "--set", "total_bandwidth_mhz=2")
@@ -60,10 +60,10 @@ def cell(cells, tmp_path) -> Path:
 
 
 def cell_hash(**settings) -> str:
-    """The cell of SPEC with ``settings`` (spfl.plan.cell_hash: the science settings but the method)."""
+    """The cell of RUN_SETTINGS with ``settings`` (spfl.plan.cell_hash: the science settings but the method)."""
     from spfl.plan import cell_hash as of_params
 
-    return of_params(make_spec(SPEC, **settings).to_dict())
+    return of_params(make_spec(RUN_SETTINGS, **settings).to_dict())
 
 
 CELL = cell_hash()
@@ -89,7 +89,7 @@ def test_the_records_of_a_run_verify(cell):
         verify_run(cell, method, CELL, 0)
     saved = json.loads((cell / "spfl" / "checksums.json").read_text())
     assert {k: saved[k] for k in ("cell", "seed", "method", "run_hash")} == {
-        "cell": CELL, "seed": 0, "method": "spfl", "run_hash": make_spec(SPEC, method="spfl").run_hash}
+        "cell": CELL, "seed": 0, "method": "spfl", "run_hash": make_spec(RUN_SETTINGS, method="spfl").run_hash}
 
 
 def test_a_hand_edited_metric_is_named(cell):

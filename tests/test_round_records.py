@@ -252,7 +252,8 @@ def test_round_row_counts_rates_and_means_of_a_hand_made_delivery():
     assert row == {
         "round": 3, "train_loss": 0.7, "sign_error_rate": None, "modulus_error_rate": None,
         "devices_transmitting": 0, "devices_sign_received": 0, "devices_both_received": 0, "uplink_bits": 0.0,
-        "control_bits": 0, "objective": None, "expected_sign_error": None, "expected_modulus_error": None, "update_norm": 0.0,
+        "control_bits": 0, "objective": None, "expected_sign_error": None, "expected_modulus_error": None,
+        "update_norm": 0.0,
     }
 
 

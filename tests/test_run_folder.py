@@ -9,7 +9,6 @@ status 2 with one line, never exit 0.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import fcntl
 import json
@@ -29,17 +28,7 @@ from spfl.spec import make_spec
 TINY = {"num_devices": 4, "batch_size": 16, "rounds": 2, "eval_every": 1, "partition": "iid", "method": "ideal"}
 
 
-@pytest.fixture(autouse=True)
-def restore_logging():
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    for handler in root.handlers:
-        if handler not in handlers:
-            with contextlib.suppress(OSError):
-                handler.close()
-    root.handlers[:] = handlers
-    root.setLevel(level)
+pytestmark = pytest.mark.usefixtures("restore_logging")
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ the grid around the best point (6 levels: resolution 4e-4 in logit(x)).  A devic
 term is negative stays silent.  With ``slot_share`` optimized the same search runs for every tau of
 a grid that contains the proportional share and tau = 1 (sign only over the whole deadline).
 
-Speed (issue #11): every search point lies on one fixed lattice of logit values, so x and 1 - x are
+Speed: every search point lies on one fixed lattice of logit values, so x and 1 - x are
 read from precomputed tables instead of recomputed; a zoom does not re-evaluate its own centre; all
 sign shares of a call are searched in one vectorized pass; exp's underflows are set to 0 without
 numpy's slow path; and a per-solve cache keeps the thresholds of the bandwidth grid per tau and the
