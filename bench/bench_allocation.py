@@ -36,13 +36,13 @@ from pathlib import Path
 
 import numpy as np
 
-from spfl.allocation import allocate
+from spfl.simulator.allocation import allocate
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from allocation_reference import sample_problem, scipy_solve, scipy_starts  # noqa: E402
 from solver_at_revision import load_solver  # noqa: E402
-from spfl.allocation import ALLOCATION_POLICIES  # noqa: E402
+from spfl.simulator.allocation import ALLOCATION_POLICIES  # noqa: E402
 
 SCARCITIES = (-1.0, -0.5, 0.0, 0.5, 1.0)
 

@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from spfl.gram import CountSketch, control_bits, gram_matrix
-from spfl.transmission import signs
+from spfl.simulator.gram import CountSketch, control_bits, gram_matrix
+from spfl.simulator.transmission import signs
 
 DIM = 878_538  # the CIFAR CNN's parameters (docs/model.md, section 10)
 

@@ -42,8 +42,8 @@ def child(devices: int, rounds: int, threads: int, train_size: int) -> dict:
     torch.set_num_threads(threads)
     sys.path.insert(0, str(HERE))
     from bench_round import PAPER
-    from spfl.simulation import Simulation, build_environment
-    from spfl.spec import make_spec
+    from spfl.configuration.spec import make_spec
+    from spfl.simulator.simulation import Simulation, build_environment
     from synthetic import cifar_like
 
     stages = {"imports": _rss_bytes()}

@@ -40,10 +40,10 @@ from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import spfl.simulation as simulation  # noqa: E402
+import spfl.simulator.simulation as simulation  # noqa: E402
 from reference_simulator import ReferenceSimulator  # noqa: E402
-from spfl.spec import make_spec  # noqa: E402
-from spfl.training import PRECISIONS  # noqa: E402
+from spfl.configuration.spec import make_spec  # noqa: E402
+from spfl.simulator.training import PRECISIONS  # noqa: E402
 from synthetic import cifar_like  # noqa: E402
 
 # Paper-scale CIFAR run settings (config/config.yaml base), one round never evaluates the test set.

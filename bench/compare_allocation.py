@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 from allocation_reference import sample_problem  # noqa: E402
 from solver_at_revision import load_solver  # noqa: E402
-from spfl.allocation import ALLOCATION_POLICIES, allocate  # noqa: E402
+from spfl.simulator.allocation import ALLOCATION_POLICIES, allocate  # noqa: E402
 
 FROZEN = load_solver()  # the solver as of main 68a2967
 TOLERANCE = 1e-9

@@ -186,7 +186,7 @@ if info["cuda_available"]:
     info.update(device_name=torch.cuda.get_device_name(0), device_count=torch.cuda.device_count(),
                 bf16_supported=torch.cuda.is_bf16_supported())
 try:
-    import spfl.simulation  # noqa: F401
+    import spfl.simulator.simulation  # noqa: F401
     info["spfl_import"] = "ok"
 except Exception as exc:  # recorded, not fatal here: the steps below report their own failures
     info["spfl_import"] = f"{type(exc).__name__}: {exc}"

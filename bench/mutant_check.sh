@@ -6,7 +6,7 @@
 #
 #   bench/mutant_check.sh "PYTEST ARGS" MUTANT_NAME...
 #   bench/mutant_check.sh "tests/test_channel.py::test_waterfall_links_without_bandwidth_or_time_are_dead" \
-#       spfl.channel.x_failure_threshold__mutmut_68 spfl.channel.x_failure_threshold__mutmut_72
+#       spfl.simulator.channel.x_failure_threshold__mutmut_68 spfl.simulator.channel.x_failure_threshold__mutmut_72
 #
 # Prints one line per mutant: "killed" (with the first error line), "SURVIVED", or "ERROR rc=N" (pytest
 # could not run: 2-5).  Exit status: 0 if every mutant was killed, 1 otherwise.  Names: `mutmut results`.

@@ -7,7 +7,7 @@
 # re-runs what changed.
 #
 #   bench/mutation.sh                      # every core module (hours on 2 busy cores)
-#   bench/mutation.sh channel spec         # only these modules (allocation = the spfl.allocation package)
+#   bench/mutation.sh channel spec         # only these modules (allocation = the spfl.simulator.allocation package)
 #   bench/mutation.sh --survivors          # re-run the survivors and untested mutants (after new tests)
 #   bench/mutation.sh --unfinished channel # run only the mutants not yet run (an interrupted run goes on);
 #                                          # both flags take module names to restrict them

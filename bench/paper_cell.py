@@ -58,7 +58,7 @@ def cell_settings(config: dict, budget_mhz: float = 5.0) -> tuple[dict, list[str
 def paper_method_rounds(config: dict) -> tuple[int, int, str]:
     """(runs, rounds per run, where the numbers come from) of the full paper configuration."""
     try:
-        from spfl.experiments import load_config_file, load_plan
+        from spfl.configuration import load_config_file, load_plan
 
         plan = load_plan(load_config_file(str(ROOT / "config" / "config.yaml")))
         runs = len({(r.cell, r.method) for r in plan.all_runs()})
@@ -71,8 +71,8 @@ def prepare(out: Path, data: Path | None, train: int, test: int, rounds: int | N
             device: str) -> None:
     import torch
 
-    from spfl.data import PREPARED_FORMAT
-    from spfl.spec import make_spec
+    from spfl.configuration.spec import make_spec
+    from spfl.simulator.data import PREPARED_FORMAT
     from synthetic import cifar_like
 
     out.mkdir(parents=True, exist_ok=True)
@@ -178,13 +178,13 @@ def summarize(out: Path) -> dict:
 
 def overlap(out: Path, rounds: int) -> dict:
     """The prepared cell's methods for ``rounds`` rounds, one method after another and in lockstep with
-    overlap (the GPU default, spfl.simulation.run_methods): wall time of each and whether every record
+    overlap (the GPU default, spfl.simulator.simulation.run_methods): wall time of each and whether every record
     but the wall times is byte-identical.  A 2-round run first warms up the kernels (not timed)."""
     import time
 
     from compare_outputs import compare
-    from spfl.simulation import run_cell
-    from spfl.spec import make_spec
+    from spfl.configuration.spec import make_spec
+    from spfl.simulator.simulation import run_cell
 
     settings = yaml.safe_load((out / "cell.yaml").read_text())
     methods = (out / "methods.txt").read_text().strip().split(",")

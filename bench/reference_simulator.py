@@ -6,8 +6,8 @@ loop of ``zero_grad / forward / backward / step``, each device's update read bac
 state-dict average.  It does the same work per round as ``spfl``'s ``Simulation.step`` for method
 ``spfl`` on the same environment (data split, batch size, initial weights, cell): the importance
 terms of every device (||g||^2 and <|g|, c>, or the device's own ||g|| / sqrt(d) before any modulus
-arrived), the same allocation solver (``spfl.allocation``) and packet layout, sign and modulus packets
-through Rayleigh fading (``spfl.transmission.Link``), sign-only devices rebuilt with the received-mean
+arrived), the same allocation solver (``spfl.simulator.allocation``) and packet layout, sign and modulus packets
+through Rayleigh fading (``spfl.simulator.transmission.Link``), sign-only devices rebuilt with the received-mean
 compensatory modulus, lost signs dropped.  The radio side (solver, thresholds) is spfl's own: what
 differs is how the learning side is written.  So a speed difference is how the round is written, not
 what it computes.  (It skips the per-round metrics row, which is cheap.)
@@ -23,14 +23,14 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from spfl.allocation import AllocationProblem, allocate
-from spfl.allocation.objective import packet_worth
-from spfl.channel import dbm_to_watt, draw_fading
-from spfl.transmission import Link, Resources, get_scheme
+from spfl.simulator.allocation import AllocationProblem, allocate
+from spfl.simulator.allocation.objective import packet_worth
+from spfl.simulator.channel import dbm_to_watt, draw_fading
+from spfl.simulator.transmission import Link, Resources, get_scheme
 
 
 class ReferenceSimulator:
-    """SP-FL rounds over an ``spfl.simulation.Environment``, one deep copy per device."""
+    """SP-FL rounds over an ``spfl.simulator.simulation.Environment``, one deep copy per device."""
 
     def __init__(self, env, seed: int = 0):
         spec = env.spec

@@ -1,6 +1,6 @@
 """Digest of a few rounds of every method, to check that a speed change leaves results bit-identical.
 
-Runs every method of ``spfl.methods`` for ``--rounds`` rounds (evaluation and allocation snapshot every
+Runs every method of ``spfl.configuration.methods`` for ``--rounds`` rounds (evaluation and allocation snapshot every
 round) on the CIFAR CNN with CIFAR-shaped synthetic data (K = 20, the paper's settings, and half the slot
 for the signs so that many signs arrive without their moduli) and on the digits MLP (the quick
 configuration's settings, plus the aggregation options: other compensations, quantized moduli, majority
@@ -27,9 +27,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import spfl.simulation as simulation  # noqa: E402
-from spfl.methods import METHOD  # noqa: E402
-from spfl.spec import make_spec  # noqa: E402
+import spfl.simulator.simulation as simulation  # noqa: E402
+from spfl.configuration.methods import METHOD  # noqa: E402
+from spfl.configuration.spec import make_spec  # noqa: E402
 from synthetic import cifar_like  # noqa: E402
 
 CIFAR = dict(dataset="cifar10", model="cifar_cnn", num_devices=20, batch_size=64, partition="dirichlet",

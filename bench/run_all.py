@@ -5,7 +5,7 @@
 
 Full: the CIFAR CNN round at 2 threads (sequential and batched paths), at 1 thread (what the pipeline's
 simulate jobs use, and robust to other load on the machine) also with the opt-in allocator tuning
-(``SPFL_MALLOC_TUNING=1``, see ``spfl.training``); the digits MLP round (the quick config's model,
+(``SPFL_MALLOC_TUNING=1``, see ``spfl.simulator.training``); the digits MLP round (the quick config's model,
 where Python overhead rather than compute dominates); K = 100 memory; the quick replication.
 
 Each benchmark runs in its own interpreter (``bench_*.py --json``): a crash in one still leaves the

@@ -3,7 +3,7 @@
     from solver_at_revision import load_solver
     old = load_solver("68a2967")        # a module with that revision's AllocationProblem, allocate, ...
 
-Reads ``src/spfl/allocation/*.py`` of the revision with ``git show`` (no copy kept in the repository),
+Reads ``src/spfl/simulator/allocation/*.py`` of the revision with ``git show`` (no copy kept in the repository),
 renames the package in its imports and imports it from a temporary folder.  The rest of ``spfl`` (the
 channel) is today's; the comparison scripts give the old solver its own problem class so that later
 edits of problem.py cannot leak in.
@@ -34,7 +34,7 @@ def load_solver(revision: str = DEFAULT_REVISION) -> ModuleType:
     package.mkdir()
     for path in git("ls-tree", "--name-only", f"{revision}:{FOLDER}").split():
         if path.endswith(".py"):
-            text = git("show", f"{revision}:{FOLDER}/{path}").replace("spfl.allocation", name)
+            text = git("show", f"{revision}:{FOLDER}/{path}").replace("spfl.simulator.allocation", name)
             (package / path).write_text(text)
     sys.path.insert(0, str(package.parent))
     return importlib.import_module(name)

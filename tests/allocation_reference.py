@@ -1,15 +1,15 @@
 """Yardsticks for the allocation solver, shared by the tests and bench/bench_allocation.py.
 
-Nothing here knows how :func:`spfl.allocation.allocate` works:
+Nothing here knows how :func:`spfl.simulator.allocation.allocate` works:
 
 * :func:`sample_problem`: a calibrated random round (scarce to ample budgets, every reconstruction
   switch settable, utilities with U_s > U_m and U_s < 0 among them);
 * :func:`grid_search` (K <= 3): a dense grid over bandwidth shares, each device's power split theta and,
   when it is optimized, the sign share tau, then a local pattern search from the best grid point; the
   grid is searched with an exact enumeration of the devices' inclusion patterns and the answer is
-  evaluated with :func:`spfl.allocation.objective`;
+  evaluated with :func:`spfl.simulator.allocation.objective`;
 * :func:`scipy_solve`: multi-start SLSQP over shares, power splits (and sign shares), with Phi from
-  :func:`spfl.allocation.objective` and numerical gradients.
+  :func:`spfl.simulator.allocation.objective` and numerical gradients.
 
 :func:`assert_feasible` and :func:`assert_consistent` are the checks every allocation must pass.
 
@@ -30,8 +30,8 @@ import pytest
 from scipy.optimize import minimize
 from scipy.spatial import ConvexHull, QhullError
 
-from spfl.allocation import Allocation, AllocationProblem, objective
-from spfl.channel import dbm_to_watt, failure_threshold, large_scale_gain, place_devices
+from spfl.simulator.allocation import Allocation, AllocationProblem, objective
+from spfl.simulator.channel import dbm_to_watt, failure_threshold, large_scale_gain, place_devices
 
 NOISE_PSD = dbm_to_watt(-174.0)
 _MIN_SHARE = 1e-4  # the smallest sign share tau the references try

@@ -11,9 +11,9 @@ import itertools
 
 import numpy as np
 
-from spfl.allocation import AllocationProblem
-from spfl.channel import failure_threshold
-from spfl.transmission import Delivery, Link, Resources
+from spfl.simulator.allocation import AllocationProblem
+from spfl.simulator.channel import failure_threshold
+from spfl.simulator.transmission import Delivery, Link, Resources
 
 NOISE = 4e-21
 DEADLINE = 1e-3

@@ -15,9 +15,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from spfl.experiments import load_plan
+from spfl.configuration import load_plan
+from spfl.configuration.spec import make_spec
 from spfl.records import ALLOCATION_COLUMNS, METRIC_COLUMNS, write_csv, write_json
-from spfl.spec import make_spec
 
 ROUNDS, EVAL = 6, 3
 K = 4
@@ -125,7 +125,7 @@ def records(plan, runs) -> list[dict]:
 
 
 def table(plan, figure):
-    from spfl.figures import build_table
+    from spfl.reporting.render import build_table
 
     return build_table(figure, records(plan, plan.figure_runs(figure)), plan.figures[figure])
 

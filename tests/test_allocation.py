@@ -15,11 +15,11 @@ from allocation_reference import (
     point_arrays,
     sample_problem,
 )
-from spfl.allocation import ALLOCATION_POLICIES, AllocationProblem, allocate, objective, uniform_point
-from spfl.allocation.bandwidth import knapsack
-from spfl.allocation.objective import device_coefficients, dilution, normalization_factors
-from spfl.allocation.power import best_split
-from spfl.channel import failure_threshold
+from spfl.simulator.allocation import ALLOCATION_POLICIES, AllocationProblem, allocate, objective, uniform_point
+from spfl.simulator.allocation.bandwidth import knapsack
+from spfl.simulator.allocation.objective import device_coefficients, dilution, normalization_factors
+from spfl.simulator.allocation.power import best_split
+from spfl.simulator.channel import failure_threshold
 
 SWITCHES = [(fading, normalize) for fading in ("block", "per_packet") for normalize in ("all", "received")]
 
@@ -236,7 +236,7 @@ def test_packet_search_lattice_is_the_zoom_arithmetic():
     """The tabulated search points are bitwise the logits the zoom computes (centre + step * offset, the
     step shrinking by (points - 1) / 2 per level), and exp underflows to exactly 0 where the search stops
     computing it."""
-    from spfl.allocation import power
+    from spfl.simulator.allocation import power
     rng = np.random.default_rng(3)
     offsets = np.linspace(-1.0, 1.0, power._ZOOM_POINTS)
     for _ in range(200):
@@ -492,7 +492,7 @@ def test_sign_power_share_grows_as_the_channel_weakens(fading):
 def test_packet_worth_closed_form_in_float64():
     """U_m = (eta - L eta^2 / 2) ||g||^2 and U_s = eta <|g|, c> - (L eta^2 / 2) ||c||^2 (docs/model.md,
     section 6) on hand-computed numbers, always in float64, also from float32 or integer inputs."""
-    from spfl.allocation import packet_worth
+    from spfl.simulator.allocation import packet_worth
 
     # eta = 0.1, L = 2: L eta^2 / 2 = 0.01, eta - 0.01 = 0.09.
     u_sign, u_modulus = packet_worth([4.0, 10.0], [3.0, 1.0], [2.0, 50.0], 0.1, 2.0)
@@ -618,7 +618,7 @@ def test_scheduling_never_picks_a_nan_phi():
 def test_sign_share_candidates_are_the_logit_grid():
     """With tau optimized the packet level tries tau = sigmoid(l) for l = -6, -4.5, ..., 6 (coarse:
     -3, 0, 3), the proportional share and 1."""
-    from spfl.allocation.power import share_candidates
+    from spfl.simulator.allocation.power import share_candidates
 
     problem = sample_problem(2, 1, slot_share=None)
     for coarse, logits in ((False, np.arange(-6.0, 6.1, 1.5)), (True, [-3.0, 0.0, 3.0])):
@@ -629,7 +629,7 @@ def test_sign_share_candidates_are_the_logit_grid():
 def test_refined_sign_share_reaches_the_best_of_a_dense_grid():
     """best_split(refine=True) zooms the sign share tau around the best grid entry: its value is within
     1e-6 of the best of a dense (tau, power split) grid of the device's term, computed here directly."""
-    from spfl.allocation.objective import device_coefficients
+    from spfl.simulator.allocation.objective import device_coefficients
 
     for seed in (0, 5):
         problem = sample_problem(1, seed, slot_share=None, u_sign=[0.6], u_modulus=[1.0])
@@ -656,7 +656,7 @@ def test_bandwidth_policy_reaches_the_optimum_of_a_dense_scan(seed, scarcity, fi
     """Two devices at equal packet powers: the bandwidth block (a grid of 80 steps, then two zooms in
     eighths) finds the best share of its 1/64-step lattice (multiples of 1/5120 of the band), here
     scanned directly."""
-    from spfl.allocation.objective import objective_terms
+    from spfl.simulator.allocation.objective import objective_terms
 
     problem = sample_problem(2, seed, scarcity=scarcity, normalize="all", **{"slot_share": 0.2, **fields})
     tau = problem.slot_share
@@ -669,7 +669,7 @@ def test_bandwidth_policy_reaches_the_optimum_of_a_dense_scan(seed, scarcity, fi
 
 def test_best_bandwidth_without_a_cache():
     """best_bandwidth works without a per-solve cache: two identical devices split the band equally."""
-    from spfl.allocation.bandwidth import best_bandwidth
+    from spfl.simulator.allocation.bandwidth import best_bandwidth
 
     problem = sample_problem(2, 3, alpha=[0.5, 0.5], gain=[1e-10, 1e-10], u_sign=[0.5, 0.5], u_modulus=[1.0, 1.0],
                              slot_share=0.2)
@@ -754,7 +754,7 @@ def test_exp_negative_is_numpys_exp_also_for_infinite_thresholds_on_large_arrays
     numpy's exp(-t) bit for bit, +inf (a packet that can never arrive: 0) and NaN included.  Found by a
     mutant of the full mutmut run (session 4): inf * mask gave NaN, so an entry whose modulus could never
     arrive was worth NaN (then silent) instead of its sign's worth, in grids of 4096 entries or more."""
-    from spfl.allocation.power import _BIG_ARRAY, _exp_negative
+    from spfl.simulator.allocation.power import _BIG_ARRAY, _exp_negative
 
     values = np.array([0.0, 1e-300, 0.5, 744.0, 745.1, 745.2, 746.0, 1e300, np.inf, np.nan])
     for size in (16, _BIG_ARRAY, 3 * _BIG_ARRAY):
@@ -781,7 +781,7 @@ def test_equal_power_splits_of_a_large_grid_are_those_of_its_rows_alone():
                                         (81, 81), (300, 300), (600, 600)])
 def test_grid_units_by_hand(num, units):
     """J is the smallest multiple of K that is at least 80, ceil(80 / K) * K (K itself from K = 80 on)."""
-    from spfl.allocation.bandwidth import grid_units
+    from spfl.simulator.allocation.bandwidth import grid_units
 
     got = grid_units(num)
     assert got == units and isinstance(got, int)
@@ -823,7 +823,7 @@ def test_dilution_is_float_whatever_the_input_dtypes():
 def test_best_bandwidth_optimizes_the_power_split_by_default():
     """best_bandwidth's default is the SP-FL packet level (tau and the power split optimized), not the
     equal-power ablation: with tau free some device leaves the fixed share or equal powers."""
-    from spfl.allocation.bandwidth import best_bandwidth
+    from spfl.simulator.allocation.bandwidth import best_bandwidth
 
     problem = sample_problem(4, 5, slot_share=None)
     _, split = best_bandwidth(problem, *device_coefficients(problem))
@@ -835,8 +835,8 @@ def test_best_bandwidth_grid_uses_the_coarse_sign_shares_once_per_solve(monkeypa
     """With tau optimized, the bandwidth grid is searched at the coarse sign shares (logits -3, 0, 3,
     the proportional share and 1), its thresholds computed once per share and kept in the solve's cache:
     a second call with the same cache computes no grid thresholds again, and answers the same."""
-    import spfl.allocation.power as power
-    from spfl.allocation.bandwidth import best_bandwidth, grid_units
+    import spfl.simulator.allocation.power as power
+    from spfl.simulator.allocation.bandwidth import best_bandwidth, grid_units
 
     problem = sample_problem(3, 4, slot_share=None)
     coarse = np.unique(np.concatenate([1 / (1 + np.exp([3.0, 0.0, -3.0])), [problem.proportional_share, 1.0]]))
@@ -862,7 +862,7 @@ def test_best_bandwidth_gives_a_saturated_device_the_smallest_lattice_share():
     """Of equally good shares the zooms keep, as the knapsack does, the smallest for the later device: a
     device whose term is already at its top at the lattice's smallest share 1 / (64 J) (J = 81 for
     K = 3) gets exactly that, not more."""
-    from spfl.allocation.bandwidth import best_bandwidth
+    from spfl.simulator.allocation.bandwidth import best_bandwidth
 
     problem = sample_problem(3, 1, slot_share=0.2, normalize="all", gain=np.full(3, 1e-40))
     coefficients = device_coefficients(problem)

@@ -21,8 +21,8 @@ from allocation_reference import (
     split_grid,
     start_at,
 )
-from spfl.allocation import ALLOCATION_POLICIES, AllocationProblem, allocate
-from spfl.allocation.bandwidth import knapsack
+from spfl.simulator.allocation import ALLOCATION_POLICIES, AllocationProblem, allocate
+from spfl.simulator.allocation.bandwidth import knapsack
 
 REL = 1e-3
 SWITCHES = [(fading, normalize) for fading in ("block", "per_packet") for normalize in ("all", "received")]

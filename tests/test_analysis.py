@@ -1,4 +1,4 @@
-"""Tables (spfl.analysis through the registry spfl.figures) on synthetic run records.
+"""Tables (spfl.reporting.analysis through the registry spfl.configuration.figures) on synthetic run records.
 
 The records (tests/synthetic_records.py) carry known numbers, so every aggregate is checked against a
 value computed by hand here: means, Student-t intervals (with the textbook quantiles, not scipy),
@@ -12,7 +12,8 @@ import math
 import pandas as pd
 import pytest
 
-from spfl import analysis, figures
+from spfl.configuration import figures
+from spfl.reporting import analysis, render
 from synthetic_records import EVAL, ROUNDS, accuracy, make_plan, records, table, write_run
 
 # Two-sided 95 % Student-t quantiles t_{0.975, dof} from a printed table (more digits than the usual 4.303).
@@ -182,8 +183,8 @@ def test_solver_table_is_relative_to_the_final_objective(plan):
 
 def test_tables_list_methods_in_the_canonical_order_whatever_the_run_order(plan):
     runs = records(plan, plan.figure_runs("ablation"))
-    forward = figures.build_table("ablation", runs, plan.figures["ablation"])
-    backward = figures.build_table("ablation", runs[::-1], plan.figures["ablation"])
+    forward = render.build_table("ablation", runs, plan.figures["ablation"])
+    backward = render.build_table("ablation", runs[::-1], plan.figures["ablation"])
     pd.testing.assert_frame_equal(forward, backward)
 
 
@@ -191,12 +192,12 @@ def test_missing_record_names_the_file(plan, tmp_path):
     runs = records(plan, plan.figure_runs("accuracy_vs_power"))
     runs[0] = {**runs[0], "dir": str(tmp_path / "nowhere")}
     with pytest.raises(analysis.RecordError, match="nowhere/.*summary.json' is missing"):
-        figures.build_table("accuracy_vs_power", runs, plan.figures["accuracy_vs_power"])
+        render.build_table("accuracy_vs_power", runs, plan.figures["accuracy_vs_power"])
 
 
 def test_unknown_table_kind_is_named():
     with pytest.raises(figures.FigureError, match="table kind 'pie' is unknown: allowed one of accuracy_vs_round"):
-        figures.build_table("pie", [{}], {})
+        render.build_table("pie", [{}], {})
 
 
 # --- headline --------------------------------------------------------------------------------------
@@ -256,7 +257,7 @@ def test_headline_rounds_to_target_report_censored_runs_as_not_reached(tmp_path)
     # scheduling 78, 78, 80: one run of three reaches 80 %: the median run never does
     assert math.isnan(scarce["baseline_median_rounds_to_target"]) and scarce["baseline_reached_target"] == "1/3"
     path = tmp_path / "h.csv"
-    figures.write_table(out.reset_index(), "headline", path, tmp_path / "h.md")
+    render.write_table(out.reset_index(), "headline", path, tmp_path / "h.md")
     back = pd.read_csv(path, keep_default_na=False)
     assert back.loc[0, "baseline_median_rounds_to_target"] == ""  # empty, never a number
     md = (tmp_path / "h.md").read_text()
@@ -327,7 +328,7 @@ def test_sensitivity_compares_within_each_variant_and_budget(tmp_path):
                                           normalize="all" if variant == "normalize=all" else "received",
                                           total_bandwidth_mhz=budget, variant=variant))
     options = {"experiment": "sens", "x": "variant", "methods": ["spfl", "digital", "scheduling"]}
-    out = figures.build_table("sensitivity", runs, options)
+    out = render.build_table("sensitivity", runs, options)
     assert out["variant"].tolist() == ["default", "normalize=all", "default", "normalize=all"]
     assert out["panel"].tolist() == ["B_tot = 0.5 MHz"] * 2 + ["B_tot = 2 MHz"] * 2
     rows = out.set_index(["total_bandwidth_mhz", "variant"])
@@ -356,7 +357,7 @@ def test_sensitivity_needs_a_baseline():
 
 def test_write_table_writes_csv_markdown_and_html_with_notes(tmp_path):
     out = analysis.headline_table(comparison_runs(tmp_path / "runs"), headline_options())
-    figures.write_table(out, "headline", tmp_path / "h.csv", tmp_path / "h.md", tmp_path / "h.html")
+    render.write_table(out, "headline", tmp_path / "h.csv", tmp_path / "h.md", tmp_path / "h.html")
     back = pd.read_csv(tmp_path / "h.csv")
     assert back["gain_pp"].tolist() == pytest.approx(out["gain_pp"].tolist())
     assert back["significant"].tolist() == ["yes", "no"]
@@ -376,13 +377,13 @@ def test_markdown_shows_missing_values_as_na():
 
 
 def test_test_set_sizes_match_the_data_module():
-    from spfl.data import DIGITS_TEST_SIZE
+    from spfl.simulator.data import DIGITS_TEST_SIZE
 
     assert analysis.TEST_SET_SIZES["digits"] == DIGITS_TEST_SIZE and analysis.TEST_SET_SIZES["cifar10"] == 10000
 
 
 def test_runs_table_has_progress_columns(plan):
-    out = figures.build_table("runs", records(plan, plan.experiments["bandwidth"].runs), {"target_accuracy": 75.0})
+    out = render.build_table("runs", records(plan, plan.experiments["bandwidth"].runs), {"target_accuracy": 75.0})
     spfl = out[(out["method"] == "spfl") & (out["total_bandwidth_mhz"] == 1.0)].set_index("seed")
     assert (spfl["round_budget"] == EVAL).all()
     assert spfl["budget_accuracy_pct"].tolist() == pytest.approx([37.0, 38.0, 39.5])
@@ -400,4 +401,4 @@ def test_allocation_table_needs_the_recorded_slot_share(plan, tmp_path):
     alloc = copy / runs[0]["method"] / "allocation.csv"
     pd.read_csv(alloc).drop(columns=["slot_share"]).to_csv(alloc, index=False)
     with pytest.raises(analysis.RecordError, match="allocation.csv' has no slot_share per device"):
-        figures.build_table("allocation", [{**runs[0], "dir": str(copy)}], plan.figures["allocation"])
+        render.build_table("allocation", [{**runs[0], "dir": str(copy)}], plan.figures["allocation"])

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import spfl
 from spfl import vocabulary
-from spfl.methods import METHODS
-from spfl.spec import SETTINGS
+from spfl.configuration.methods import METHODS
+from spfl.configuration.spec import SETTINGS
 
 PACKAGE = Path(spfl.__file__).parent
 
@@ -54,12 +54,14 @@ def test_module_level_imports_have_no_cycle():
     for node in sorted(graph):
         if node not in state:
             visit(node, [])
-    assert "spfl.simulation" in graph["spfl.cli"] or any("simulation" in m for m in graph), "the graph is read"
+    assert "spfl.simulator.simulation" in graph["spfl.cli"] or any("simulation" in m for m in graph), \
+        "the graph is read"
 
 
 def test_the_workflows_modules_do_not_import_torch():
     """Snakemake imports these on every start; torch alone costs seconds."""
-    code = ("import sys, spfl.plan, spfl.pipeline_config, spfl.spec, spfl.figures, spfl.provenance; "
+    code = ("import sys, spfl.configuration.plan, spfl.configuration.pipeline, spfl.configuration.spec, "
+            "spfl.configuration.figures, spfl.provenance; "
             "print('torch' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
@@ -97,10 +99,48 @@ def test_every_vocabulary_is_the_choices_of_a_setting():
 
 
 def test_every_method_has_one_drawing_style_and_the_styles_are_distinct():
-    from spfl.plots import METHOD_STYLES
+    from spfl.reporting.plots import METHOD_STYLES
 
     assert tuple(METHOD_STYLES) == METHODS
     for field in ("label", "marker", "color_slot"):
         values = [getattr(style, field) for style in METHOD_STYLES.values()]
         assert len(set(values)) == len(values), f"two methods share a {field}"
     assert sorted(style.color_slot for style in METHOD_STYLES.values()) == list(range(len(METHODS)))
+
+
+def all_imports(path: Path) -> set[str]:
+    """Every spfl module a file imports, anywhere in it (module level, functions, TYPE_CHECKING)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("spfl"):
+            found.update({node.module, *(f"{node.module}.{alias.name}" for alias in node.names)})
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names if alias.name.startswith("spfl"))
+    return found
+
+
+def test_the_configuration_wing_imports_neither_the_simulator_nor_reporting():
+    """Planning a pipeline needs no torch, pandas or matplotlib: configuration -> shared modules only."""
+    files = sorted((PACKAGE / "configuration").rglob("*.py"))
+    assert len(files) >= 5
+    for path in files:
+        wrong = {m for m in all_imports(path) if m.startswith(("spfl.simulator", "spfl.reporting"))}
+        assert not wrong, f"{path.relative_to(PACKAGE)} imports {sorted(wrong)}"
+
+
+def test_reporting_reads_records_not_the_simulator():
+    for path in sorted((PACKAGE / "reporting").rglob("*.py")):
+        wrong = {m for m in all_imports(path) if m.startswith("spfl.simulator")}
+        assert not wrong, f"{path.relative_to(PACKAGE)} imports {sorted(wrong)}"
+
+
+def test_the_package_is_three_wings_and_shared_modules():
+    top = sorted(p.name for p in PACKAGE.iterdir() if not p.name.startswith(("_", ".")) and p.name != "schemas")
+    assert top == ["cli.py", "configuration", "provenance.py", "records.py", "reporting", "simulator",
+                   "vocabulary.py"], top
+
+
+def test_no_module_is_longer_than_500_lines():
+    long = {str(p.relative_to(PACKAGE)): n for p in PACKAGE.rglob("*.py")
+            if (n := len(p.read_text().splitlines())) > 500}
+    assert not long, f"modules over 500 lines: {long}"

@@ -28,7 +28,7 @@ import pytest
 import yaml
 
 from spfl import cli
-from spfl.spec import SETTING, make_spec
+from spfl.configuration.spec import SETTING, make_spec
 from workflow_helpers import copy_workflow, snakemake, tiny_config, tree
 
 SNAKEMAKE = "snakemake"
@@ -378,7 +378,7 @@ CASES = [
     Case("config nested thousands deep", SNAKEMAKE, (CONFIG, "nests deeper than 50 levels"),
          text=lambda t: t + "deep: " + "[" * 3000 + "]" * 3000 + "\n",
          known="Snakemake reads --configfile itself before the workflow starts, and its YAML reader recurses: "
-               "a RecursionError traceback (python -m spfl.experiments check names the file in one line)"),
+               "a RecursionError traceback (spfl config check names the file in one line)"),
     Case("config alias bomb", SNAKEMAKE, (CONFIG, "expands (its aliases resolved) to more than 100000 values"),
          text=lambda t: t + "bomb:\n" + "".join(
              f"  {b}: &{b} [{','.join([f'*{a}'] * 9) if a else ','.join(['lol'] * 9)}]\n"

@@ -10,10 +10,10 @@ import pytest
 from scipy.integrate import quad
 
 from core_helpers import cell_averaged_outage, dbm_to_watt, gain_at
-from spfl import calibration
-from spfl.calibration import calibrate_deadline, uniform_packet_error
-from spfl.channel import large_scale_gain, place_devices
-from spfl.spec import make_spec
+from spfl.configuration.spec import make_spec
+from spfl.simulator import calibration
+from spfl.simulator.calibration import calibrate_deadline, uniform_packet_error
+from spfl.simulator.channel import large_scale_gain, place_devices
 
 D = 4810  # parameters of the digits MLP: 64 * 64 + 64 + 64 * 10 + 10
 TOLERANCE = 0.012  # 20,000 random drops: standard error <= 0.0035

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.stats import binom
 
-from spfl.channel import (
+from spfl.simulator.channel import (
     dbm_to_watt,
     draw_fading,
     failure_threshold,
@@ -15,7 +15,7 @@ from spfl.channel import (
     path_loss_db,
     place_devices,
 )
-from spfl.transmission import Link, Resources, get_scheme
+from spfl.simulator.transmission import Link, Resources, get_scheme
 
 NOISE = dbm_to_watt(-174.0)
 

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from spfl import checkpoint as checkpoints
+from spfl.simulator import checkpoint as checkpoints
 
 RUN_SETTINGS = {"num_devices": 20, "batch_size": 32, "rounds": 150, "eval_every": 10, "total_bandwidth_mhz": 1.0,
         "deadline_ms": 60.0, "learning_rate": 0.1, "compensation": "previous_update", "server_momentum": 0.5}
@@ -45,8 +45,8 @@ def test_sigkill_then_resume_is_byte_identical(tmp_path, method):
 
 
 def test_checkpoint_of_another_spec_is_ignored(tmp_path):
-    from spfl.simulation import RunState, Simulation, build_environment
-    from spfl.spec import make_spec
+    from spfl.configuration.spec import make_spec
+    from spfl.simulator.simulation import RunState, Simulation, build_environment
 
     spec = make_spec(num_devices=4, batch_size=8, rounds=4, eval_every=2, method="ideal", checkpoint_every=1)
     env = build_environment(spec)
@@ -67,8 +67,8 @@ TINY = dict(num_devices=4, batch_size=8, rounds=4, eval_every=2, method="ideal",
 @pytest.fixture(scope="module")
 def tiny_run():
     """A tiny spec's environment and its checkpoint-able state after two rounds."""
-    from spfl.simulation import Simulation, build_environment
-    from spfl.spec import make_spec
+    from spfl.configuration.spec import make_spec
+    from spfl.simulator.simulation import Simulation, build_environment
 
     spec = make_spec(**TINY)
     env = build_environment(spec)
@@ -145,7 +145,7 @@ def damaged_bytes(good: bytes) -> dict[str, bytes]:
 def test_damaged_checkpoint_is_named_set_aside_and_the_run_starts_again(tmp_path, tiny_run, damage, caplog):
     import torch
 
-    from spfl.simulation import Simulation
+    from spfl.simulator.simulation import Simulation
 
     spec, env, state = tiny_run
     path = tmp_path / "checkpoint.pt"
@@ -170,7 +170,7 @@ def test_damaged_checkpoint_is_named_set_aside_and_the_run_starts_again(tmp_path
 
 
 def test_resume_removes_the_temporary_file_of_a_killed_save(tmp_path, tiny_run):
-    from spfl.simulation import Simulation
+    from spfl.simulator.simulation import Simulation
 
     _, env, _ = tiny_run
     torn = tmp_path / ".checkpoint.pt.1234.tmp"

@@ -144,7 +144,7 @@ def test_records_do_not_depend_on_the_cores_granted(tmp_path):
 
 
 def test_thread_count_is_part_of_the_run_identity():
-    from spfl.spec import make_spec
+    from spfl.configuration.spec import make_spec
 
     assert make_spec(threads=1).run_hash != make_spec(threads=4).run_hash
 
@@ -167,7 +167,7 @@ def test_accuracy_is_printed_in_percent_like_the_tables(tmp_path, capsys):
 
 
 def test_run_help_lists_every_method(capsys):
-    from spfl.methods import METHOD
+    from spfl.configuration.methods import METHOD
 
     with pytest.raises(SystemExit) as done:
         main(["run", "--help"])
@@ -230,7 +230,7 @@ def test_full_disk_during_a_run_is_one_line_and_leaves_no_temporary_file(tmp_pat
     assert main(["run", str(spec), "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()
     assert "Traceback" not in err
-    # the first file a run writes is run.json, its claim on the folder (spfl.run_folder), beside its lock file
+    # the first file a run writes is run.json, its claim on the folder (spfl.simulator.run_folder), beside its lock file
     assert err.splitlines()[-1] == (f"spfl run: error: cannot write '{out / 'run.json'}': No space left on "
                                     f"device; free some space and run again")
     assert [p for p in out.rglob("*") if p.is_file()] == [out / ".spfl-lock"], "no torn or temporary file"

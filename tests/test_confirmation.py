@@ -8,9 +8,9 @@ import copy
 import pandas as pd
 import pytest
 
-from spfl import analysis, figures
-from spfl.pipeline_config import ConfigError
-from spfl.plan import load_plan
+from spfl.configuration.pipeline import ConfigError
+from spfl.configuration.plan import load_plan
+from spfl.reporting import analysis, render
 from synthetic_records import config, make_plan, records, served_devices
 
 
@@ -98,7 +98,7 @@ def test_headline_shows_exploratory_and_confirmatory_groups_side_by_side(plan, t
     assert notes[0].startswith("Largest gain on the confirmatory seeds (5-6): 12.50 pp")
     assert 'at B_tot = 1 MHz against signsgd, in "normalize: received (default)"' in notes[0]
     assert notes[1].startswith("On the exploratory seeds (0-2), used to choose the settings, the largest gain was 1")
-    figures.write_table(out, "headline", tmp_path / "h.csv", tmp_path / "h.md", tmp_path / "h.html")
+    render.write_table(out, "headline", tmp_path / "h.csv", tmp_path / "h.md", tmp_path / "h.html")
     md = (tmp_path / "h.md").read_text()
     assert "| experiment | seeds | budget_label |" in md
     assert "| normalize: received (default) | confirmatory (seeds 5-6) | B_tot = 1 MHz |" in md
@@ -124,7 +124,7 @@ def test_seed_list_is_short():
 # --- devices served --------------------------------------------------------------------------------
 
 def test_devices_served_table_per_method_budget_and_seed_group(plan, tmp_path):
-    out = figures.build_table("devices_served", records(plan, plan.headline_runs()), plan.headline)
+    out = render.build_table("devices_served", records(plan, plan.headline_runs()), plan.headline)
     rows = out.set_index(["experiment", "seed_group", "budget_value", "method", "quantity"])
     sign, both = served_devices("spfl", 4, 1.0)
     # rounds 1..6: sign + (r mod 2) devices' signs arrive, so the mean over rounds is sign + 0.5
@@ -134,7 +134,7 @@ def test_devices_served_table_per_method_budget_and_seed_group(plan, tmp_path):
     assert rows.loc[("bandwidth", "exploratory", 2.0, "signsgd", "full gradient arrived"), "mean"] == 0
     assert set(out["method"]) == {"spfl", "digital", "digital_reuse", "scheduling", "signsgd"}
     assert set(out[out["experiment"] == "power"]["seed_group"]) == {"exploratory"}
-    figures.write_table(out, "devices_served", tmp_path / "d.csv", tmp_path / "d.md")
+    render.write_table(out, "devices_served", tmp_path / "d.csv", tmp_path / "d.md")
     md = (tmp_path / "d.md").read_text()
     assert "| experiment | seeds | budget | K | method | transmitting per round | sign arrived per round | " \
            "full gradient arrived per round | n |" in md

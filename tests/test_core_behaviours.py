@@ -29,12 +29,21 @@ from core_helpers import (
     quantized,
     textbook_gradients,
 )
-from spfl import checkpoint as checkpoints
-from spfl.aggregation import Aggregator
-from spfl.channel import draw_fading, failure_threshold, packet_error_rate
-from spfl.simulation import Simulation, build_environment
-from spfl.spec import SETTINGS, SpecError, did_you_mean, json_schema, load_spec, load_yaml, make_spec, parse_assignment
-from spfl.transmission import Delivery, Link, quantize_modulus, signs
+from spfl.configuration.spec import (
+    SETTINGS,
+    SpecError,
+    did_you_mean,
+    json_schema,
+    load_spec,
+    load_yaml,
+    make_spec,
+    parse_assignment,
+)
+from spfl.simulator import checkpoint as checkpoints
+from spfl.simulator.aggregation import Aggregator
+from spfl.simulator.channel import draw_fading, failure_threshold, packet_error_rate
+from spfl.simulator.simulation import Simulation, build_environment
+from spfl.simulator.transmission import Delivery, Link, quantize_modulus, signs
 
 # eta = 0.1, L = 5: a full gradient is worth (eta - L eta^2 / 2) ||g||^2 = 0.075 ||g||^2, a sign with
 # modulus c is worth 0.1 <|g|, c> - 0.025 ||c||^2 (distinct factors, so swapping them is caught).
@@ -525,7 +534,7 @@ def test_quantizer_is_exact_at_31_bits_keeps_the_dtype_and_leaves_zero_rows_zero
 def test_probability_that_both_packets_arrive(fading):
     """P(both): exp(-max) under block fading (the weaker packet decides), exp(-t_s - t_m) per packet;
     a dead packet (inf) makes it impossible; P(sign) = exp(-t_s) either way."""
-    from spfl.allocation.objective import arrival_probabilities
+    from spfl.simulator.allocation.objective import arrival_probabilities
 
     problem = SimpleNamespace(fading=fading)
     t_s, t_m = np.array([0.1, 0.5, 0.2]), np.array([0.3, 0.5, np.inf])
@@ -703,7 +712,7 @@ def test_set_assignments_are_typed_and_checked():
 def test_run_identity_is_compact_sorted_json_and_its_sha256_prefix():
     import hashlib
 
-    from spfl.spec import canonical_hash, canonical_json
+    from spfl.configuration.spec import canonical_hash, canonical_json
 
     mapping = {"b": 1, "a": [1, 2.5], "c": "x"}
     text = '{"a":[1,2.5],"b":1,"c":"x"}'
@@ -715,7 +724,7 @@ def test_run_identity_is_compact_sorted_json_and_its_sha256_prefix():
 
 @pytest.mark.parametrize("m", [1.0, 3.0])
 def test_the_simulators_link_applies_the_waterfall_threshold_to_both_packets(m):
-    from spfl.transmission import PacketLayout, Resources
+    from spfl.simulator.transmission import PacketLayout, Resources
 
     noise, gains = dbm_to_watt(-174.0), np.array([1e-11, 4e-12])
     link = Link(gains, noise, per_model="waterfall", waterfall_m=m)

@@ -1,4 +1,4 @@
-"""spfl.data: the offline digits split, the CIFAR-10 loader on tiny real-format archives, prepared files."""
+"""spfl.simulator.data: the offline digits split, the CIFAR-10 loader on tiny real-format archives, prepared files."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from cifar_archive import ARCHIVE, FOLDER, cifar_arrays, write_cifar_archive
-from spfl import data
-from spfl.data import (
+from spfl.simulator import data
+from spfl.simulator.data import (
     CIFAR10_MEAN,
     CIFAR10_STD,
     DATASETS,
@@ -245,14 +245,14 @@ def test_dataset_validates_tensors() -> None:
 
 
 def test_spec_knows_the_training_set_sizes():
-    from spfl.spec import TRAIN_SIZES
+    from spfl.configuration.spec import TRAIN_SIZES
 
     assert TRAIN_SIZES["digits"] == len(load_dataset("digits", "unused").train_y)
     assert TRAIN_SIZES["cifar10"] == 50_000  # 5 batches of 10,000 (the standard archive)
 
 
 def test_check_dataset_source_names_missing_and_corrupt_archives(tmp_path):
-    from spfl.data import check_dataset_source
+    from spfl.simulator.data import check_dataset_source
 
     check_dataset_source("digits", tmp_path)  # nothing to check
     check_dataset_source("cifar10", tmp_path, download=True)  # the download will verify

@@ -21,9 +21,9 @@ from allocation_reference import (
     split_grid,
     start_at,
 )
-from spfl.allocation import allocate, objective
-from spfl.allocation.descent import DescentTerms
-from spfl.allocation.objective import objective_terms
+from spfl.simulator.allocation import allocate, objective
+from spfl.simulator.allocation.descent import DescentTerms
+from spfl.simulator.allocation.objective import objective_terms
 
 REL = 1e-3
 _CHUNK = 20_000
@@ -57,7 +57,7 @@ def _batch_phi(problem, shares, thetas, taus):
 
 def dense_search(problem, levels, splits):
     """The best point of a grid of bandwidth shares (compositions of ``levels`` steps) and power splits,
-    then SLSQP from it (any objective: Phi is evaluated by spfl.allocation.objective only)."""
+    then SLSQP from it (any objective: Phi is evaluated by spfl.simulator.allocation.objective only)."""
     num = problem.num_devices
     theta = split_grid(problem, splits)
     tau = problem.fixed_share
@@ -148,7 +148,7 @@ def test_descent_scheduling_picks_the_best_n_by_the_same_phi(normalize):
     values = []
     for n in range(1, num + 1):
         each = problem.total_bandwidth / n
-        from spfl.allocation.objective import arrival_probabilities, thresholds
+        from spfl.simulator.allocation.objective import arrival_probabilities, thresholds
         power = np.full(num, float(problem.equal_power(1.0)))
         t_s, t_m = thresholds(problem, np.full(num, each), power, np.zeros(num), np.ones(num))
         pi, _ = arrival_probabilities(problem, t_s, t_m)

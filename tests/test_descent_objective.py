@@ -21,12 +21,12 @@ import pytest
 import torch
 
 from objective_helpers import DEADLINE, draw_resources, monte_carlo, problem_of
-from spfl.aggregation import Aggregator
-from spfl.allocation import objective
-from spfl.allocation.descent import STATES, DescentTerms, coefficients, phi
-from spfl.allocation.objective import _quadrature
-from spfl.gram import gram_matrix
-from spfl.transmission import get_scheme
+from spfl.simulator.aggregation import Aggregator
+from spfl.simulator.allocation import objective
+from spfl.simulator.allocation.descent import STATES, DescentTerms, coefficients, phi
+from spfl.simulator.allocation.objective import _quadrature
+from spfl.simulator.gram import gram_matrix
+from spfl.simulator.transmission import get_scheme
 
 DRAWS = 200_000
 ETA, SMOOTH = 0.3, 2.0
@@ -187,7 +187,7 @@ def test_count_sketch_inner_products_are_unbiased_with_the_stated_variance():
     """Over 3,000 independent sketches (m = 64, d = 300): the mean of <S x, S y> is within 4 standard errors
     of <x, y>, and the variance within 12 % of (||x||^2 ||y||^2 + <x, y>^2 - 2 sum_i x_i^2 y_i^2) / m (its
     standard error here is about 3 %)."""
-    from spfl.gram import CountSketch
+    from spfl.simulator.gram import CountSketch
 
     rng = np.random.default_rng(5)
     x = torch.tensor(rng.normal(size=300) + 0.5)
@@ -210,8 +210,8 @@ def test_simulation_gives_the_allocator_the_gram_matrix_of_gradients_and_sign_fo
     """SP-FL's problem carries <x, y> for x, y in [g_1..g_K, sign(g_k) * c]: exact under `gram: exact`;
     under `sketch` each device's own three numbers exact and the others estimated (seeded: the same
     estimate for every method of a seed), and the control channel's bits counted."""
-    from spfl.simulation import Simulation, build_environment
-    from spfl.spec import make_spec
+    from spfl.configuration.spec import make_spec
+    from spfl.simulator.simulation import Simulation, build_environment
 
     spec = make_spec(num_devices=4, batch_size=8, rounds=1, eval_every=1, gram=gram, sketch_size=512)
     sim = Simulation(build_environment(spec), "spfl")

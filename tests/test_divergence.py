@@ -17,8 +17,8 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import pytest
 
-from spfl import analysis, figures, plots
-from spfl.experiments import load_plan
+from spfl.configuration import load_plan
+from spfl.reporting import analysis, plots, render
 from synthetic_records import config as synthetic_config
 from synthetic_records import records, table, write_cell
 from workflow_helpers import copy_workflow, snakemake, write_config
@@ -132,10 +132,10 @@ def test_runs_table_shows_status_and_round_and_no_final_accuracy_of_a_diverged_r
 
 
 def test_markdown_tables_say_that_runs_diverged(plan, tmp_path):
-    figures.write_table(table(plan, "accuracy_vs_bandwidth"), "accuracy_vs_bandwidth", tmp_path / "t.csv",
+    render.write_table(table(plan, "accuracy_vs_bandwidth"), "accuracy_vs_bandwidth", tmp_path / "t.csv",
                          tmp_path / "t.md")
     assert "4 run(s) diverged" in (tmp_path / "t.md").read_text()
-    figures.write_table(table(plan, "accuracy_vs_power"), "accuracy_vs_power", tmp_path / "p.csv",
+    render.write_table(table(plan, "accuracy_vs_power"), "accuracy_vs_power", tmp_path / "p.csv",
                          tmp_path / "p.md")
     assert "run(s) diverged" not in (tmp_path / "p.md").read_text()
 
@@ -145,14 +145,14 @@ def texts(fig) -> list[str]:
 
 
 def test_final_figure_marks_each_x_with_diverged_runs(plan):
-    fig = figures.draw("accuracy_vs_bandwidth", table(plan, "accuracy_vs_bandwidth"))
+    fig = render.draw("accuracy_vs_bandwidth", table(plan, "accuracy_vs_bandwidth"))
     shown = texts(fig)
     plt.close(fig)
     assert "1/3 diverged" in shown and "3/3 diverged" in shown and plots.DIVERGED_LABEL in shown
 
 
 def test_round_figure_marks_the_divergence_round(plan):
-    fig = figures.draw("accuracy_vs_round", table(plan, "accuracy_vs_round"))
+    fig = render.draw("accuracy_vs_round", table(plan, "accuracy_vs_round"))
     shown = texts(fig)
     crosses = [line for ax in fig.axes for line in ax.get_lines() if line.get_label() == "_diverged"]
     plt.close(fig)
@@ -165,14 +165,14 @@ def test_round_figure_marks_the_divergence_round(plan):
 
 @pytest.mark.parametrize("figure", ["allocation", "solver_convergence", "packet_errors"])
 def test_other_figures_mark_diverged_runs(plan, figure):
-    fig = figures.draw(figure, table(plan, figure))
+    fig = render.draw(figure, table(plan, figure))
     shown = " | ".join(texts(fig))
     plt.close(fig)
     assert "SP-FL: 1 of 3 runs diverged (left out)" in shown or "1/3 diverged" in shown, shown
 
 
 def test_figures_without_diverged_runs_have_no_marks(plan):
-    fig = figures.draw("accuracy_vs_power", table(plan, "accuracy_vs_power"))
+    fig = render.draw("accuracy_vs_power", table(plan, "accuracy_vs_power"))
     shown = texts(fig)
     plt.close(fig)
     assert not any("diverged" in text for text in shown)
@@ -244,7 +244,7 @@ def test_a_diverging_grid_point_is_recorded_and_marked_and_the_workflow_finishes
     for figure in ("accuracy_vs_bandwidth", "accuracy_vs_round"):
         assert (workdir / "figures" / "diverging" / f"{figure}.pdf").read_bytes()[:4] == b"%PDF"
         assert (workdir / "figures" / "diverging" / f"{figure}.png").read_bytes()[:4] == b"\x89PNG"
-        fig = figures.draw(figure, pd.read_csv(tables / f"{figure}.csv"), {"dpi": 50})
+        fig = render.draw(figure, pd.read_csv(tables / f"{figure}.csv"), {"dpi": 50})
         shown = texts(fig)
         plt.close(fig)
         assert any("1/1 diverged" in text for text in shown), (figure, shown)

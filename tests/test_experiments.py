@@ -1,4 +1,5 @@
-"""Config reading and validation (spfl.pipeline_config) and expansion into cells (spfl.plan); no simulator,
+"""Config reading and validation (spfl.configuration.pipeline) and expansion into cells
+(spfl.configuration.plan); no simulator,
 no Snakemake."""
 
 from __future__ import annotations
@@ -9,8 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from spfl.experiments import FIGURES
-from spfl.pipeline_config import (
+from spfl.configuration import FIGURES
+from spfl.configuration.pipeline import (
     ConfigError,
     config_schema,
     generated_schemas,
@@ -19,8 +20,8 @@ from spfl.pipeline_config import (
     retyped_overrides,
     write_schemas,
 )
-from spfl.plan import cell_hash, load_plan
-from spfl.spec import METHODS, load_yaml, make_spec
+from spfl.configuration.plan import cell_hash, load_plan
+from spfl.configuration.spec import METHODS, load_yaml, make_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ("config.yaml", "quick.yaml", "test.yaml")
@@ -61,9 +62,9 @@ def test_schemas_command_writes_the_three_schemas(tmp_path):
     """The schemas are package data and generated in memory; the command writes them for an editor."""
     import json
 
-    from spfl.experiments import main
+    from spfl.cli import main
 
-    assert main(["schemas", str(tmp_path / "schemas")]) == 0
+    assert main(["config", "schemas", str(tmp_path / "schemas")]) == 0
     written = {p.name: json.loads(p.read_text()) for p in (tmp_path / "schemas").iterdir()}
     assert sorted(written) == ["config.schema.json", "grid.schema.json", "run.schema.json"]
     assert written == {name: json.loads(text) for name, text in generated_schemas().items()}
@@ -77,7 +78,7 @@ def test_validation_works_outside_a_checkout(tmp_path):
     import subprocess
     import sys
 
-    code = ("import json, sys; from spfl.plan import load_plan; "
+    code = ("import json, sys; from spfl.configuration.plan import load_plan; "
             "print(len(load_plan(json.loads(sys.stdin.read())).cells))")
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     result = subprocess.run([sys.executable, "-c", code], input=__import__("json").dumps(small_config()),
@@ -306,7 +307,7 @@ def loader_refuses_repeated_keys() -> bool:
 
 
 @pytest.mark.skipif(not loader_refuses_repeated_keys(),
-                    reason="spfl.spec.load_yaml does not refuse repeated keys yet (issue #12, item 1)")
+                    reason="spfl.configuration.spec.load_yaml does not refuse repeated keys yet (issue #12, item 1)")
 def test_a_repeated_experiment_name_is_refused_naming_the_file(tmp_path):
     path = tmp_path / "twice.yaml"
     path.write_text("name: x\nexperiments:\n  bw: {grid: {total_bandwidth_mhz: [1]}}\n"
@@ -363,23 +364,23 @@ def test_headline_experiment_must_sweep_one_budget():
 
 
 def test_check_command_summarizes_a_config(capsys, tmp_path):
-    from spfl.experiments import main
+    from spfl.cli import main
 
-    assert main(["check", str(ROOT / "config" / "test.yaml")]) == 0
+    assert main(["config", "check", str(ROOT / "config" / "test.yaml")]) == 0
     assert "cells" in capsys.readouterr().out
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump(mutate("bogus", 1)))
-    assert main(["check", str(bad)]) == 2
+    assert main(["config", "check", str(bad)]) == 2
     assert "config key 'bogus' is unknown" in capsys.readouterr().err
-    assert main(["check", str(ROOT / "config" / "config.yaml"), str(ROOT / "config" / "quick.yaml")]) == 0
+    assert main(["config", "check", str(ROOT / "config" / "config.yaml"), str(ROOT / "config" / "quick.yaml")]) == 0
     assert "config 'quick'" in capsys.readouterr().out  # several files merge in order, as in Snakemake
 
 
 # --- documentation ---------------------------------------------------------------------------------
 
 def test_config_readme_run_settings_table_is_current():
-    """Regenerate with `python -m spfl.experiments readme config/README.md`."""
-    from spfl.experiments import SETTINGS_END, SETTINGS_START, settings_table
+    """Regenerate with `spfl generate`."""
+    from spfl.configuration.generated import SETTINGS_END, SETTINGS_START, settings_table
 
     text = (ROOT / "config" / "README.md").read_text()
     block = text.split(SETTINGS_START, 1)[1].split(SETTINGS_END, 1)[0]

@@ -5,7 +5,7 @@ Before, `learning_rate: 1e308` with `smoothness: 0`, or cell radii near 1e308, w
 inside the simulation (tracebacks, in `spfl run` and in a pipeline job); `rounds: 1e9` was accepted and its
 evaluation schedule, built up front, took 23 GB.  Here every setting is drawn at its minimum or maximum
 (the rules between settings respected), and each method of a cell runs two rounds through `spfl run`'s own
-path (spfl.simulation.run_cell): no warning (numpy's overflow warnings are errors here), no exception, and
+path (spfl.simulator.simulation.run_cell): no warning (numpy's overflow warnings are errors here), no exception, and
 records that are numbers (a run whose model blows up is recorded as diverged, which is a result).
 """
 
@@ -19,10 +19,10 @@ import warnings
 
 import pytest
 
-from spfl.callbacks import scheduled_rounds
-from spfl.methods import METHODS
-from spfl.simulation import build_environment, run_cell
-from spfl.spec import SETTINGS, SpecError, make_spec
+from spfl.configuration.methods import METHODS
+from spfl.configuration.spec import SETTINGS, SpecError, make_spec
+from spfl.simulator.callbacks import scheduled_rounds
+from spfl.simulator.simulation import build_environment, run_cell
 
 NUMERIC = {s.name: s for s in SETTINGS if s.kind in (int, float)}
 # Settings held fixed here: the data's size and the cost of a test run, not overflow, bound these.

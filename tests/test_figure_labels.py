@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import pytest
 
-from spfl import figures, plots
+from spfl.reporting import plots, render
 from synthetic_records import make_plan, quick_like_config, table
 
 STYLE = {**plots.DEFAULT_STYLE, "dpi": 60}
@@ -28,7 +28,7 @@ def quick(tmp_path_factory):
 @pytest.fixture(scope="module")
 def drawn(quick):
     _, tables = quick
-    out = {name: figures.draw(name, frame, STYLE) for name, frame in tables.items()}
+    out = {name: render.draw(name, frame, STYLE) for name, frame in tables.items()}
     for fig in out.values():
         fig.draw_without_rendering()
     yield out
@@ -100,7 +100,7 @@ def test_packet_errors_are_one_panel_per_method_and_a_note_says_where_the_packet
     modulus = frame["packet"] == "modulus"
     frame.loc[modulus, "mean"] = [sign[(m, b)] for m, b in zip(frame.loc[modulus, "method"],
                                                                 frame.loc[modulus, "total_bandwidth_mhz"])]
-    fig = figures.draw("packet_errors", frame, STYLE)
+    fig = render.draw("packet_errors", frame, STYLE)
     try:
         assert [ax.get_title() for ax in fig.axes] == ["SP-FL", "SP-FL, uniform allocation"]
         notes = [t.get_text() for ax in fig.axes for t in ax.texts]
@@ -115,7 +115,7 @@ def test_curves_within_half_a_point_are_noted(quick):
     digital = frame[frame["method"] == "digital"].set_index("total_bandwidth_mhz")["mean"]
     reuse = frame["method"] == "digital_reuse"
     frame.loc[reuse, "mean"] = frame.loc[reuse, "total_bandwidth_mhz"].map(digital) + 0.3
-    fig = figures.draw("accuracy_vs_bandwidth", frame, STYLE)
+    fig = render.draw("accuracy_vs_bandwidth", frame, STYLE)
     try:
         notes = [t.get_text() for ax in fig.axes for t in ax.texts]
         assert "Digital FL = Digital FL + reuse (within 0.5 pp at every point)" in notes
@@ -130,8 +130,8 @@ def test_the_headline_names_each_row_and_groups_the_seeds(quick, tmp_path):
     plan, _ = quick
     from synthetic_records import records
 
-    out = figures.build_table("headline", records(plan, plan.headline_runs()), plan.headline)
-    figures.write_table(out, "headline", tmp_path / "h.csv", tmp_path / "h.md", tmp_path / "h.html")
+    out = render.build_table("headline", records(plan, plan.headline_runs()), plan.headline)
+    render.write_table(out, "headline", tmp_path / "h.csv", tmp_path / "h.md", tmp_path / "h.html")
     back = pd.read_csv(tmp_path / "h.csv")
     assert set(back["experiment_label"]) == LABELS
     groups = back.groupby("experiment_label")["seeds"].agg(lambda s: sorted(set(s)))

@@ -17,8 +17,11 @@ import yaml
 from matplotlib.collections import PolyCollection
 from matplotlib.container import ErrorbarContainer
 
-from spfl import analysis, figures, plots
+from spfl import cli
+from spfl.configuration import figures, generated
+from spfl.reporting import analysis, plots, render
 from synthetic_records import make_plan, records, table, write_run
+from workflow_helpers import ROOT
 
 STYLE = {**plots.DEFAULT_STYLE, "dpi": 100}
 
@@ -55,9 +58,9 @@ def tables(plan, tmp_path_factory):
     """name -> table of every registered figure."""
     root = tmp_path_factory.mktemp("comparisons")
     out = {name: table(plan, name) for name in plan.figures if name != "gain"}
-    out["devices_served"] = figures.build_table("devices_served", records(plan, plan.headline_runs()), plan.headline)
+    out["devices_served"] = render.build_table("devices_served", records(plan, plan.headline_runs()), plan.headline)
     out["gain"] = analysis.headline_table(comparison_runs(root / "headline"), HEADLINE_OPTIONS)
-    out["sensitivity"] = figures.build_table(
+    out["sensitivity"] = render.build_table(
         "sensitivity", comparison_runs(root / "sensitivity", variants=VARIANTS),
         {"x": "variant", "methods": ["spfl", "digital", "scheduling"]})
     return out
@@ -67,14 +70,14 @@ def tables(plan, tmp_path_factory):
 
 def test_committed_files_equal_the_ones_generated_from_the_registry():
     """The config schema's figure list, the report captions and config/README.md's figure table;
-    regenerate with `python -m spfl.figures write`."""
-    for path, text in figures.generated_files().items():
-        assert (figures.ROOT / path).read_text() == text, f"{path} is out of date"
+    regenerate with `spfl generate`."""
+    for path, text in generated.generated_files(ROOT).items():
+        assert (ROOT / path).read_text() == text, f"{path} is out of date"
 
 
 def test_the_schema_lists_exactly_the_registered_figures():
-    schema = yaml.safe_load((figures.ROOT / figures.SCHEMA_FILE).read_text())
-    assert schema["properties"]["figures"] == figures.figures_schema()
+    schema = yaml.safe_load((ROOT / generated.SCHEMA_FILE).read_text())
+    assert schema["properties"]["figures"] == generated.figures_schema()
     assert list(schema["properties"]["figures"]["properties"]) == list(figures.FIGURES)
     assert schema["properties"]["figures"]["properties"]["gain"] == {"$ref": "#/$defs/headline_figure"}
 
@@ -82,31 +85,31 @@ def test_the_schema_lists_exactly_the_registered_figures():
 def test_every_registered_name_has_a_report_caption_and_the_interval_rule_where_intervals_are_drawn():
     for name, entry in figures.REGISTRY.items():
         if entry.caption:
-            text = (figures.ROOT / "workflow" / "report" / f"{name}.rst").read_text()
+            text = (ROOT / "workflow" / "report" / f"{name}.rst").read_text()
             assert ("fewer than 3 seeds" in text) == entry.intervals, name
     assert set(figures.FIGURES) | set(figures.TABLE_ONLY) == set(figures.REGISTRY)
     assert figures.TABLE_ONLY == ("headline", "runs")
 
 
 def test_write_generated_repairs_a_stale_file(tmp_path):
-    for path in (figures.SCHEMA_FILE, figures.README_FILE):
+    for path in (generated.SCHEMA_FILE, generated.README_FILE):
         (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(figures.ROOT / path, tmp_path / path)
-    readme = tmp_path / figures.README_FILE
+        shutil.copy(ROOT / path, tmp_path / path)
+    readme = tmp_path / generated.README_FILE
     readme.write_text(readme.read_text().replace("| `noniid` |", "| `noniid_old` |"))
-    changed = figures.write_generated(tmp_path)
-    assert figures.README_FILE in changed and figures.SCHEMA_FILE not in changed
+    changed = generated.write_generated(tmp_path)
+    assert generated.README_FILE in changed and generated.SCHEMA_FILE not in changed
     assert "| `noniid` |" in readme.read_text() and "noniid_old" not in readme.read_text()
-    assert figures.write_generated(tmp_path) == []
+    assert generated.write_generated(tmp_path) == []
 
 
 def test_missing_markers_are_named(tmp_path):
     (tmp_path / "config").mkdir()
     (tmp_path / "config" / "README.md").write_text("no markers\n")
-    (tmp_path / figures.SCHEMA_FILE).parent.mkdir(parents=True)
-    shutil.copy(figures.ROOT / figures.SCHEMA_FILE, tmp_path / figures.SCHEMA_FILE)
+    (tmp_path / generated.SCHEMA_FILE).parent.mkdir(parents=True)
+    shutil.copy(ROOT / generated.SCHEMA_FILE, tmp_path / generated.SCHEMA_FILE)
     with pytest.raises(figures.FigureError, match="config/README.md' lacks the generated-block markers"):
-        figures.generated_files(tmp_path)
+        generated.generated_files(tmp_path)
 
 
 def test_every_registry_entry_names_functions_that_exist():
@@ -118,30 +121,31 @@ def test_every_registry_entry_names_functions_that_exist():
 
 
 def test_reading_the_registry_imports_no_plotting_or_data_frames():
-    """The Snakefile and `spfl` validate configs through spfl.experiments at every start."""
-    code = ("import sys, spfl.experiments; "
-            "print(*(m in sys.modules for m in ('pandas', 'matplotlib', 'seaborn', 'spfl.plots')))")
+    """The Snakefile and `spfl` validate configs through spfl.configuration at every start."""
+    code = ("import sys, spfl.configuration; "
+            "print(*(m in sys.modules for m in ('pandas', 'matplotlib', 'seaborn', 'spfl.reporting.plots')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False"] * 4
 
 
 def test_experiments_keeps_figures_importable_and_plots_does_not_import_experiments():
-    from spfl.experiments import FIGURES
+    from spfl.configuration import FIGURES
 
     assert FIGURES is figures.FIGURES
     assert all(hasattr(f, "name") and hasattr(f, "x") and hasattr(f, "methods") for f in FIGURES.values())
-    code = "import sys, spfl.plots; print('spfl.experiments' in sys.modules, 'spfl.figures' in sys.modules)"
+    code = ("import sys, spfl.reporting.plots; "
+            "print('spfl.configuration' in sys.modules, 'spfl.configuration.figures' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
 
 
 def test_unknown_figure_and_missing_column_are_named():
     with pytest.raises(figures.FigureError, match="figure 'pie' is unknown: allowed one of accuracy_vs_round"):
-        figures.draw("pie", pd.DataFrame())
+        render.draw("pie", pd.DataFrame())
     with pytest.raises(figures.FigureError, match="figure 'headline' is unknown"):
-        figures.draw("headline", pd.DataFrame())
+        render.draw("headline", pd.DataFrame())
     with pytest.raises(plots.PlotError, match="has no column 'total_bandwidth_mhz'"):
-        figures.draw("accuracy_vs_bandwidth", pd.DataFrame({"mean": [1.0]}))
+        render.draw("accuracy_vs_bandwidth", pd.DataFrame({"mean": [1.0]}))
 
 
 # --- readable figures -------------------------------------------------------------------------------
@@ -173,7 +177,7 @@ def assert_readable(fig, style):
 
 @pytest.mark.parametrize("name", list(figures.FIGURES))
 def test_every_figure_is_readable(tables, name):
-    fig = figures.draw(name, tables[name], STYLE)
+    fig = render.draw(name, tables[name], STYLE)
     try:
         assert_readable(fig, STYLE)
     finally:
@@ -194,7 +198,7 @@ def many_bandwidths_table(n: int = 3) -> pd.DataFrame:
 
 @pytest.mark.parametrize("style", [STYLE, {**STYLE, "width_in": 3.0, "height_in": 2.5, "font_scale": 1.5}])
 def test_a_dense_log_axis_keeps_few_non_overlapping_ticks(style):
-    fig = figures.draw("accuracy_vs_bandwidth", many_bandwidths_table(), style)
+    fig = render.draw("accuracy_vs_bandwidth", many_bandwidths_table(), style)
     try:
         assert_readable(fig, style)
         assert 2 <= len(drawn_labels(fig.axes[0].xaxis)) <= plots.LOG_TICKS
@@ -203,7 +207,7 @@ def test_a_dense_log_axis_keeps_few_non_overlapping_ticks(style):
 
 
 def test_packet_error_legend_sits_below_the_axes(tables):
-    fig = figures.draw("packet_errors", tables["packet_errors"], STYLE)
+    fig = render.draw("packet_errors", tables["packet_errors"], STYLE)
     try:
         fig.draw_without_rendering()
         renderer = fig.canvas.get_renderer()
@@ -233,7 +237,7 @@ def method_lines(fig):
 
 @pytest.mark.parametrize(("n", "expected_bands"), [(3, 6), (2, 0), (1, 0)])
 def test_bands_are_drawn_only_from_three_seeds(n, expected_bands):
-    fig = figures.draw("accuracy_vs_bandwidth", many_bandwidths_table(n), STYLE)
+    fig = render.draw("accuracy_vs_bandwidth", many_bandwidths_table(n), STYLE)
     try:
         assert len(method_lines(fig)) == 6  # one line per method
         assert len(bands(fig)) == expected_bands
@@ -250,14 +254,14 @@ def test_a_band_skips_the_points_with_fewer_than_three_seeds():
 
 def test_error_bars_are_drawn_only_from_three_seeds():
     for n, expected in ((3, 6), (2, 0)):
-        fig = figures.draw("accuracy_vs_bandwidth", many_bandwidths_table(n), {**STYLE, "error_bars": "bars"})
+        fig = render.draw("accuracy_vs_bandwidth", many_bandwidths_table(n), {**STYLE, "error_bars": "bars"})
         containers = [c for ax in fig.axes for c in ax.containers if isinstance(c, ErrorbarContainer)]
         plt.close(fig)
         assert len(containers) == expected, n
 
 
 def test_round_figure_has_one_line_per_method_and_panel(tables):
-    fig = figures.draw("accuracy_vs_round", tables["accuracy_vs_round"], STYLE)
+    fig = render.draw("accuracy_vs_round", tables["accuracy_vs_round"], STYLE)
     try:
         assert len(fig.axes) == 2 and [ax.get_title() for ax in fig.axes] == ["B_tot = 1 MHz", "B_tot = 2 MHz"]
         for ax in fig.axes:
@@ -276,7 +280,7 @@ def gain_bars(fig):
 
 def test_gain_figure_draws_paired_intervals_zero_line_and_the_paper(tmp_path):
     out = analysis.headline_table(comparison_runs(tmp_path), HEADLINE_OPTIONS)
-    fig = figures.draw("gain", out, STYLE)
+    fig = render.draw("gain", out, STYLE)
     try:
         ax = fig.axes[0]
         gains = [line for line in ax.get_lines() if line.get_label().startswith("final accuracy")][0]
@@ -295,13 +299,13 @@ def test_gain_figure_draws_paired_intervals_zero_line_and_the_paper(tmp_path):
     finally:
         plt.close(fig)
     two = analysis.headline_table(comparison_runs(tmp_path / "two", seeds=(0, 1)), HEADLINE_OPTIONS)
-    fig = figures.draw("gain", two, STYLE)
+    fig = render.draw("gain", two, STYLE)
     assert gain_bars(fig) == []  # n = 2: the interval is in the table, not drawn
     plt.close(fig)
 
 
 def test_sensitivity_figure_has_one_row_per_variant_and_a_panel_per_budget(tables):
-    fig = figures.draw("sensitivity", tables["sensitivity"], STYLE)
+    fig = render.draw("sensitivity", tables["sensitivity"], STYLE)
     try:
         assert [ax.get_title() for ax in fig.axes] == ["B_tot = 0.5 MHz", "B_tot = 2 MHz"]
         # the default first, the others alphabetically
@@ -325,9 +329,9 @@ def test_method_colors_are_fixed_and_distinct():
 @pytest.mark.parametrize("name", ["accuracy_vs_bandwidth", "gain"])
 def test_the_same_table_gives_the_same_bytes(tables, name, tmp_path):
     path = tmp_path / f"{name}.csv"
-    figures.write_table(tables[name], name, path)
+    render.write_table(tables[name], name, path)
     for i in (1, 2):
-        figures.make_figure(name, path, tmp_path / f"{i}.pdf", tmp_path / f"{i}.png", {"dpi": 60})
+        render.make_figure(name, path, tmp_path / f"{i}.pdf", tmp_path / f"{i}.png", {"dpi": 60})
     pdf, png = (tmp_path / "1.pdf").read_bytes(), (tmp_path / "1.png").read_bytes()
     assert pdf[:4] == b"%PDF" and png[:4] == b"\x89PNG"
     assert pdf == (tmp_path / "2.pdf").read_bytes() and png == (tmp_path / "2.png").read_bytes()
@@ -337,7 +341,7 @@ def test_the_same_table_gives_the_same_bytes(tables, name, tmp_path):
 # --- configuration of the registry's figures and headline options ----------------------------------
 
 def test_gain_reads_the_headline_runs_and_needs_a_headline():
-    from spfl.experiments import ConfigError, load_plan
+    from spfl.configuration import ConfigError, load_plan
     from synthetic_records import config
 
     plan = load_plan(config())
@@ -359,7 +363,7 @@ def test_gain_reads_the_headline_runs_and_needs_a_headline():
     ({"target_accuracy": 0}, r"'headline.target_accuracy' = 0 is invalid: allowed > 0"),
 ])
 def test_bad_headline_options_are_refused_naming_the_key(options, message):
-    from spfl.experiments import ConfigError, load_plan
+    from spfl.configuration import ConfigError, load_plan
     from synthetic_records import config
 
     cfg = config()
@@ -369,7 +373,7 @@ def test_bad_headline_options_are_refused_naming_the_key(options, message):
 
 
 def test_headline_options_default_to_null():
-    from spfl.experiments import load_plan
+    from spfl.configuration import load_plan
     from synthetic_records import config
 
     plan = load_plan(config())
@@ -380,24 +384,26 @@ def test_headline_options_default_to_null():
 
 
 def test_the_check_command_reports_stale_files(tmp_path, capsys):
-    for path in figures.generated_files():
+    for path in generated.generated_files(ROOT):
         (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(figures.ROOT / path, tmp_path / path)
-    assert figures.main(["check", str(tmp_path)]) == 0
+        shutil.copy(ROOT / path, tmp_path / path)
+    assert cli.main(["generate", str(tmp_path), "--check"]) == 0
     (tmp_path / "workflow" / "report" / "gain.rst").write_text("old caption\n")
-    assert figures.main(["check", str(tmp_path)]) == 1
+    assert cli.main(["generate", str(tmp_path), "--check"]) == 1
     assert "workflow/report/gain.rst: out of date" in capsys.readouterr().err
-    assert figures.main(["write", str(tmp_path)]) == 0 and figures.main(["check", str(tmp_path)]) == 0
+    assert cli.main(["generate", str(tmp_path)]) == 0 and cli.main(["generate", str(tmp_path), "--check"]) == 0
+    assert cli.main(["generate", str(tmp_path / "workflow")]) == 2
+    assert "is not an spfl checkout" in capsys.readouterr().err
 
 
 def test_figures_are_readable_per_the_umask(tables, tmp_path):
     import os
 
     path = tmp_path / "t.csv"
-    figures.write_table(tables["accuracy_vs_power"], "accuracy_vs_power", path)
+    render.write_table(tables["accuracy_vs_power"], "accuracy_vs_power", path)
     old = os.umask(0o022)
     try:
-        figures.make_figure("accuracy_vs_power", path, tmp_path / "f.pdf", tmp_path / "f.png", {"dpi": 40})
+        render.make_figure("accuracy_vs_power", path, tmp_path / "f.pdf", tmp_path / "f.png", {"dpi": 40})
     finally:
         os.umask(old)
     assert (tmp_path / "f.pdf").stat().st_mode & 0o777 == 0o644 and (tmp_path / "f.png").stat().st_mode & 0o777 == 0o644
@@ -407,14 +413,14 @@ def test_figures_are_readable_per_the_umask(tables, tmp_path):
 def test_a_figure_names_its_config_and_dataset(tables, tmp_path, monkeypatch):
     """A figure copied out of its folder still says which config and data it shows (the plot rule passes
     "config <name>, <dataset>"); without a source nothing is added."""
-    from spfl import plots
+    from spfl.reporting import plots
 
     drawn = []
     monkeypatch.setattr(plots, "save_figure", lambda fig, pdf, png, dpi: drawn.append(fig))
     path = tmp_path / "t.csv"
     tables["accuracy_vs_bandwidth"].to_csv(path, index=False)
-    figures.make_figure("accuracy_vs_bandwidth", path, tmp_path / "f.pdf", tmp_path / "f.png", {"dpi": 40},
+    render.make_figure("accuracy_vs_bandwidth", path, tmp_path / "f.pdf", tmp_path / "f.png", {"dpi": 40},
                         source="config quick, digits")
-    figures.make_figure("accuracy_vs_bandwidth", path, tmp_path / "g.pdf", tmp_path / "g.png", {"dpi": 40})
+    render.make_figure("accuracy_vs_bandwidth", path, tmp_path / "g.pdf", tmp_path / "g.png", {"dpi": 40})
     assert drawn[0]._suptitle.get_text() == "config quick, digits"
     assert drawn[1]._suptitle is None

@@ -1,6 +1,6 @@
 """Reading and writing files: YAML/JSON without silent surprises, and records written whole and readable.
 
-spfl.spec.load_yaml reads run specs and pipeline configs alike: repeated keys and syntax errors are
+spfl.configuration.spec.load_yaml reads run specs and pipeline configs alike: repeated keys and syntax errors are
 one-line SpecErrors naming the file and line, and floats follow YAML 1.2 (as JSON writes them).
 spfl.records.write_atomic writes every record, table, prepared dataset and checkpoint: all or nothing,
 with the permissions the umask gives (mkstemp alone would make them 0600).
@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from spfl.configuration.spec import SpecError, load_yaml
 from spfl.records import WriteError, write_atomic, write_csv, write_json
-from spfl.spec import SpecError, load_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -105,7 +105,7 @@ def test_records_are_readable_per_the_umask(tmp_path, umask, mask):
 
 
 def test_prepared_dataset_is_readable_per_the_umask(tmp_path, umask):
-    from spfl.data import load_prepared, prepare_dataset
+    from spfl.simulator.data import load_prepared, prepare_dataset
 
     umask(0o022)
     path = prepare_dataset("digits", tmp_path, tmp_path / "digits.pt")

@@ -1,4 +1,5 @@
-"""spfl.kernels: the channels-last max pooling gives the stock nn.MaxPool2d's values and gradients bit for bit."""
+"""spfl.simulator.kernels: the channels-last max pooling gives the stock nn.MaxPool2d's values and
+gradients bit for bit."""
 
 import copy
 import itertools
@@ -8,8 +9,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from spfl.kernels import ChannelsLastMaxPool2d, with_fast_pooling
-from spfl.models import build_model
+from spfl.simulator.kernels import ChannelsLastMaxPool2d, with_fast_pooling
+from spfl.simulator.models import build_model
 
 SETTINGS = [(k, s, p, d, ceil) for k, s, p, d, ceil in itertools.product([2, 3], [None, 1, 2], [0, 1], [1, 2],
                                                                           [False, True])]
@@ -81,7 +82,7 @@ def test_fast_pooling_falls_back_where_it_does_not_apply():
 @pytest.mark.parametrize("name, shape", [("cifar_cnn", (3, 32, 32)), ("mlp", (1, 8, 8))])
 def test_evaluation_in_small_cpu_batches_gives_the_same_bits(name, shape, threads):
     """evaluate() forwards 64 samples at a time on CPU: the same loss and accuracy bits as whole chunks."""
-    from spfl.training import FlatModel, evaluate
+    from spfl.simulator.training import FlatModel, evaluate
 
     before = torch.get_num_threads()
     torch.set_num_threads(threads)

@@ -1,4 +1,4 @@
-"""spfl.models: pinned parameter counts, forward shapes, generator-only initialization, no BN/Dropout."""
+"""spfl.simulator.models: pinned parameter counts, forward shapes, generator-only initialization, no BN/Dropout."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from spfl.models import MODELS, build_model, count_parameters, default_model, reset_parameters
+from spfl.simulator.models import MODELS, build_model, count_parameters, default_model, reset_parameters
 
 
 def test_cifar_cnn_has_exactly_878538_parameters() -> None:

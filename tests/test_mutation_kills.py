@@ -14,11 +14,11 @@ import pytest
 import torch
 
 from allocation_reference import NOISE_PSD
-from spfl.allocation import AllocationProblem, allocate
-from spfl.callbacks import AllocationRecord, Checkpoints, ProgressLog, RoundOutcome, scheduled_rounds
-from spfl.models import build_model, default_model
-from spfl.simulation import build_environment, resolve_device, run_cell
-from spfl.spec import make_spec
+from spfl.configuration.spec import make_spec
+from spfl.simulator.allocation import AllocationProblem, allocate
+from spfl.simulator.callbacks import AllocationRecord, Checkpoints, ProgressLog, RoundOutcome, scheduled_rounds
+from spfl.simulator.models import build_model, default_model
+from spfl.simulator.simulation import build_environment, resolve_device, run_cell
 
 
 def _bookkeeping(status: str = "ok"):
@@ -102,7 +102,7 @@ def test_checkpoints_are_written_at_every_multiple_from_round_one_on(tmp_path, m
     """With every = 1 each round but the last is saved, round 1 included; the initial model (round 0)
     never is (nothing to resume)."""
     saved = []
-    monkeypatch.setattr("spfl.checkpoint.save", lambda path, run_hash, state: saved.append(state["round"]))
+    monkeypatch.setattr("spfl.simulator.checkpoint.save", lambda path, run_hash, state: saved.append(state["round"]))
     sim = SimpleNamespace(spec=SimpleNamespace(method="spfl", rounds=3, run_hash="h"))
     hook = Checkpoints(tmp_path / "checkpoint.pt", every=1)
     for round_index in range(4):

@@ -3,7 +3,7 @@
 For small random rounds, 2 x 10^5 fading draws go through the scheme's own transmit(); for every packet
 outcome pattern the real Aggregator gives its weights w and rows X, and the one-step surrogate
 S = sum_k w_k [eta <g_k, X_k> - (L eta^2 / 2) ||X_k||^2] of that aggregate is evaluated
-(docs/model.md, "Objective").  Phi (spfl.allocation.objective) must lie within 4 standard errors of
+(docs/model.md, "Objective").  Phi (spfl.simulator.allocation.objective) must lie within 4 standard errors of
 the Monte-Carlo mean, for every aggregation rule the methods use, both normalizations and both fading
 models; and under `received` the old objective (a plain sum of per-device terms) must be rejected.
 """
@@ -18,9 +18,9 @@ import pytest
 import torch
 
 from objective_helpers import DEADLINE, draw_resources, monte_carlo, problem_of
-from spfl.aggregation import Aggregator
-from spfl.allocation import objective
-from spfl.transmission import Delivery, get_scheme
+from spfl.simulator.aggregation import Aggregator
+from spfl.simulator.allocation import objective
+from spfl.simulator.transmission import Delivery, get_scheme
 
 DRAWS = 200_000
 ETA, SMOOTH = 0.3, 2.0

@@ -1,11 +1,11 @@
-"""spfl.partition: cover/disjointness invariants, the min-size rule, determinism, label skew vs beta."""
+"""spfl.simulator.partition: cover/disjointness invariants, the min-size rule, determinism, label skew vs beta."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from spfl.partition import (
+from spfl.simulator.partition import (
     HISTOGRAM_COLUMNS,
     PARTITIONS,
     PartitionError,

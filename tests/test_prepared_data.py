@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from spfl import cli
-from spfl.data import PREPARED_FORMAT, DatasetError, load_prepared, prepare_dataset
+from spfl.simulator.data import PREPARED_FORMAT, DatasetError, load_prepared, prepare_dataset
 
 
 @pytest.fixture(scope="module")

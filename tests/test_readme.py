@@ -5,6 +5,8 @@ from pathlib import Path
 
 import pytest
 
+from spfl.reporting import render
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -97,7 +99,7 @@ def test_the_example_specs_are_valid_and_the_digits_one_runs(tmp_path):
     import subprocess
     import sys
 
-    from spfl.spec import load_spec
+    from spfl.configuration.spec import load_spec
 
     specs = sorted((ROOT / "examples").glob("*.yaml"))
     assert {p.name for p in specs} >= {"digits.yaml", "cifar10.yaml"}
@@ -123,13 +125,12 @@ def _results_block():
 def test_results_blocks_are_written_from_the_headline_table_and_checked(tmp_path):
     import shutil
 
-    from spfl import figures
     from synthetic_records import make_plan, quick_like_config, records
 
     plan = make_plan(tmp_path / "records", quick_like_config())
-    headline = figures.build_table("headline", records(plan, plan.headline_runs()), plan.headline)
+    headline = render.build_table("headline", records(plan, plan.headline_runs()), plan.headline)
     csv = tmp_path / "headline.csv"
-    figures.write_table(headline, "headline", csv)
+    render.write_table(headline, "headline", csv)
     root = tmp_path / "checkout"
     (root / "docs").mkdir(parents=True)
     shutil.copy(ROOT / "README.md", root / "README.md")

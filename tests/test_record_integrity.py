@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from spfl import analysis
-from spfl.spec import make_spec
+from spfl.configuration.spec import make_spec
+from spfl.reporting import analysis
 from synthetic_records import config as synthetic_config
 from synthetic_records import write_cell
 from workflow_helpers import RUNS, copy_workflow, jobs_of, snakemake, tiny_config, write_config
@@ -60,8 +60,8 @@ def cell(cells, tmp_path) -> Path:
 
 
 def cell_hash(**settings) -> str:
-    """The cell of RUN_SETTINGS with ``settings`` (spfl.plan.cell_hash: the science settings but the method)."""
-    from spfl.plan import cell_hash as of_params
+    """The cell of RUN_SETTINGS with ``settings`` (plan.cell_hash: the science settings but the method)."""
+    from spfl.configuration.plan import cell_hash as of_params
 
     return of_params(make_spec(RUN_SETTINGS, **settings).to_dict())
 
@@ -154,7 +154,7 @@ def test_the_expected_cell_is_checked_not_only_the_folder(cell):
 
 @pytest.fixture
 def synthetic(tmp_path):
-    from spfl.experiments import load_plan
+    from spfl.configuration import load_plan
 
     plan = load_plan(synthetic_config())
     runs = [r for r in plan.figure_runs("accuracy_vs_round")]
@@ -231,7 +231,7 @@ def planned(dry_run) -> dict[str, int]:
 
 @pytest.mark.slow
 def test_the_pipeline_tables_rerun_and_fail_on_a_changed_record(tmp_path):
-    from spfl.plan import load_plan
+    from spfl.configuration.plan import load_plan
 
     workdir = copy_workflow(tmp_path / "wf")
     config = small_config()

@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from spfl.plan import load_plan
+from spfl.configuration.plan import load_plan
 from spfl.provenance import code_version
 from workflow_helpers import (
     ROOT,

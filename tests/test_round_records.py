@@ -24,10 +24,10 @@ from core_helpers import (
     partition_weights,
     textbook_gradients,
 )
+from spfl.configuration.spec import make_spec
 from spfl.provenance import code_version, package_versions
-from spfl.simulation import Simulation, _finite_or_none, build_environment, run_cell
-from spfl.spec import make_spec
-from spfl.transmission import Delivery
+from spfl.simulator.simulation import Simulation, _finite_or_none, build_environment, run_cell
+from spfl.simulator.transmission import Delivery
 
 ETA, L = 0.1, 5.0
 D = 4810  # parameters of the digits MLP

@@ -8,9 +8,17 @@ import numpy as np
 import pytest
 import torch
 
-import spfl.simulation as simulation
-from spfl.simulation import LaunchedRound, Simulation, build_environment, resolve_device, run_cell, run_methods, streams
-from spfl.spec import make_spec
+import spfl.simulator.simulation as simulation
+from spfl.configuration.spec import make_spec
+from spfl.simulator.simulation import (
+    LaunchedRound,
+    Simulation,
+    build_environment,
+    resolve_device,
+    run_cell,
+    run_methods,
+    streams,
+)
 
 SMALL = dict(num_devices=5, batch_size=16, rounds=6, eval_every=3, learning_rate=0.1, partition="iid")
 # Resources so ample that a packet is lost with probability below 1e-9 (no loss in practice).
@@ -176,7 +184,7 @@ def test_packet_errors_fall_as_bandwidth_or_power_grow():
 def test_bookkeeping_is_callbacks_around_an_unchanged_round():
     """Without callbacks the rounds and weights are the same and nothing is evaluated; a user's callback
     sees every round once, in order, with the update the round applied."""
-    from spfl.callbacks import Callback
+    from spfl.simulator.callbacks import Callback
 
     class UpdateNorms(Callback):
         def __init__(self):
@@ -241,8 +249,8 @@ def test_lockstep_writes_the_bytes_of_one_method_after_another(tmp_path, monkeyp
 def test_lockstep_resumes_each_method_from_its_own_checkpoint(tmp_path):
     """A method with a matching checkpoint continues from it (its saved rows are kept, here marked),
     while the others start fresh; the resumed run ends with the uninterrupted run's weights."""
-    from spfl import checkpoint as checkpoints
-    from spfl.callbacks import Checkpoints
+    from spfl.simulator import checkpoint as checkpoints
+    from spfl.simulator.callbacks import Checkpoints
 
     spec = make_spec(LOCKSTEP)
     run_cell(spec, ["spfl", "digital"], tmp_path / "whole", overlap=True)
@@ -286,7 +294,7 @@ def test_resolve_device_without_and_with_cuda(monkeypatch):
 
 def test_build_environment_passes_every_partition_setting():
     """beta (dirichlet), min size (redraws) and shards reach the partition, drawn from the seed's stream."""
-    from spfl.partition import partition
+    from spfl.simulator.partition import partition
 
     def direct(spec):
         return partition(y, spec.num_devices, spec.partition, np.random.default_rng(streams(spec.seed)["partition"]),
@@ -331,7 +339,7 @@ def test_build_environment_passes_download_and_model(monkeypatch):
 def test_simulation_takes_every_setting_from_the_spec():
     """Method objects or names; the sign packet's scale header under scalar compensation; link, band,
     learning rate, local steps, precision and the batched switch reach their owners."""
-    from spfl.methods import get_method
+    from spfl.configuration.methods import get_method
 
     spec = make_spec(TINY, compensation="scalar", per_model="waterfall", waterfall_m=2.5, fading="per_packet",
                      total_bandwidth_mhz=0.5, learning_rate=0.05, local_steps=2, precision="tf32")
@@ -441,7 +449,7 @@ def test_running_needs_rounds_left_and_status_ok():
 
 
 def test_begin_logs_the_method_when_resuming(tmp_path, caplog):
-    from spfl import checkpoint as checkpoints
+    from spfl.simulator import checkpoint as checkpoints
 
     sim = Simulation(build_environment(make_spec(TINY, rounds=3)), "digital")
     state = sim.initial_state()

@@ -6,7 +6,16 @@ from pathlib import Path
 
 import pytest
 
-from spfl.spec import SETTING, SETTINGS, RunSpec, SpecError, canonical_hash, json_schema, load_spec, make_spec
+from spfl.configuration.spec import (
+    SETTING,
+    SETTINGS,
+    RunSpec,
+    SpecError,
+    canonical_hash,
+    json_schema,
+    load_spec,
+    make_spec,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 

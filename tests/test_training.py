@@ -1,4 +1,4 @@
-"""spfl.training: the batched path agrees with the sequential one, float32 is bit-stable, bf16 is close.
+"""spfl.simulator.training: the batched path agrees with the sequential one, float32 is bit-stable, bf16 is close.
 
 Tolerances (stated once, used below):
 
@@ -24,8 +24,8 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from spfl.models import build_model
-from spfl.training import PRECISIONS, FlatModel, LocalTrainer, all_finite, evaluate, precision_mode
+from spfl.simulator.models import build_model
+from spfl.simulator.training import PRECISIONS, FlatModel, LocalTrainer, all_finite, evaluate, precision_mode
 
 SHAPES = {"mlp": (1, 8, 8), "cifar_cnn": (3, 32, 32)}
 BATCHED_RTOL, BATCHED_LOSS_ATOL = 1e-5, 1e-5
@@ -143,8 +143,8 @@ def test_reuse_output_writes_each_round_into_one_buffer(batched):
 # Run in a child process: the tuning is process-wide and would change malloc for the rest of the session.
 _ALLOCATOR_PROBE = """
 import ctypes, json, torch
-from spfl.models import build_model
-from spfl.training import FlatModel, LocalTrainer, reuse_freed_memory
+from spfl.simulator.models import build_model
+from spfl.simulator.training import FlatModel, LocalTrainer, reuse_freed_memory
 
 class MallInfo2(ctypes.Structure):
     _fields_ = [(name, ctypes.c_size_t) for name in

@@ -1,4 +1,4 @@
-"""spfl.training against hand-computed values and documented bounds: the evaluation's loss and accuracy on
+"""spfl.simulator.training against hand-computed values and documented bounds: the evaluation's loss and accuracy on
 a model whose logits are its inputs, the vmap chunk sizes, bfloat16's effect, the one notice that bfloat16
 on CPU is slow, and the switch of the allocator tuning."""
 
@@ -10,9 +10,9 @@ import math
 import pytest
 import torch
 
-from spfl import training
-from spfl.models import build_model
-from spfl.training import FlatModel, LocalTrainer, all_finite, evaluate
+from spfl.simulator import training
+from spfl.simulator.models import build_model
+from spfl.simulator.training import FlatModel, LocalTrainer, all_finite, evaluate
 
 
 def identity_model() -> FlatModel:

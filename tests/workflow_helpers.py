@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from spfl.experiments import load_plan, read_config
+from spfl.configuration import load_plan, read_config
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
@@ -80,7 +80,7 @@ TINY_CONFIG = "config/test.yaml"
 
 def tiny_cells(seeds: int | None = None) -> int:
     """How many cells config/test.yaml makes (with only its first ``seeds`` seeds), from the plan."""
-    from spfl.experiments import load_plan
+    from spfl.configuration import load_plan
 
     config = tiny_config()
     if seeds is not None:

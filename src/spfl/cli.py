@@ -1,4 +1,5 @@
-"""Command line: `spfl run`, `spfl prepare`, `spfl schema`, `spfl calibrate`.
+"""The one command line: `spfl run`, `prepare`, `calibrate`, `schema` (the simulator), `config check` /
+`config schemas` (the pipeline's configuration) and `generate` (the files derived from the registries).
 
 Every error a user can cause is reported as one line naming the key or file, before any work.
 """
@@ -73,7 +74,7 @@ def _close_logging() -> None:
 
 
 def _spec_from_args(args):
-    from spfl.spec import load_spec, parse_assignment
+    from spfl.configuration.spec import load_spec, parse_assignment
 
     overrides = {}
     for text in args.set:
@@ -85,8 +86,8 @@ def _spec_from_args(args):
 
 
 def _methods(text: str | None, spec) -> list[str]:
-    from spfl.methods import get_method
-    from spfl.spec import METHODS, did_you_mean
+    from spfl.configuration.methods import get_method
+    from spfl.configuration.spec import METHODS, did_you_mean
 
     if text is None:
         return [spec.method]
@@ -117,7 +118,7 @@ def _pin_threads(threads: int) -> None:
 
 
 def cmd_run(args) -> int:
-    from spfl import run_folder
+    from spfl.simulator import run_folder
 
     spec = _spec_from_args(args)
     methods = _methods(args.methods, spec)
@@ -126,7 +127,10 @@ def cmd_run(args) -> int:
     run_folder.check(out, spec, keep=keep, force=args.force)
     if args.log:
         run_folder.check_log(Path(args.log), Path(args.spec), out, spec)
-    from spfl.simulation import build_environment, run_cell  # after every check: importing torch takes seconds
+    from spfl.simulator.simulation import (  # after every check: importing torch takes seconds
+        build_environment,
+        run_cell,
+    )
 
     _pin_threads(spec.threads)
     _configure_logging(args.log)
@@ -146,7 +150,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_prepare(args) -> int:
-    from spfl.data import prepare_dataset
+    from spfl.simulator.data import prepare_dataset
 
     if args.log and Path(args.log).is_dir():
         raise ValueError(f"--log '{args.log}' is a folder: allowed a file")
@@ -161,8 +165,8 @@ def cmd_prepare(args) -> int:
 
 
 def cmd_schema(args) -> int:
+    from spfl.configuration.spec import json_schema
     from spfl.records import write_atomic
-    from spfl.spec import json_schema
 
     text = json.dumps(json_schema(), indent=2) + "\n"
     if args.out:
@@ -173,11 +177,49 @@ def cmd_schema(args) -> int:
 
 
 def cmd_calibrate(args) -> int:
-    from spfl.calibration import calibrate_deadline
+    from spfl.simulator.calibration import calibrate_deadline
 
     spec = _spec_from_args(args)
     result = calibrate_deadline(spec, args.target)
     print(json.dumps(result, indent=2))
+    return 0
+
+
+def cmd_config(args) -> int:
+    from spfl.configuration import ConfigError, load_plan, read_config
+
+    if args.action == "schemas":
+        from spfl.configuration.pipeline import write_schemas
+
+        if len(args.paths) != 1:
+            raise ValueError(f"config schemas takes one folder, got {len(args.paths)} paths")
+        for path in write_schemas(args.paths[0]):
+            print(path)
+        return 0
+    try:
+        plan = load_plan(read_config(args.paths))
+    except ConfigError as exc:
+        raise ValueError(f"{', '.join(args.paths)}: {exc}") from None
+    runs = plan.all_runs()
+    print(f"{', '.join(args.paths)}: config '{plan.config['name']}', {len(plan.experiments)} experiments, "
+          f"{len(plan.cells)} cells, {len({(r.cell, r.method) for r in runs})} distinct runs, "
+          f"figures: {', '.join(plan.figures)}")
+    return 0
+
+
+def cmd_generate(args) -> int:
+    from spfl.configuration.generated import stale_files, write_generated
+
+    root = Path(args.root)
+    if not (root / "config" / "README.md").is_file():
+        raise ValueError(f"'{root}' is not an spfl checkout (no config/README.md): allowed the repository's root")
+    if args.check:
+        stale = stale_files(root)
+        for path in stale:
+            print(f"{path}: out of date; run `spfl generate`", file=sys.stderr)
+        return 1 if stale else 0
+    for path in write_generated(root):
+        print(f"{path}: updated")
     return 0
 
 
@@ -192,7 +234,7 @@ def _positive_int(text: str) -> int:
 
 
 def _methods_epilog() -> str:
-    from spfl.methods import METHOD
+    from spfl.configuration.methods import METHOD
 
     width = max(map(len, METHOD))
     return "methods:\n" + "\n".join(f"  {name:<{width}}  {m.summary}" for name, m in METHOD.items())
@@ -238,6 +280,19 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--target", type=float, default=0.3,
                            help="mean packet error under uniform allocation at the spec's budget")
     calibrate.set_defaults(func=cmd_calibrate)
+
+    config = sub.add_parser("config", help="check pipeline configs (merged in order) and summarize their plan, "
+                            "or write their JSON schemas")
+    config.add_argument("action", choices=("check", "schemas"), help="check CONFIG...: validate and summarize; "
+                        "schemas DIR: write the config, run and grid JSON schemas to DIR")
+    config.add_argument("paths", nargs="+", metavar="PATH", help="config files (check) or one folder (schemas)")
+    config.set_defaults(func=cmd_config)
+
+    generate = sub.add_parser("generate", help="rewrite the files derived from the settings table and the figure "
+                              "catalogue (config/README.md tables, schema figure list, report captions)")
+    generate.add_argument("root", nargs="?", default=".", help="the repository's root (default: .)")
+    generate.add_argument("--check", action="store_true", help="only name the files that are out of date (exit 1)")
+    generate.set_defaults(func=cmd_generate)
     return parser
 
 

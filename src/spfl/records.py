@@ -13,7 +13,7 @@ common random numbers lives side by side):
     OUT/<method>/checksums.json  the run's identity (cell, seed, method, run hash) and the sha256 of each
                                  record above but timing.json, and of devices.csv and partition.csv
     OUT/<method>/summary.json    written last: its presence means the run finished
-    OUT/run.json                 the folder's owner (the cell), written before any record (spfl.run_folder)
+    OUT/run.json                 the folder's owner (the cell), written before any record (spfl.simulator.run_folder)
 
 The tables read a run's records only after :func:`verify_run` has checked them against its checksums.json
 and the cell, seed and method the table expects: a hand-edited value, a damaged file or a folder copied from
@@ -200,7 +200,7 @@ def checksums(folder: str | Path, identity: Mapping[str, Any], summary_text: str
     folder = Path(folder)
     files = {name: sha256_of(folder / name) for name in RUN_RECORDS if name != "summary.json"}
     files["summary.json"] = hashlib.sha256(summary_text.encode()).hexdigest()
-    # the cell's files, where the run is part of a cell (spfl.simulation.run_cell writes them first)
+    # the cell's files, where the run is part of a cell (spfl.simulator.simulation.run_cell writes them first)
     shared = {name: sha256_of(folder.parent / name) for name in CELL_RECORDS if (folder.parent / name).is_file()}
     return {"format": CHECKSUMS_FORMAT, **identity, "files": files, "cell_files": shared}
 

@@ -1,6 +1,6 @@
 # Helpers shared by every stage: config loading and validation, the experiment plan, output paths, code
 # versions, input functions and resources.  Everything heavy (validation, expansion into cells) lives in
-# src/spfl/pipeline_config.py and src/spfl/plan.py so the tests exercise exactly what the workflow runs.
+# src/spfl/configuration/pipeline.py and src/spfl/configuration/plan.py so the tests exercise exactly what the workflow runs.
 #
 # Nothing here changes the process environment, and every path is built from the config (`paths`,
 # `name`), so the pipeline also works as a Snakemake `module` of another workflow, with a `prefix`.
@@ -15,8 +15,8 @@ import spfl
 from snakemake.exceptions import WorkflowError
 from snakemake.settings.types import DeploymentMethod
 
-from spfl.pipeline_config import ConfigError, read_config
-from spfl.plan import load_plan
+from spfl.configuration.pipeline import ConfigError, read_config
+from spfl.configuration.plan import load_plan
 from spfl.provenance import code_version
 from spfl.records import CELL_RECORDS, CHECKSUMS, RUN_RECORDS
 from spfl.vocabulary import DATASETS
@@ -95,7 +95,7 @@ def run_records(runs):
 # Raw data is checked at the start of a real run (not a dry run, which needs no data): a missing or
 # corrupt CIFAR-10 archive stops the workflow naming the file, before any job runs.
 onstart:
-    from spfl.data import DatasetError, check_dataset_source
+    from spfl.simulator.data import DatasetError, check_dataset_source
 
     print(f"spfl: config '{NAME}': {len(PLAN.cells)} simulation cells, {len(PLAN.all_runs())} runs; "
           "stages: 1 data, 2 simulations, 3 tables, 4 figures (one line per job; logs in "
@@ -152,17 +152,17 @@ CODE_VERSION = code_version()
 
 
 def module_version(*names):
-    """Hash of spfl modules; analysis and plot rules rerun when theirs change (both read the figure
-    registry, spfl/figures.py)."""
+    """Hash of spfl modules (paths relative to the package); analysis and plot rules rerun when theirs
+    change (both read the figure catalogue)."""
     digest = hashlib.sha256()
     for name in names:
         digest.update((Path(spfl.__file__).parent / name).read_bytes())
     return digest.hexdigest()[:12]
 
 
-ANALYSIS_VERSION = module_version("analysis.py", "figures.py")
-PLOTS_VERSION = module_version("plots.py", "figures.py")
-DATA_VERSION = module_version("data.py")
+ANALYSIS_VERSION = module_version("reporting/analysis.py", "reporting/render.py", "configuration/figures.py")
+PLOTS_VERSION = module_version("reporting/plots.py", "reporting/render.py", "configuration/figures.py")
+DATA_VERSION = module_version("simulator/data.py")
 
 
 wildcard_constraints:

@@ -1,8 +1,9 @@
-"""Snakemake script of the plot rules: one aggregated table -> one figure (spfl.figures registry), PDF and PNG."""
+"""Snakemake script of the plot rules: one aggregated table -> one figure (the figure catalogue),
+PDF and PNG."""
 
 import logging
 
-from spfl.figures import make_figure
+from spfl.configuration.figures import make_figure
 
 snakemake = globals()["snakemake"]  # injected by Snakemake's script directive
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from spfl.analysis import CONFIRMATORY, EXPLORATORY, headline_notes
+from spfl.reporting.analysis import CONFIRMATORY, EXPLORATORY, headline_notes
 
 ROOT = Path(__file__).resolve().parents[2]
 BLOCKS = {"README.md": ("<!-- results:start -->", "<!-- results:end -->"),

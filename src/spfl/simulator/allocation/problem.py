@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from spfl.allocation.descent import DescentTerms
+from spfl.simulator.allocation.descent import DescentTerms
 from spfl.vocabulary import FADING_MODELS, NORMALIZATIONS, PACKET_ERROR_MODELS, POWER_CONSTRAINTS
 
 _DEVICE_FIELDS = ("alpha", "gain", "u_sign", "u_modulus")

@@ -1,6 +1,6 @@
 """What the allocator knows of the devices' gradients: the Gram matrix of the descent surrogate.
 
-The descent surrogate (spfl.allocation.descent) needs every pairwise inner product of the 2K vectors
+The descent surrogate (spfl.simulator.allocation.descent) needs every pairwise inner product of the 2K vectors
 [g_1 .. g_K, r_1 .. r_K] (a device's gradient and the other vector its rule may use).  Before the
 round each device reports, on the error-free control channel, its own three numbers ||g_k||^2,
 <g_k, r_k>, ||r_k||^2 and a CountSketch of each vector it holds (``gram: sketch``): m entries

@@ -83,7 +83,7 @@ class Dataset:
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
-        """(C, H, W) of one sample, what ``spfl.models.build_model`` needs."""
+        """(C, H, W) of one sample, what ``spfl.simulator.models.build_model`` needs."""
         c, h, w = self.train_x.shape[1:]
         return int(c), int(h), int(w)
 

@@ -4,7 +4,7 @@ Pure Python (no torch, no Snakemake) and free of file locations: the workflow de
 data and tables live.  The pipeline config declares *experiments* as grids over run settings; this
 module
 
-* checks, after the schema (:mod:`spfl.pipeline_config`), what a schema cannot express (that a
+* checks, after the schema (:mod:`spfl.configuration.pipeline`), what a schema cannot express (that a
   figure's experiment sweeps the figure's x axis, that selected values are in the grid, ...), so every
   mistake stops the workflow before any job runs, with a message naming the config key;
 * expands every experiment into runs (one per grid point, seed and method) and groups the runs into
@@ -27,9 +27,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from spfl.figures import FIGURES
-from spfl.pipeline_config import BASE_ONLY, PIPELINE_OWNED, ConfigError, check_value, validated
-from spfl.spec import METHODS, SETTING, SpecError, canonical_hash, make_spec
+from spfl.configuration.figures import FIGURES
+from spfl.configuration.pipeline import BASE_ONLY, PIPELINE_OWNED, ConfigError, check_value, validated
+from spfl.configuration.spec import METHODS, SETTING, SpecError, canonical_hash, make_spec
 
 # The pseudo-setting of an experiment's `variants`: runs carry the variant's name like a swept setting.
 VARIANT = "variant"

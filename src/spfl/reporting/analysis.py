@@ -1,8 +1,8 @@
 """Analysis: run records -> tidy tables with the mean and 95 % t-interval over seeds.
 
-Every builder takes the runs a figure needs (``Run.record()`` dicts from :mod:`spfl.experiments`:
+Every builder takes the runs a figure needs (``Run.record()`` dicts from :mod:`spfl.configuration`:
 experiment, cell, dir, seed, method and the swept settings) and its resolved options; the registry
-(:mod:`spfl.figures`) says which builder makes which table and writes the result.  Per-figure tables
+(:mod:`spfl.configuration.figures`) says which builder makes which table and writes the result.  Per-figure tables
 are long ("tidy"): one row per group with the columns ``n`` (seeds), ``mean``, ``std``, ``ci_low``,
 ``ci_high``; the plots read nothing else.  Accuracies and packet errors are in percent, so differences
 are percentage points as in the paper.
@@ -36,8 +36,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from spfl.configuration.spec import METHODS
 from spfl.records import ALLOCATION_COLUMNS, METRIC_COLUMNS, TRACE_COLUMNS
-from spfl.spec import METHODS
 
 CONFIDENCE = 0.95
 STAT_COLUMNS = ("n", "mean", "std", "ci_low", "ci_high")
@@ -481,8 +481,8 @@ def with_progress(frame: pd.DataFrame, runs, options: Mapping[str, Any]) -> pd.D
 # Comparisons: a method against the best of several baselines, paired by seed
 # ---------------------------------------------------------------------------------------------------
 
-# Test-set size (images) of each dataset: the run records do not carry it.  digits: spfl.data's
-# DIGITS_TEST_SIZE (a test keeps the two equal; importing spfl.data here would import torch);
+# Test-set size (images) of each dataset: the run records do not carry it.  digits: spfl.simulator.data's
+# DIGITS_TEST_SIZE (a test keeps the two equal; importing spfl.simulator.data here would import torch);
 # cifar10: the official test batch.
 TEST_SET_SIZES = {"digits": 360, "cifar10": 10000}
 

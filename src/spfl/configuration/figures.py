@@ -1,12 +1,11 @@
-"""The figure registry: every figure and table of the pipeline is one entry here.
+"""The figure catalogue: every figure and table of the pipeline is one entry here.
 
 An entry says what the figure needs from its experiment (the swept setting on its x axis, or none),
-which methods it shows by default, which :mod:`spfl.analysis` function builds its table, which
-:mod:`spfl.plots` function draws it, and its title and report caption.  Everything else is generated
-from it: the ``figures`` list of ``src/spfl/schemas/config.schema.yaml``, the report captions
-``workflow/report/<name>.rst`` and the figure table of ``config/README.md``
-(``python -m spfl.figures write``; the tests check that the committed files are current).  Adding a
-figure is one entry plus its builder and plotter.
+which methods it shows by default, which :mod:`spfl.reporting` functions build its table and draw it
+(named, not imported: the configuration never imports the reporting wing), and its title and report
+caption.  The files derived from the catalogue (the schema's figure list, the report captions, the
+figure table of config/README.md) are written by ``spfl generated write`` (:mod:`.generated`).  Adding
+a figure is one entry plus its builder and plotter.
 
 Entries whose ``source`` is ``headline`` read the headline table's runs and options instead of one
 experiment (``gain``).  ``headline`` and ``runs`` are table-only entries (no plotter).
@@ -14,18 +13,10 @@ experiment (``gain``).  ``headline`` and ``runs`` are table-only entries (no plo
 
 from __future__ import annotations
 
-import html
 import importlib
-import logging
-import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-import yaml
-
-from spfl.records import write_atomic
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -39,7 +30,8 @@ INTERVAL_NOTE = ("No band or error bar is drawn for a group of fewer than 3 seed
 
 
 def _function(module: str, name: str) -> Callable:
-    return getattr(importlib.import_module(f"spfl.{module}"), name)
+    """A reporting function named by the catalogue (imported only when a table or figure is built)."""
+    return getattr(importlib.import_module(f"spfl.reporting.{module}"), name)
 
 
 @dataclass(frozen=True)
@@ -52,16 +44,16 @@ class Figure:
     name: str
     x: str | None  # the swept setting the experiment must have (the x axis or the categories); None: any
     methods: tuple[str, ...]  # default methods (those the experiment runs); the first is the one compared
-    table: str  # spfl.analysis builder: (runs, options) -> table
-    plot: str | None  # spfl.plots plotter: (table, name, x, style) -> matplotlib Figure; None: table only
+    table: str  # spfl.reporting.analysis builder: (runs, options) -> table
+    plot: str | None  # spfl.reporting.plots plotter: (table, name, x, style) -> matplotlib Figure; None: table only
     title: str
     caption: str  # report caption (reStructuredText with Snakemake's Jinja)
     what: str  # one line for the figure table of config/README.md
     needs: str = ""  # what the experiment must sweep, for config/README.md (default: from x)
     source: str = "experiment"  # "headline": the headline table's runs and options
-    notes: str = "diverged_notes"  # spfl.analysis: table -> sentences under the Markdown table
+    notes: str = "diverged_notes"  # spfl.reporting.analysis: table -> sentences under the Markdown table
     intervals: bool = True  # the figure draws 95 % intervals (its caption says from how many seeds)
-    markdown: str | None = None  # spfl.analysis: table -> the columns the Markdown shows (None: all)
+    markdown: str | None = None  # spfl.reporting.analysis: table -> the columns the Markdown shows (None: all)
 
     @property
     def what_it_needs(self) -> str:
@@ -226,177 +218,3 @@ def entry(name: str, figures_only: bool = False) -> Figure:
         what = "figure" if figures_only else "table kind"
         raise FigureError(f"{what} '{name}' is unknown: allowed one of {', '.join(known)}")
     return known[name]
-
-
-# ---------------------------------------------------------------------------------------------------
-# Tables and figures
-# ---------------------------------------------------------------------------------------------------
-
-def build_table(kind: str, runs: Sequence[Mapping[str, Any]], options: Mapping[str, Any]) -> pd.DataFrame:
-    """The table of one registry entry from run records (``Run.record()`` dicts) and its resolved options."""
-    from spfl.analysis import RecordError
-
-    builder = entry(kind).builder
-    if not runs:
-        raise RecordError(f"table '{kind}' has no runs: check the figure's experiment, select and methods")
-    return builder(list(runs), dict(options))
-
-
-def write_table(frame: pd.DataFrame, kind: str, csv_path: str | Path, md_path: str | Path | None = None,
-                html_path: str | Path | None = None) -> None:
-    """CSV (full precision) and, optionally, Markdown and an HTML fragment for the Snakemake report.
-
-    Every text is built before the first file is written, so a failure leaves no file half-written."""
-    from spfl.analysis import to_markdown
-
-    figure = entry(kind)
-    notes = figure.note_lines(frame)
-    texts = {csv_path: frame.to_csv(index=False, float_format="%.10g")}
-    view = figure.markdown_view(frame)
-    if md_path is not None:
-        texts[md_path] = to_markdown(view, figure.title, notes)
-    if html_path is not None:
-        shown = view.drop(columns=[c for c in ("gain_std", "budget", "budget_value") if c in view])
-        body = shown.to_html(index=False, na_rep="n/a", float_format=lambda v: f"{v:.2f}", border=0)
-        text = "".join(f"<p>{html.escape(n)}</p>" for n in notes)
-        title = html.escape(figure.title)
-        texts[html_path] = (f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{title}</title></head>"
-                            f"<body><h1>{title}</h1>{body}{text}</body></html>\n")
-    for path, text in texts.items():
-        write_atomic(path, text)
-
-
-def draw(name: str, table: pd.DataFrame, style: Mapping[str, Any] | None = None):
-    """The matplotlib Figure of one registered figure from its aggregated table."""
-    from spfl import plots
-
-    figure = entry(name, figures_only=True)
-    style = plots.apply_style(style or {})
-    fig = figure.plotter(plots.prepare_table(table), name, figure.x, style)
-    return plots.finish(fig)
-
-
-def make_figure(name: str, table_path: str | Path, pdf: str | Path, png: str | Path,
-                style: Mapping[str, Any] | None = None, source: str | None = None) -> None:
-    """Read the table, draw, save PDF and PNG (the PNG at the style's dpi), byte-reproducibly.
-
-    ``source`` (e.g. "config quick, digits") is written in the figure's top right corner, so a figure
-    copied out of its folder still says what it shows."""
-    import pandas as pd
-
-    from spfl import plots
-
-    logging.getLogger("fontTools").setLevel(logging.WARNING)  # font subsetting logs pages at INFO
-    style = {**plots.DEFAULT_STYLE, **dict(style or {})}
-    fig = draw(name, pd.read_csv(table_path), style)
-    if source:
-        fig.suptitle(source, x=0.99, ha="right", fontsize="small", color="0.35")
-    plots.save_figure(fig, pdf, png, style["dpi"])
-
-
-# ---------------------------------------------------------------------------------------------------
-# Generated files: the schema's figure list, the report captions, the README table
-# ---------------------------------------------------------------------------------------------------
-
-ROOT = Path(__file__).resolve().parents[2]
-SCHEMA_FILE = Path("src/spfl/schemas/config.schema.yaml")  # package data (spfl.pipeline_config)
-REPORT_DIR = Path("workflow/report")
-README_FILE = Path("config/README.md")
-SCHEMA_START, SCHEMA_END = "  # figures:start (generated by `python -m spfl.figures write`)\n", "  # figures:end\n"
-README_START, README_END = "<!-- figures:start -->", "<!-- figures:end -->"
-
-
-def figures_schema() -> dict[str, Any]:
-    """The ``figures`` property of the config schema: one optional key per figure."""
-    return {
-        "type": "object",
-        "additionalProperties": False,
-        "description": "Figure name -> options. Only listed figures are built (config/README.md lists them).",
-        "properties": {name: {"$ref": "#/$defs/headline_figure" if f.source == "headline" else "#/$defs/figure"}
-                       for name, f in FIGURES.items()},
-    }
-
-
-def _schema_block() -> str:
-    text = yaml.safe_dump({"figures": figures_schema()}, sort_keys=False, default_flow_style=None, width=110)
-    return SCHEMA_START + "".join(f"  {line}\n" for line in text.splitlines()) + SCHEMA_END
-
-
-def caption(figure: Figure) -> str:
-    text = figure.caption
-    if figure.intervals:
-        text += "\n" + INTERVAL_NOTE
-    return text + "\n"
-
-
-def _methods_text(methods: Sequence[str]) -> str:
-    if tuple(methods) == MAIN_METHODS:
-        return "main"
-    if tuple(methods) == ABLATION_METHODS:
-        return "`spfl` and its four ablations"
-    if tuple(methods) == COMPARED_METHODS:
-        return "`spfl` (compared) and the four baselines"
-    return ", ".join(f"`{m}`" for m in methods) or "the headline's"
-
-
-def readme_table() -> str:
-    lines = ["| figure | experiment must sweep | default methods | what it shows |", "|---|---|---|---|"]
-    for name, figure in FIGURES.items():
-        lines.append(f"| `{name}` | {figure.what_it_needs} | {_methods_text(figure.methods)} | {figure.what} |")
-    return "\n".join(lines) + "\n"
-
-
-def _between(text: str, start: str, end: str, body: str, where: Path) -> str:
-    if start not in text or end not in text:
-        raise FigureError(f"'{where}' lacks the generated-block markers '{start.strip()}' ... '{end.strip()}'")
-    head, rest = text.split(start, 1)
-    _, tail = rest.split(end, 1)
-    return head + start + body + end + tail
-
-
-def generated_files(root: str | Path = ROOT) -> dict[Path, str]:
-    """Path (relative to ``root``) -> the text it must have, for every file generated from the registry."""
-    root = Path(root)
-    files = {SCHEMA_FILE: _between((root / SCHEMA_FILE).read_text(), SCHEMA_START, SCHEMA_END,
-                                   _schema_block()[len(SCHEMA_START):-len(SCHEMA_END)], SCHEMA_FILE),
-             README_FILE: _between((root / README_FILE).read_text(), README_START, README_END,
-                                   "\n" + readme_table(), README_FILE)}
-    for name, figure in REGISTRY.items():
-        if figure.caption:
-            files[REPORT_DIR / f"{name}.rst"] = caption(figure)
-    return files
-
-
-def write_generated(root: str | Path = ROOT) -> list[Path]:
-    """Rewrite every generated file that is not current; return the ones rewritten."""
-    root = Path(root)
-    changed = []
-    for path, text in generated_files(root).items():
-        target = root / path
-        if not target.exists() or target.read_text() != text:
-            write_atomic(target, text)
-            changed.append(path)
-    return changed
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`write [ROOT]` regenerates the files derived from the registry in the checkout ROOT (default: the one
-    this module is in); `check [ROOT]` says which are out of date."""
-    argv = sys.argv[1:] if argv is None else argv
-    root = Path(argv[1]) if len(argv) == 2 else ROOT
-    if argv[:1] == ["write"] and len(argv) <= 2:
-        for path in write_generated(root):
-            print(f"{path}: updated")
-        return 0
-    if argv[:1] == ["check"] and len(argv) <= 2:
-        stale = [str(p) for p, text in generated_files(root).items()
-                 if not (root / p).exists() or (root / p).read_text() != text]
-        for path in stale:
-            print(f"{path}: out of date; run `python -m spfl.figures write`", file=sys.stderr)
-        return 1 if stale else 0
-    print("usage: python -m spfl.figures write [ROOT] | check [ROOT]", file=sys.stderr)
-    return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -27,10 +27,10 @@ from typing import NamedTuple
 
 import numpy as np
 
-from spfl.allocation.descent import coefficients as descent_coefficients
-from spfl.allocation.descent import phi as descent_phi
-from spfl.allocation.problem import AllocationProblem
-from spfl.channel import failure_threshold
+from spfl.simulator.allocation.descent import coefficients as descent_coefficients
+from spfl.simulator.allocation.descent import phi as descent_phi
+from spfl.simulator.allocation.problem import AllocationProblem
+from spfl.simulator.channel import failure_threshold
 
 # Trapezoid steps of the double-exponential quadrature: u in [-4.5, 13.5] covers t from 1e-42 to 7e5
 # times 1 / mean(alpha).

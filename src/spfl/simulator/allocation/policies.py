@@ -13,7 +13,7 @@ aggregate of the method's own aggregation rule:
 Under ``normalize: all`` Phi is a sum of per-device terms and the bandwidth dynamic program is exact
 on its grid.  Under ``normalize: received`` the devices are coupled through the normalization; Phi is
 affine in each device's own arrival probability, so the solver alternates: compute every device's
-exact coefficients at the current point (spfl.allocation.objective.dilution), solve the separable
+exact coefficients at the current point (spfl.simulator.allocation.objective.dilution), solve the separable
 problem they define, and keep the result if Phi rose (``RECEIVED_ROUNDS`` more times at most).  The
 answer is never worse than the uniform point: it is the best of every point visited, and ``trace``
 records Phi after each stage.
@@ -26,8 +26,8 @@ from dataclasses import replace
 
 import numpy as np
 
-from spfl.allocation.bandwidth import best_bandwidth
-from spfl.allocation.objective import (
+from spfl.simulator.allocation.bandwidth import best_bandwidth
+from spfl.simulator.allocation.objective import (
     QUADRATURE_NODES,
     Allocation,
     Terms,
@@ -38,8 +38,8 @@ from spfl.allocation.objective import (
     objective_terms,
     thresholds,
 )
-from spfl.allocation.power import Split, best_split
-from spfl.allocation.problem import AllocationProblem
+from spfl.simulator.allocation.power import Split, best_split
+from spfl.simulator.allocation.problem import AllocationProblem
 
 ALLOCATION_POLICIES = ("spfl", "power", "bandwidth", "uniform", "scheduling")
 RECEIVED_ROUNDS = 3

@@ -3,8 +3,9 @@
 Pure Python (no torch, no Snakemake), and no knowledge of where the workflow keeps its files: the
 schema of the config is package data (``spfl/schemas/config.schema.yaml``, its figure list generated
 from the figure registry) completed in memory with the run-setting schemas generated from
-:mod:`spfl.spec`, so it works from an installed package as well as from a checkout.  Expanding a valid config into
-cells and runs is :mod:`spfl.plan`.
+:mod:`spfl.configuration.spec`, so it works from an installed package as well as from a checkout.
+Expanding a valid config into
+cells and runs is :mod:`spfl.configuration.plan`.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from spfl.spec import SETTING, SETTINGS, SpecError, json_schema, load_yaml
+from spfl.configuration.spec import SETTING, SETTINGS, SpecError, json_schema, load_yaml
 
 # Settings the pipeline owns: where the data lives is set per dataset by the prepare rule, and the seed
 # comes from `seeds` or a grid, so a value in `base`/`set` would be silently overridden.
@@ -101,7 +102,7 @@ def grid_schema() -> dict[str, Any]:
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "spfl experiment grid",
-        "description": "Generated from src/spfl/spec.py by spfl.pipeline_config.",
+        "description": "Generated from src/spfl/configuration/spec.py by spfl.configuration.pipeline.",
         "type": "object",
         "minProperties": 1,
         "additionalProperties": False,
@@ -116,13 +117,14 @@ def grid_schema() -> dict[str, Any]:
 
 
 def config_schema() -> dict[str, Any]:
-    """Schema of the pipeline config: package data, whose figure list `python -m spfl.figures write` generates
+    """Schema of the pipeline config: package data, whose figure list `spfl generate`
+    writes
     from the registry (a test keeps it current)."""
     return yaml.safe_load(resources.files("spfl").joinpath("schemas", "config.schema.yaml").read_text())
 
 
 def generated_schemas() -> dict[str, str]:
-    """File name -> text of the three schemas (`python -m spfl.experiments schemas DIR` writes them)."""
+    """File name -> text of the three schemas (`spfl config schemas DIR` writes them)."""
     return {
         "config.schema.json": json.dumps(config_schema(), indent=2) + "\n",
         "run.schema.json": json.dumps(json_schema(), indent=2) + "\n",

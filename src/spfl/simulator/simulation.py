@@ -26,12 +26,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from spfl import checkpoint as checkpoints
 from spfl import records
-from spfl.aggregation import REPORTED_VECTORS, Aggregator
-from spfl.allocation import Allocation, AllocationProblem, allocate
-from spfl.allocation.descent import DescentTerms
-from spfl.callbacks import (
+from spfl.configuration.methods import Method, get_method
+from spfl.configuration.spec import RunSpec
+from spfl.provenance import code_version, package_versions
+from spfl.simulator import checkpoint as checkpoints
+from spfl.simulator.aggregation import REPORTED_VECTORS, Aggregator
+from spfl.simulator.allocation import Allocation, AllocationProblem, allocate
+from spfl.simulator.allocation.descent import DescentTerms
+from spfl.simulator.callbacks import (
     AllocationRecord,
     Callback,
     Checkpoints,
@@ -40,16 +43,13 @@ from spfl.callbacks import (
     RoundOutcome,
     scheduled_rounds,
 )
-from spfl.channel import Geometry, dbm_to_watt, draw_fading
-from spfl.data import Dataset, load_dataset, load_prepared
-from spfl.gram import CountSketch, control_bits, gram_matrix
-from spfl.methods import Method, get_method
-from spfl.models import build_model, default_model
-from spfl.partition import HISTOGRAM_COLUMNS, histogram_rows, label_histogram, partition
-from spfl.provenance import code_version, package_versions
-from spfl.spec import RunSpec
-from spfl.training import FlatModel, LocalTrainer, all_finite
-from spfl.transmission import Delivery, Link, Resources, get_scheme
+from spfl.simulator.channel import Geometry, dbm_to_watt, draw_fading
+from spfl.simulator.data import Dataset, load_dataset, load_prepared
+from spfl.simulator.gram import CountSketch, control_bits, gram_matrix
+from spfl.simulator.models import build_model, default_model
+from spfl.simulator.partition import HISTOGRAM_COLUMNS, histogram_rows, label_histogram, partition
+from spfl.simulator.training import FlatModel, LocalTrainer, all_finite
+from spfl.simulator.transmission import Delivery, Link, Resources, get_scheme
 
 log = logging.getLogger("spfl")
 
@@ -252,7 +252,7 @@ class Simulation:
 
     def step(self, state: RunState) -> RoundOutcome:
         """One round's algorithm: train, allocate, transmit, aggregate, update.  Appends the round's
-        metrics row; evaluation and the other bookkeeping are callbacks (``spfl.callbacks``)."""
+        metrics row; evaluation and the other bookkeeping are callbacks (``spfl.simulator.callbacks``)."""
         return self.finish_round(state, self.launch_round(state))
 
     def finish_round(self, state: RunState, launched: LaunchedRound) -> RoundOutcome:

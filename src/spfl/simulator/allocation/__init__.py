@@ -6,9 +6,9 @@ aggregate the method forms.  Public names: :class:`AllocationProblem`, :func:`ob
 :func:`packet_worth`, :func:`allocate`, :class:`Allocation` and ``ALLOCATION_POLICIES``.
 """
 
-from spfl.allocation.objective import Allocation, objective, packet_worth
-from spfl.allocation.policies import ALLOCATION_POLICIES, allocate, uniform_point
-from spfl.allocation.problem import NORMALIZATIONS, POWER_CONSTRAINTS, AllocationProblem
+from spfl.simulator.allocation.objective import Allocation, objective, packet_worth
+from spfl.simulator.allocation.policies import ALLOCATION_POLICIES, allocate, uniform_point
+from spfl.simulator.allocation.problem import NORMALIZATIONS, POWER_CONSTRAINTS, AllocationProblem
 
 __all__ = [
     "ALLOCATION_POLICIES",

@@ -23,14 +23,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from spfl.allocation.objective import packet_worth
-from spfl.transmission import Delivery, quantize_modulus, signs
+from spfl.simulator.allocation.objective import packet_worth
+from spfl.simulator.transmission import Delivery, quantize_modulus, signs
 from spfl.vocabulary import COMPENSATIONS
 
 RULES = ("full", "stale", "sign_reuse", "no_reuse", "signs")
 # Rules for which a sign packet that arrives without its modulus enters the aggregate (and its weight).
 SIGN_ONLY_COUNTS = {"full": True, "stale": True, "sign_reuse": True, "no_reuse": False, "signs": True}
-# Vectors each device sketches for the allocator (spfl.gram): its gradient, and its sign form when the rule
+# Vectors each device sketches for the allocator (spfl.simulator.gram): its gradient, and its sign form when the rule
 # uses one (the PS holds the stale gradients itself).
 REPORTED_VECTORS = {"full": 1, "stale": 1, "sign_reuse": 2, "no_reuse": 1, "signs": 2}
 
@@ -110,7 +110,7 @@ class Aggregator:
         ||g_k|| / sqrt(d) (see _compensation_scale).
 
         Computed in a reused scratch buffer (a fresh K x d float64 tensor costs page faults every round,
-        see spfl.training) by the same torch operations on the same float64 values as
+        see spfl.simulator.training) by the same torch operations on the same float64 values as
         ``g.double().abs().sum(dim=1)``, ``g.double().square().sum(dim=1)`` and
         ``g.abs().double() @ c.double()``, so the numbers are those bit for bit (tests)."""
         d = uploads.shape[1]
@@ -238,7 +238,7 @@ class Aggregator:
 
     def _scratch(self, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
         """A work buffer of ``shape`` and ``dtype``, reused from round to round: a fresh K x d tensor is
-        page-faulted in again every round (spfl.training).  One byte buffer serves every dtype and
+        page-faulted in again every round (spfl.simulator.training).  One byte buffer serves every dtype and
         shape, so a caller must be done with one view before taking the next."""
         size = int(np.prod(shape)) * torch.empty((), dtype=dtype).element_size()
         if self._work is None or self._work.numel() < size or self._work.device != torch.device(device):

@@ -52,7 +52,7 @@ import torch
 from torch.func import functional_call, grad_and_value, vmap
 from torch.nn import functional as F
 
-from spfl.kernels import with_fast_pooling
+from spfl.simulator.kernels import with_fast_pooling
 from spfl.vocabulary import PRECISIONS
 
 log = logging.getLogger("spfl")

@@ -11,10 +11,10 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import brentq
 
-from spfl.channel import dbm_to_watt, large_scale_gain, packet_error_rate, place_devices
-from spfl.models import build_model, count_parameters, default_model
-from spfl.spec import RunSpec
-from spfl.transmission import get_scheme
+from spfl.configuration.spec import RunSpec
+from spfl.simulator.channel import dbm_to_watt, large_scale_gain, packet_error_rate, place_devices
+from spfl.simulator.models import build_model, count_parameters, default_model
+from spfl.simulator.transmission import get_scheme
 
 # Input shape and classes of each dataset, so calibration needs no data on disk.
 DATASET_SHAPES = {"digits": ((1, 8, 8), 10), "cifar10": ((3, 32, 32), 10)}

@@ -31,8 +31,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from spfl.allocation.problem import AllocationProblem
-from spfl.channel import failure_threshold
+from spfl.simulator.allocation.problem import AllocationProblem
+from spfl.simulator.channel import failure_threshold
 
 _COARSE = np.linspace(-14.0, 14.0, 17)   # logit(x) grid
 _ZOOM_POINTS = 9

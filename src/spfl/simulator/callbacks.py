@@ -18,13 +18,13 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from spfl import checkpoint as checkpoints
-from spfl.training import evaluate
+from spfl.simulator import checkpoint as checkpoints
+from spfl.simulator.training import evaluate
 
-if TYPE_CHECKING:  # only for annotations: spfl.simulation imports this module
-    from spfl.allocation import Allocation, AllocationProblem
-    from spfl.simulation import RunState, Simulation
-    from spfl.transmission import Delivery, Resources
+if TYPE_CHECKING:  # only for annotations: spfl.simulator.simulation imports this module
+    from spfl.simulator.allocation import Allocation, AllocationProblem
+    from spfl.simulator.simulation import RunState, Simulation
+    from spfl.simulator.transmission import Delivery, Resources
 
 log = logging.getLogger("spfl")
 
@@ -149,7 +149,7 @@ class ProgressLog(Callback):
 
 class Checkpoints(Callback):
     """The whole state every ``every`` rounds (not after the last, nor once diverged): atomic and
-    fsynced (spfl.checkpoint); it only resumes the same run spec under the same code."""
+    fsynced (spfl.simulator.checkpoint); it only resumes the same run spec under the same code."""
 
     def __init__(self, path: Path, every: int):
         self.path, self.every = path, every

@@ -1,5 +1,5 @@
 """Methods (docs/model.md, section 8) as compositions of a transmission scheme, an allocation policy and
-an aggregation rule.  There is one training loop (:mod:`spfl.simulation`); a method only picks
+an aggregation rule.  There is one training loop (:mod:`spfl.simulator.simulation`); a method only picks
 its three parts, so a new method is one line here.
 """
 
@@ -11,9 +11,9 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class Method:
     name: str
-    scheme: str       # spfl.transmission.SCHEMES
-    policy: str       # spfl.allocation.ALLOCATION_POLICIES, or "none" for the error-free bound
-    aggregation: str  # spfl.aggregation.RULES
+    scheme: str       # spfl.simulator.transmission.SCHEMES
+    policy: str       # spfl.simulator.allocation.ALLOCATION_POLICIES, or "none" for the error-free bound
+    aggregation: str  # spfl.simulator.aggregation.RULES
     summary: str
 
 

@@ -23,8 +23,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from spfl.configuration.spec import SETTING, RunSpec
 from spfl.records import CELL_RECORDS, CHECKSUMS, RUN_RECORDS, write_json
-from spfl.spec import SETTING, RunSpec
 
 LOCK_FILE = ".spfl-lock"
 OWNER_FILE = "run.json"
@@ -105,7 +105,7 @@ def _foreign_file(out: Path, spec: RunSpec, keep: Iterable[Path]) -> Path | None
     A run's files are those of :func:`run_outputs` (any method) and their temporary files, in a folder that
     a run of this spec owns: its run.json names the spec's cell, or (records of runs older than run.json)
     a method's spec.json is this spec's."""
-    from spfl.methods import METHODS
+    from spfl.configuration.methods import METHODS
 
     kept = {_resolved(path) for path in keep}
     owned = (out / OWNER_FILE).is_file() or any((out / m / "spec.json").is_file() for m in METHODS)
@@ -135,7 +135,7 @@ def _resolved(path: Path) -> Path:
 
 def check_log(log: Path, spec_file: Path, out: Path, spec: RunSpec) -> None:
     """--log must be a new or existing file that is none of the run's inputs or outputs."""
-    from spfl.methods import METHODS
+    from spfl.configuration.methods import METHODS
 
     if log.is_dir():
         raise ValueError(f"--log '{log}' is a folder: allowed a file")

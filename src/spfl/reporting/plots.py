@@ -1,8 +1,8 @@
 """Plotters: one function per kind of figure, drawn with seaborn from an aggregated table only.
 
-Each plotter reads one table written by :mod:`spfl.analysis` (columns ``mean``, ``ci_low``,
+Each plotter reads one table written by :mod:`spfl.reporting.analysis` (columns ``mean``, ``ci_low``,
 ``ci_high`` per group) and never the run records, so restyling a figure needs no simulation and no
-aggregation.  Which plotter draws which figure is the registry's business (:mod:`spfl.figures`); a
+aggregation.  Which plotter draws which figure is the registry's business (:mod:`spfl.configuration.figures`); a
 plotter is called as ``plot(table, name, x, style)`` with the figure's name and x-axis setting.  The
 style (theme, context, palette, sizes, dpi, error bars) comes from the config's ``style`` section;
 every method keeps one color and marker across all figures.
@@ -14,7 +14,7 @@ axes carry a few explicit ticks and overlapping tick labels are thinned out afte
 from two seeds is mostly the t quantile (12.7) and hides the data.  Saved files carry no time stamp or
 software version, so the same table gives the same bytes.
 
-Diverged runs are in no mean (spfl.analysis), so a figure must say where runs are missing: wherever a
+Diverged runs are in no mean (spfl.reporting.analysis), so a figure must say where runs are missing: wherever a
 table row has ``n_diverged`` > 0, the figure draws a cross in the method's color at the top of the panel
 with "k/n diverged" (k of the n runs asked for) -- above the x value for final-value figures, at the
 divergence round for per-round figures -- or, for the allocation and solver figures, a note in the
@@ -58,7 +58,7 @@ class MethodStyle(NamedTuple):
     line: str = "-"
 
 
-# How each method is drawn, whatever subset a figure shows (one entry per method of spfl.methods).
+# How each method is drawn, whatever subset a figure shows (one entry per method of spfl.configuration.methods).
 METHOD_STYLES = {
     "ideal": MethodStyle("Ideal (error-free)", "o", 7, "--"),  # a reference, not a competitor: dashed
     "digital": MethodStyle("Digital FL", "s", 1),

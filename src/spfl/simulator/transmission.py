@@ -9,7 +9,7 @@ A *scheme* owns its packet layout and its transmission; the round loop never ask
   b d bits in the rest, each with its own power.
 
 A packet succeeds when the round's fading draw reaches the packet's failure threshold
-(:mod:`spfl.channel`), so realized losses follow the closed-form error rates exactly.  Under block
+(:mod:`spfl.simulator.channel`), so realized losses follow the closed-form error rates exactly.  Under block
 fading both packets of a device see the same draw, so the packet with the lower threshold arrives
 whenever the other one does (docs/model.md, "Packets and fading").
 """
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from spfl.channel import failure_threshold
+from spfl.simulator.channel import failure_threshold
 from spfl.vocabulary import FADING_MODELS, PACKET_ERROR_MODELS
 
 SCALE_BITS = 32  # one float32 header: a scale or a quantizer range
@@ -149,7 +149,7 @@ class Scheme:
         raise NotImplementedError
 
     def transmit(self, layout: PacketLayout, resources: Resources, link: Link, fading: np.ndarray) -> Delivery:
-        """Send each device's packets; ``fading`` holds (..., K, 2) draws of |h|^2 (spfl.channel.draw_fading)."""
+        """Send each device's packets; ``fading`` holds (..., K, 2) draws of |h|^2 (channel.draw_fading)."""
         if self.error_free:
             ones = np.ones(fading.shape[:-1], dtype=bool)
             zeros = np.zeros(fading.shape[:-1])

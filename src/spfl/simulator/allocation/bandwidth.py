@@ -18,8 +18,8 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from spfl.allocation.power import Split, best_split
-from spfl.allocation.problem import AllocationProblem
+from spfl.simulator.allocation.power import Split, best_split
+from spfl.simulator.allocation.problem import AllocationProblem
 
 _TARGET_UNITS = 80
 _ZOOM_STEPS = 8   # sub-steps per grid step in each zoom
