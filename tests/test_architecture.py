@@ -11,7 +11,7 @@ from pathlib import Path
 import spfl
 from spfl import vocabulary
 from spfl.configuration.methods import METHODS
-from spfl.configuration.spec import SETTINGS
+from spfl.configuration.settings import SETTINGS
 
 PACKAGE = Path(spfl.__file__).parent
 
@@ -60,8 +60,8 @@ def test_module_level_imports_have_no_cycle():
 
 def test_the_workflows_modules_do_not_import_torch():
     """Snakemake imports these on every start; torch alone costs seconds."""
-    code = ("import sys, spfl.configuration.plan, spfl.configuration.pipeline, spfl.configuration.spec, "
-            "spfl.configuration.figures, spfl.provenance; "
+    code = ("import sys, spfl.configuration.plan, spfl.configuration.pipeline, spfl.configuration.settings, "
+            "spfl.configuration.reading, spfl.configuration.figures, spfl.provenance; "
             "print('torch' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"

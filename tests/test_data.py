@@ -245,7 +245,7 @@ def test_dataset_validates_tensors() -> None:
 
 
 def test_spec_knows_the_training_set_sizes():
-    from spfl.configuration.spec import TRAIN_SIZES
+    from spfl.configuration.settings import TRAIN_SIZES
 
     assert TRAIN_SIZES["digits"] == len(load_dataset("digits", "unused").train_y)
     assert TRAIN_SIZES["cifar10"] == 50_000  # 5 batches of 10,000 (the standard archive)

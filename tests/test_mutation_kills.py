@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from allocation_reference import NOISE_PSD
-from spfl.configuration.spec import make_spec
+from spfl.configuration.settings import make_spec
 from spfl.simulator.allocation import AllocationProblem, allocate
 from spfl.simulator.callbacks import AllocationRecord, Checkpoints, ProgressLog, RoundOutcome, scheduled_rounds
 from spfl.simulator.models import build_model, default_model

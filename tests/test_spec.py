@@ -6,16 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from spfl.configuration.spec import (
-    SETTING,
-    SETTINGS,
-    RunSpec,
-    SpecError,
-    canonical_hash,
-    json_schema,
-    load_spec,
-    make_spec,
-)
+from spfl.configuration.reading import load_spec
+from spfl.configuration.settings import SETTING, SETTINGS, RunSpec, SpecError, canonical_hash, json_schema, make_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 

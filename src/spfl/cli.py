@@ -74,7 +74,7 @@ def _close_logging() -> None:
 
 
 def _spec_from_args(args):
-    from spfl.configuration.spec import load_spec, parse_assignment
+    from spfl.configuration.reading import load_spec, parse_assignment
 
     overrides = {}
     for text in args.set:
@@ -86,8 +86,8 @@ def _spec_from_args(args):
 
 
 def _methods(text: str | None, spec) -> list[str]:
-    from spfl.configuration.methods import get_method
-    from spfl.configuration.spec import METHODS, did_you_mean
+    from spfl.configuration.methods import METHODS, get_method
+    from spfl.configuration.settings import did_you_mean
 
     if text is None:
         return [spec.method]
@@ -165,7 +165,7 @@ def cmd_prepare(args) -> int:
 
 
 def cmd_schema(args) -> int:
-    from spfl.configuration.spec import json_schema
+    from spfl.configuration.settings import json_schema
     from spfl.records import write_atomic
 
     text = json.dumps(json_schema(), indent=2) + "\n"

@@ -1,6 +1,6 @@
 """The allowed values of every categorical run setting, declared once.
 
-The settings table (``spfl.configuration.spec``) offers them to configurations and the modules that implement them
+The settings table (``spfl.configuration.settings``) offers them to configurations and the modules that implement them
 check against them; both import these names, so adding a value is one edit here plus its
 implementation.  This module imports nothing, so that validating a configuration never loads torch.
 The method names are the method table itself (``spfl.configuration.methods.METHODS``).

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from spfl.configuration.spec import METHODS
+from spfl.configuration.methods import METHODS
 from spfl.records import ALLOCATION_COLUMNS, METRIC_COLUMNS, TRACE_COLUMNS
 
 CONFIDENCE = 0.95

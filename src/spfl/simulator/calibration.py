@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import brentq
 
-from spfl.configuration.spec import RunSpec
+from spfl.configuration.settings import RunSpec
 from spfl.simulator.channel import dbm_to_watt, large_scale_gain, packet_error_rate, place_devices
 from spfl.simulator.models import build_model, count_parameters, default_model
 from spfl.simulator.transmission import get_scheme

@@ -28,7 +28,7 @@ import torch
 
 from spfl import records
 from spfl.configuration.methods import Method, get_method
-from spfl.configuration.spec import RunSpec
+from spfl.configuration.settings import RunSpec
 from spfl.provenance import code_version, package_versions
 from spfl.simulator import checkpoint as checkpoints
 from spfl.simulator.aggregation import REPORTED_VECTORS, Aggregator
