@@ -1,7 +1,7 @@
 """Run specs: defaults, validation messages, identity."""
 
 import json
-from dataclasses import fields
+from dataclasses import MISSING, fields, replace
 from pathlib import Path
 
 import pytest
@@ -13,9 +13,26 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_dataclass_and_settings_table_agree():
+    """One field per setting, in the table's order, typed as the setting, and no default of its own."""
     assert [f.name for f in fields(RunSpec)] == [s.name for s in SETTINGS]
     for f in fields(RunSpec):
-        assert f.default == SETTING[f.name].default, f.name
+        setting = SETTING[f.name]
+        types = {setting.kind.__name__} | ({"str"} if setting.named else set())
+        types |= {"None"} if setting.nullable else set()
+        assert set(f.type.split(" | ")) == types, f.name
+        assert f.default is MISSING and f.default_factory is MISSING, f.name
+
+
+def test_every_default_is_the_settings_tables():
+    assert make_spec().to_dict() == {s.name: s.default for s in SETTINGS}
+
+
+def test_a_default_changed_in_the_table_changes_the_spec(monkeypatch):
+    monkeypatch.setitem(SETTING, "rounds", replace(SETTING["rounds"], default=7))
+    monkeypatch.setitem(SETTING, "normalize", replace(SETTING["normalize"], default="all"))
+    spec = make_spec()
+    assert (spec.rounds, spec.normalize) == (7, "all")
+    assert make_spec(rounds=3).rounds == 3
 
 
 @pytest.mark.parametrize("key, value, fragment", [
