@@ -241,6 +241,8 @@ def _methods_epilog() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from spfl.configuration.datasets import DATASETS
+
     parser = argparse.ArgumentParser(prog="spfl", description="Sign-Prioritized Federated Learning simulator")
     parser.add_argument("--version", action="version", version=f"spfl {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -264,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
 
     prepare = sub.add_parser("prepare", help="load a dataset once and save it as one tensor file")
-    prepare.add_argument("dataset", help="digits or cifar10")
+    prepare.add_argument("dataset", help=f"one of {', '.join(DATASETS)}")
     prepare.add_argument("--data-dir", default="data", help="folder with raw archives (cifar10)")
     prepare.add_argument("--out", required=True, help="prepared file to write (.pt)")
     prepare.add_argument("--download", action="store_true", help="download CIFAR-10 if missing")

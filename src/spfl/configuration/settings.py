@@ -17,10 +17,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
+from spfl.configuration.datasets import DATASET, DATASET_ROWS, DATASETS
 from spfl.configuration.methods import METHODS
 from spfl.vocabulary import (
     COMPENSATIONS,
-    DATASETS,
     DEVICES,
     FADING_MODELS,
     GRAM_ESTIMATES,
@@ -33,10 +33,6 @@ from spfl.vocabulary import (
     SIGNSGD_AGGREGATIONS,
     SURROGATES,
 )
-
-# Training-set sizes (spfl.simulator.data's splits; a test keeps them in step), so settings can be checked
-# against the data without loading it.
-TRAIN_SIZES = {"digits": 1437, "cifar10": 50_000}
 
 # Every numeric setting has finite bounds, chosen so that no accepted spec overflows in the simulation
 # (tests/test_extreme_settings.py runs a round at the corners).  A run keeps one metrics row per round in
@@ -142,9 +138,15 @@ def _s(name, kind, default, help, **kw) -> Setting:
     return Setting(name, kind, default, help, **kw)
 
 
+def _listed(words, last: str) -> str:
+    """'a, b <last> c'."""
+    words = list(words)
+    return ", ".join(words[:-1]) + f" {last} " + words[-1] if len(words) > 1 else "".join(words)
+
+
 SETTINGS: tuple[Setting, ...] = (
     # data
-    _s("dataset", str, "digits", "Dataset: offline scikit-learn digits or CIFAR-10 (torchvision).",
+    _s("dataset", str, "digits", f"Dataset: {_listed((d.about for d in DATASET_ROWS), 'or')}.",
        choices=DATASETS, origin="paper"),
     _s("data_dir", str, "data", "Folder holding raw dataset archives (CIFAR-10).", origin="run", science=False),
     _s("data_file", str, None, "Prepared dataset file (from `spfl prepare`); null loads from data_dir.",
@@ -158,7 +160,8 @@ SETTINGS: tuple[Setting, ...] = (
        minimum=1, maximum=50_000),
     _s("shards_per_device", int, 2, "Label shards per device for partition: shards.", minimum=1, maximum=50_000),
     # learning
-    _s("model", str, "auto", "Model: auto picks mlp for digits and cifar_cnn for CIFAR-10.", choices=("auto", *MODELS)),
+    _s("model", str, "auto", "Model: auto picks "
+       f"{_listed((f'{d.default_model} for {d.label}' for d in DATASET_ROWS), 'and')}.", choices=("auto", *MODELS)),
     _s("num_devices", int, 20, "Number of devices K.", minimum=1, maximum=10000),
     _s("batch_size", int, 64, "Mini-batch size per device and local step.", minimum=1, maximum=50_000),
     _s("local_steps", int, 1, "Local SGD steps E per round (1 = FedSGD; >1 uploads model delta / lr).",
@@ -287,6 +290,11 @@ class RunSpec:
         """The settings that determine the run's numbers (its identity)."""
         return {k: v for k, v in self.to_dict().items() if SETTING[k].science}
 
+    @property
+    def resolved_model(self) -> str:
+        """The model the run trains: ``model``, or for "auto" the dataset's default."""
+        return DATASET[self.dataset].default_model if self.model == "auto" else self.model
+
     def with_method(self, method: str) -> RunSpec:
         return replace(self, method=SETTING["method"].check(method))
 
@@ -326,7 +334,8 @@ def make_spec(values: Mapping[str, Any] | None = None, **overrides: Any) -> RunS
         raise SpecError(
             f"run setting 'cell_outer_radius_m' = {spec.cell_outer_radius_m} is invalid: allowed a number "
             f"> cell_inner_radius_m ({spec.cell_inner_radius_m})")
-    train_size = TRAIN_SIZES[spec.dataset]
+    facts = DATASET[spec.dataset]
+    train_size = facts.train_size
     if spec.num_devices * spec.min_samples_per_device > train_size:
         raise SpecError(
             f"run setting 'num_devices' = {spec.num_devices} is invalid with min_samples_per_device = "
@@ -337,8 +346,9 @@ def make_spec(values: Mapping[str, Any] | None = None, **overrides: Any) -> RunS
             f"run settings 'learning_rate' = {spec.learning_rate} and 'smoothness' = {spec.smoothness} are "
             "invalid together: allowed learning_rate * smoothness < 2 (otherwise a full gradient's one-step "
             "worth U_m = (eta - L eta^2 / 2) ||g||^2 is <= 0 and the allocation objective is zero everywhere)")
-    if spec.dataset == "digits" and spec.model == "cifar_cnn":
-        raise SpecError("run setting 'model' = 'cifar_cnn' is invalid for dataset 'digits': allowed mlp, cnn, auto")
+    if spec.model != "auto" and spec.model not in facts.models:
+        raise SpecError(f"run setting 'model' = '{spec.model}' is invalid for dataset '{spec.dataset}': allowed "
+                        f"{', '.join(facts.models)}, auto")
     return spec
 
 
