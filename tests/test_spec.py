@@ -142,3 +142,13 @@ def test_learning_rate_times_smoothness_at_least_two_is_refused(eta, smoothness)
 def test_model_defaults_are_the_consistent_pair():
     spec = make_spec()
     assert (spec.fading, spec.normalize, spec.slot_share) == ("block", "received", "proportional")
+
+
+def test_the_allocation_problem_defaults_to_the_run_settings_defaults():
+    """A problem built without a switch gets the value a run gets without the setting (normalize included)."""
+    from spfl.simulator.allocation import AllocationProblem
+
+    shared = [f for f in fields(AllocationProblem) if f.name in SETTING and f.default is not MISSING]
+    assert {f.name for f in shared} >= {"normalize", "fading", "per_model", "power_constraint", "waterfall_m"}
+    for f in shared:
+        assert f.default == SETTING[f.name].default, f.name
