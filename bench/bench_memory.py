@@ -42,7 +42,7 @@ def child(devices: int, rounds: int, threads: int, train_size: int) -> dict:
     torch.set_num_threads(threads)
     sys.path.insert(0, str(HERE))
     from bench_round import PAPER
-    from spfl.configuration.spec import make_spec
+    from spfl.configuration.settings import make_spec
     from spfl.simulator.simulation import Simulation, build_environment
     from synthetic import cifar_like
 

@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import spfl.simulator.simulation as simulation  # noqa: E402
 from reference_simulator import ReferenceSimulator  # noqa: E402
-from spfl.configuration.spec import make_spec  # noqa: E402
+from spfl.configuration.settings import make_spec  # noqa: E402
 from spfl.simulator.training import PRECISIONS  # noqa: E402
 from synthetic import cifar_like  # noqa: E402
 

@@ -71,7 +71,7 @@ def prepare(out: Path, data: Path | None, train: int, test: int, rounds: int | N
             device: str) -> None:
     import torch
 
-    from spfl.configuration.spec import make_spec
+    from spfl.configuration.settings import make_spec
     from spfl.simulator.data import PREPARED_FORMAT
     from synthetic import cifar_like
 
@@ -183,7 +183,7 @@ def overlap(out: Path, rounds: int) -> dict:
     import time
 
     from compare_outputs import compare
-    from spfl.configuration.spec import make_spec
+    from spfl.configuration.settings import make_spec
     from spfl.simulator.simulation import run_cell
 
     settings = yaml.safe_load((out / "cell.yaml").read_text())

@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import spfl.simulator.simulation as simulation  # noqa: E402
 from spfl.configuration.methods import METHOD  # noqa: E402
-from spfl.configuration.spec import make_spec  # noqa: E402
+from spfl.configuration.settings import make_spec  # noqa: E402
 from synthetic import cifar_like  # noqa: E402
 
 CIFAR = dict(dataset="cifar10", model="cifar_cnn", num_devices=20, batch_size=64, partition="dirichlet",

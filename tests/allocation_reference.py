@@ -57,7 +57,7 @@ def sample_problem(num: int, seed: int, scarcity: float = 0.0, **fields) -> Allo
     values = dict(
         alpha=samples / samples.sum(), gain=gain, u_sign=u_sign, u_modulus=u_modulus,
         max_power=dbm_to_watt(rng.uniform(0.0, 23.0)), noise_psd=NOISE_PSD,
-        sign_bits=params, modulus_bits=31.0 * params, slot_share=None,
+        sign_bits=params, modulus_bits=31.0 * params, slot_share=None, normalize="all",
     )
     middle = 10 ** rng.uniform(5.0, 7.5)
     if fields.get("modulus_bits", 1.0) == 0 and "u_sign" not in fields:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from spfl.configuration import load_plan
-from spfl.configuration.spec import make_spec
+from spfl.configuration.settings import make_spec
 from spfl.records import ALLOCATION_COLUMNS, METRIC_COLUMNS, write_csv, write_json
 
 ROUNDS, EVAL = 6, 3

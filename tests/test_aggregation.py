@@ -320,7 +320,7 @@ def test_blocked_squared_norms_are_the_whole_matrix_sums_at_any_thread_count(thr
 # --- mutation survivors (full mutmut run, session 4) ---
 def test_constructor_defaults_are_the_spec_defaults():
     """Unset, the modulus is sent as exact float32 magnitudes (31 bits) and signSGD averages scaled signs:
-    the defaults of spfl.configuration.spec, also as the attributes a caller reads back."""
+    the defaults of spfl.configuration.settings, also as the attributes a caller reads back."""
     agg = Aggregator("signs", ALPHA)
     assert (agg.modulus_bits, agg.signsgd_aggregation) == (31, "mean")
     assert (agg.compensation, agg.normalize) == ("received_mean", "received")

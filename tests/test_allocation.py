@@ -27,7 +27,8 @@ SWITCHES = [(fading, normalize) for fading in ("block", "per_packet") for normal
 # --- problem -------------------------------------------------------------------------------------------
 
 BASE = dict(alpha=[0.5, 0.5], gain=[1e-10, 1e-11], u_sign=[1.0, -0.5], u_modulus=[2.0, 1.0], total_bandwidth=1e6,
-            max_power=0.2, noise_psd=NOISE_PSD, deadline=0.1, sign_bits=1e4, modulus_bits=3.1e5, slot_share=None)
+            max_power=0.2, noise_psd=NOISE_PSD, deadline=0.1, sign_bits=1e4, modulus_bits=3.1e5, slot_share=None,
+            normalize="all")
 
 
 @pytest.mark.parametrize(

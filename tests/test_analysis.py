@@ -376,10 +376,9 @@ def test_markdown_shows_missing_values_as_na():
     assert "| 1.235 | x |" in text and "| n/a | n/a |" in text
 
 
-def test_test_set_sizes_match_the_data_module():
-    from spfl.simulator.data import DIGITS_TEST_SIZE
-
-    assert analysis.TEST_SET_SIZES["digits"] == DIGITS_TEST_SIZE and analysis.TEST_SET_SIZES["cifar10"] == 10000
+def test_test_set_sizes_are_the_dataset_registrys():
+    assert analysis.test_set_size(["digits"]) == 360 and analysis.test_set_size(["cifar10", "cifar10"]) == 10000
+    assert math.isnan(analysis.test_set_size(["digits", "cifar10"])) and math.isnan(analysis.test_set_size(["mnist"]))
 
 
 def test_runs_table_has_progress_columns(plan):

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import spfl
 from spfl import vocabulary
+from spfl.configuration.datasets import DATASETS
 from spfl.configuration.methods import METHODS
-from spfl.configuration.spec import SETTINGS
+from spfl.configuration.settings import SETTINGS
 
 PACKAGE = Path(spfl.__file__).parent
 
@@ -60,8 +61,8 @@ def test_module_level_imports_have_no_cycle():
 
 def test_the_workflows_modules_do_not_import_torch():
     """Snakemake imports these on every start; torch alone costs seconds."""
-    code = ("import sys, spfl.configuration.plan, spfl.configuration.pipeline, spfl.configuration.spec, "
-            "spfl.configuration.figures, spfl.provenance; "
+    code = ("import sys, spfl.configuration.plan, spfl.configuration.pipeline, spfl.configuration.settings, "
+            "spfl.configuration.reading, spfl.configuration.datasets, spfl.configuration.figures, spfl.provenance; "
             "print('torch' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
@@ -78,11 +79,12 @@ def string_collections(path: Path):
 def vocabularies() -> dict[str, frozenset[str]]:
     found = {name: frozenset(value) for name, value in vars(vocabulary).items()
              if name.isupper() and isinstance(value, tuple)}
-    return found | {"METHODS": frozenset(METHODS)}
+    return found | {"METHODS": frozenset(METHODS), "DATASETS": frozenset(DATASETS)}
 
 
 def test_each_vocabulary_is_spelled_out_only_where_it_is_declared():
-    declared_in = {name: "vocabulary.py" for name in vocabularies()} | {"METHODS": "methods.py"}
+    declared_in = {name: "vocabulary.py" for name in vocabularies()} | {"METHODS": "methods.py",
+                                                                          "DATASETS": "datasets.py"}
     repeats = []
     for path in sorted(PACKAGE.rglob("*.py")):
         for values, line in string_collections(path):

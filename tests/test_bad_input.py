@@ -28,7 +28,7 @@ import pytest
 import yaml
 
 from spfl import cli
-from spfl.configuration.spec import SETTING, make_spec
+from spfl.configuration.settings import SETTING, make_spec
 from workflow_helpers import copy_workflow, snakemake, tiny_config, tree
 
 SNAKEMAKE = "snakemake"

@@ -10,7 +10,7 @@ import pytest
 from scipy.integrate import quad
 
 from core_helpers import cell_averaged_outage, dbm_to_watt, gain_at
-from spfl.configuration.spec import make_spec
+from spfl.configuration.settings import make_spec
 from spfl.simulator import calibration
 from spfl.simulator.calibration import calibrate_deadline, uniform_packet_error
 from spfl.simulator.channel import large_scale_gain, place_devices

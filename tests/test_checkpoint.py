@@ -45,7 +45,7 @@ def test_sigkill_then_resume_is_byte_identical(tmp_path, method):
 
 
 def test_checkpoint_of_another_spec_is_ignored(tmp_path):
-    from spfl.configuration.spec import make_spec
+    from spfl.configuration.settings import make_spec
     from spfl.simulator.simulation import RunState, Simulation, build_environment
 
     spec = make_spec(num_devices=4, batch_size=8, rounds=4, eval_every=2, method="ideal", checkpoint_every=1)
@@ -67,7 +67,7 @@ TINY = dict(num_devices=4, batch_size=8, rounds=4, eval_every=2, method="ideal",
 @pytest.fixture(scope="module")
 def tiny_run():
     """A tiny spec's environment and its checkpoint-able state after two rounds."""
-    from spfl.configuration.spec import make_spec
+    from spfl.configuration.settings import make_spec
     from spfl.simulator.simulation import Simulation, build_environment
 
     spec = make_spec(**TINY)

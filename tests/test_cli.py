@@ -144,7 +144,7 @@ def test_records_do_not_depend_on_the_cores_granted(tmp_path):
 
 
 def test_thread_count_is_part_of_the_run_identity():
-    from spfl.configuration.spec import make_spec
+    from spfl.configuration.settings import make_spec
 
     assert make_spec(threads=1).run_hash != make_spec(threads=4).run_hash
 

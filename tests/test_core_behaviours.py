@@ -29,16 +29,8 @@ from core_helpers import (
     quantized,
     textbook_gradients,
 )
-from spfl.configuration.spec import (
-    SETTINGS,
-    SpecError,
-    did_you_mean,
-    json_schema,
-    load_spec,
-    load_yaml,
-    make_spec,
-    parse_assignment,
-)
+from spfl.configuration.reading import load_spec, load_yaml, parse_assignment
+from spfl.configuration.settings import SETTINGS, SpecError, did_you_mean, json_schema, make_spec
 from spfl.simulator import checkpoint as checkpoints
 from spfl.simulator.aggregation import Aggregator
 from spfl.simulator.channel import draw_fading, failure_threshold, packet_error_rate
@@ -712,7 +704,7 @@ def test_set_assignments_are_typed_and_checked():
 def test_run_identity_is_compact_sorted_json_and_its_sha256_prefix():
     import hashlib
 
-    from spfl.configuration.spec import canonical_hash, canonical_json
+    from spfl.configuration.settings import canonical_hash, canonical_json
 
     mapping = {"b": 1, "a": [1, 2.5], "c": "x"}
     text = '{"a":[1,2.5],"b":1,"c":"x"}'

@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from cifar_archive import ARCHIVE, FOLDER, cifar_arrays, write_cifar_archive
+from spfl.configuration.datasets import DATASET, DATASET_ROWS, DATASETS
 from spfl.simulator import data
 from spfl.simulator.data import (
     CIFAR10_MEAN,
     CIFAR10_STD,
-    DATASETS,
     Dataset,
     DatasetError,
     dataset_fingerprint,
@@ -244,17 +244,29 @@ def test_dataset_validates_tensors() -> None:
         Dataset("t", x, torch.zeros(4), x, torch.zeros(4, dtype=torch.int64), 10)
 
 
-def test_spec_knows_the_training_set_sizes():
-    from spfl.configuration.spec import TRAIN_SIZES
-
-    assert TRAIN_SIZES["digits"] == len(load_dataset("digits", "unused").train_y)
-    assert TRAIN_SIZES["cifar10"] == 50_000  # 5 batches of 10,000 (the standard archive)
+def test_every_dataset_of_the_registry_has_a_loader_that_loads_what_its_row_says(digits: Dataset, tmp_path):
+    """The rows are the facts settings and prepared files are checked against: the loaders must agree."""
+    assert set(data.LOADERS) == set(DATASETS)
+    md5s = write_cifar_archive(tmp_path, n_train_per_batch=3, n_test=4)
+    # each dataset as loaded, with the split sizes of a smaller archive in its format (None: the row's own)
+    loaded = {"digits": (digits, None), "cifar10": (load_dataset("cifar10", tmp_path, checksums=md5s), (15, 4))}
+    assert set(loaded) == set(DATASETS), "load the new dataset here"
+    for row in DATASET_ROWS:
+        ds, smaller = loaded[row.name]
+        assert (ds.name, ds.input_shape, ds.num_classes) == (row.name, row.input_shape, row.num_classes)
+        assert ds.train_x.shape[1:] == ds.test_x.shape[1:] == row.input_shape
+        assert (len(ds.train_y), len(ds.test_y)) == (smaller or (row.train_size, row.test_size)), row.name
+        assert smaller is None or row.smaller_allowed, row.name
+    # the standard CIFAR-10 archive: 5 training batches and one test batch of 10,000 images each
+    assert (DATASET["cifar10"].train_size, DATASET["cifar10"].test_size) == (50_000, 10_000)
 
 
 def test_check_dataset_source_names_missing_and_corrupt_archives(tmp_path):
     from spfl.simulator.data import check_dataset_source
 
     check_dataset_source("digits", tmp_path)  # nothing to check
+    with pytest.raises(DatasetError, match="unknown name 'mnist'"):
+        check_dataset_source("mnist", tmp_path)
     check_dataset_source("cifar10", tmp_path, download=True)  # the download will verify
     with pytest.raises(DatasetError, match="cifar-10-python.tar.gz not found"):
         check_dataset_source("cifar10", tmp_path)

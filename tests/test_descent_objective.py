@@ -210,7 +210,7 @@ def test_simulation_gives_the_allocator_the_gram_matrix_of_gradients_and_sign_fo
     """SP-FL's problem carries <x, y> for x, y in [g_1..g_K, sign(g_k) * c]: exact under `gram: exact`;
     under `sketch` each device's own three numbers exact and the others estimated (seeded: the same
     estimate for every method of a seed), and the control channel's bits counted."""
-    from spfl.configuration.spec import make_spec
+    from spfl.configuration.settings import make_spec
     from spfl.simulator.simulation import Simulation, build_environment
 
     spec = make_spec(num_devices=4, batch_size=8, rounds=1, eval_every=1, gram=gram, sketch_size=512)

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from spfl.configuration import FIGURES
+from spfl.configuration.methods import METHODS
 from spfl.configuration.pipeline import (
     ConfigError,
     config_schema,
@@ -21,7 +22,8 @@ from spfl.configuration.pipeline import (
     write_schemas,
 )
 from spfl.configuration.plan import cell_hash, load_plan
-from spfl.configuration.spec import METHODS, load_yaml, make_spec
+from spfl.configuration.reading import load_yaml
+from spfl.configuration.settings import make_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ("config.yaml", "quick.yaml", "test.yaml")

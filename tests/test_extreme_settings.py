@@ -20,7 +20,7 @@ import warnings
 import pytest
 
 from spfl.configuration.methods import METHODS
-from spfl.configuration.spec import SETTINGS, SpecError, make_spec
+from spfl.configuration.settings import SETTINGS, SpecError, make_spec
 from spfl.simulator.callbacks import scheduled_rounds
 from spfl.simulator.simulation import build_environment, run_cell
 

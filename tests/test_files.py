@@ -1,6 +1,6 @@
 """Reading and writing files: YAML/JSON without silent surprises, and records written whole and readable.
 
-spfl.configuration.spec.load_yaml reads run specs and pipeline configs alike: repeated keys and syntax errors are
+spfl.configuration.reading.load_yaml reads run specs and pipeline configs alike: repeated keys and syntax errors are
 one-line SpecErrors naming the file and line, and floats follow YAML 1.2 (as JSON writes them).
 spfl.records.write_atomic writes every record, table, prepared dataset and checkpoint: all or nothing,
 with the permissions the umask gives (mkstemp alone would make them 0600).
@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from spfl.configuration.spec import SpecError, load_yaml
+from spfl.configuration.reading import load_yaml
+from spfl.configuration.settings import SpecError
 from spfl.records import WriteError, write_atomic, write_csv, write_json
 
 ROOT = Path(__file__).resolve().parents[1]

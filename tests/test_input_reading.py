@@ -1,7 +1,7 @@
 """How settings are read (issue #22, classes 1, 8 and 9): the YAML 1.2 core schema everywhere, non-finite numbers
 refused naming the file and the key, and parsing bounded in nesting, alias expansion and message length.
 
-Every file, `--set` value and pipeline config is read by one reader (spfl.configuration.spec.load_yaml).
+Every file, `--set` value and pipeline config is read by one reader (spfl.configuration.reading.load_yaml).
 The expectations
 are YAML 1.2's (https://yaml.org/spec/1.2.2/#1032-tag-resolution), not PyYAML's YAML 1.1: `010` is ten,
 `0o10` eight, `4:33` and `yes` are strings; a run spec gets what a JSON reader of the same text would get.
@@ -19,7 +19,8 @@ import pytest
 from spfl import cli
 from spfl.configuration.pipeline import ConfigError, read_config
 from spfl.configuration.plan import load_plan
-from spfl.configuration.spec import SETTING, SpecError, load_spec, load_yaml, parse_assignment
+from spfl.configuration.reading import load_spec, load_yaml, parse_assignment
+from spfl.configuration.settings import SETTING, SpecError
 from workflow_helpers import ROOT, tiny_config
 
 RUN = {"dataset": "digits", "model": "mlp", "num_devices": 5, "rounds": 2, "eval_every": 1}

@@ -8,7 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from spfl.simulator.models import MODELS, build_model, count_parameters, default_model, reset_parameters
+from spfl.configuration.datasets import DATASET_ROWS
+from spfl.configuration.settings import make_spec
+from spfl.simulator.models import MODELS, build_model, count_parameters, reset_parameters
 
 
 def test_cifar_cnn_has_exactly_878538_parameters() -> None:
@@ -72,11 +74,22 @@ def test_generator_init_uses_default_bounds() -> None:
 
 
 def test_defaults_and_errors() -> None:
-    assert default_model("digits") == "mlp" and default_model("cifar10") == "cifar_cnn"
-    assert default_model("digits", "cnn") == "cnn" and default_model("cifar10", "auto") == "cifar_cnn"
+    assert make_spec(dataset="digits").resolved_model == "mlp"
+    assert make_spec(dataset="cifar10", model="auto").resolved_model == "cifar_cnn"
+    assert make_spec(dataset="digits", model="cnn").resolved_model == "cnn"
     with pytest.raises(ValueError, match="'resnet'"):
         build_model("resnet", (3, 32, 32), 10)
     with pytest.raises(ValueError, match="at least 16x16"):
         build_model("cifar_cnn", (1, 8, 8), 10)
-    with pytest.raises(ValueError, match="imagenet"):
-        default_model("imagenet")
+
+
+@pytest.mark.parametrize("row", DATASET_ROWS, ids=lambda row: row.name)
+def test_a_dataset_allows_exactly_the_models_that_fit_its_samples(row) -> None:
+    assert row.default_model in row.models
+    for name in MODELS:
+        if name in row.models:
+            build_model(name, row.input_shape, row.num_classes)
+            assert make_spec(dataset=row.name, model=name).resolved_model == name
+        else:
+            with pytest.raises(ValueError):
+                build_model(name, row.input_shape, row.num_classes)

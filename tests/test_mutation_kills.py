@@ -14,10 +14,10 @@ import pytest
 import torch
 
 from allocation_reference import NOISE_PSD
-from spfl.configuration.spec import make_spec
+from spfl.configuration.settings import make_spec
 from spfl.simulator.allocation import AllocationProblem, allocate
 from spfl.simulator.callbacks import AllocationRecord, Checkpoints, ProgressLog, RoundOutcome, scheduled_rounds
-from spfl.simulator.models import build_model, default_model
+from spfl.simulator.models import build_model
 from spfl.simulator.simulation import build_environment, resolve_device, run_cell
 
 
@@ -161,7 +161,7 @@ def test_initial_model_is_drawn_from_the_init_stream_as_a_63_bit_seed():
     env = build_environment(spec)
     init_stream = np.random.SeedSequence(1).spawn(5)[1]
     generator = torch.Generator().manual_seed(int(init_stream.generate_state(1, np.uint64)[0]) // 2)
-    module = build_model(default_model(spec.dataset, spec.model), env.dataset.input_shape,
+    module = build_model(spec.resolved_model, env.dataset.input_shape,
                          env.dataset.num_classes, generator=generator)
     expected = torch.cat([p.detach().reshape(-1) for p in module.parameters()])
     assert torch.equal(env.initial_weights.cpu(), expected)

@@ -99,7 +99,7 @@ def test_the_example_specs_are_valid_and_the_digits_one_runs(tmp_path):
     import subprocess
     import sys
 
-    from spfl.configuration.spec import load_spec
+    from spfl.configuration.reading import load_spec
 
     specs = sorted((ROOT / "examples").glob("*.yaml"))
     assert {p.name for p in specs} >= {"digits.yaml", "cifar10.yaml"}

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from spfl.configuration.spec import make_spec
+from spfl.configuration.settings import make_spec
 from spfl.reporting import analysis
 from synthetic_records import config as synthetic_config
 from synthetic_records import write_cell

@@ -24,7 +24,7 @@ from core_helpers import (
     partition_weights,
     textbook_gradients,
 )
-from spfl.configuration.spec import make_spec
+from spfl.configuration.settings import make_spec
 from spfl.provenance import code_version, package_versions
 from spfl.simulator.simulation import Simulation, _finite_or_none, build_environment, run_cell
 from spfl.simulator.transmission import Delivery

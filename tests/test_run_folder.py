@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from spfl import cli
-from spfl.configuration.spec import make_spec
+from spfl.configuration.settings import make_spec
 
 TINY = {"num_devices": 4, "batch_size": 16, "rounds": 2, "eval_every": 1, "partition": "iid", "method": "ideal"}
 

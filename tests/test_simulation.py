@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import spfl.simulator.simulation as simulation
-from spfl.configuration.spec import make_spec
+from spfl.configuration.settings import make_spec
 from spfl.simulator.simulation import (
     LaunchedRound,
     Simulation,

@@ -1,29 +1,38 @@
 """Run specs: defaults, validation messages, identity."""
 
 import json
-from dataclasses import fields
+from dataclasses import MISSING, fields, replace
 from pathlib import Path
 
 import pytest
 
-from spfl.configuration.spec import (
-    SETTING,
-    SETTINGS,
-    RunSpec,
-    SpecError,
-    canonical_hash,
-    json_schema,
-    load_spec,
-    make_spec,
-)
+from spfl.configuration.reading import load_spec
+from spfl.configuration.settings import SETTING, SETTINGS, RunSpec, SpecError, canonical_hash, json_schema, make_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_dataclass_and_settings_table_agree():
+    """One field per setting, in the table's order, typed as the setting, and no default of its own."""
     assert [f.name for f in fields(RunSpec)] == [s.name for s in SETTINGS]
     for f in fields(RunSpec):
-        assert f.default == SETTING[f.name].default, f.name
+        setting = SETTING[f.name]
+        types = {setting.kind.__name__} | ({"str"} if setting.named else set())
+        types |= {"None"} if setting.nullable else set()
+        assert set(f.type.split(" | ")) == types, f.name
+        assert f.default is MISSING and f.default_factory is MISSING, f.name
+
+
+def test_every_default_is_the_settings_tables():
+    assert make_spec().to_dict() == {s.name: s.default for s in SETTINGS}
+
+
+def test_a_default_changed_in_the_table_changes_the_spec(monkeypatch):
+    monkeypatch.setitem(SETTING, "rounds", replace(SETTING["rounds"], default=7))
+    monkeypatch.setitem(SETTING, "normalize", replace(SETTING["normalize"], default="all"))
+    spec = make_spec()
+    assert (spec.rounds, spec.normalize) == (7, "all")
+    assert make_spec(rounds=3).rounds == 3
 
 
 @pytest.mark.parametrize("key, value, fragment", [
@@ -133,3 +142,13 @@ def test_learning_rate_times_smoothness_at_least_two_is_refused(eta, smoothness)
 def test_model_defaults_are_the_consistent_pair():
     spec = make_spec()
     assert (spec.fading, spec.normalize, spec.slot_share) == ("block", "received", "proportional")
+
+
+def test_the_allocation_problem_defaults_to_the_run_settings_defaults():
+    """A problem built without a switch gets the value a run gets without the setting (normalize included)."""
+    from spfl.simulator.allocation import AllocationProblem
+
+    shared = [f for f in fields(AllocationProblem) if f.name in SETTING and f.default is not MISSING]
+    assert {f.name for f in shared} >= {"normalize", "fading", "per_model", "power_constraint", "waterfall_m"}
+    for f in shared:
+        assert f.default == SETTING[f.name].default, f.name

@@ -176,7 +176,7 @@ def test_an_unreadable_config_file_is_named(workdir):
 
 
 def repeated_keys_refused() -> bool:
-    from spfl.configuration.spec import load_yaml
+    from spfl.configuration.reading import load_yaml
 
     try:
         load_yaml("a: 1\na: 2\n")

@@ -74,7 +74,7 @@ def _close_logging() -> None:
 
 
 def _spec_from_args(args):
-    from spfl.configuration.spec import load_spec, parse_assignment
+    from spfl.configuration.reading import load_spec, parse_assignment
 
     overrides = {}
     for text in args.set:
@@ -86,8 +86,8 @@ def _spec_from_args(args):
 
 
 def _methods(text: str | None, spec) -> list[str]:
-    from spfl.configuration.methods import get_method
-    from spfl.configuration.spec import METHODS, did_you_mean
+    from spfl.configuration.methods import METHODS, get_method
+    from spfl.configuration.settings import did_you_mean
 
     if text is None:
         return [spec.method]
@@ -165,7 +165,7 @@ def cmd_prepare(args) -> int:
 
 
 def cmd_schema(args) -> int:
-    from spfl.configuration.spec import json_schema
+    from spfl.configuration.settings import json_schema
     from spfl.records import write_atomic
 
     text = json.dumps(json_schema(), indent=2) + "\n"
@@ -241,6 +241,8 @@ def _methods_epilog() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from spfl.configuration.datasets import DATASETS
+
     parser = argparse.ArgumentParser(prog="spfl", description="Sign-Prioritized Federated Learning simulator")
     parser.add_argument("--version", action="version", version=f"spfl {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -264,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
 
     prepare = sub.add_parser("prepare", help="load a dataset once and save it as one tensor file")
-    prepare.add_argument("dataset", help="digits or cifar10")
+    prepare.add_argument("dataset", help=f"one of {', '.join(DATASETS)}")
     prepare.add_argument("--data-dir", default="data", help="folder with raw archives (cifar10)")
     prepare.add_argument("--out", required=True, help="prepared file to write (.pt)")
     prepare.add_argument("--download", action="store_true", help="download CIFAR-10 if missing")

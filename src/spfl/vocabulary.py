@@ -1,12 +1,12 @@
 """The allowed values of every categorical run setting, declared once.
 
-The settings table (``spfl.configuration.spec``) offers them to configurations and the modules that implement them
-check against them; both import these names, so adding a value is one edit here plus its
+The settings table (``spfl.configuration.settings``) offers them to configurations and the modules that
+implement them check against them; both import these names, so adding a value is one edit here plus its
 implementation.  This module imports nothing, so that validating a configuration never loads torch.
-The method names are the method table itself (``spfl.configuration.methods.METHODS``).
+The method names are the method table's (``spfl.configuration.methods.METHODS``), the dataset names the
+dataset registry's (``spfl.configuration.datasets.DATASETS``).
 """
 
-DATASETS = ("digits", "cifar10")                      # spfl.simulator.data
 PARTITIONS = ("iid", "dirichlet", "shards")           # spfl.simulator.partition
 MODELS = ("mlp", "cnn", "cifar_cnn")                  # spfl.simulator.models (the setting also takes "auto")
 COMPENSATIONS = ("received_mean", "previous_update", "scalar")  # spfl.simulator.aggregation

@@ -15,11 +15,11 @@ import spfl
 from snakemake.exceptions import WorkflowError
 from snakemake.settings.types import DeploymentMethod
 
+from spfl.configuration.datasets import DATASETS
 from spfl.configuration.pipeline import ConfigError, read_config
 from spfl.configuration.plan import load_plan
 from spfl.provenance import code_version
 from spfl.records import CELL_RECORDS, CHECKSUMS, RUN_RECORDS
-from spfl.vocabulary import DATASETS
 
 # The paper config is the default.  It is loaded only when no --configfile is given: Snakemake *merges*
 # command-line config files into the `configfile:` one, so loading config.yaml under quick.yaml would

@@ -1,6 +1,8 @@
 """The configuration wing: what to run, declared and checked, with no simulator or reporting code.
 
-- :mod:`.spec`: the run settings (one table generating the run schema, the cell hash and the README table);
+- :mod:`.settings`: the run settings (one table generating the run schema, the cell hash and the README table),
+  and :mod:`.reading`: the one bounded YAML 1.2 / JSON reader of spec files, ``--set`` values and configs;
+- :mod:`.datasets`: one row of facts per dataset (sizes, sample shape, classes, default model);
 - :mod:`.methods`: each method as a composition of a scheme, an aggregation rule and a policy;
 - :mod:`.pipeline` and :mod:`.plan`: a pipeline config read, validated and expanded into cells and runs;
 - :mod:`.figures`: the catalogue of figures and tables; :mod:`.generated`: the files derived from both.

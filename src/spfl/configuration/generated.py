@@ -1,6 +1,6 @@
 """The files generated from the registries, and the check that the committed ones are current.
 
-The settings table (:data:`spfl.configuration.spec.SETTINGS`) gives the run-settings table of
+The settings table (:data:`spfl.configuration.settings.SETTINGS`) gives the run-settings table of
 config/README.md; the figure catalogue (:mod:`.figures`) gives the ``figures`` list of the config
 schema, the report captions ``workflow/report/<name>.rst`` and the figure table of config/README.md.
 ``spfl generate [ROOT]`` rewrites whichever are out of date in the checkout ROOT, ``--check`` only names
@@ -26,7 +26,7 @@ from spfl.configuration.figures import (
     Figure,
     FigureError,
 )
-from spfl.configuration.spec import SETTINGS
+from spfl.configuration.settings import SETTINGS
 from spfl.records import write_atomic
 
 SETTINGS_START, SETTINGS_END = "<!-- run-settings:start -->", "<!-- run-settings:end -->"

@@ -3,7 +3,7 @@
 Pure Python (no torch, no Snakemake), and no knowledge of where the workflow keeps its files: the
 schema of the config is package data (``spfl/schemas/config.schema.yaml``, its figure list generated
 from the figure registry) completed in memory with the run-setting schemas generated from
-:mod:`spfl.configuration.spec`, so it works from an installed package as well as from a checkout.
+:mod:`spfl.configuration.settings`, so it works from an installed package as well as from a checkout.
 Expanding a valid config into
 cells and runs is :mod:`spfl.configuration.plan`.
 """
@@ -19,7 +19,8 @@ from typing import Any
 
 import yaml
 
-from spfl.configuration.spec import SETTING, SETTINGS, SpecError, json_schema, load_yaml
+from spfl.configuration.reading import load_yaml
+from spfl.configuration.settings import SETTING, SETTINGS, SpecError, json_schema
 
 # Settings the pipeline owns: where the data lives is set per dataset by the prepare rule, and the seed
 # comes from `seeds` or a grid, so a value in `base`/`set` would be silently overridden.
@@ -102,7 +103,7 @@ def grid_schema() -> dict[str, Any]:
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "spfl experiment grid",
-        "description": "Generated from src/spfl/configuration/spec.py by spfl.configuration.pipeline.",
+        "description": "Generated from src/spfl/configuration/settings.py by spfl.configuration.pipeline.",
         "type": "object",
         "minProperties": 1,
         "additionalProperties": False,

@@ -28,8 +28,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from spfl.configuration.figures import FIGURES
+from spfl.configuration.methods import METHODS
 from spfl.configuration.pipeline import BASE_ONLY, PIPELINE_OWNED, ConfigError, check_value, validated
-from spfl.configuration.spec import METHODS, SETTING, SpecError, canonical_hash, make_spec
+from spfl.configuration.settings import SETTING, SpecError, canonical_hash, make_spec
 
 # The pseudo-setting of an experiment's `variants`: runs carry the variant's name like a swept setting.
 VARIANT = "variant"

@@ -36,7 +36,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from spfl.configuration.spec import METHODS
+from spfl.configuration.datasets import DATASET
+from spfl.configuration.methods import METHODS
 from spfl.records import ALLOCATION_COLUMNS, METRIC_COLUMNS, TRACE_COLUMNS
 
 CONFIDENCE = 0.95
@@ -481,14 +482,9 @@ def with_progress(frame: pd.DataFrame, runs, options: Mapping[str, Any]) -> pd.D
 # Comparisons: a method against the best of several baselines, paired by seed
 # ---------------------------------------------------------------------------------------------------
 
-# Test-set size (images) of each dataset: the run records do not carry it.  digits: spfl.simulator.data's
-# DIGITS_TEST_SIZE (a test keeps the two equal; importing spfl.simulator.data here would import torch);
-# cifar10: the official test batch.
-TEST_SET_SIZES = {"digits": 360, "cifar10": 10000}
-
-
 def test_set_size(datasets: Iterable[str]) -> float:
-    sizes = {TEST_SET_SIZES.get(d, math.nan) for d in datasets}
+    """The test-set size (images) the datasets share, from the dataset registry (the records do not carry it)."""
+    sizes = {DATASET[d].test_size if d in DATASET else math.nan for d in datasets}
     return sizes.pop() if len(sizes) == 1 else math.nan
 
 

@@ -11,13 +11,11 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import brentq
 
-from spfl.configuration.spec import RunSpec
+from spfl.configuration.datasets import DATASET
+from spfl.configuration.settings import RunSpec
 from spfl.simulator.channel import dbm_to_watt, large_scale_gain, packet_error_rate, place_devices
-from spfl.simulator.models import build_model, count_parameters, default_model
+from spfl.simulator.models import build_model, count_parameters
 from spfl.simulator.transmission import get_scheme
-
-# Input shape and classes of each dataset, so calibration needs no data on disk.
-DATASET_SHAPES = {"digits": ((1, 8, 8), 10), "cifar10": ((3, 32, 32), 10)}
 
 
 def uniform_packet_error(spec: RunSpec, deadline_ms: float, num_params: int, drops: int = 20000) -> dict:
@@ -48,9 +46,8 @@ def calibrate_deadline(spec: RunSpec, target: float) -> dict:
     """Deadline (ms) at which the uniform modulus-packet error averaged over the cell is ``target``."""
     if not 0.0 < target < 1.0:
         raise ValueError(f"--target {target} is invalid: allowed a packet error strictly between 0 and 1")
-    shape, classes = DATASET_SHAPES[spec.dataset]
-    name = default_model(spec.dataset, spec.model)
-    num_params = count_parameters(build_model(name, shape, classes))
+    facts = DATASET[spec.dataset]  # the model's size from the dataset's facts: no data on disk needed
+    num_params = count_parameters(build_model(spec.resolved_model, facts.input_shape, facts.num_classes))
 
     def gap(log_deadline: float) -> float:
         return uniform_packet_error(spec, float(np.exp(log_deadline)), num_params)["modulus"] - target

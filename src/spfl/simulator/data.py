@@ -1,4 +1,4 @@
-"""Datasets for the SP-FL simulator: the offline digits set and CIFAR-10 (docs/model.md, section 10).
+"""Loading the datasets of the registry (:mod:`spfl.configuration.datasets`), one loader per dataset.
 
 A run keeps each split as ONE normalized float32 tensor (N x C x H x W) so it can be moved to the device
 once and indexed per mini-batch; no DataLoader, no per-sample transforms. ``prepare_dataset`` writes the
@@ -8,6 +8,9 @@ CIFAR-10 goes through torchvision's own ``CIFAR10`` class, which verifies every 
 substitute the md5s of tiny archives through ``checksums=`` (a subclass with its own ``train_list`` /
 ``test_list`` / ``meta`` / ``tgz_md5``), so the verification really runs there too; ``checksums=None``
 (the default) means torchvision's official values and nothing is relaxed in production.
+
+A dataset's facts (sizes, sample shape, classes) are its registry row; its loader is registered in
+``LOADERS`` under the row's name, and a prepared file is checked against the row.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import pickle
 import tarfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,14 +26,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from spfl.configuration.datasets import DATASET, DATASETS
 from spfl.records import write_atomic
-from spfl.vocabulary import DATASETS
 
-# digits: a fixed stratified split so every run, seed and machine sees the same 1,437 / 360 samples.
-# The split is done with numpy's PCG64 generator seeded with this constant (not with scikit-learn's
-# splitters, whose algorithm may change between versions).
+# digits: a fixed stratified split so every run, seed and machine sees the same samples (the registry's
+# sizes).  The split is done with numpy's PCG64 generator seeded with this constant (not with
+# scikit-learn's splitters, whose algorithm may change between versions).
 DIGITS_SPLIT_SEED = 20250
-DIGITS_TEST_SIZE = 360
 
 # Per-channel mean / std of the CIFAR-10 training set on [0, 1] pixels (the std of the pixels themselves,
 # not the frequently copied 0.2023/0.1994/0.2010, which is the mean of per-image stds).
@@ -42,15 +44,6 @@ CIFAR10_FOLDER = "cifar-10-batches-py"
 CIFAR10_FILES = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch", "batches.meta")
 
 PREPARED_FORMAT = "spfl-dataset-v2"  # v2: the file records its facts (sizes, sample shape, classes)
-
-# What each dataset is: one sample's shape (C, H, W), the number of classes and the sizes of the splits.
-# A prepared file must hold what its name says, and a run the dataset its spec names.  The CIFAR-10 sizes
-# are maxima: the tests prepare tiny archives in the exact CIFAR-10 format.
-DATASET_FACTS: dict[str, dict[str, Any]] = {
-    "digits": {"input_shape": (1, 8, 8), "num_classes": 10, "train_size": (1437, 1437), "test_size": (360, 360)},
-    "cifar10": {"input_shape": (3, 32, 32), "num_classes": 10, "train_size": (1, 50_000),
-                "test_size": (1, 10_000)},
-}
 
 
 class DatasetError(ValueError):
@@ -88,6 +81,15 @@ class Dataset:
         return int(c), int(h), int(w)
 
 
+@dataclass(frozen=True)
+class Loader:
+    """How one dataset of the registry is read: ``load(data_dir, download, checksums)`` returns it whole,
+    ``check_source(data_dir)``, where the dataset has files to find, checks them without loading."""
+
+    load: Callable[[Path, bool, Mapping[str, str] | None], Dataset]
+    check_source: Callable[[Path], None] | None = None
+
+
 def load_dataset(name: str, data_dir: str | Path, download: bool = False, *,
                  checksums: Mapping[str, str] | None = None) -> Dataset:
     """Load ``name`` (one of DATASETS) as normalized tensors.
@@ -96,11 +98,13 @@ def load_dataset(name: str, data_dir: str | Path, download: bool = False, *,
     ``checksums`` maps CIFAR-10 file names (``data_batch_1`` .. ``test_batch``, ``batches.meta``,
     ``cifar-10-python.tar.gz``) to md5s replacing torchvision's official ones; meant for tests only.
     """
-    if name == "digits":
-        return _load_digits()
-    if name == "cifar10":
-        return _load_cifar10(Path(data_dir), download, checksums)
-    raise DatasetError(f"dataset: unknown name {name!r}; allowed: {', '.join(DATASETS)}")
+    return _loader(name).load(Path(data_dir), download, checksums)
+
+
+def _loader(name: str) -> Loader:
+    if name not in LOADERS:
+        raise DatasetError(f"dataset: unknown name {name!r}; allowed: {', '.join(DATASETS)}")
+    return LOADERS[name]
 
 
 # ------------------------------------------------------------------------------------------------ digits
@@ -117,8 +121,9 @@ def _stratified_test_indices(y: np.ndarray, test_size: int, seed: int) -> np.nda
     return np.sort(np.concatenate(picked))
 
 
-def _load_digits() -> Dataset:
-    """scikit-learn's bundled 8x8 digits, [0,1]-scaled then standardized with the train split's stats.
+def _load_digits(root: Path, download: bool, checksums: Mapping[str, str] | None) -> Dataset:
+    """scikit-learn's bundled 8x8 digits (no files, so the arguments are unused), [0,1]-scaled then
+    standardized with the train split's stats.
 
     The statistics are scalar (over all train pixels): per-pixel ones would divide by zero on the
     always-blank border pixels.
@@ -128,7 +133,7 @@ def _load_digits() -> Dataset:
     x, y = load_digits(return_X_y=True)
     x = (x / 16.0).astype(np.float32).reshape(-1, 1, 8, 8)
     y = y.astype(np.int64)
-    test_idx = _stratified_test_indices(y, DIGITS_TEST_SIZE, DIGITS_SPLIT_SEED)
+    test_idx = _stratified_test_indices(y, DATASET["digits"].test_size, DIGITS_SPLIT_SEED)
     train_mask = np.ones(len(y), dtype=bool)
     train_mask[test_idx] = False
     train_x, test_x = x[train_mask], x[test_idx]
@@ -265,6 +270,29 @@ def _load_cifar10(root: Path, download: bool, checksums: Mapping[str, str] | Non
     return Dataset("cifar10", train_x, train_y, test_x, test_y, num_classes=len(train.classes))
 
 
+def _check_cifar10_source(root: Path) -> None:
+    """The batch files are there with their official md5s, or the archive is."""
+    from torchvision.datasets import CIFAR10
+    from torchvision.datasets.utils import calculate_md5, check_integrity
+
+    if all((root / CIFAR10_FOLDER / f).is_file() for f in CIFAR10_FILES):
+        _verify_cifar_files(root, CIFAR10)
+        return
+    archive = root / CIFAR10_ARCHIVE
+    if not archive.is_file():
+        raise DatasetError(_missing_message(root))
+    if not check_integrity(str(archive), CIFAR10.tgz_md5):
+        raise DatasetError(f"cifar10: {archive} failed its md5 check (expected {CIFAR10.tgz_md5}, got "
+                           f"{calculate_md5(str(archive))}); replace it with the archive from {CIFAR10_URL}")
+
+
+# One loader per row of the registry (spfl.configuration.datasets), under the row's name.
+LOADERS: dict[str, Loader] = {
+    "digits": Loader(_load_digits),
+    "cifar10": Loader(_load_cifar10, _check_cifar10_source),
+}
+
+
 # --------------------------------------------------------------------------------------- prepared files
 
 def dataset_facts(ds: Dataset) -> dict[str, Any]:
@@ -286,7 +314,7 @@ def prepare_dataset(name: str, data_dir: str | Path, out_path: str | Path, downl
 
 def load_prepared(path: str | Path, dataset: str | None = None) -> Dataset:
     """Read a file written by ``prepare_dataset``; a missing or damaged file, one whose tensors are not what it
-    records or not what its dataset is (``DATASET_FACTS``), and one of another dataset than ``dataset`` (the
+    records or not what its dataset is (its registry row), and one of another dataset than ``dataset`` (the
     run spec's), are each a one-line DatasetError naming the file."""
     path = Path(path)
     if not path.is_file():
@@ -325,14 +353,16 @@ def _check_facts(path: Path, ds: Dataset, recorded: Any) -> None:
         differ = sorted(k for k in actual if not isinstance(recorded, dict) or recorded.get(k) != actual[k])
         raise DatasetError(f"prepared dataset {path} does not hold what it records ({', '.join(differ)} differ); "
                            f"delete it and prepare it again")
-    facts = DATASET_FACTS.get(ds.name)
+    facts = DATASET.get(ds.name)
     if facts is None:
         raise DatasetError(f"prepared dataset {path} holds an unknown dataset {str(ds.name)[:40]!r}: allowed "
                            f"{', '.join(DATASETS)}")
-    wrong = [f"{key} {actual[key]}" for key in ("input_shape", "num_classes") if tuple(
-        np.atleast_1d(actual[key])) != tuple(np.atleast_1d(facts[key]))]
-    wrong += [f"{key} {actual[key]}" for key in ("train_size", "test_size")
-              if not facts[key][0] <= actual[key] <= facts[key][1]]
+    wrong = [f"input_shape {actual['input_shape']}"] if tuple(actual["input_shape"]) != facts.input_shape else []
+    wrong += [f"num_classes {actual['num_classes']}"] if actual["num_classes"] != facts.num_classes else []
+    for key in ("train_size", "test_size"):
+        size = getattr(facts, key)
+        if not (1 if facts.smaller_allowed else size) <= actual[key] <= size:
+            wrong.append(f"{key} {actual[key]}")
     if wrong:
         raise DatasetError(f"prepared dataset {path} says it holds {ds.name}, but its data has {', '.join(wrong)} "
                            f"(not {ds.name}'s); delete it and prepare it again")
@@ -352,20 +382,9 @@ def check_dataset_source(name: str, data_dir: str | Path, download: bool = False
     """Check, without loading, that ``load_dataset`` will find intact files (CIFAR-10 md5s).
 
     The workflow calls this before any job runs, so a missing or corrupt archive stops the run
-    with one line naming the file instead of failing a job part way through.
+    with one line naming the file instead of failing a job part way through.  Nothing to check for a
+    dataset without files, or one that will be downloaded (the download verifies).
     """
-    if name != "cifar10" or download:
-        return
-    from torchvision.datasets import CIFAR10
-    from torchvision.datasets.utils import calculate_md5, check_integrity
-
-    root = Path(data_dir)
-    if all((root / CIFAR10_FOLDER / f).is_file() for f in CIFAR10_FILES):
-        _verify_cifar_files(root, CIFAR10)
-        return
-    archive = root / CIFAR10_ARCHIVE
-    if not archive.is_file():
-        raise DatasetError(_missing_message(root))
-    if not check_integrity(str(archive), CIFAR10.tgz_md5):
-        raise DatasetError(f"cifar10: {archive} failed its md5 check (expected {CIFAR10.tgz_md5}, got "
-                           f"{calculate_md5(str(archive))}); replace it with the archive from {CIFAR10_URL}")
+    check = _loader(name).check_source
+    if check is not None and not download:
+        check(Path(data_dir))

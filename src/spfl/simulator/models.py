@@ -14,8 +14,6 @@ from torch import nn
 
 from spfl.vocabulary import MODELS
 
-_DEFAULT_MODEL = {"digits": "mlp", "cifar10": "cifar_cnn"}
-
 
 def _mlp(c: int, h: int, w: int, num_classes: int) -> nn.Module:
     """flatten -> Linear(C*H*W, 64) -> ReLU -> Linear(64, classes); 4,810 parameters on digits."""
@@ -81,16 +79,6 @@ def build_model(name: str, input_shape: tuple[int, int, int], num_classes: int,
     if generator is not None:
         reset_parameters(model, generator)
     return model
-
-
-def default_model(dataset_name: str, model: str = "auto") -> str:
-    """The model a run uses: ``model``, or for "auto" the dataset's default."""
-    if model != "auto":
-        return model
-    if dataset_name not in _DEFAULT_MODEL:
-        raise ValueError(f"model: no default model for dataset {dataset_name!r}; allowed: "
-                         f"{', '.join(_DEFAULT_MODEL)}")
-    return _DEFAULT_MODEL[dataset_name]
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from spfl.configuration.spec import SETTING, RunSpec
+from spfl.configuration.settings import SETTING, RunSpec
 from spfl.records import CELL_RECORDS, CHECKSUMS, RUN_RECORDS, write_json
 
 LOCK_FILE = ".spfl-lock"

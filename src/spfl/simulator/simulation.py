@@ -28,7 +28,7 @@ import torch
 
 from spfl import records
 from spfl.configuration.methods import Method, get_method
-from spfl.configuration.spec import RunSpec
+from spfl.configuration.settings import RunSpec
 from spfl.provenance import code_version, package_versions
 from spfl.simulator import checkpoint as checkpoints
 from spfl.simulator.aggregation import REPORTED_VECTORS, Aggregator
@@ -46,7 +46,7 @@ from spfl.simulator.callbacks import (
 from spfl.simulator.channel import Geometry, dbm_to_watt, draw_fading
 from spfl.simulator.data import Dataset, load_dataset, load_prepared
 from spfl.simulator.gram import CountSketch, control_bits, gram_matrix
-from spfl.simulator.models import build_model, default_model
+from spfl.simulator.models import build_model
 from spfl.simulator.partition import HISTOGRAM_COLUMNS, histogram_rows, label_histogram, partition
 from spfl.simulator.training import FlatModel, LocalTrainer, all_finite
 from spfl.simulator.transmission import Delivery, Link, Resources, get_scheme
@@ -102,8 +102,7 @@ def build_environment(spec: RunSpec, dataset: Dataset | None = None) -> Environm
     geometry = Geometry.drop(spec.num_devices, spec.cell_inner_radius_m, spec.cell_outer_radius_m,
                      np.random.default_rng(seeds["geometry"]))
     generator = torch.Generator().manual_seed(int(seeds["init"].generate_state(1, np.uint64)[0] >> 1))
-    name = default_model(spec.dataset, spec.model)
-    module = build_model(name, dataset.input_shape, dataset.num_classes, generator=generator).to(device)
+    module = build_model(spec.resolved_model, dataset.input_shape, dataset.num_classes, generator=generator).to(device)
     model = FlatModel.wrap(module)
     on_device = Dataset(dataset.name, dataset.train_x.to(device), dataset.train_y.to(device),
                         dataset.test_x.to(device), dataset.test_y.to(device), dataset.num_classes)

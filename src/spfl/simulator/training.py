@@ -1,40 +1,11 @@
 """Local computation on the devices: mini-batch gradients (FedSGD) or local-SGD deltas.
 
-The global model lives as one flat float vector ``w``; the network module only supplies the
-architecture.  Every device's upload is computed from ``w`` one of two ways:
-
-- sequential: a Python loop over devices, plain autograd (``loss.backward()``) on a private copy of
-  the module whose parameters are views into ``w``, the gradients concatenated straight into the
-  device's row of the (K, d) upload tensor.  The default on CPU, where it costs about one
-  centralized forward/backward over the same samples and is bit-stable (bitwise what
-  ``module.backward()`` or ``torch.func.grad`` on the flat vector give, without their
-  ``functional_call``/functorch overhead);
-- batched: ``torch.func.grad_and_value`` of ``FlatModel.loss`` under ``torch.func.vmap``.  The
-  default on CUDA, where one launch for all devices beats K small ones.  In the first local step
-  every device starts from the same broadcast ``w``, so ``w`` is not batched (``in_dims=None``):
-  the forward pass is one big ordinary batch and only the weight gradients are split per device.
-  Devices are processed in chunks of at most ``max_batched_samples`` samples, so K = 100 or 1,000
-  devices fit in memory.  On CPU it is slower than sequential (bench/README.md).
-
-Precision (``precision``, one of ``PRECISIONS``), applied by :func:`precision_mode` around every
-trainer call and every evaluation, the previous global settings restored afterwards:
-
-- ``float32`` (default): exact IEEE float32.  TF32 is switched off for matmuls and cuDNN convolutions
-  (PyTorch enables TF32 for cuDNN by default, which makes CUDA "float32" convolutions TF32), and
-  oneDNN's reduced-precision float32 matmul/conv modes on CPU are off too;
-- ``tf32``: explicit opt-in to TF32 matmuls and convolutions (Ampere and later GPUs; no effect where
-  the hardware has no TF32);
-- ``bfloat16``: forward and backward under ``torch.autocast(bfloat16)`` (bf16 matmuls and
-  convolutions, float32 weights, loss and gradients); what autocast leaves in float32 stays exact.
-  Meant for accelerators; on CPU it is allowed because the run spec asks for it, but it is slower
-  there and changes the numbers.
-
-Memory: a round makes several K x d temporaries.  glibc serves blocks that large with fresh ``mmap``
-pages and unmaps them on free, so a fresh K x d tensor is page-faulted in again every round.  The
-trainer therefore writes every round's uploads into one (K, d) buffer (``reuse_output``, default on),
-and ``SPFL_MALLOC_TUNING=1`` makes the first trainer call :func:`reuse_freed_memory` (glibc keeps
-freed blocks in its heap: faster, but the heap can fragment, so it is opt-in).  Neither changes a
-value; bench/README.md has the measured costs.
+The global model is one flat float vector ``w``; the network module only supplies the architecture.
+Every device's upload is computed from ``w`` either sequentially (plain autograd per device, bit-stable,
+the default on CPU) or batched (``torch.func`` under ``vmap``, in chunks, the default on CUDA), into one
+reused (K, d) buffer.  :func:`precision_mode` applies the run's ``precision`` (exact float32, tf32 or
+bfloat16 autocast) around every trainer call and evaluation and restores the global settings after.
+bench/README.md ("Gradient paths and precision") has the details and the measured costs.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from spfl.configuration.settings import SETTING
 from spfl.simulator.allocation.descent import DescentTerms
 from spfl.vocabulary import FADING_MODELS, NORMALIZATIONS, PACKET_ERROR_MODELS, POWER_CONSTRAINTS
 
@@ -48,7 +49,7 @@ class AllocationProblem:
     per_model: str = "outage"
     waterfall_m: float = 1.0
     fading: str = "block"
-    normalize: str = "all"
+    normalize: str = SETTING["normalize"].default  # the run setting's default
     sign_only_counts: bool = True
     descent: DescentTerms | None = None
 
