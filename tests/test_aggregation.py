@@ -130,11 +130,11 @@ def test_packet_layouts_count_bits_and_shares():
     sm = layout("sign_modulus", d)
     assert (sm.sign_bits, sm.modulus_bits) == (1000, 31000)
     assert sm.proportional_share == pytest.approx(1 / 32)
-    assert sm.fixed_share("proportional") == pytest.approx(1 / 32) and sm.fixed_share(0.25) == 0.25
-    assert sm.fixed_share("optimized") is None
+    assert sm.share_for_setting("proportional") == pytest.approx(1 / 32) and sm.share_for_setting(0.25) == 0.25
+    assert sm.share_for_setting("optimized") is None
     assert layout("sign_modulus", d, compensation="scalar").sign_bits == 1032
     whole = layout("digital", d)
-    assert (whole.sign_bits, whole.modulus_bits, whole.fixed_share("optimized")) == (32000, 0, 1.0)
+    assert (whole.sign_bits, whole.modulus_bits, whole.share_for_setting("optimized")) == (32000, 0, 1.0)
     assert layout("sign_only", d).sign_bits == 1032
     assert layout("sign_modulus", d, bits=7).modulus_bits == 7032  # 7 d bits + the 32-bit quantizer range
     assert layout("sign_modulus", d, bits=15).modulus_bits == 15000  # float16: no header

@@ -11,7 +11,8 @@ A *scheme* owns its packet layout and its transmission; the round loop never ask
 A packet succeeds when the round's fading draw reaches the packet's failure threshold
 (:mod:`spfl.simulator.channel`), so realized losses follow the closed-form error rates exactly.  Under block
 fading both packets of a device see the same draw, so the packet with the lower threshold arrives
-whenever the other one does (docs/model.md, "Packets and fading").
+whenever the other one does (docs/model.md, "Packets and fading").  The thresholds are the link model's
+(:func:`spfl.simulator.channel.packet_thresholds`), the same function the allocation's objective uses.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from spfl.simulator.channel import failure_threshold
+from spfl.simulator.channel import packet_thresholds
 from spfl.vocabulary import FADING_MODELS, PACKET_ERROR_MODELS
 
 SCALE_BITS = 32  # one float32 header: a scale or a quantizer range
@@ -69,8 +70,9 @@ class PacketLayout:
         """tau = D_s / (D_s + D_m): both packets then need the same spectral efficiency."""
         return self.sign_bits / (self.sign_bits + self.modulus_bits)
 
-    def fixed_share(self, slot_share: float | str) -> float | None:
-        """The sign share tau a run setting fixes (1 for single packets); None when it is optimized."""
+    def share_for_setting(self, slot_share: float | str) -> float | None:
+        """The sign share tau the run setting ``slot_share`` fixes (1 for single packets); None when the
+        allocation optimizes it."""
         if not self.two_packets:
             return 1.0
         if slot_share == "optimized":
@@ -106,15 +108,10 @@ class Link:
 
     def thresholds(self, layout: PacketLayout, resources: Resources) -> tuple[np.ndarray, np.ndarray]:
         """Failure thresholds (t_s, t_m) of every device's packets; inf = always lost / not sent."""
-        tau = np.asarray(resources.slot_share, dtype=float)
-        sign = failure_threshold(resources.bandwidth, resources.power_sign, self.gain, layout.sign_bits,
-                                 tau * layout.deadline, self.noise_psd, self.per_model, self.waterfall_m)
-        if not layout.two_packets:
-            return sign, np.full_like(sign, np.inf)
-        modulus = failure_threshold(resources.bandwidth, resources.power_modulus, self.gain, layout.modulus_bits,
-                                    (1.0 - tau) * layout.deadline, self.noise_psd, self.per_model,
-                                    self.waterfall_m)
-        return sign, modulus
+        return packet_thresholds(resources.bandwidth, resources.power_sign, resources.power_modulus,
+                                 resources.slot_share, gain=self.gain, sign_bits=layout.sign_bits,
+                                 modulus_bits=layout.modulus_bits, deadline=layout.deadline,
+                                 noise_psd=self.noise_psd, per_model=self.per_model, waterfall_m=self.waterfall_m)
 
 
 @dataclass(frozen=True)
