@@ -1,6 +1,7 @@
-"""Uplink transmission: which packets a device sends, their bits, and what arrives.
+"""Uplink transmission: which packets a device sends, their bits, what arrives, and what the PS reads.
 
-A *scheme* owns its packet layout and its transmission; the round loop never asks for its name:
+A *scheme* owns its packet layout, its transmission and the decoding of its payload (:class:`Payload`);
+the round loop never asks for its name:
 
 - ``error_free``:   the whole gradient, never lost (the `ideal` upper bound);
 - ``digital``:      the whole gradient as one packet of (b + 1) d bits over the deadline T;
@@ -18,10 +19,12 @@ whenever the other one does (docs/model.md, "Packets and fading").  The threshol
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import torch
 
+from spfl.simulator import kernels
 from spfl.simulator.channel import packet_thresholds
 from spfl.vocabulary import FADING_MODELS, PACKET_ERROR_MODELS
 
@@ -135,9 +138,40 @@ class Delivery:
         return self.sign_ok if self.single_packet else self.sign_ok & self.modulus_ok
 
 
+@dataclass(frozen=True, eq=False)
+class Payload:
+    """What the PS decodes from one round's packets, a row per device, formed on demand.
+
+    ``gradients``: the whole gradients, from a sign packet with its modulus packet (or from the one
+    whole-gradient packet), exact for 31-bit moduli; ``signs`` / ``scaled_signs``: a sign packet alone;
+    ``scales``: the 32-bit scale ||g_k||_1 / d a sign packet may carry.  ``uploads`` are the vectors the
+    devices sent, which they also describe on the control channel (norms, sketches)."""
+
+    uploads: torch.Tensor
+    modulus_bits: int = 31
+
+    @cached_property
+    def gradients(self) -> torch.Tensor:
+        if self.modulus_bits >= 31:
+            return self.uploads
+        return signs(self.uploads) * quantize_modulus(self.uploads.abs(), self.modulus_bits)
+
+    def signs(self, k: int) -> torch.Tensor:
+        """Device k's signs."""
+        return signs(self.uploads[k])
+
+    def scaled_signs(self, k: int, scale: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Device k's signs times ``scale`` (one number, or d entries), into ``out`` when given."""
+        return torch.mul(signs(self.uploads[k]), scale, out=out)
+
+    def scales(self, workspace: kernels.Workspace) -> torch.Tensor:
+        """Every device's ||g_k||_1 / d (K x 1), in the uploads' dtype; |g| is formed in ``workspace``."""
+        return kernels.abs_means(self.uploads, workspace)
+
+
 @dataclass(frozen=True)
 class Scheme:
-    """A transmission scheme: its packets, and how they travel."""
+    """A transmission scheme: its packets, how they travel, and what the PS reads from them."""
 
     name: str
     error_free: bool = False
@@ -160,6 +194,11 @@ class Scheme:
         bits = layout.sign_bits * sent_sign.sum() + layout.modulus_bits * sent_modulus.sum()
         return Delivery(sent_sign, sent_modulus, sign_ok, modulus_ok, -np.expm1(-t_s), -np.expm1(-t_m),
                         float(bits), single_packet=not layout.two_packets)
+
+    def decode(self, uploads: torch.Tensor, modulus_bits: int) -> Payload:
+        """The payload of every device's packets, moduli at ``modulus_bits`` per entry; which of its parts
+        the PS may use depends on what arrived (a :class:`Delivery`)."""
+        return Payload(uploads, modulus_bits)
 
 
 class _WholeGradient(Scheme):
