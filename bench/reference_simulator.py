@@ -78,7 +78,7 @@ class ReferenceSimulator:
             alpha=self.env.alpha, gain=self.link.gain, u_sign=u_sign, u_modulus=u_modulus,
             total_bandwidth=spec.total_bandwidth_mhz * 1e6, max_power=dbm_to_watt(spec.max_power_dbm),
             noise_psd=self.link.noise_psd, deadline=self.layout.deadline, sign_bits=self.layout.sign_bits,
-            modulus_bits=self.layout.modulus_bits, slot_share=self.layout.fixed_share(spec.slot_share),
+            modulus_bits=self.layout.modulus_bits, slot_share=self.layout.share_for_setting(spec.slot_share),
             power_constraint=spec.power_constraint, per_model=spec.per_model, waterfall_m=spec.waterfall_m,
             fading=spec.fading, normalize=spec.normalize, sign_only_counts=True)
         allocation = allocate(problem, policy="spfl")

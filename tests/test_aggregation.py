@@ -1,13 +1,17 @@
-"""Transmission and aggregation: exact, hand-computed small cases (docs/model.md, "Aggregation")."""
+"""Transmission and aggregation rules: exact, hand-computed small cases (docs/model.md, "Aggregation")."""
 
 import copy
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 
-from spfl.simulator.aggregation import Aggregator
-from spfl.simulator.transmission import Delivery, Link, Resources, get_scheme, quantize_modulus, signs
+from spfl.configuration import methods
+from spfl.simulator import aggregation
+from spfl.simulator.aggregation import RULES, Full, NoReuse, Rule, SignReuse, Signs, Stale, get_rule, register
+from spfl.simulator.kernels import Workspace
+from spfl.simulator.transmission import Delivery, Link, Payload, Resources, get_scheme, quantize_modulus, signs
 
 G = torch.tensor([[1.0, -2.0, 0.0],
                   [-3.0, 1.0, 2.0],
@@ -27,61 +31,61 @@ def test_sign_of_zero_is_plus_one():
 
 
 def test_all_received_is_weighted_fedsgd():
-    agg = Aggregator("sign_reuse", ALPHA)
-    out = agg.aggregate(G, delivery([1, 1, 1], [1, 1, 1]))
+    agg = SignReuse(ALPHA)
+    out = agg.aggregate(Payload(G), delivery([1, 1, 1], [1, 1, 1]))
     expected = torch.tensor([0.5 * 1 + 0.25 * -3 + 0.25 * 2, 0.5 * -2 + 0.25 * 1 + 0.25 * 2, 0.25 * 2 - 0.25])
     assert torch.equal(out, expected)
 
 
 def test_received_mean_compensation_exact():
-    agg = Aggregator("sign_reuse", ALPHA)
+    agg = SignReuse(ALPHA)
     # devices 0 and 1 deliver both packets; device 2 only its signs
-    out = agg.aggregate(G, delivery([1, 1, 1], [1, 1, 0]))
+    out = agg.aggregate(Payload(G), delivery([1, 1, 1], [1, 1, 0]))
     c = (0.5 * G[0].abs() + 0.25 * G[1].abs()) / 0.75          # [5/3, 5/3, 2/3]
     row2 = signs(G[2]) * c                                      # [5/3, 5/3, -2/3]
     expected = 0.5 * G[0] + 0.25 * G[1] + 0.25 * row2
     assert torch.allclose(out, expected, atol=1e-6)
     assert torch.allclose(agg.modulus, c)
     # next round nobody delivers a modulus: the last c is reused
-    out2 = agg.aggregate(G, delivery([0, 1, 0], [0, 0, 0]))
+    out2 = agg.aggregate(Payload(G), delivery([0, 1, 0], [0, 0, 0]))
     assert torch.allclose(out2, signs(G[1]) * c)
 
 
 def test_sign_only_devices_before_any_modulus_use_their_own_norm():
     """No modulus has arrived yet: a sign-only device's signs are scaled by its own ||g_k|| / sqrt(d)."""
-    agg = Aggregator("sign_reuse", ALPHA)
-    out = agg.aggregate(G, delivery([1, 1, 0], [0, 0, 0]))
+    agg = SignReuse(ALPHA)
+    out = agg.aggregate(Payload(G), delivery([1, 1, 0], [0, 0, 0]))
     own0, own1 = 5.0**0.5 / 3**0.5, 14.0**0.5 / 3**0.5  # ||(1,-2,0)|| / sqrt 3, ||(-3,1,2)|| / sqrt 3
     expected = (0.5 * signs(G[0]) * own0 + 0.25 * signs(G[1]) * own1) / 0.75
     assert torch.allclose(out, expected, atol=1e-6)
-    out = agg.aggregate(G, delivery([1, 1, 1], [0, 0, 1]))  # device 2's modulus is this round's c
+    out = agg.aggregate(Payload(G), delivery([1, 1, 1], [0, 0, 1]))  # device 2's modulus is this round's c
     c = G[2].abs()
     assert torch.allclose(out, 0.5 * signs(G[0]) * c + 0.25 * signs(G[1]) * c + 0.25 * G[2])
 
 
 def test_sign_lost_drops_device_and_nothing_received_means_no_update():
-    agg = Aggregator("sign_reuse", ALPHA)
-    out = agg.aggregate(G, delivery([0, 1, 1], [1, 1, 1]))  # modulus of 0 without its signs is useless
+    agg = SignReuse(ALPHA)
+    out = agg.aggregate(Payload(G), delivery([0, 1, 1], [1, 1, 1]))  # modulus of 0 without its signs is useless
     assert torch.allclose(out, (0.25 * G[1] + 0.25 * G[2]) / 0.5)
-    assert agg.aggregate(G, delivery([0, 0, 0], [1, 1, 1])) is None
+    assert agg.aggregate(Payload(G), delivery([0, 0, 0], [1, 1, 1])) is None
 
 
 def test_normalize_all_divides_by_all_weights():
-    agg = Aggregator("full", ALPHA, normalize="all")
-    out = agg.aggregate(G, delivery([0, 1, 1], [0, 0, 0]))
+    agg = Full(ALPHA, normalize="all")
+    out = agg.aggregate(Payload(G), delivery([0, 1, 1], [0, 0, 0]))
     assert torch.allclose(out, 0.25 * G[1] + 0.25 * G[2])
 
 
 def test_previous_update_compensation():
-    agg = Aggregator("sign_reuse", ALPHA, compensation="previous_update")
-    first = agg.aggregate(G, delivery([1, 1, 1], [1, 1, 1]))
-    out = agg.aggregate(G, delivery([1, 0, 0], [0, 0, 0]))
+    agg = SignReuse(ALPHA, compensation="previous_update")
+    first = agg.aggregate(Payload(G), delivery([1, 1, 1], [1, 1, 1]))
+    out = agg.aggregate(Payload(G), delivery([1, 0, 0], [0, 0, 0]))
     assert torch.allclose(out, signs(G[0]) * first.abs())
 
 
 def test_scalar_compensation_uses_each_devices_l1_scale():
-    agg = Aggregator("sign_reuse", ALPHA, compensation="scalar")
-    out = agg.aggregate(G, delivery([1, 1, 0], [1, 0, 0]))
+    agg = SignReuse(ALPHA, compensation="scalar")
+    out = agg.aggregate(Payload(G), delivery([1, 1, 0], [1, 0, 0]))
     row1 = signs(G[1]) * (6.0 / 3)
     assert torch.allclose(out, (0.5 * G[0] + 0.25 * row1) / 0.75)
     inner, c_sq = agg.sign_importance_terms(G)
@@ -90,25 +94,25 @@ def test_scalar_compensation_uses_each_devices_l1_scale():
 
 
 def test_no_reuse_ignores_sign_only_devices():
-    agg = Aggregator("no_reuse", ALPHA)
-    out = agg.aggregate(G, delivery([1, 1, 1], [1, 0, 0]))
+    agg = NoReuse(ALPHA)
+    out = agg.aggregate(Payload(G), delivery([1, 1, 1], [1, 0, 0]))
     assert torch.equal(out, G[0])
 
 
 def test_stale_reuse_of_last_received_gradient():
-    agg = Aggregator("stale", ALPHA)
-    agg.aggregate(G, delivery([1, 1, 0], [0, 0, 0]))
+    agg = Stale(ALPHA)
+    agg.aggregate(Payload(G), delivery([1, 1, 0], [0, 0, 0]))
     newer = G * 10
-    out = agg.aggregate(newer, delivery([0, 1, 0], [0, 0, 0]))
+    out = agg.aggregate(Payload(newer), delivery([0, 1, 0], [0, 0, 0]))
     assert torch.allclose(out, (0.5 * G[0] + 0.25 * newer[1]) / 0.75)
 
 
 def test_signsgd_mean_and_majority():
-    mean = Aggregator("signs", ALPHA).aggregate(G, delivery([1, 1, 1], [0, 0, 0]))
+    mean = Signs(ALPHA).aggregate(Payload(G), delivery([1, 1, 1], [0, 0, 0]))
     scale = G.abs().mean(dim=1)  # [1, 2, 5/3]
     expected = 0.5 * signs(G[0]) * scale[0] + 0.25 * signs(G[1]) * scale[1] + 0.25 * signs(G[2]) * scale[2]
     assert torch.allclose(mean, expected)
-    vote = Aggregator("signs", ALPHA, signsgd_aggregation="majority").aggregate(G, delivery([1, 1, 1], [0, 0, 0]))
+    vote = Signs(ALPHA, signsgd_aggregation="majority").aggregate(Payload(G), delivery([1, 1, 1], [0, 0, 0]))
     # weighted votes: [0.5-0.25+0.25, -0.5+0.25+0.25 = 0 -> +1, 0.5+0.25-0.25]
     assert torch.allclose(vote, torch.tensor([1.0, 1.0, 1.0]) * float(ALPHA @ scale.numpy()))
 
@@ -130,11 +134,11 @@ def test_packet_layouts_count_bits_and_shares():
     sm = layout("sign_modulus", d)
     assert (sm.sign_bits, sm.modulus_bits) == (1000, 31000)
     assert sm.proportional_share == pytest.approx(1 / 32)
-    assert sm.fixed_share("proportional") == pytest.approx(1 / 32) and sm.fixed_share(0.25) == 0.25
-    assert sm.fixed_share("optimized") is None
+    assert sm.share_for_setting("proportional") == pytest.approx(1 / 32) and sm.share_for_setting(0.25) == 0.25
+    assert sm.share_for_setting("optimized") is None
     assert layout("sign_modulus", d, compensation="scalar").sign_bits == 1032
     whole = layout("digital", d)
-    assert (whole.sign_bits, whole.modulus_bits, whole.fixed_share("optimized")) == (32000, 0, 1.0)
+    assert (whole.sign_bits, whole.modulus_bits, whole.share_for_setting("optimized")) == (32000, 0, 1.0)
     assert layout("sign_only", d).sign_bits == 1032
     assert layout("sign_modulus", d, bits=7).modulus_bits == 7032  # 7 d bits + the 32-bit quantizer range
     assert layout("sign_modulus", d, bits=15).modulus_bits == 15000  # float16: no header
@@ -165,7 +169,7 @@ def test_transmit_per_device_slot_share():
 
 
 # -- the work-buffer implementation against the arithmetic written plainly -------------------------------
-# Aggregator computes its per-device terms and rows in reused scratch buffers (bench/README.md).  Two
+# The rules compute their per-device terms and rows in a reused workspace (spfl.simulator.kernels).  Two
 # references, over several rounds so that a buffer reused across rounds or calls would show:
 # (a) the plain torch expressions of the same arithmetic (fresh tensors), which must agree bit for bit;
 # (b) numpy float64 sums in another order, which must agree to 1e-12 relative (float64 terms) or to
@@ -189,10 +193,9 @@ def _plain_terms(rule, compensation, uploads, c):
     return squared, uploads.abs().double() @ c.double(), c.double().square().sum().expand(len(uploads))
 
 
-def _plain_rows(agg, uploads, deliv, c_before):
+def _plain_rows(agg, uploads, bits, deliv, c_before):
     """The sign_reuse matrix X of one round, as torch.where over fresh tensors."""
-    decoded = uploads if agg.modulus_bits >= 31 else signs(uploads) * quantize_modulus(uploads.abs(),
-                                                                                         agg.modulus_bits)
+    decoded = uploads if bits >= 31 else signs(uploads) * quantize_modulus(uploads.abs(), bits)
     both, sign_only = deliv.both_ok, deliv.sign_ok & ~deliv.both_ok
     if agg.compensation == "scalar":
         scale = uploads.abs().mean(dim=1, keepdim=True)
@@ -231,7 +234,7 @@ ALPHA_K = np.array([0.3, 0.1, 0.2, 0.15, 0.05, 0.2])
 def test_work_buffers_match_plain_and_float64_references(rule, compensation, bits):
     gen = torch.Generator().manual_seed(3)
     rng = np.random.default_rng(3)
-    agg = Aggregator(rule, ALPHA_K, compensation=compensation, modulus_bits=bits)
+    agg = get_rule(rule)(ALPHA_K, compensation=compensation)
     num, d = len(ALPHA_K), 1031
     patterns = [([1, 1, 1, 1, 1, 1], [0, 0, 0, 0, 0, 0]),   # signs only, before any modulus
                 ([1, 0, 1, 1, 0, 1], [1, 0, 0, 1, 0, 0]),   # some moduli, some signs only
@@ -243,7 +246,7 @@ def test_work_buffers_match_plain_and_float64_references(rule, compensation, bit
         uploads = torch.randn(num, d, generator=gen) * torch.from_numpy(rng.uniform(0.01, 3.0, (num, 1))).float()
         uploads[:, :7] = 0.0
         uploads[:, 7:11] = -0.0  # sign(-0) = +1: the rows must keep it
-        c_before = agg._current_modulus()
+        c_before = agg.current_modulus() if rule == "sign_reuse" else None
         c_before = None if c_before is None else c_before.clone()
         u_sign, u_modulus = agg.packet_worths(uploads, ETA, SMOOTH)
         # (a) bit for bit against the plain expressions
@@ -265,9 +268,9 @@ def test_work_buffers_match_plain_and_float64_references(rule, compensation, bit
         deliv = delivery(sign_ok, modulus_ok)
         expected_rows = None
         if rule == "sign_reuse":
-            expected_rows = _plain_rows(agg, uploads, deliv, c_before)
-        weights, rows = copy.deepcopy(agg).contributions(uploads, deliv)
-        update = agg.aggregate(uploads, deliv)
+            expected_rows = _plain_rows(agg, uploads, bits, deliv, c_before)
+        weights, rows = copy.deepcopy(agg).contributions(Payload(uploads, bits), deliv)
+        update = agg.aggregate(Payload(uploads, bits), deliv)
         if weights is None:
             assert update is None
             continue
@@ -276,7 +279,7 @@ def test_work_buffers_match_plain_and_float64_references(rule, compensation, bit
         if rule == "signs":
             assert torch.equal(rows, signs(uploads) * uploads.abs().mean(dim=1, keepdim=True))
         if rule == "stale":
-            decoded = agg._decoded(uploads).double().numpy()
+            decoded = Payload(uploads, bits).gradients.double().numpy()
             stale_rows[deliv.sign_ok] = decoded[deliv.sign_ok]
             assert np.array_equal(rows.double().numpy(), stale_rows)
         assert torch.equal(update, torch.as_tensor(weights, dtype=rows.dtype) @ rows)
@@ -287,12 +290,12 @@ def test_work_buffers_match_plain_and_float64_references(rule, compensation, bit
 
 def test_majority_vote_with_work_buffer_matches_plain_expression():
     gen = torch.Generator().manual_seed(5)
-    agg = Aggregator("signs", ALPHA_K, signsgd_aggregation="majority")
+    agg = Signs(ALPHA_K, signsgd_aggregation="majority")
     for arrived in ([1, 1, 1, 1, 1, 1], [1, 0, 1, 0, 1, 1]):
         uploads = torch.randn(len(ALPHA_K), 517, generator=gen)
         uploads[:, :5] = -0.0
-        out = agg.aggregate(uploads, delivery(arrived, [0] * 6))
-        w = torch.as_tensor(agg._weights(np.array(arrived, bool)), dtype=uploads.dtype)
+        out = agg.aggregate(Payload(uploads), delivery(arrived, [0] * 6))
+        w = torch.as_tensor(agg.weights(np.array(arrived, bool)), dtype=uploads.dtype)
         assert torch.equal(out, signs(w @ signs(uploads)) * (w @ uploads.abs().mean(dim=1)))
 
 
@@ -306,7 +309,7 @@ def test_blocked_squared_norms_are_the_whole_matrix_sums_at_any_thread_count(thr
     try:
         gen = torch.Generator().manual_seed(num)
         uploads = torch.randn(num, 300_007, generator=gen) * torch.logspace(-5, 1, 300_007)
-        agg = Aggregator("sign_reuse", np.full(num, 1 / num))
+        agg = SignReuse(np.full(num, 1 / num))
         agg.modulus = uploads[0].abs() * 0.3
         u_sign, u_modulus = agg.packet_worths(uploads, ETA, SMOOTH)
         squared, inner, c_sq = _plain_terms("sign_reuse", "received_mean", uploads, agg.modulus)
@@ -317,23 +320,94 @@ def test_blocked_squared_norms_are_the_whole_matrix_sums_at_any_thread_count(thr
         torch.set_num_threads(before)
 
 
+# -- rules as classes ---------------------------------------------------------------------------------
+class Heaviest(Rule):
+    """A rule no method uses: only the gradient of the heaviest device whose packet arrived."""
+
+    name = "heaviest"
+
+    def contributions(self, payload, delivery):
+        self.seen = payload.uploads
+        arrived = np.flatnonzero(delivery.sign_ok)
+        if arrived.size == 0:
+            return None, payload.gradients
+        weights = np.zeros(self.num_devices)
+        weights[arrived[np.argmax(self.alpha[arrived])]] = 1.0
+        return weights, payload.gradients
+
+
+def test_a_new_rule_is_one_class_registered_and_named_by_a_method(monkeypatch):
+    """Heaviest, defined and registered here, aggregates a hand-made round, keeps the checkpoint layout and
+    the base class's worths, and runs in the round loop once a method's row names it: nothing in the
+    package is edited and the loop never asks which rule it runs."""
+    monkeypatch.setattr(aggregation, "RULES", dict(RULES))
+    assert register(Heaviest) is Heaviest and get_rule("heaviest") is Heaviest
+    rule = Heaviest(ALPHA)
+    assert torch.equal(rule.aggregate(Payload(G), delivery([0, 1, 1], [0, 0, 0])), G[1])  # 0 lost: 1 wins a tie
+    assert torch.equal(rule.aggregate(Payload(G * 2), delivery([1, 1, 0], [0, 0, 0])), G[0] * 2)
+    assert rule.aggregate(Payload(G), delivery([0, 0, 0], [0, 0, 0])) is None
+    assert torch.equal(rule.previous_update, G[0] * 2)  # a round without an update keeps the last one
+    assert rule.state_dict().keys() == Full(ALPHA).state_dict().keys()
+    u_sign, u_modulus = rule.packet_worths(G, ETA, SMOOTH)
+    assert np.array_equal(u_sign, u_modulus) and u_modulus == pytest.approx(
+        (ETA - SMOOTH * ETA**2 / 2) * G.double().square().sum(dim=1).numpy(), rel=1e-15)
+
+    from spfl.configuration.settings import make_spec
+    from spfl.simulator.simulation import Simulation, build_environment
+
+    monkeypatch.setitem(methods.METHOD, "digital", replace(methods.METHOD["digital"], aggregation="heaviest"))
+    spec = make_spec(num_devices=3, batch_size=8, rounds=1, eval_every=1, partition="dirichlet",
+                     total_bandwidth_mhz=1000.0, deadline_ms=10_000.0, max_power_dbm=40.0)
+    env = build_environment(spec)
+    state = Simulation(env, "digital").train()
+    heaviest = int(np.argmax(env.alpha))
+    assert type(state.aggregator) is Heaviest and state.metric_rows[-1]["devices_sign_received"] == 3
+    expected = env.initial_weights - spec.learning_rate * state.aggregator.seen[heaviest]
+    assert torch.equal(state.weights, expected)
+
+
+def test_every_method_names_a_registered_rule_and_rules_differ_in_their_declarations():
+    assert {m.aggregation for m in methods.METHOD.values()} == set(RULES)
+    assert all(get_rule(name).name == name for name in RULES)
+    declared = {name: (cls.sign_only_counts, cls.reported_vectors, cls.outcomes) for name, cls in RULES.items()}
+    assert declared == {"full": (True, 1, (0, 1, 1)), "stale": (True, 1, (0, 1, 1)),
+                        "no_reuse": (False, 1, (0, 0, 1)), "sign_reuse": (True, 2, (0, 2, 1)),
+                        "signs": (True, 2, (0, 2, 2))}
+
+
+@pytest.mark.parametrize("scheme", ["error_free", "digital", "sign_only", "sign_modulus"])
+@pytest.mark.parametrize("bits", [31, 15, 7])
+def test_the_scheme_decodes_the_payload(scheme, bits):
+    """What the PS reads: whole gradients with b-bit magnitudes (exact at 31), each device's signs alone,
+    and the 32-bit scale ||g_k||_1 / d a sign packet carries."""
+    payload = get_scheme(scheme).decode(G, bits)
+    gradients = G if bits == 31 else signs(G) * quantize_modulus(G.abs(), bits)
+    assert torch.equal(payload.gradients, gradients) and (bits != 31 or payload.gradients is G)
+    assert all(torch.equal(payload.signs(k), signs(G[k])) for k in range(3))
+    assert torch.equal(payload.scaled_signs(2, torch.tensor(0.5)), signs(G[2]) * 0.5)
+    assert torch.equal(payload.scales(Workspace()), torch.tensor([[1.0], [2.0], [5 / 3]]))
+
+
 # --- mutation survivors (full mutmut run, session 4) ---
 def test_constructor_defaults_are_the_spec_defaults():
-    """Unset, the modulus is sent as exact float32 magnitudes (31 bits) and signSGD averages scaled signs:
-    the defaults of spfl.configuration.settings, also as the attributes a caller reads back."""
-    agg = Aggregator("signs", ALPHA)
-    assert (agg.modulus_bits, agg.signsgd_aggregation) == (31, "mean")
+    """Unset, the modulus is decoded as exact float32 magnitudes (31 bits) and signSGD averages scaled
+    signs: the defaults of spfl.configuration.settings, also as the attributes a caller reads back."""
+    from spfl.configuration.settings import SETTING
+
+    agg = Signs(ALPHA)
+    assert Payload(G).modulus_bits == SETTING["modulus_bits"].default == 31
+    assert agg.signsgd_aggregation == SETTING["signsgd_aggregation"].default == "mean"
     assert (agg.compensation, agg.normalize) == ("received_mean", "received")
+    assert (SETTING["compensation"].default, SETTING["normalize"].default) == ("received_mean", "received")
 
 
 def test_unknown_rule_or_compensation_names_the_value_and_the_allowed_ones():
     """One clear line: the bad value and every allowed one."""
     with pytest.raises(ValueError) as bad_rule:
-        Aggregator("fedavg", ALPHA)
-    assert str(bad_rule.value) == ("aggregation rule 'fedavg': allowed "
-                                   "('full', 'stale', 'sign_reuse', 'no_reuse', 'signs')")
+        get_rule("fedavg")
+    assert str(bad_rule.value) == "aggregation rule 'fedavg': allowed full, stale, no_reuse, sign_reuse, signs"
     with pytest.raises(ValueError) as bad_compensation:
-        Aggregator("sign_reuse", ALPHA, compensation="mean")
+        SignReuse(ALPHA, compensation="mean")
     assert str(bad_compensation.value) == ("compensation 'mean': allowed "
                                            "('received_mean', 'previous_update', 'scalar')")
 
@@ -344,13 +418,13 @@ def test_float32_weights_are_normalized_in_float64():
     alpha32 = np.array([0.1, 0.2, 0.3], dtype=np.float32)
     a = [float(x) for x in alpha32]  # the float32 values, exactly, as Python floats
     g = G.double()
-    agg = Aggregator("sign_reuse", alpha32)
-    weights, _ = copy.deepcopy(agg).contributions(g, delivery([1, 1, 1], [1, 1, 1]))
+    agg = SignReuse(alpha32)
+    weights, _ = copy.deepcopy(agg).contributions(Payload(g), delivery([1, 1, 1], [1, 1, 1]))
     assert weights.dtype == np.float64
     assert weights.tolist() == [a[0] / (a[0] + a[1] + a[2]), a[1] / (a[0] + a[1] + a[2]),
                                 a[2] / (a[0] + a[1] + a[2])]
     # devices 0 and 1 deliver both packets: c = (a0 |g0| + a1 |g1|) / (a0 + a1), entry by entry
-    agg.aggregate(g, delivery([1, 1, 1], [1, 1, 0]))
+    agg.aggregate(Payload(g), delivery([1, 1, 1], [1, 1, 0]))
     w0, w1 = a[0] / (a[0] + a[1]), a[1] / (a[0] + a[1])
     assert agg.modulus.tolist() == pytest.approx([w0 * 1.0 + w1 * 3.0, w0 * 2.0 + w1 * 1.0, w1 * 2.0], rel=1e-15)
 
@@ -359,12 +433,12 @@ def test_signsgd_worths_use_its_own_scale_also_after_an_update_under_previous_up
     """signSGD's sign packet carries its own scale ||g_k||_1 / d: with compensation=previous_update (a valid
     spec) its worths do not change once an update exists (hand-computed for G)."""
     eta, smooth = 0.1, 2.0  # quadratic term L eta^2 / 2 = 0.01
-    agg = Aggregator("signs", ALPHA, compensation="previous_update")
+    agg = Signs(ALPHA, compensation="previous_update")
     expected = [0.1 * 3.0 - 0.01 * 3.0, 0.1 * 12.0 - 0.01 * 12.0, 0.1 * 25 / 3 - 0.01 * 25 / 3]
     for _ in range(2):  # before and after the first update
         u_sign, u_modulus = agg.packet_worths(G, eta, smooth)
         assert u_sign == pytest.approx(expected, rel=1e-12) and u_modulus == pytest.approx(expected, rel=1e-12)
-        assert agg.aggregate(G, delivery([1, 1, 1], [0, 0, 0])) is not None
+        assert agg.aggregate(Payload(G), delivery([1, 1, 1], [0, 0, 0])) is not None
 
 
 def test_squared_norms_never_sum_a_row_alone_when_there_are_more():
@@ -378,7 +452,7 @@ def test_squared_norms_never_sum_a_row_alone_when_there_are_more():
         row = (torch.randn(4, d, generator=torch.Generator().manual_seed(6)) * torch.logspace(-5, 1, d))[0]
         for num in (3, 4, 5):
             uploads = row.expand(num, d).contiguous()
-            agg = Aggregator("full", np.full(num, 1 / num))
+            agg = Full(np.full(num, 1 / num))
             _, u_modulus = agg.packet_worths(uploads, ETA, SMOOTH)
             whole = uploads.double().square().sum(dim=1)
             assert np.array_equal(u_modulus, (ETA - SMOOTH * ETA**2 / 2) * whole.numpy())
@@ -388,18 +462,18 @@ def test_squared_norms_never_sum_a_row_alone_when_there_are_more():
 
 def test_no_devices_are_worth_nothing():
     """An empty federation (no upload rows) has empty worths, without an error, under every rule."""
-    for rule in ("full", "stale", "sign_reuse", "no_reuse", "signs"):
-        u_sign, u_modulus = Aggregator(rule, np.zeros(0)).packet_worths(torch.zeros(0, 4), ETA, SMOOTH)
+    for rule in RULES:
+        u_sign, u_modulus = get_rule(rule)(np.zeros(0)).packet_worths(torch.zeros(0, 4), ETA, SMOOTH)
         assert u_sign.shape == u_modulus.shape == (0,)
 
 
 def test_restored_stale_flags_are_booleans():
     """A checkpoint's has_stale given as 0/1 is read back as booleans, and the stale rule reuses the
     restored rows of the flagged devices."""
-    agg = Aggregator("stale", ALPHA)
+    agg = Stale(ALPHA)
     agg.load_state_dict({"modulus": None, "previous_update": None, "stale": G * 10, "has_stale": [1, 0, 0]})
     assert agg.has_stale.dtype == bool and agg.has_stale.tolist() == [True, False, False]
-    out = agg.aggregate(G, delivery([0, 1, 0], [0, 0, 0]))
+    out = agg.aggregate(Payload(G), delivery([0, 1, 0], [0, 0, 0]))
     assert torch.allclose(out, (0.5 * G[0] * 10 + 0.25 * G[1]) / 0.75)
     assert agg.state_dict()["has_stale"].dtype == bool
 

@@ -6,16 +6,19 @@ import numpy as np
 import pytest
 from scipy.stats import binom
 
+from spfl.simulator.allocation import AllocationProblem
+from spfl.simulator.allocation.objective import thresholds as allocation_thresholds
 from spfl.simulator.channel import (
     dbm_to_watt,
     draw_fading,
     failure_threshold,
     large_scale_gain,
     packet_error_rate,
+    packet_thresholds,
     path_loss_db,
     place_devices,
 )
-from spfl.simulator.transmission import Link, Resources, get_scheme
+from spfl.simulator.transmission import Link, PacketLayout, Resources, get_scheme
 
 NOISE = dbm_to_watt(-174.0)
 
@@ -139,3 +142,38 @@ def test_integer_arguments_are_real_numbers_however_large():
     expected = 1e20 * NOISE * math.expm1(spectral_efficiency * math.log(2.0)) / (1e20 * 1e20)
     assert failure_threshold(big, big, big, big, big, NOISE) == pytest.approx([expected, expected], rel=1e-12)
     assert path_loss_db(big) == pytest.approx([128.1 + 37.6 * 17.0] * 2, rel=1e-12)  # log10(1e20 m / 1 km) = 17
+
+
+@pytest.mark.parametrize("modulus_bits", [31_000.0, 0.0])
+@pytest.mark.parametrize("per_model", ["outage", "waterfall"])
+def test_transmission_and_allocation_share_one_link_model(modulus_bits, per_model):
+    """The simulator's Link and the allocation's objective give the same thresholds bit for bit, for one
+    round and for a batch of candidate allocations (a leading axis, as the solver evaluates them): the
+    sign packet over tau T, the modulus packet over (1 - tau) T, a single packet with t_m = inf."""
+    gain, deadline = np.array([1e-11, 4e-12, 2e-13]), 0.1
+    link = Link(gain, NOISE, per_model=per_model, waterfall_m=2.0)
+    layout = PacketLayout(1000.0, modulus_bits, deadline)
+    problem = AllocationProblem(alpha=np.ones(3), gain=gain, u_sign=np.ones(3), u_modulus=np.ones(3),
+                                total_bandwidth=3e5, max_power=0.2, noise_psd=NOISE, deadline=deadline,
+                                sign_bits=1000.0, modulus_bits=modulus_bits, slot_share=None, per_model=per_model,
+                                waterfall_m=2.0)
+    bandwidth = np.array([[1e5, 1e5, 1e5], [2e5, 0.0, 1e5]])
+    power_sign, power_modulus = np.array([0.1, 0.2, 0.05]), np.array([0.05, 0.2, 0.0])
+    tau = np.array([1 / 32, 0.5, 1.0]) if modulus_bits else np.ones(3)
+    batch = allocation_thresholds(problem, bandwidth, power_sign, power_modulus, tau)
+    rounds = [link.thresholds(layout, Resources(b, power_sign, power_modulus, tau)) for b in bandwidth]
+    direct = packet_thresholds(bandwidth, power_sign, power_modulus, tau, gain=gain, sign_bits=1000.0,
+                               modulus_bits=modulus_bits, deadline=deadline, noise_psd=NOISE, per_model=per_model,
+                               waterfall_m=2.0)
+    for packet in range(2):
+        assert np.array_equal(batch[packet], np.stack([r[packet] for r in rounds]))
+        assert np.array_equal(batch[packet], direct[packet])
+    t_s, t_m = batch
+    assert t_s.shape == t_m.shape == (2, 3) and np.isinf(t_s[1, 1])  # no bandwidth: always lost
+    expected_sign = failure_threshold(1e5, 0.1, gain[0], 1000.0, tau[0] * deadline, NOISE, per_model, 2.0)
+    assert t_s[0, 0] == expected_sign
+    if modulus_bits:
+        assert np.isinf(t_m[0, 2]) and t_m[0, 0] == failure_threshold(
+            1e5, 0.05, gain[0], modulus_bits, (1 - tau[0]) * deadline, NOISE, per_model, 2.0)
+    else:
+        assert np.isinf(t_m).all()

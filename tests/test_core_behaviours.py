@@ -32,10 +32,10 @@ from core_helpers import (
 from spfl.configuration.reading import load_spec, load_yaml, parse_assignment
 from spfl.configuration.settings import SETTINGS, SpecError, did_you_mean, json_schema, make_spec
 from spfl.simulator import checkpoint as checkpoints
-from spfl.simulator.aggregation import Aggregator
+from spfl.simulator.aggregation import Full, SignReuse
 from spfl.simulator.channel import draw_fading, failure_threshold, packet_error_rate
 from spfl.simulator.simulation import Simulation, build_environment
-from spfl.simulator.transmission import Delivery, Link, quantize_modulus, signs
+from spfl.simulator.transmission import Delivery, Link, Payload, quantize_modulus, signs
 
 # eta = 0.1, L = 5: a full gradient is worth (eta - L eta^2 / 2) ||g||^2 = 0.075 ||g||^2, a sign with
 # modulus c is worth 0.1 <|g|, c> - 0.025 ||c||^2 (distinct factors, so swapping them is caught).
@@ -121,7 +121,7 @@ def test_packet_worths_use_the_modulus_received_last_round(env):
     magnitude, and next round's U_s is eta <|g_k|, c> - (L eta^2 / 2) ||c||^2 for every device."""
     sim = Simulation(env, "spfl")
     aggregator = sim.initial_state().aggregator
-    aggregator.aggregate(tensor(UPLOADS), delivery([True, True, True], [True, True, False]))
+    aggregator.aggregate(Payload(tensor(UPLOADS)), delivery([True, True, True], [True, True, False]))
     alpha = partition_weights(env)
     share = [alpha[0] / (alpha[0] + alpha[1]), alpha[1] / (alpha[0] + alpha[1])]
     c = [share[0] * abs(a) + share[1] * abs(b) for a, b in zip(UPLOADS[0], UPLOADS[1])]
@@ -137,7 +137,7 @@ def test_packet_worths_under_previous_update_and_scalar_compensation():
     aggregator = sim.initial_state().aggregator
     before = sim.allocation_problem(tensor(UPLOADS), aggregator)
     assert before.u_sign == pytest.approx([own_norm_sign_worth(row) for row in UPLOADS], rel=1e-6)
-    update = aggregator.aggregate(tensor(UPLOADS), delivery([True, True, False], [True, True, False]))
+    update = aggregator.aggregate(Payload(tensor(UPLOADS)), delivery([True, True, False], [True, True, False]))
     alpha = partition_weights(env)
     expected_update = [(alpha[0] * a + alpha[1] * b) / (alpha[0] + alpha[1]) for a, b in zip(UPLOADS[0], UPLOADS[1])]
     assert update.tolist() == pytest.approx(expected_update, rel=1e-6, abs=1e-7)
@@ -223,8 +223,8 @@ def decoded(row, bits):
 
 @pytest.mark.parametrize("bits", [1, 4, 15, 31])
 def test_full_rule_aggregates_what_b_bit_moduli_decode_to(bits):
-    aggregator = Aggregator("full", ALPHA, modulus_bits=bits)
-    update = aggregator.aggregate(tensor(GRADIENTS), delivery([True, True], [True, True]))
+    aggregator = Full(ALPHA)
+    update = aggregator.aggregate(Payload(tensor(GRADIENTS), bits), delivery([True, True], [True, True]))
     rows = [decoded(row, bits) for row in GRADIENTS]
     expected = [0.25 * a + 0.75 * b for a, b in zip(*rows)]
     assert update.tolist() == pytest.approx(expected, rel=1e-6, abs=1e-7)
@@ -237,8 +237,8 @@ def test_full_rule_aggregates_what_b_bit_moduli_decode_to(bits):
 def test_sign_reuse_compensates_with_the_decoded_modulus(bits):
     """Device 0 delivers both packets, device 1 only its signs: device 1 steps by s_1 * c, c = device
     0's decoded magnitudes (the only full receipt), and sign(0) = +1."""
-    aggregator = Aggregator("sign_reuse", ALPHA, modulus_bits=bits)
-    update = aggregator.aggregate(tensor(GRADIENTS), delivery([True, True], [True, False]))
+    aggregator = SignReuse(ALPHA)
+    update = aggregator.aggregate(Payload(tensor(GRADIENTS), bits), delivery([True, True], [True, False]))
     first = decoded(GRADIENTS[0], bits)
     c = [abs(x) for x in first]
     second = [m if x >= 0 else -m for m, x in zip(c, GRADIENTS[1])]

@@ -3,7 +3,7 @@ packet outcomes, for the aggregate each rule really forms (docs/model.md, sectio
 
 Three independent checks:
 - Monte Carlo: 2 x 10^5 fading draws through the scheme's own transmit(); for every outcome pattern the
-  real Aggregator's weights and rows give g_hat and S; Phi must lie within 4 standard errors of the mean,
+  real rule's weights and rows give g_hat and S; Phi must lie within 4 standard errors of the mean,
   for every rule, both normalizations and both fading models (the Jensen objective is rejected).
 - Enumeration: E[S] summed over all 3^K outcome patterns with their probabilities equals Phi to 1e-9
   (the quadrature of G_k and H_jk), on random problems with uneven weights.
@@ -21,12 +21,13 @@ import pytest
 import torch
 
 from objective_helpers import DEADLINE, draw_resources, monte_carlo, problem_of
-from spfl.simulator.aggregation import Aggregator
+from spfl.simulator import aggregation
+from spfl.simulator.aggregation import get_rule
 from spfl.simulator.allocation import objective
-from spfl.simulator.allocation.descent import STATES, DescentTerms, coefficients, phi
+from spfl.simulator.allocation.descent import FULL, NOTHING, OTHER, coefficients, phi
 from spfl.simulator.allocation.objective import _quadrature
 from spfl.simulator.gram import gram_matrix
-from spfl.simulator.transmission import get_scheme
+from spfl.simulator.transmission import Payload, get_scheme
 
 DRAWS = 200_000
 ETA, SMOOTH = 0.3, 2.0
@@ -52,7 +53,7 @@ def _round(seed, scheme_name, rule, compensation, preset, normalize, fading):
     uploads = (common + 0.8 * torch.randn(NUM, DIM, generator=gen, dtype=torch.float64)) * torch.tensor(
         rng.uniform(0.3, 2.0, (NUM, 1)))
     alpha = rng.dirichlet(np.full(NUM, 2.0))
-    aggregator = Aggregator(rule, alpha, compensation=compensation, normalize=normalize)
+    aggregator = get_rule(rule)(alpha, compensation=compensation, normalize=normalize)
     if preset and rule == "stale":
         aggregator.stale = torch.randn(NUM, DIM, generator=gen, dtype=torch.float64) + common
         aggregator.has_stale = np.array([True, False, True, True])
@@ -63,13 +64,13 @@ def _round(seed, scheme_name, rule, compensation, preset, normalize, fading):
     layout = scheme.layout(DIM, 31, compensation, DEADLINE)
     resources, link = draw_resources(rng, layout, NUM, fading)
     gram = gram_matrix(uploads, aggregator.other_vectors(uploads), None)
-    terms = DescentTerms.for_rule(rule, gram, ETA, SMOOTH, has_other_when_lost=aggregator.has_stale)
+    terms = aggregator.descent_terms(gram, ETA, SMOOTH)
     problem = problem_of(aggregator, uploads, layout, link, normalize, fading, ETA, SMOOTH, descent=terms)
     return uploads, aggregator, scheme, layout, resources, link, problem, rng
 
 
 def _surrogate(aggregator, uploads, delivery, alpha) -> float:
-    weights, rows = copy.deepcopy(aggregator).contributions(uploads, delivery)
+    weights, rows = copy.deepcopy(aggregator).contributions(Payload(uploads), delivery)
     if weights is None:
         return 0.0
     aggregate = torch.as_tensor(weights) @ rows
@@ -110,7 +111,11 @@ def test_stale_reuse_before_any_stale_gradient():
 def _random_terms(rng, num, rule):
     vectors = rng.normal(size=(2 * num, 7)) + rng.normal(size=7)
     gram = vectors @ vectors.T
-    return DescentTerms.for_rule(rule, gram, 0.2, 3.0, has_other_when_lost=rng.random(num) < 0.6)
+    has_stale = rng.random(num) < 0.6  # drawn for every rule: the same numbers follow
+    aggregator = get_rule(rule)(np.full(num, 1 / num))
+    if rule == "stale":
+        aggregator.has_stale = has_stale
+    return aggregator.descent_terms(gram, 0.2, 3.0)
 
 
 def _enumerated(terms, alpha, normalize, pi_sign, pi_both):
@@ -140,7 +145,7 @@ def _enumerated(terms, alpha, normalize, pi_sign, pi_both):
     return total
 
 
-@pytest.mark.parametrize("rule", sorted(STATES))
+@pytest.mark.parametrize("rule", sorted(aggregation.RULES))
 @pytest.mark.parametrize("normalize", ["received", "all"])
 @pytest.mark.parametrize("seed", [0, 1])
 def test_descent_phi_equals_exact_enumeration(rule, normalize, seed):
@@ -162,7 +167,7 @@ def test_descent_phi_equals_exact_enumeration(rule, normalize, seed):
                                      rel=1e-9, abs=1e-12)
 
 
-@pytest.mark.parametrize("rule", sorted(STATES))
+@pytest.mark.parametrize("rule", sorted(aggregation.RULES))
 @pytest.mark.parametrize("normalize", ["received", "all"])
 def test_descent_linearization_is_exact_in_each_devices_own_probabilities(rule, normalize):
     rng = np.random.default_rng(7)
@@ -223,7 +228,7 @@ def test_simulation_gives_the_allocator_the_gram_matrix_of_gradients_and_sign_fo
     vectors = np.vstack([g, np.where(g >= 0, 1.0, -1.0) * scale])
     exact = vectors @ vectors.T
     got = problem.descent.gram
-    assert (problem.descent.states == np.array(STATES["sign_reuse"])).all()
+    assert (problem.descent.states == np.array([NOTHING, OTHER, FULL])).all()  # sign only: r_k; both: g_k
     if gram == "exact":
         np.testing.assert_allclose(got, exact, rtol=1e-6, atol=1e-9)  # the sign form's scale is float32
         assert sim.control_bits == 0

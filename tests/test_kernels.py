@@ -1,15 +1,26 @@
 """spfl.simulator.kernels: the channels-last max pooling gives the stock nn.MaxPool2d's values and
-gradients bit for bit."""
+gradients bit for bit, and the aggregation's workspace helpers the plain torch expressions they name."""
 
 import copy
 import itertools
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from spfl.simulator.kernels import ChannelsLastMaxPool2d, with_fast_pooling
+from spfl.simulator.kernels import (
+    ChannelsLastMaxPool2d,
+    Workspace,
+    abs_dot,
+    abs_means,
+    abs_sums,
+    rows_at,
+    rows_written,
+    squared_norms,
+    with_fast_pooling,
+)
 from spfl.simulator.models import build_model
 
 SETTINGS = [(k, s, p, d, ceil) for k, s, p, d, ceil in itertools.product([2, 3], [None, 1, 2], [0, 1], [1, 2],
@@ -96,3 +107,47 @@ def test_evaluation_in_small_cpu_batches_gives_the_same_bits(name, shape, thread
         assert small == whole  # Python floats: bit for bit
     finally:
         torch.set_num_threads(before)
+
+
+# -- the aggregation's reductions in a reused workspace -------------------------------------------------
+def _uploads(num, d, seed):
+    """Rows of very different scales, with +0, -0 and a piece boundary (2^18 entries) inside a row."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(num, d, generator=gen) * torch.logspace(-5, 1, d)
+    x[:, :3] = 0.0
+    x[:, 3:6] = -0.0
+    return x
+
+
+@pytest.mark.parametrize("num", [0, 1, 4, 7])
+def test_workspace_reductions_are_the_plain_expressions_bit_for_bit(num):
+    workspace = Workspace()
+    x = _uploads(num, 150_001, num)
+    c = _uploads(1, 150_001, 99)[0].abs()
+    for _ in range(2):  # the second round reuses the buffer the first one left
+        assert torch.equal(squared_norms(x, workspace), x.double().square().sum(dim=1))
+        assert torch.equal(abs_sums(x, workspace), x.double().abs().sum(dim=1))
+        assert torch.equal(abs_dot(x, c, workspace), x.abs().double() @ c.double())
+        assert torch.equal(abs_means(x, workspace), x.abs().mean(dim=1, keepdim=True))
+
+
+def test_workspace_rows_are_torch_where_and_boolean_indexing():
+    workspace = Workspace()
+    x = _uploads(5, 1031, 1)
+    mask = np.array([True, False, True, True, False])
+    assert torch.equal(rows_at(x, mask, workspace), x[torch.from_numpy(mask)])
+    scale = torch.rand(5, 1, generator=torch.Generator().manual_seed(2))
+    written = rows_written(x, np.flatnonzero(mask), lambda k, row: torch.mul(x[k].sign(), scale[k], out=row),
+                           workspace, base=x * 3)
+    expected = torch.where(torch.from_numpy(mask)[:, None], x.sign() * scale, x * 3)
+    assert torch.equal(written, expected) and torch.equal(written.signbit(), expected.signbit())
+
+
+def test_workspace_is_one_buffer_reused_and_grown_when_needed():
+    workspace = Workspace()
+    first = workspace.take((4, 10), torch.float64, "cpu")
+    smaller = workspace.take((3, 7), torch.float32, "cpu")
+    assert smaller.data_ptr() == first.data_ptr() and smaller.shape == (3, 7) and smaller.dtype == torch.float32
+    larger = workspace.take((5, 10), torch.float64, "cpu")
+    assert larger.shape == (5, 10) and larger.untyped_storage().nbytes() == 400
+    assert workspace.take((2, 2), torch.float64, "cpu").data_ptr() == larger.data_ptr()

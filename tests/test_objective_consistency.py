@@ -1,7 +1,7 @@
 """The allocation objective is the expectation of the surrogate of the aggregate each rule really forms.
 
 For small random rounds, 2 x 10^5 fading draws go through the scheme's own transmit(); for every packet
-outcome pattern the real Aggregator gives its weights w and rows X, and the one-step surrogate
+outcome pattern the real aggregation rule gives its weights w and rows X, and the one-step surrogate
 S = sum_k w_k [eta <g_k, X_k> - (L eta^2 / 2) ||X_k||^2] of that aggregate is evaluated
 (docs/model.md, "Objective").  Phi (spfl.simulator.allocation.objective) must lie within 4 standard errors of
 the Monte-Carlo mean, for every aggregation rule the methods use, both normalizations and both fading
@@ -18,9 +18,9 @@ import pytest
 import torch
 
 from objective_helpers import DEADLINE, draw_resources, monte_carlo, problem_of
-from spfl.simulator.aggregation import Aggregator
+from spfl.simulator.aggregation import Rule, get_rule
 from spfl.simulator.allocation import objective
-from spfl.simulator.transmission import Delivery, get_scheme
+from spfl.simulator.transmission import Delivery, Payload, get_scheme
 
 DRAWS = 200_000
 ETA, SMOOTH = 0.3, 2.0
@@ -43,7 +43,7 @@ def _round(seed: int, scheme_name: str, rule: str, compensation: str, preset: bo
     uploads = torch.randn(NUM, DIM, generator=gen, dtype=torch.float64) * torch.tensor(
         rng.uniform(0.3, 2.0, (NUM, 1)))
     alpha = rng.dirichlet(np.full(NUM, 2.0))
-    aggregator = Aggregator(rule, alpha, compensation=compensation, normalize=normalize)
+    aggregator = get_rule(rule)(alpha, compensation=compensation, normalize=normalize)
     if preset:
         aggregator.previous_update = torch.randn(DIM, generator=gen, dtype=torch.float64) * 0.8
     scheme = get_scheme(scheme_name)
@@ -53,8 +53,8 @@ def _round(seed: int, scheme_name: str, rule: str, compensation: str, preset: bo
     return uploads, aggregator, scheme, layout, resources, link, problem, rng
 
 
-def _surrogate(aggregator: Aggregator, uploads: torch.Tensor, delivery: Delivery) -> float:
-    weights, rows = copy.deepcopy(aggregator).contributions(uploads, delivery)
+def _surrogate(aggregator: Rule, uploads: torch.Tensor, delivery: Delivery) -> float:
+    weights, rows = copy.deepcopy(aggregator).contributions(Payload(uploads), delivery)
     if weights is None:
         return 0.0
     inner = (uploads * rows).sum(dim=1).numpy()

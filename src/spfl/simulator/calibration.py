@@ -27,7 +27,7 @@ def uniform_packet_error(spec: RunSpec, deadline_ms: float, num_params: int, dro
     deadline = deadline_ms / 1000.0
     sm = get_scheme("sign_modulus").layout(num_params, spec.modulus_bits, spec.compensation, deadline)
     whole = get_scheme("digital").layout(num_params, spec.modulus_bits, spec.compensation, deadline)
-    tau = sm.fixed_share(spec.slot_share) or sm.proportional_share  # optimized: the proportional start
+    tau = sm.share_for_setting(spec.slot_share) or sm.proportional_share  # optimized: the proportional start
     # Equal power per packet: p_s = p_m = P under the energy constraint, P / 2 each under the sum one.
     per_packet = power if spec.power_constraint == "energy" else power / 2
 

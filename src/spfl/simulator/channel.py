@@ -79,6 +79,24 @@ def failure_threshold(
     return np.where(dead, np.inf, threshold)
 
 
+def packet_thresholds(bandwidth, power_sign, power_modulus, slot_share, *, gain, sign_bits, modulus_bits,
+                      deadline, noise_psd: float, per_model: str = "outage", waterfall_m: float = 1.0):
+    """The link model: failure thresholds (t_s, t_m) of each device's sign and modulus packets.
+
+    The sign packet has the share tau = ``slot_share`` of the ``deadline``, the modulus packet the rest;
+    ``modulus_bits`` = 0 describes a single packet (its t_m is inf).  Broadcasts over array inputs, so
+    the transmission (one round) and the allocation's objective (batches of candidate allocations) both
+    evaluate it."""
+    tau = np.asarray(slot_share, dtype=float)
+    sign = failure_threshold(bandwidth, power_sign, gain, sign_bits, tau * deadline, noise_psd, per_model,
+                             waterfall_m)
+    if not modulus_bits > 0:
+        return sign, np.full(np.shape(sign), np.inf)
+    modulus = failure_threshold(bandwidth, power_modulus, gain, modulus_bits, (1.0 - tau) * deadline, noise_psd,
+                                per_model, waterfall_m)
+    return sign, modulus
+
+
 def packet_error_rate(
     bandwidth, power, gain, bits, slot, noise_psd: float, per_model: str = "outage",
     waterfall_m: float = 1.0,

@@ -31,9 +31,8 @@ from spfl.configuration.methods import Method, get_method
 from spfl.configuration.settings import RunSpec
 from spfl.provenance import code_version, package_versions
 from spfl.simulator import checkpoint as checkpoints
-from spfl.simulator.aggregation import REPORTED_VECTORS, Aggregator
+from spfl.simulator.aggregation import Rule, get_rule
 from spfl.simulator.allocation import Allocation, AllocationProblem, allocate
-from spfl.simulator.allocation.descent import DescentTerms
 from spfl.simulator.callbacks import (
     AllocationRecord,
     Callback,
@@ -119,7 +118,7 @@ class RunState:
     momentum: torch.Tensor | None
     fading_rng: np.random.Generator
     batch_rngs: list[np.random.Generator]
-    aggregator: Aggregator
+    aggregator: Rule
     metric_rows: list[dict[str, Any]] = field(default_factory=list)
     allocation_rows: list[dict[str, Any]] = field(default_factory=list)
     trace_rows: list[dict[str, Any]] = field(default_factory=list)
@@ -157,6 +156,7 @@ class Simulation:
         self.method = get_method(self.spec.method)
         spec = self.spec
         self.scheme = get_scheme(self.method.scheme)
+        self.rule = get_rule(self.method.aggregation)
         self.layout = self.scheme.layout(env.num_params, spec.modulus_bits, spec.compensation,
                                          spec.deadline_ms / 1000.0)
         self.link = Link(env.geometry.gain, dbm_to_watt(spec.noise_psd_dbm_hz), spec.per_model, spec.waterfall_m,
@@ -167,7 +167,7 @@ class Simulation:
         self._sketch: CountSketch | None = None
         # What the allocator's knowledge costs on the control channel each round (0 when nothing is optimized).
         informed = self.method.policy not in ("uniform", "none") and not self.scheme.error_free
-        self.control_bits = (control_bits(spec.num_devices, REPORTED_VECTORS[self.method.aggregation],
+        self.control_bits = (control_bits(spec.num_devices, self.rule.reported_vectors,
                                           spec.sketch_size if self.sketched else None) if informed else 0)
         batched = env.device.type == "cuda" if batched is None else batched
         self.trainer = LocalTrainer(env.model, spec.learning_rate, spec.local_steps, batched=batched,
@@ -176,9 +176,8 @@ class Simulation:
     # -- state -------------------------------------------------------------------------------------
     def initial_state(self) -> RunState:
         seeds = streams(self.spec.seed)
-        aggregator = Aggregator(self.method.aggregation, self.env.alpha, compensation=self.spec.compensation,
-                                normalize=self.spec.normalize, modulus_bits=self.spec.modulus_bits,
-                                signsgd_aggregation=self.spec.signsgd_aggregation)
+        aggregator = self.rule(self.env.alpha, compensation=self.spec.compensation, normalize=self.spec.normalize,
+                               signsgd_aggregation=self.spec.signsgd_aggregation)
         return RunState(
             round=0, weights=self.env.initial_weights.clone(), momentum=None,
             fading_rng=np.random.default_rng(seeds["fading"]),
@@ -209,7 +208,7 @@ class Simulation:
         steps = [(inputs[a:b], labels[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
         return [steps[k * self.spec.local_steps:(k + 1) * self.spec.local_steps] for k in range(self.spec.num_devices)]
 
-    def allocation_problem(self, uploads: torch.Tensor, aggregator: Aggregator) -> AllocationProblem:
+    def allocation_problem(self, uploads: torch.Tensor, aggregator: Rule) -> AllocationProblem:
         """This round's allocation problem: every packet's worth under the method's aggregation rule
         (reported on the control channel before allocation) and the round's budgets."""
         spec = self.spec
@@ -217,13 +216,12 @@ class Simulation:
         descent = None
         if spec.surrogate == "descent":
             gram = gram_matrix(uploads, aggregator.other_vectors(uploads), self.sketch(uploads))
-            descent = DescentTerms.for_rule(aggregator.rule, gram, spec.learning_rate, spec.smoothness,
-                                            has_other_when_lost=aggregator.has_stale)
+            descent = aggregator.descent_terms(gram, spec.learning_rate, spec.smoothness)
         return AllocationProblem(
             alpha=self.env.alpha, gain=self.link.gain, u_sign=u_sign, u_modulus=u_modulus,
             total_bandwidth=self.total_bandwidth, max_power=self.max_power, noise_psd=self.link.noise_psd,
             deadline=self.layout.deadline, sign_bits=self.layout.sign_bits, modulus_bits=self.layout.modulus_bits,
-            slot_share=self.layout.fixed_share(spec.slot_share), power_constraint=spec.power_constraint,
+            slot_share=self.layout.share_for_setting(spec.slot_share), power_constraint=spec.power_constraint,
             per_model=spec.per_model, waterfall_m=spec.waterfall_m, fading=spec.fading,
             normalize=spec.normalize, sign_only_counts=aggregator.sign_only_counts, descent=descent)
 
@@ -270,7 +268,7 @@ class Simulation:
             return RoundOutcome(state.round, row, train_loss, sent=False)
         resources, allocation, problem = self.resources(uploads, state)
         delivery = self.scheme.transmit(self.layout, resources, self.link, fading)
-        update = state.aggregator.aggregate(uploads, delivery)
+        update = state.aggregator.aggregate(self.scheme.decode(uploads, spec.modulus_bits), delivery)
         state.round += 1
         if update is not None:
             if spec.server_momentum > 0:

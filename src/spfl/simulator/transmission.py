@@ -1,6 +1,7 @@
-"""Uplink transmission: which packets a device sends, their bits, and what arrives.
+"""Uplink transmission: which packets a device sends, their bits, what arrives, and what the PS reads.
 
-A *scheme* owns its packet layout and its transmission; the round loop never asks for its name:
+A *scheme* owns its packet layout, its transmission and the decoding of its payload (:class:`Payload`);
+the round loop never asks for its name:
 
 - ``error_free``:   the whole gradient, never lost (the `ideal` upper bound);
 - ``digital``:      the whole gradient as one packet of (b + 1) d bits over the deadline T;
@@ -11,17 +12,20 @@ A *scheme* owns its packet layout and its transmission; the round loop never ask
 A packet succeeds when the round's fading draw reaches the packet's failure threshold
 (:mod:`spfl.simulator.channel`), so realized losses follow the closed-form error rates exactly.  Under block
 fading both packets of a device see the same draw, so the packet with the lower threshold arrives
-whenever the other one does (docs/model.md, "Packets and fading").
+whenever the other one does (docs/model.md, "Packets and fading").  The thresholds are the link model's
+(:func:`spfl.simulator.channel.packet_thresholds`), the same function the allocation's objective uses.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import torch
 
-from spfl.simulator.channel import failure_threshold
+from spfl.simulator import kernels
+from spfl.simulator.channel import packet_thresholds
 from spfl.vocabulary import FADING_MODELS, PACKET_ERROR_MODELS
 
 SCALE_BITS = 32  # one float32 header: a scale or a quantizer range
@@ -69,8 +73,9 @@ class PacketLayout:
         """tau = D_s / (D_s + D_m): both packets then need the same spectral efficiency."""
         return self.sign_bits / (self.sign_bits + self.modulus_bits)
 
-    def fixed_share(self, slot_share: float | str) -> float | None:
-        """The sign share tau a run setting fixes (1 for single packets); None when it is optimized."""
+    def share_for_setting(self, slot_share: float | str) -> float | None:
+        """The sign share tau the run setting ``slot_share`` fixes (1 for single packets); None when the
+        allocation optimizes it."""
         if not self.two_packets:
             return 1.0
         if slot_share == "optimized":
@@ -106,15 +111,10 @@ class Link:
 
     def thresholds(self, layout: PacketLayout, resources: Resources) -> tuple[np.ndarray, np.ndarray]:
         """Failure thresholds (t_s, t_m) of every device's packets; inf = always lost / not sent."""
-        tau = np.asarray(resources.slot_share, dtype=float)
-        sign = failure_threshold(resources.bandwidth, resources.power_sign, self.gain, layout.sign_bits,
-                                 tau * layout.deadline, self.noise_psd, self.per_model, self.waterfall_m)
-        if not layout.two_packets:
-            return sign, np.full_like(sign, np.inf)
-        modulus = failure_threshold(resources.bandwidth, resources.power_modulus, self.gain, layout.modulus_bits,
-                                    (1.0 - tau) * layout.deadline, self.noise_psd, self.per_model,
-                                    self.waterfall_m)
-        return sign, modulus
+        return packet_thresholds(resources.bandwidth, resources.power_sign, resources.power_modulus,
+                                 resources.slot_share, gain=self.gain, sign_bits=layout.sign_bits,
+                                 modulus_bits=layout.modulus_bits, deadline=layout.deadline,
+                                 noise_psd=self.noise_psd, per_model=self.per_model, waterfall_m=self.waterfall_m)
 
 
 @dataclass(frozen=True)
@@ -138,9 +138,40 @@ class Delivery:
         return self.sign_ok if self.single_packet else self.sign_ok & self.modulus_ok
 
 
+@dataclass(frozen=True, eq=False)
+class Payload:
+    """What the PS decodes from one round's packets, a row per device, formed on demand.
+
+    ``gradients``: the whole gradients, from a sign packet with its modulus packet (or from the one
+    whole-gradient packet), exact for 31-bit moduli; ``signs`` / ``scaled_signs``: a sign packet alone;
+    ``scales``: the 32-bit scale ||g_k||_1 / d a sign packet may carry.  ``uploads`` are the vectors the
+    devices sent, which they also describe on the control channel (norms, sketches)."""
+
+    uploads: torch.Tensor
+    modulus_bits: int = 31
+
+    @cached_property
+    def gradients(self) -> torch.Tensor:
+        if self.modulus_bits >= 31:
+            return self.uploads
+        return signs(self.uploads) * quantize_modulus(self.uploads.abs(), self.modulus_bits)
+
+    def signs(self, k: int) -> torch.Tensor:
+        """Device k's signs."""
+        return signs(self.uploads[k])
+
+    def scaled_signs(self, k: int, scale: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Device k's signs times ``scale`` (one number, or d entries), into ``out`` when given."""
+        return torch.mul(signs(self.uploads[k]), scale, out=out)
+
+    def scales(self, workspace: kernels.Workspace) -> torch.Tensor:
+        """Every device's ||g_k||_1 / d (K x 1), in the uploads' dtype; |g| is formed in ``workspace``."""
+        return kernels.abs_means(self.uploads, workspace)
+
+
 @dataclass(frozen=True)
 class Scheme:
-    """A transmission scheme: its packets, and how they travel."""
+    """A transmission scheme: its packets, how they travel, and what the PS reads from them."""
 
     name: str
     error_free: bool = False
@@ -163,6 +194,11 @@ class Scheme:
         bits = layout.sign_bits * sent_sign.sum() + layout.modulus_bits * sent_modulus.sum()
         return Delivery(sent_sign, sent_modulus, sign_ok, modulus_ok, -np.expm1(-t_s), -np.expm1(-t_m),
                         float(bits), single_packet=not layout.two_packets)
+
+    def decode(self, uploads: torch.Tensor, modulus_bits: int) -> Payload:
+        """The payload of every device's packets, moduli at ``modulus_bits`` per entry; which of its parts
+        the PS may use depends on what arrived (a :class:`Delivery`)."""
+        return Payload(uploads, modulus_bits)
 
 
 class _WholeGradient(Scheme):

@@ -30,7 +30,7 @@ import numpy as np
 from spfl.simulator.allocation.descent import coefficients as descent_coefficients
 from spfl.simulator.allocation.descent import phi as descent_phi
 from spfl.simulator.allocation.problem import AllocationProblem
-from spfl.simulator.channel import failure_threshold
+from spfl.simulator.channel import packet_thresholds
 
 # Trapezoid steps of the double-exponential quadrature: u in [-4.5, 13.5] covers t from 1e-42 to 7e5
 # times 1 / mean(alpha).
@@ -71,16 +71,12 @@ class Allocation:
 
 
 def thresholds(problem: AllocationProblem, bandwidth, power_sign, power_modulus, slot_share):
-    """Failure thresholds (t_s, t_m) of each device's packets (broadcasting; inf = always lost)."""
-    tau = np.asarray(slot_share, dtype=float)
-    sign = failure_threshold(bandwidth, power_sign, problem.gain, problem.sign_bits, tau * problem.deadline,
-                             problem.noise_psd, problem.per_model, problem.waterfall_m)
-    if not problem.two_packets:
-        return sign, np.full(np.shape(sign), np.inf)
-    modulus = failure_threshold(bandwidth, power_modulus, problem.gain, problem.modulus_bits,
-                                (1.0 - tau) * problem.deadline, problem.noise_psd, problem.per_model,
-                                problem.waterfall_m)
-    return sign, modulus
+    """Failure thresholds (t_s, t_m) of each device's packets under the problem's link (broadcasting;
+    inf = always lost): the link model the transmission uses."""
+    return packet_thresholds(bandwidth, power_sign, power_modulus, slot_share, gain=problem.gain,
+                             sign_bits=problem.sign_bits, modulus_bits=problem.modulus_bits,
+                             deadline=problem.deadline, noise_psd=problem.noise_psd, per_model=problem.per_model,
+                             waterfall_m=problem.waterfall_m)
 
 
 def arrival_probabilities(problem: AllocationProblem, threshold_sign, threshold_modulus):
