@@ -99,7 +99,7 @@ def test_every_vocabulary_is_the_choices_of_a_setting():
 
 
 def test_every_method_has_one_drawing_style_and_the_styles_are_distinct():
-    from spfl.reporting.plots import METHOD_STYLES
+    from spfl.reporting.plots.style import METHOD_STYLES
 
     assert tuple(METHOD_STYLES) == METHODS
     for field in ("label", "marker", "color_slot"):
