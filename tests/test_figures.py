@@ -119,11 +119,22 @@ def test_missing_markers_are_named(tmp_path):
 
 
 def test_every_registry_entry_names_functions_that_exist():
+    """Builders and Markdown helpers under spfl.reporting.tables, plotters under spfl.reporting.plots: a table
+    rule never imports matplotlib, and each rule's code version hashes the folder its functions are in."""
     for name, entry in figures.REGISTRY.items():
         assert callable(entry.builder), name
         assert (entry.plotter is None) == (name in figures.TABLE_ONLY), name
         for helper in (entry.notes, entry.markdown):
             assert helper is None or callable(figures.reporting_function(helper)), (name, helper)
+        assert all(f.startswith("tables.") for f in (entry.table, entry.notes, entry.markdown or "tables.")), name
+        assert entry.plot is None or entry.plot.startswith("plots."), name
+
+
+def test_a_catalogue_name_that_is_no_function_is_named():
+    with pytest.raises(figures.FigureError, match="names 'tables.curves.table_pie': allowed a function"):
+        figures.reporting_function("tables.curves.table_pie")
+    with pytest.raises(figures.FigureError, match="names 'table_final': allowed a function"):
+        figures.reporting_function("table_final")
 
 
 def test_reading_the_registry_imports_no_plotting_or_data_frames():
@@ -144,6 +155,18 @@ def test_experiments_keeps_figures_importable_and_plots_does_not_import_experime
             "print('spfl.configuration' in sys.modules, 'spfl.configuration.figures' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
+
+
+@pytest.mark.parametrize("half, other", [("tables", "plots"), ("plots", "tables")])
+def test_the_table_builders_and_the_plotters_do_not_import_each_other(half, other):
+    """The table rules' code version hashes reporting/tables and the plot rules' reporting/plots
+    (workflow/rules/common.smk), so neither half may run the other's code; building a table loads no
+    matplotlib."""
+    code = (f"import importlib, pkgutil, sys, spfl.reporting.{half} as half; "
+            f"[importlib.import_module(f'{{half.__name__}}.{{m.name}}') for m in pkgutil.iter_modules(half.__path__)]; "
+            f"print('spfl.reporting.{other}' in sys.modules, 'matplotlib' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", str(half == "plots")]
 
 
 def test_unknown_figure_and_missing_column_are_named():
