@@ -1,4 +1,4 @@
-"""Tables (spfl.reporting.analysis through the registry spfl.configuration.figures) on synthetic run records.
+"""Tables (spfl.reporting.tables through the figure catalogue spfl.configuration.figures) on synthetic run records.
 
 The records (tests/synthetic_records.py) carry known numbers, so every aggregate is checked against a
 value computed by hand here: means, Student-t intervals (with the textbook quantiles, not scipy),
@@ -13,7 +13,8 @@ import pandas as pd
 import pytest
 
 from spfl.configuration import figures
-from spfl.reporting import analysis, render
+from spfl.reporting import render
+from spfl.reporting.tables import comparisons, markdown, progress, reading, statistics
 from synthetic_records import EVAL, ROUNDS, accuracy, make_plan, records, table, write_run
 
 # Two-sided 95 % Student-t quantiles t_{0.975, dof} from a printed table (more digits than the usual 4.303).
@@ -37,7 +38,7 @@ def plan(tmp_path_factory):
 # --- statistics ------------------------------------------------------------------------------------
 
 def test_t_interval_of_three_values_against_hand_numbers():
-    out = analysis.t_interval([12.0, 13.0, 15.0])
+    out = statistics.t_interval([12.0, 13.0, 15.0])
     # mean 40/3; s^2 = (16 + 1 + 25) / 9 / 2 = 7/3; half width = t_{0.975,2} sqrt(7/3) / sqrt(3)
     assert out["n"] == 3 and out["mean"] == pytest.approx(40 / 3) and out["std"] == pytest.approx(math.sqrt(7 / 3))
     half = 4.302652729749462 * math.sqrt(7 / 3) / math.sqrt(3)
@@ -46,15 +47,15 @@ def test_t_interval_of_three_values_against_hand_numbers():
 
 
 def test_t_interval_of_two_values_uses_one_degree_of_freedom():
-    out = analysis.t_interval([1.0, 3.0])
+    out = statistics.t_interval([1.0, 3.0])
     # s = sqrt(2), half = 12.706 * sqrt(2) / sqrt(2)
     assert (out["ci_low"], out["ci_high"]) == pytest.approx((2 - 12.706204736174694, 2 + 12.706204736174694))
 
 
 def test_t_interval_of_one_or_no_value_has_no_interval_and_skips_missing():
-    one = analysis.t_interval([5.0, None, math.nan])
+    one = statistics.t_interval([5.0, None, math.nan])
     assert one["n"] == 1 and one["mean"] == 5.0 and math.isnan(one["ci_low"]) and math.isnan(one["std"])
-    none = analysis.t_interval([])
+    none = statistics.t_interval([])
     assert none["n"] == 0 and math.isnan(none["mean"])
 
 
@@ -62,7 +63,7 @@ def test_t_interval_of_one_or_no_value_has_no_interval_and_skips_missing():
     (0.5, 6.2, 3, "yes"), (-4.8, 5.5, 3, "no"), (-3.0, -0.1, 3, "yes"), (0.0, 2.0, 3, "no"),
     (1.0, 2.0, 1, "n/a"), (math.nan, math.nan, 0, "n/a")])
 def test_significance_is_no_exactly_when_the_interval_contains_zero(low, high, n, verdict):
-    assert analysis.significance({"n": n, "ci_low": low, "ci_high": high}) == verdict
+    assert statistics.significance({"n": n, "ci_low": low, "ci_high": high}) == verdict
 
 
 @pytest.mark.parametrize(("rounds", "expected"), [
@@ -71,46 +72,46 @@ def test_significance_is_no_exactly_when_the_interval_contains_zero(low, high, n
     ([3, math.nan], math.nan),        # even count: the middle pair includes a censored run
     ([3, 6], 4.5), ([], math.nan)])
 def test_median_rounds_to_target_counts_censored_runs_as_latest(rounds, expected):
-    out = analysis.median_rounds_to_target(rounds)
+    out = progress.median_rounds_to_target(rounds)
     assert (math.isnan(out) and math.isnan(expected)) or out == expected
 
 
 @pytest.mark.parametrize(("rounds", "every", "expected"), [(6, 3, 3), (150, 10, 70), (4, 10, 4), (10, 1, 5),
                                                            (100, 25, 50), (30, 20, 20)])
 def test_default_round_budget_is_the_evaluated_round_nearest_half(rounds, every, expected):
-    assert analysis.default_round_budget({"rounds": rounds, "eval_every": every}) == expected
+    assert progress.default_round_budget({"rounds": rounds, "eval_every": every}) == expected
 
 
 # --- per-run progress ------------------------------------------------------------------------------
 
 def test_run_progress_reads_the_budget_round_and_the_first_round_at_target(tmp_path):
     run = write_run(tmp_path, "e", "spfl", 0, final_pct=80.0, budget_pct=70.0, total_bandwidth_mhz=1.0)
-    out = analysis.run_progress(run, None, 70.0)
+    out = progress.run_progress(run, None, 70.0)
     assert (out["round_budget"], out["budget_accuracy_pct"]) == (3, pytest.approx(70.0))
     assert (out["rounds_to_target"], out["target_reached"]) == (3.0, True)
-    assert analysis.run_progress(run, 6, 75.0)["rounds_to_target"] == 6.0
-    assert analysis.run_progress(run, 6, 75.0)["budget_accuracy_pct"] == pytest.approx(80.0)
+    assert progress.run_progress(run, 6, 75.0)["rounds_to_target"] == 6.0
+    assert progress.run_progress(run, 6, 75.0)["budget_accuracy_pct"] == pytest.approx(80.0)
 
 
 def test_a_run_that_never_reaches_the_target_is_censored_not_numbered(tmp_path):
     run = write_run(tmp_path, "e", "spfl", 0, final_pct=80.0, budget_pct=70.0, total_bandwidth_mhz=1.0)
-    out = analysis.run_progress(run, None, 90.0)
+    out = progress.run_progress(run, None, 90.0)
     assert out["target_reached"] is False and math.isnan(out["rounds_to_target"])
-    no_target = analysis.run_progress(run, None, None)
+    no_target = progress.run_progress(run, None, None)
     assert no_target["target_reached"] is None and math.isnan(no_target["target_accuracy_pct"])
 
 
 def test_a_round_budget_that_was_not_evaluated_names_the_file(tmp_path):
     run = write_run(tmp_path, "e", "spfl", 0, final_pct=80.0, budget_pct=70.0, total_bandwidth_mhz=1.0)
-    with pytest.raises(analysis.RecordError, match=r"metrics.csv' has no test accuracy at round_budget = 4: "
+    with pytest.raises(reading.RecordError, match=r"metrics.csv' has no test accuracy at round_budget = 4: "
                                                    r"allowed an evaluated round \(0, 3, 6\)"):
-        analysis.run_progress(run, 4, None)
+        progress.run_progress(run, 4, None)
 
 
 def test_a_diverged_run_has_no_progress(tmp_path):
     run = write_run(tmp_path, "e", "spfl", 0, final_pct=80.0, budget_pct=70.0, status="diverged",
                     total_bandwidth_mhz=1.0)
-    out = analysis.run_progress(run, None, 50.0)
+    out = progress.run_progress(run, None, 50.0)
     assert math.isnan(out["budget_accuracy_pct"]) and out["target_reached"] is None
 
 
@@ -191,7 +192,7 @@ def test_tables_list_methods_in_the_canonical_order_whatever_the_run_order(plan)
 def test_missing_record_names_the_file(plan, tmp_path):
     runs = records(plan, plan.figure_runs("accuracy_vs_power"))
     runs[0] = {**runs[0], "dir": str(tmp_path / "nowhere")}
-    with pytest.raises(analysis.RecordError, match="nowhere/.*summary.json' is missing"):
+    with pytest.raises(reading.RecordError, match="nowhere/.*summary.json' is missing"):
         render.build_table("accuracy_vs_power", runs, plan.figures["accuracy_vs_power"])
 
 
@@ -228,7 +229,7 @@ def headline_options(**extra):
 
 
 def test_headline_pairs_seeds_against_the_best_baseline_with_hand_intervals(tmp_path):
-    out = analysis.headline_table(comparison_runs(tmp_path), headline_options()).set_index("budget_value")
+    out = comparisons.headline_table(comparison_runs(tmp_path), headline_options()).set_index("budget_value")
     scarce, ample = out.loc[0.5], out.loc[2.0]
     # 0.5 MHz: scheduling (mean 78.67) beats digital (72); differences 2, 4, 4
     assert scarce["best_baseline"] == "scheduling"
@@ -250,7 +251,7 @@ def test_headline_pairs_seeds_against_the_best_baseline_with_hand_intervals(tmp_
 
 
 def test_headline_rounds_to_target_report_censored_runs_as_not_reached(tmp_path):
-    out = analysis.headline_table(comparison_runs(tmp_path), headline_options()).set_index("budget_value")
+    out = comparisons.headline_table(comparison_runs(tmp_path), headline_options()).set_index("budget_value")
     scarce = out.loc[0.5]
     # spfl 80, 82, 84 at round 6 (70, 72, 74 at round 3): every run reaches 80 % at round 6
     assert (scarce["method_median_rounds_to_target"], scarce["method_reached_target"]) == (6.0, "3/3")
@@ -267,18 +268,18 @@ def test_headline_rounds_to_target_report_censored_runs_as_not_reached(tmp_path)
 
 
 def test_headline_with_two_seeds_has_an_interval_but_notes_it_is_not_drawn(tmp_path):
-    out = analysis.headline_table(comparison_runs(tmp_path, seeds=(0, 1)), headline_options())
+    out = comparisons.headline_table(comparison_runs(tmp_path, seeds=(0, 1)), headline_options())
     row = out.set_index("budget_value").loc[0.5]
     assert row["n"] == 2  # differences 2, 4: s = sqrt(2), half = 12.706
     assert (row["gain_ci_low"], row["gain_ci_high"]) == pytest.approx((3 - 12.706204736174694, 3 + 12.706204736174694))
     assert row["significant"] == "no"
-    notes = " ".join(analysis.headline_notes(out))
+    notes = " ".join(markdown.headline_notes(out))
     assert "n = 2 seed(s)" in notes and "drawn in the figures only from n >= 3" in notes
 
 
 def test_headline_notes_state_seeds_test_set_resolution_and_what_is_not_significant(tmp_path):
-    out = analysis.headline_table(comparison_runs(tmp_path), headline_options())
-    notes = analysis.headline_notes(out)
+    out = comparisons.headline_table(comparison_runs(tmp_path), headline_options())
+    notes = markdown.headline_notes(out)
     text = " ".join(notes)
     assert "Largest gain: 3.33 pp" in notes[0] and ", significant) at B_tot = 0.5 MHz against scheduling" in notes[0]
     assert "n = 3 seed(s)" in text
@@ -289,21 +290,21 @@ def test_headline_notes_state_seeds_test_set_resolution_and_what_is_not_signific
 
 def test_headline_says_when_the_methods_compared_aggregated_differently(tmp_path):
     runs = comparison_runs(tmp_path, normalize={(0.5, "scheduling"): "all"})
-    out = analysis.headline_table(runs, headline_options()).set_index("budget_value")
+    out = comparisons.headline_table(runs, headline_options()).set_index("budget_value")
     assert (out.loc[0.5, "method_normalize"], out.loc[0.5, "baseline_normalize"]) == ("received", "all")
-    text = " ".join(analysis.headline_notes(out.reset_index()))
+    text = " ".join(markdown.headline_notes(out.reset_index()))
     assert "Not a like-for-like aggregation at B_tot = 0.5 MHz (spfl: normalize = received, scheduling: " \
            "normalize = all)" in text
 
 
 def test_headline_round_budget_option_moves_the_compared_round(tmp_path):
-    out = analysis.headline_table(comparison_runs(tmp_path), headline_options(round_budget=6))
+    out = comparisons.headline_table(comparison_runs(tmp_path), headline_options(round_budget=6))
     row = out.set_index("budget_value").loc[0.5]
     assert row["round_budget"] == 6 and row["budget_gain_pp"] == pytest.approx(row["gain_pp"])
 
 
 def test_headline_of_the_plan_takes_signsgd_and_pairs_seeds(plan):
-    out = analysis.headline_table(records(plan, plan.headline_runs()), plan.headline)
+    out = comparisons.headline_table(records(plan, plan.headline_runs()), plan.headline)
     bw = out[out["experiment"] == "bandwidth"].set_index("budget_value")
     assert (bw["best_baseline"] == "signsgd").all()
     # spfl - signsgd per seed at 1 MHz: 100 * (0.08 + 0.04 + spread) = 12, 13, 15
@@ -342,21 +343,21 @@ def test_sensitivity_compares_within_each_variant_and_budget(tmp_path):
     assert rows.loc[(0.5, "normalize=all"), "best_baseline"] == "scheduling"
     assert rows.loc[(0.5, "normalize=all"), "method_normalize"] == "all"
     assert rows.loc[(0.5, "default"), "baseline_normalize"] == "received"
-    notes = " ".join(analysis.sensitivity_notes(out))
+    notes = " ".join(markdown.sensitivity_notes(out))
     assert "Not significant (final accuracy; the paired 95 % interval contains 0): B_tot = 0.5 MHz: normalize=all; " \
            "B_tot = 2 MHz: default; B_tot = 2 MHz: normalize=all." in notes
     assert "Not a like-for-like aggregation" not in notes and "same normalize (all, received)" in notes
 
 
 def test_sensitivity_needs_a_baseline():
-    with pytest.raises(analysis.RecordError, match="needs a method and at least one baseline"):
-        analysis.sensitivity_table([{"experiment": "e"}], {"methods": ["spfl"], "x": "variant"})
+    with pytest.raises(reading.RecordError, match="needs a method and at least one baseline"):
+        comparisons.sensitivity_table([{"experiment": "e"}], {"methods": ["spfl"], "x": "variant"})
 
 
 # --- output ----------------------------------------------------------------------------------------
 
 def test_write_table_writes_csv_markdown_and_html_with_notes(tmp_path):
-    out = analysis.headline_table(comparison_runs(tmp_path / "runs"), headline_options())
+    out = comparisons.headline_table(comparison_runs(tmp_path / "runs"), headline_options())
     render.write_table(out, "headline", tmp_path / "h.csv", tmp_path / "h.md", tmp_path / "h.html")
     back = pd.read_csv(tmp_path / "h.csv")
     assert back["gain_pp"].tolist() == pytest.approx(out["gain_pp"].tolist())
@@ -365,20 +366,21 @@ def test_write_table_writes_csv_markdown_and_html_with_notes(tmp_path):
     assert md.startswith("# Headline: SP-FL minus the best baseline") and "| significant |" in md
     assert "| B_tot = 0.5 MHz | received | 82 | scheduling | received | 78.67 | 3.333 | 0.4649 | 6.202 | yes |" in md
     assert "| test_set_size |" not in md and "| method_rounds_to_target |" in md  # the size is in the notes
-    untargeted = analysis.headline_table(comparison_runs(tmp_path / "runs"), headline_options(target_accuracy=None))
-    assert "rounds_to_target" not in analysis.to_markdown(analysis.comparison_markdown(untargeted))
+    untargeted = comparisons.headline_table(comparison_runs(tmp_path / "runs"), headline_options(target_accuracy=None))
+    assert "rounds_to_target" not in markdown.to_markdown(markdown.comparison_markdown(untargeted))
     page = (tmp_path / "h.html").read_text()
     assert "<table" in page and "Not significant" in page
 
 
 def test_markdown_shows_missing_values_as_na():
-    text = analysis.to_markdown(pd.DataFrame({"a": [1.23456, math.nan], "b": ["x", None]}))
+    text = markdown.to_markdown(pd.DataFrame({"a": [1.23456, math.nan], "b": ["x", None]}))
     assert "| 1.235 | x |" in text and "| n/a | n/a |" in text
 
 
 def test_test_set_sizes_are_the_dataset_registrys():
-    assert analysis.test_set_size(["digits"]) == 360 and analysis.test_set_size(["cifar10", "cifar10"]) == 10000
-    assert math.isnan(analysis.test_set_size(["digits", "cifar10"])) and math.isnan(analysis.test_set_size(["mnist"]))
+    size = comparisons.test_set_size
+    assert size(["digits"]) == 360 and size(["cifar10", "cifar10"]) == 10000
+    assert math.isnan(size(["digits", "cifar10"])) and math.isnan(size(["mnist"]))
 
 
 def test_runs_table_has_progress_columns(plan):
@@ -399,5 +401,5 @@ def test_allocation_table_needs_the_recorded_slot_share(plan, tmp_path):
     shutil.copytree(runs[0]["dir"], copy)
     alloc = copy / runs[0]["method"] / "allocation.csv"
     pd.read_csv(alloc).drop(columns=["slot_share"]).to_csv(alloc, index=False)
-    with pytest.raises(analysis.RecordError, match="allocation.csv' has no slot_share per device"):
+    with pytest.raises(reading.RecordError, match="allocation.csv' has no slot_share per device"):
         render.build_table("allocation", [{**runs[0], "dir": str(copy)}], plan.figures["allocation"])

@@ -101,7 +101,7 @@ def test_every_vocabulary_is_the_choices_of_a_setting():
 
 
 def test_every_method_has_one_drawing_style_and_the_styles_are_distinct():
-    from spfl.reporting.plots import METHOD_STYLES
+    from spfl.reporting.plots.style import METHOD_STYLES
 
     assert tuple(METHOD_STYLES) == METHODS
     for field in ("label", "marker", "color_slot"):
@@ -146,3 +146,24 @@ def test_no_module_is_longer_than_500_lines():
     long = {str(p.relative_to(PACKAGE)): n for p in PACKAGE.rglob("*.py")
             if (n := len(p.read_text().splitlines())) > 500}
     assert not long, f"modules over 500 lines: {long}"
+
+
+def test_the_code_version_covers_the_simulator_and_what_it_reads():
+    """Every module a run imports is hashed into its code version (so a change reruns the simulations),
+    and no reporting or planning module is (so a restyled figure reruns none)."""
+    from spfl.provenance import SIMULATION_MODULES
+
+    covered = set()
+    for name in SIMULATION_MODULES:
+        path = PACKAGE / name
+        assert path.exists(), name
+        covered |= {module_name(p) for p in (path.rglob("*.py") if path.is_dir() else [path])}
+    graph = import_graph()
+    reached, todo = set(), ["spfl.simulator.simulation"]
+    while todo:  # what the round loop imports at module level, transitively
+        node = todo.pop()
+        if node not in reached:
+            reached.add(node)
+            todo.extend(m for m in graph.get(node, ()) if m in graph)
+    assert reached - {"spfl", "spfl.provenance"} <= covered, sorted(reached - covered)
+    assert not {m for m in covered if m.startswith(("spfl.reporting", "spfl.configuration.plan"))}

@@ -10,7 +10,8 @@ import pytest
 
 from spfl.configuration.pipeline import ConfigError
 from spfl.configuration.plan import load_plan
-from spfl.reporting import analysis, render
+from spfl.reporting import render
+from spfl.reporting.tables import comparisons, markdown
 from synthetic_records import config, make_plan, records, served_devices
 
 
@@ -85,7 +86,7 @@ def plan(tmp_path_factory):
 
 
 def test_headline_shows_exploratory_and_confirmatory_groups_side_by_side(plan, tmp_path):
-    out = analysis.headline_table(records(plan, plan.headline_runs()), plan.headline)
+    out = comparisons.headline_table(records(plan, plan.headline_runs()), plan.headline)
     bw = out[out["experiment"] == "bandwidth"]
     assert bw["seeds"].tolist() == ["exploratory (seeds 0-2)", "confirmatory (seeds 5-6)"] * 2
     assert bw["experiment_label"].eq("normalize: received (default)").all()
@@ -94,7 +95,7 @@ def test_headline_shows_exploratory_and_confirmatory_groups_side_by_side(plan, t
     confirmatory = bw[(bw["seed_group"] == "confirmatory") & (bw["budget_value"] == 1.0)].iloc[0]
     assert confirmatory["gain_pp"] == pytest.approx(12.5)
     assert out[out["experiment"] == "power"]["seeds"].eq("exploratory (seeds 0-2)").all()
-    notes = analysis.headline_notes(out)
+    notes = markdown.headline_notes(out)
     assert notes[0].startswith("Largest gain on the confirmatory seeds (5-6): 12.50 pp")
     assert 'at B_tot = 1 MHz against signsgd, in "normalize: received (default)"' in notes[0]
     assert notes[1].startswith("On the exploratory seeds (0-2), used to choose the settings, the largest gain was 1")
@@ -109,16 +110,16 @@ def test_headline_shows_exploratory_and_confirmatory_groups_side_by_side(plan, t
 def test_headline_without_confirmation_names_the_experiment_in_its_summary(tmp_path):
     plan = make_plan(tmp_path, {**config(), "experiments": {
         **config()["experiments"], "bandwidth": {**config()["experiments"]["bandwidth"], "label": "received"}}})
-    out = analysis.headline_table(records(plan, plan.headline_runs()), plan.headline)
+    out = comparisons.headline_table(records(plan, plan.headline_runs()), plan.headline)
     assert set(out["seed_group"]) == {"exploratory"}
-    notes = analysis.headline_notes(out)
+    notes = markdown.headline_notes(out)
     assert notes[0].startswith("Largest gain: ") and ', in "received"' in notes[0]
 
 
 def test_seed_list_is_short():
-    assert analysis.seed_list([5, 6, 7, 8, 9]) == "5-9"
-    assert analysis.seed_list([0, 2, 5, 6, 7]) == "0, 2, 5-7"
-    assert analysis.seed_list([3]) == "3"
+    assert comparisons.seed_list([5, 6, 7, 8, 9]) == "5-9"
+    assert comparisons.seed_list([0, 2, 5, 6, 7]) == "0, 2, 5-7"
+    assert comparisons.seed_list([3]) == "3"
 
 
 # --- devices served --------------------------------------------------------------------------------

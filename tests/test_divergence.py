@@ -18,7 +18,10 @@ import pandas as pd
 import pytest
 
 from spfl.configuration import load_plan
-from spfl.reporting import analysis, plots, render
+from spfl.reporting import render
+from spfl.reporting.plots import marks
+from spfl.reporting.plots import style as plot_style
+from spfl.reporting.tables import comparisons, markdown, progress
 from synthetic_records import config as synthetic_config
 from synthetic_records import records, table, write_cell
 from workflow_helpers import copy_workflow, snakemake, write_config
@@ -113,18 +116,18 @@ def test_other_tables_leave_diverged_runs_out_and_count_them(plan, figure):
 
 
 def test_headline_pairs_only_finished_runs_and_counts_the_diverged(plan):
-    out = analysis.headline_table(records(plan, plan.headline_runs()), plan.headline)
+    out = comparisons.headline_table(records(plan, plan.headline_runs()), plan.headline)
     bw = out[out["experiment"] == "bandwidth"].set_index("budget_value")
     assert (bw.loc[1.0, "n"], bw.loc[1.0, "n_diverged"]) == (2, 1)  # seed 0 has no SP-FL result
     assert bw.loc[1.0, "method_accuracy_pct"] == pytest.approx((level("spfl", 1, 1.0) + level("spfl", 2, 1.0)) / 2)
     assert (bw.loc[2.0, "n"], bw.loc[2.0, "n_diverged"]) == (3, 3)  # every digital run: not the best baseline
     assert bw.loc[2.0, "best_baseline"] == "signsgd"
     assert (out[out["experiment"] == "power"]["n_diverged"] == 0).all()
-    assert any("4 run(s) diverged" in note for note in analysis.headline_notes(out))
+    assert any("4 run(s) diverged" in note for note in markdown.headline_notes(out))
 
 
 def test_runs_table_shows_status_and_round_and_no_final_accuracy_of_a_diverged_run(plan):
-    out = analysis.runs_table(records(plan, plan.experiments["bandwidth"].runs), {})
+    out = progress.runs_table(records(plan, plan.experiments["bandwidth"].runs), {})
     diverged = out[out["status"] == "diverged"]
     assert len(diverged) == 4 and (diverged["diverged_round"] == DIVERGED_AT).all()
     assert diverged["final_accuracy_pct"].isna().all() and diverged["final_test_loss"].isna().all()
@@ -148,7 +151,7 @@ def test_final_figure_marks_each_x_with_diverged_runs(plan):
     fig = render.draw("accuracy_vs_bandwidth", table(plan, "accuracy_vs_bandwidth"))
     shown = texts(fig)
     plt.close(fig)
-    assert "1/3 diverged" in shown and "3/3 diverged" in shown and plots.DIVERGED_LABEL in shown
+    assert "1/3 diverged" in shown and "3/3 diverged" in shown and marks.DIVERGED_LABEL in shown
 
 
 def test_round_figure_marks_the_divergence_round(plan):
@@ -158,7 +161,7 @@ def test_round_figure_marks_the_divergence_round(plan):
     plt.close(fig)
     assert f"1/3 diverged (round {DIVERGED_AT})" in shown and f"3/3 diverged (round {DIVERGED_AT})" in shown
     assert sorted(float(line.get_xdata()[0]) for line in crosses) == [DIVERGED_AT, DIVERGED_AT]
-    colors = plots.method_colors("colorblind")
+    colors = plot_style.method_colors("colorblind")
     assert sorted(map(str, (line.get_markerfacecolor() for line in crosses))) == sorted(
         map(str, (colors["spfl"], colors["digital"])))
 

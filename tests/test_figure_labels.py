@@ -10,10 +10,13 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import pytest
 
-from spfl.reporting import plots, render
+from spfl.reporting import render
+from spfl.reporting.plots import axes as plot_axes
+from spfl.reporting.plots import comparisons as comparison_plots
+from spfl.reporting.plots import style as plot_style
 from synthetic_records import make_plan, quick_like_config, table
 
-STYLE = {**plots.DEFAULT_STYLE, "dpi": 60}
+STYLE = {**plot_style.DEFAULT_STYLE, "dpi": 60}
 BANDWIDTHS = {"0.1", "0.2", "0.4", "0.7", "1.2", "2.5"}
 LABELS = {"normalize: received (default)", "normalize: all", "normalize: all + optimized sign share",
           "power sweep"}
@@ -37,12 +40,12 @@ def drawn(quick):
 
 
 def tick_texts(axis) -> set[str]:
-    return {label.get_text() for _, label in plots.drawn_tick_labels(axis)}
+    return {label.get_text() for _, label in plot_axes.drawn_tick_labels(axis)}
 
 
 def test_every_figure_is_at_most_ten_inches_wide(drawn):
     for name, fig in drawn.items():
-        assert fig.get_size_inches()[0] <= plots.MAX_ROW_IN + 1e-6, name
+        assert fig.get_size_inches()[0] <= plot_axes.MAX_ROW_IN + 1e-6, name
 
 
 def test_every_swept_bandwidth_has_a_tick_label(drawn):
@@ -70,7 +73,7 @@ def test_gain_figure_is_titled_with_labels_and_names_the_best_baseline_at_each_p
     names = [t.get_text() for ax in fig.axes for t in ax.texts]
     assert {"signSGD"} <= set(names) and len(names) >= 3 * 6 * 2  # every budget, both seed groups
     legend = [t.get_text() for t in fig.legends[0].get_texts()]
-    assert plots.BEST_LABEL in legend
+    assert comparison_plots.BEST_LABEL in legend
     assert "final accuracy, exploratory (seeds 0-2)" in legend and "final accuracy, confirmatory (seeds 5-7)" in legend
 
 

@@ -13,17 +13,23 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
+import seaborn as sns
 import yaml
 from matplotlib.collections import PolyCollection
 from matplotlib.container import ErrorbarContainer
 
 from spfl import cli
 from spfl.configuration import figures, generated
-from spfl.reporting import analysis, plots, render
+from spfl.reporting import render
+from spfl.reporting.plots import axes as plot_axes
+from spfl.reporting.plots import comparisons as comparison_plots
+from spfl.reporting.plots import marks
+from spfl.reporting.plots import style as plot_style
+from spfl.reporting.tables import comparisons
 from synthetic_records import make_plan, records, table, write_run
 from workflow_helpers import ROOT
 
-STYLE = {**plots.DEFAULT_STYLE, "dpi": 100}
+STYLE = {**plot_style.DEFAULT_STYLE, "dpi": 100}
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +65,7 @@ def tables(plan, tmp_path_factory):
     root = tmp_path_factory.mktemp("comparisons")
     out = {name: table(plan, name) for name in plan.figures if name != "gain"}
     out["devices_served"] = render.build_table("devices_served", records(plan, plan.headline_runs()), plan.headline)
-    out["gain"] = analysis.headline_table(comparison_runs(root / "headline"), HEADLINE_OPTIONS)
+    out["gain"] = comparisons.headline_table(comparison_runs(root / "headline"), HEADLINE_OPTIONS)
     out["sensitivity"] = render.build_table(
         "sensitivity", comparison_runs(root / "sensitivity", variants=VARIANTS),
         {"x": "variant", "methods": ["spfl", "digital", "scheduling"]})
@@ -113,11 +119,22 @@ def test_missing_markers_are_named(tmp_path):
 
 
 def test_every_registry_entry_names_functions_that_exist():
+    """Builders and Markdown helpers under spfl.reporting.tables, plotters under spfl.reporting.plots: a table
+    rule never imports matplotlib, and each rule's code version hashes the folder its functions are in."""
     for name, entry in figures.REGISTRY.items():
         assert callable(entry.builder), name
         assert (entry.plotter is None) == (name in figures.TABLE_ONLY), name
         for helper in (entry.notes, entry.markdown):
-            assert helper is None or callable(getattr(analysis, helper)), (name, helper)
+            assert helper is None or callable(figures.reporting_function(helper)), (name, helper)
+        assert all(f.startswith("tables.") for f in (entry.table, entry.notes, entry.markdown or "tables.")), name
+        assert entry.plot is None or entry.plot.startswith("plots."), name
+
+
+def test_a_catalogue_name_that_is_no_function_is_named():
+    with pytest.raises(figures.FigureError, match="names 'tables.curves.table_pie': allowed a function"):
+        figures.reporting_function("tables.curves.table_pie")
+    with pytest.raises(figures.FigureError, match="names 'table_final': allowed a function"):
+        figures.reporting_function("table_final")
 
 
 def test_reading_the_registry_imports_no_plotting_or_data_frames():
@@ -133,10 +150,23 @@ def test_experiments_keeps_figures_importable_and_plots_does_not_import_experime
 
     assert FIGURES is figures.FIGURES
     assert all(hasattr(f, "name") and hasattr(f, "x") and hasattr(f, "methods") for f in FIGURES.values())
-    code = ("import sys, spfl.reporting.plots; "
+    code = ("import sys, spfl.reporting.plots.curves, spfl.reporting.plots.snapshots, "
+            "spfl.reporting.plots.comparisons; "
             "print('spfl.configuration' in sys.modules, 'spfl.configuration.figures' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
+
+
+@pytest.mark.parametrize("half, other", [("tables", "plots"), ("plots", "tables")])
+def test_the_table_builders_and_the_plotters_do_not_import_each_other(half, other):
+    """The table rules' code version hashes reporting/tables and the plot rules' reporting/plots
+    (workflow/rules/common.smk), so neither half may run the other's code; building a table loads no
+    matplotlib."""
+    code = (f"import importlib, pkgutil, sys, spfl.reporting.{half} as half; "
+            f"[importlib.import_module(f'{{half.__name__}}.{{m.name}}') for m in pkgutil.iter_modules(half.__path__)]; "
+            f"print('spfl.reporting.{other}' in sys.modules, 'matplotlib' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", str(half == "plots")]
 
 
 def test_unknown_figure_and_missing_column_are_named():
@@ -144,7 +174,7 @@ def test_unknown_figure_and_missing_column_are_named():
         render.draw("pie", pd.DataFrame())
     with pytest.raises(figures.FigureError, match="figure 'headline' is unknown"):
         render.draw("headline", pd.DataFrame())
-    with pytest.raises(plots.PlotError, match="has no column 'total_bandwidth_mhz'"):
+    with pytest.raises(plot_axes.PlotError, match="has no column 'total_bandwidth_mhz'"):
         render.draw("accuracy_vs_bandwidth", pd.DataFrame({"mean": [1.0]}))
 
 
@@ -201,7 +231,7 @@ def test_a_dense_log_axis_keeps_few_non_overlapping_ticks(style):
     fig = render.draw("accuracy_vs_bandwidth", many_bandwidths_table(), style)
     try:
         assert_readable(fig, style)
-        assert 2 <= len(drawn_labels(fig.axes[0].xaxis)) <= plots.LOG_TICKS
+        assert 2 <= len(drawn_labels(fig.axes[0].xaxis)) <= plot_axes.LOG_TICKS
     finally:
         plt.close(fig)
 
@@ -219,9 +249,9 @@ def test_packet_error_legend_sits_below_the_axes(tables):
 
 
 def test_log_ticks_label_every_swept_value_up_to_the_limit_and_keep_the_ends():
-    assert plots.log_ticks([0.5, 1, 2]) == [0.5, 1.0, 2.0]
-    assert plots.log_ticks([0.1, 0.2, 0.4, 0.7, 1.2, 2.5]) == [0.1, 0.2, 0.4, 0.7, 1.2, 2.5]
-    picked = plots.log_ticks([0.1, 0.2, 0.3, 0.5, 1, 2, 5, 10, 20], most=5)
+    assert plot_axes.log_ticks([0.5, 1, 2]) == [0.5, 1.0, 2.0]
+    assert plot_axes.log_ticks([0.1, 0.2, 0.4, 0.7, 1.2, 2.5]) == [0.1, 0.2, 0.4, 0.7, 1.2, 2.5]
+    picked = plot_axes.log_ticks([0.1, 0.2, 0.3, 0.5, 1, 2, 5, 10, 20], most=5)
     assert picked[0] == 0.1 and picked[-1] == 20 and len(picked) <= 5
 
 
@@ -248,7 +278,7 @@ def test_bands_are_drawn_only_from_three_seeds(n, expected_bands):
 def test_a_band_skips_the_points_with_fewer_than_three_seeds():
     data = many_bandwidths_table(3)
     data.loc[data["total_bandwidth_mhz"] == 20, "n"] = 2
-    low, high = plots.drawn_interval(data[data["method"] == "spfl"])
+    low, high = marks.drawn_interval(data[data["method"] == "spfl"])
     assert np.isnan(low[-1]) and np.isnan(high[-1]) and not np.isnan(low[:-1]).any()
 
 
@@ -266,7 +296,7 @@ def test_round_figure_has_one_line_per_method_and_panel(tables):
         assert len(fig.axes) == 2 and [ax.get_title() for ax in fig.axes] == ["B_tot = 1 MHz", "B_tot = 2 MHz"]
         for ax in fig.axes:
             labels = [line.get_label() for line in ax.get_lines()]
-            assert labels == [plots.METHOD_LABELS[m] for m in ("ideal", "digital", "digital_reuse", "scheduling",
+            assert labels == [plot_style.METHOD_LABELS[m] for m in ("ideal", "digital", "digital_reuse", "scheduling",
                                                                 "signsgd", "spfl")]
             assert list(ax.get_lines()[-1].get_xdata()) == [0, 3, 6]
         assert len(bands(fig)) == 12  # three seeds: a band per method and panel
@@ -279,7 +309,7 @@ def gain_bars(fig):
 
 
 def test_gain_figure_draws_paired_intervals_zero_line_and_the_paper(tmp_path):
-    out = analysis.headline_table(comparison_runs(tmp_path), HEADLINE_OPTIONS)
+    out = comparisons.headline_table(comparison_runs(tmp_path), HEADLINE_OPTIONS)
     fig = render.draw("gain", out, STYLE)
     try:
         ax = fig.axes[0]
@@ -289,7 +319,7 @@ def test_gain_figure_draws_paired_intervals_zero_line_and_the_paper(tmp_path):
         flat = [tuple(line.get_ydata()) for line in ax.get_lines() if len(line.get_ydata()) == 2]
         assert (0.0, 0.0) in flat and (9.96, 9.96) in flat
         texts = [t.get_text() for t in fig.legends[0].get_texts()]
-        assert "paper: up to 9.96 pp (CIFAR-10)" in texts and plots.HOLLOW_LABEL in texts
+        assert "paper: up to 9.96 pp (CIFAR-10)" in texts and comparison_plots.HOLLOW_LABEL in texts
         hollow = [line for line in ax.get_lines() if line.get_label() == "_not_significant"]
         # 2 MHz: both intervals contain 0 (final and round budget: every method loses 10 points there)
         # (each series shifted sideways a little so that neither hides the other)
@@ -298,7 +328,7 @@ def test_gain_figure_draws_paired_intervals_zero_line_and_the_paper(tmp_path):
         assert hollow[0].get_xdata()[0] < 2.0 < hollow[1].get_xdata()[0]
     finally:
         plt.close(fig)
-    two = analysis.headline_table(comparison_runs(tmp_path / "two", seeds=(0, 1)), HEADLINE_OPTIONS)
+    two = comparisons.headline_table(comparison_runs(tmp_path / "two", seeds=(0, 1)), HEADLINE_OPTIONS)
     fig = render.draw("gain", two, STYLE)
     assert gain_bars(fig) == []  # n = 2: the interval is in the table, not drawn
     plt.close(fig)
@@ -318,10 +348,10 @@ def test_sensitivity_figure_has_one_row_per_variant_and_a_panel_per_budget(table
 
 
 def test_method_colors_are_fixed_and_distinct():
-    colors = plots.method_colors("colorblind")
-    palette = plots.sns.color_palette("colorblind", n_colors=len(plots.METHOD_STYLES))
+    colors = plot_style.method_colors("colorblind")
+    palette = sns.color_palette("colorblind", n_colors=len(plot_style.METHOD_STYLES))
     assert colors["spfl"] == palette[0]  # SP-FL takes the most salient color whatever the figure shows
-    assert len(set(colors.values())) == len(colors) == len(plots.METHOD_LABELS)
+    assert len(set(colors.values())) == len(colors) == len(plot_style.METHOD_LABELS)
 
 
 # --- byte-identical output --------------------------------------------------------------------------
@@ -413,10 +443,8 @@ def test_figures_are_readable_per_the_umask(tables, tmp_path):
 def test_a_figure_names_its_config_and_dataset(tables, tmp_path, monkeypatch):
     """A figure copied out of its folder still says which config and data it shows (the plot rule passes
     "config <name>, <dataset>"); without a source nothing is added."""
-    from spfl.reporting import plots
-
     drawn = []
-    monkeypatch.setattr(plots, "save_figure", lambda fig, pdf, png, dpi: drawn.append(fig))
+    monkeypatch.setattr(plot_style, "save_figure", lambda fig, pdf, png, dpi: drawn.append(fig))
     path = tmp_path / "t.csv"
     tables["accuracy_vs_bandwidth"].to_csv(path, index=False)
     render.make_figure("accuracy_vs_bandwidth", path, tmp_path / "f.pdf", tmp_path / "f.png", {"dpi": 40},

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from spfl.configuration.settings import make_spec
-from spfl.reporting import analysis
+from spfl.reporting.tables import curves, reading
 from synthetic_records import config as synthetic_config
 from synthetic_records import write_cell
 from workflow_helpers import RUNS, copy_workflow, jobs_of, snakemake, tiny_config, write_config
@@ -186,8 +186,8 @@ def test_a_damaged_metrics_file_fails_the_table_naming_the_file(synthetic, damag
     records, options = synthetic
     path = Path(records[0]["dir"]) / records[0]["method"] / "metrics.csv"
     path.write_text(damage(path.read_text()))
-    with pytest.raises(analysis.RecordError) as caught:
-        analysis.table_rounds(records, options)
+    with pytest.raises(reading.RecordError) as caught:
+        curves.table_rounds(records, options)
     assert str(caught.value).startswith(f"run record '{path}'") and message in str(caught.value), str(caught.value)
 
 
@@ -195,8 +195,8 @@ def test_a_binary_metrics_file_fails_the_table_naming_the_file(synthetic):
     records, options = synthetic
     path = Path(records[0]["dir"]) / records[0]["method"] / "metrics.csv"
     path.write_bytes(b"\xff\xfe\x00garbage" * 10)
-    with pytest.raises(analysis.RecordError) as caught:
-        analysis.table_rounds(records, options)
+    with pytest.raises(reading.RecordError) as caught:
+        curves.table_rounds(records, options)
     assert str(caught.value).startswith(f"run record '{path}'")
 
 
@@ -204,8 +204,8 @@ def test_a_summary_that_is_not_an_object_fails_the_table_naming_the_file(synthet
     records, options = synthetic
     path = Path(records[0]["dir"]) / records[0]["method"] / "summary.json"
     path.write_text("[1, 2]\n")
-    with pytest.raises(analysis.RecordError, match="holds list, not a JSON object"):
-        analysis.table_final(records, options)
+    with pytest.raises(reading.RecordError, match="holds list, not a JSON object"):
+        curves.table_final(records, options)
 
 
 # -- the pipeline: changed records rerun the tables, which fail in one line ---------------------------------

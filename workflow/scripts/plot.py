@@ -3,7 +3,7 @@ PDF and PNG."""
 
 import logging
 
-from spfl.configuration.figures import make_figure
+from spfl.reporting.render import make_figure
 
 snakemake = globals()["snakemake"]  # injected by Snakemake's script directive
 

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from spfl.reporting.analysis import CONFIRMATORY, EXPLORATORY, headline_notes
+from spfl.reporting.tables.comparisons import CONFIRMATORY, EXPLORATORY
+from spfl.reporting.tables.markdown import headline_notes
 
 ROOT = Path(__file__).resolve().parents[2]
 BLOCKS = {"README.md": ("<!-- results:start -->", "<!-- results:end -->"),

@@ -1,4 +1,4 @@
-"""Snakemake script of the table rules: run records -> one aggregated table (spfl.configuration.figures registry).
+"""Snakemake script of the table rules: run records -> one aggregated table (an entry of the figure catalogue).
 
 Every run's records are verified against its checksums.json and the cell, seed and method expected
 (spfl.records.verify_run) before any is read.  A record that is missing, damaged, changed or of another run
@@ -9,9 +9,9 @@ import logging
 import sys
 from pathlib import Path
 
-from spfl.configuration.figures import build_table, write_table
 from spfl.records import RecordError, verify_run
-from spfl.reporting.analysis import RecordError as TableRecordError
+from spfl.reporting.render import build_table, write_table
+from spfl.reporting.tables.reading import RecordError as TableRecordError
 
 snakemake = globals()["snakemake"]  # injected by Snakemake's script directive
 

@@ -2,10 +2,11 @@
 
 An entry says what the figure needs from its experiment (the swept setting on its x axis, or none),
 which methods it shows by default, which :mod:`spfl.reporting` functions build its table and draw it
-(named, not imported: the configuration never imports the reporting wing), and its title and report
-caption.  The files derived from the catalogue (the schema's figure list, the report captions, the
-figure table of config/README.md) are written by ``spfl generated write`` (:mod:`.generated`).  Adding
-a figure is one entry plus its builder and plotter.
+(named "module.function" under spfl.reporting, e.g. "tables.curves.table_final" and
+"plots.curves.figure_final", imported only when used: the configuration never imports the reporting
+wing), and its title and report caption.  The files derived from the catalogue (the schema's figure list,
+the report captions, the figure table of config/README.md) are written by ``spfl generated write``
+(:mod:`.generated`).  Adding a figure is one entry plus its builder and plotter.
 
 Entries whose ``source`` is ``headline`` read the headline table's runs and options instead of one
 experiment (``gain``).  ``headline`` and ``runs`` are table-only entries (no plotter).
@@ -29,9 +30,15 @@ INTERVAL_NOTE = ("No band or error bar is drawn for a group of fewer than 3 seed
                  "mostly shows the t quantile, not the data).")
 
 
-def _function(module: str, name: str) -> Callable:
-    """A reporting function named by the catalogue (imported only when a table or figure is built)."""
-    return getattr(importlib.import_module(f"spfl.reporting.{module}"), name)
+def reporting_function(name: str) -> Callable:
+    """The reporting function a catalogue entry names as "module.function" under :mod:`spfl.reporting`
+    (e.g. "tables.curves.table_final"), imported only when a table or figure is built."""
+    module, _, function = name.rpartition(".")
+    found = getattr(importlib.import_module(f"spfl.reporting.{module}"), function, None) if module else None
+    if not callable(found):
+        raise FigureError(f"the figure catalogue names '{name}': allowed a function of spfl.reporting, written "
+                          "as module.function (e.g. tables.curves.table_final)")
+    return found
 
 
 @dataclass(frozen=True)
@@ -44,16 +51,16 @@ class Figure:
     name: str
     x: str | None  # the swept setting the experiment must have (the x axis or the categories); None: any
     methods: tuple[str, ...]  # default methods (those the experiment runs); the first is the one compared
-    table: str  # spfl.reporting.analysis builder: (runs, options) -> table
-    plot: str | None  # spfl.reporting.plots plotter: (table, name, x, style) -> matplotlib Figure; None: table only
+    table: str  # builder under spfl.reporting.tables: (runs, options) -> table
+    plot: str | None  # plotter under spfl.reporting.plots: (table, name, x, style) -> Figure; None: table only
     title: str
     caption: str  # report caption (reStructuredText with Snakemake's Jinja)
     what: str  # one line for the figure table of config/README.md
     needs: str = ""  # what the experiment must sweep, for config/README.md (default: from x)
     source: str = "experiment"  # "headline": the headline table's runs and options
-    notes: str = "diverged_notes"  # spfl.reporting.analysis: table -> sentences under the Markdown table
+    notes: str = "tables.markdown.diverged_notes"  # table -> sentences under the Markdown table
     intervals: bool = True  # the figure draws 95 % intervals (its caption says from how many seeds)
-    markdown: str | None = None  # spfl.reporting.analysis: table -> the columns the Markdown shows (None: all)
+    markdown: str | None = None  # table -> the columns the Markdown shows (None: all)
 
     @property
     def what_it_needs(self) -> str:
@@ -61,17 +68,17 @@ class Figure:
 
     @property
     def builder(self) -> Callable:
-        return _function("analysis", self.table)
+        return reporting_function(self.table)
 
     @property
     def plotter(self) -> Callable | None:
-        return _function("plots", self.plot) if self.plot else None
+        return reporting_function(self.plot) if self.plot else None
 
     def note_lines(self, frame: pd.DataFrame) -> list[str]:
-        return _function("analysis", self.notes)(frame)
+        return reporting_function(self.notes)(frame)
 
     def markdown_view(self, frame: pd.DataFrame) -> pd.DataFrame:
-        return _function("analysis", self.markdown)(frame) if self.markdown else frame
+        return reporting_function(self.markdown)(frame) if self.markdown else frame
 
 
 def _experiment(name: str) -> str:
@@ -79,31 +86,34 @@ def _experiment(name: str) -> str:
 
 
 ENTRIES: tuple[Figure, ...] = (
-    Figure("accuracy_vs_round", None, MAIN_METHODS, "table_rounds", "figure_rounds",
+    Figure("accuracy_vs_round", None, MAIN_METHODS, "tables.curves.table_rounds", "plots.curves.figure_rounds",
            "Test accuracy (%) per round",
            "Test accuracy per communication round of the main methods (experiment\n"
            f"{_experiment('accuracy_vs_round')}), one panel per budget.\n"
            "Lines: mean over seeds; band: 95 % Student-t interval.",
            "test accuracy per round"),
-    Figure("accuracy_vs_bandwidth", "total_bandwidth_mhz", MAIN_METHODS, "table_final", "figure_final",
+    Figure("accuracy_vs_bandwidth", "total_bandwidth_mhz", MAIN_METHODS, "tables.curves.table_final",
+           "plots.curves.figure_final",
            "Final test accuracy (%) vs total bandwidth",
            "Final test accuracy against the total uplink bandwidth B_tot (log scale) for the main methods\n"
            f"(experiment {_experiment('accuracy_vs_bandwidth')}).\n"
            "SP-FL's advantage should be largest where bandwidth is scarce. Mean over seeds with 95 % interval.",
            "final accuracy vs B_tot"),
-    Figure("accuracy_vs_power", "max_power_dbm", MAIN_METHODS, "table_final", "figure_final",
+    Figure("accuracy_vs_power", "max_power_dbm", MAIN_METHODS, "tables.curves.table_final",
+           "plots.curves.figure_final",
            "Final test accuracy (%) vs device power budget",
            "Final test accuracy against the per-device power budget P_max (dBm) for the main methods\n"
            f"(experiment {_experiment('accuracy_vs_power')}).\n"
            "Mean over seeds with 95 % interval.",
            "final accuracy vs P_max"),
-    Figure("accuracy_vs_devices", "num_devices", MAIN_METHODS, "table_final", "figure_final",
+    Figure("accuracy_vs_devices", "num_devices", MAIN_METHODS, "tables.curves.table_final",
+           "plots.curves.figure_final",
            "Final test accuracy (%) vs number of devices",
            "Final test accuracy against the number of devices K at a fixed total bandwidth for the main methods\n"
            f"(experiment {_experiment('accuracy_vs_devices')}).\n"
            "Mean over seeds with 95 % interval.",
            "final accuracy vs K"),
-    Figure("allocation", None, ("spfl",), "table_allocation", "figure_allocation",
+    Figure("allocation", None, ("spfl",), "tables.snapshots.table_allocation", "plots.snapshots.figure_allocation",
            "Who gets the bandwidth: each device's share against its distance and gradient norm",
            "Who SP-FL gives the band to (experiment\n"
            f"{_experiment('allocation')}): every device at every snapshot round of every seed is\n"
@@ -115,8 +125,8 @@ ENTRIES: tuple[Figure, ...] = (
            "can be silent. The table also has each device's channel gain and the sign packet's share of its power.",
            "each device's share of B_tot against its distance and its gradient norm; silent devices marked",
            needs="anything (panels)", intervals=False),
-    Figure("packet_errors", "total_bandwidth_mhz", ("spfl", "spfl_uniform"), "table_packet_errors",
-           "figure_packet_errors",
+    Figure("packet_errors", "total_bandwidth_mhz", ("spfl", "spfl_uniform"), "tables.curves.table_packet_errors",
+           "plots.curves.figure_packet_errors",
            "Mean packet error (%) vs total bandwidth",
            "Mean realized packet error of sign packets (solid) and modulus packets (dashed) against the total\n"
            "bandwidth, one panel per method: optimized SP-FL and SP-FL with uniform allocation (experiment\n"
@@ -126,27 +136,28 @@ ENTRIES: tuple[Figure, ...] = (
            "same SNR, so their errors are identical by construction (docs/model.md, section 4). Mean over seeds\n"
            "with 95 % interval.",
            "mean realized sign / modulus packet error vs B_tot"),
-    Figure("ablation", None, ABLATION_METHODS, "table_rounds", "figure_rounds",
+    Figure("ablation", None, ABLATION_METHODS, "tables.curves.table_rounds", "plots.curves.figure_rounds",
            "Test accuracy (%) per round: SP-FL and its ablations",
            "Test accuracy per round of SP-FL and its ablations: uniform allocation, power optimization only,\n"
            "bandwidth optimization only, and no sign reuse (experiment\n"
            f"{_experiment('ablation')}), one panel per budget. Mean over\n"
            "seeds with 95 % interval.",
            "test accuracy per round", needs="anything (panels)"),
-    Figure("solver_convergence", None, ("spfl",), "table_solver", "figure_solver",
+    Figure("solver_convergence", None, ("spfl",), "tables.snapshots.table_solver", "plots.snapshots.figure_solver",
            "Allocation objective per alternating-optimization iteration",
            "Convergence of the alternating optimization (Newton-Raphson power block, SCA bandwidth block): the\n"
            "allocation objective Phi at each AO iteration relative to its final value, for a few snapshot rounds\n"
            f"(experiment {_experiment('solver_convergence')}). Iteration 0 is\n"
            "the uniform starting point; Phi must never decrease. Mean over seeds with 95 % interval.",
            "objective Phi / final Phi per AO iteration, a few snapshot rounds", needs="anything (panels)"),
-    Figure("noniid", "dirichlet_beta", MAIN_METHODS, "table_final", "figure_final",
+    Figure("noniid", "dirichlet_beta", MAIN_METHODS, "tables.curves.table_final",
+           "plots.curves.figure_final",
            "Final test accuracy (%) vs Dirichlet beta",
            "Final test accuracy against the Dirichlet concentration beta of the label split (log scale; smaller\n"
            "is more non-IID) for the main methods (experiment\n"
            f"{_experiment('noniid')}). Mean over seeds with 95 % interval.",
            "final accuracy vs Dirichlet beta"),
-    Figure("gain", None, (), "headline_table", "figure_gain",
+    Figure("gain", None, (), "tables.comparisons.headline_table", "plots.comparisons.figure_gain",
            "SP-FL minus the best baseline per budget (percentage points)",
            "SP-FL minus the best baseline at each budget of the headline experiments\n"
            '({{ snakemake.config["headline"]["experiments"] | join(", ") }}), one panel per experiment titled\n'
@@ -158,9 +169,10 @@ ENTRIES: tuple[Figure, ...] = (
            "The dotted line is the paper's \"up to 9.96 points\" on CIFAR-10; runs on other data are not comparable\n"
            "to it. The headline table has the numbers.",
            "SP-FL minus the best baseline with paired 95 % intervals, per budget",
-           needs="nothing: reads the `headline` runs (no options)", source="headline", notes="headline_notes",
-           markdown="comparison_markdown"),
-    Figure("devices_served", None, (), "devices_served_table", "figure_devices_served",
+           needs="nothing: reads the `headline` runs (no options)", source="headline",
+           notes="tables.markdown.headline_notes", markdown="tables.markdown.comparison_markdown"),
+    Figure("devices_served", None, (), "tables.comparisons.devices_served_table",
+           "plots.comparisons.figure_devices_served",
            "Devices served per round by each method",
            "How many devices each method serves per round, against the budget of each headline experiment\n"
            '({{ snakemake.config["headline"]["experiments"] | join(", ") }}; one row of panels each): the\n'
@@ -171,8 +183,9 @@ ENTRIES: tuple[Figure, ...] = (
            "The table (devices_served.md) also has the devices given bandwidth and the confirmation seeds.",
            "devices whose sign arrived and devices whose full gradient arrived per round, per method and budget",
            needs="nothing: reads the `headline` runs (no options)", source="headline",
-           notes="devices_served_notes", markdown="devices_served_markdown"),
-    Figure("sensitivity", "variant", COMPARED_METHODS, "sensitivity_table", "figure_sensitivity",
+           notes="tables.markdown.devices_served_notes", markdown="tables.markdown.devices_served_markdown"),
+    Figure("sensitivity", "variant", COMPARED_METHODS, "tables.comparisons.sensitivity_table",
+           "plots.comparisons.figure_sensitivity",
            "Sensitivity: gain over the best baseline per reconstruction variant",
            "How much each unknown of the paper matters: the gain of SP-FL over the best baseline (highest mean\n"
            "final accuracy under the same variant) for each reconstruction variant, one panel per budget\n"
@@ -180,9 +193,9 @@ ENTRIES: tuple[Figure, ...] = (
            "Student-t interval of the per-seed differences; hollow markers: not significant. The table says\n"
            "which ``normalize`` each method ran with.",
            "gain over the best baseline per reconstruction variant, with paired 95 % intervals",
-           needs="`variant` and a budget (one panel per budget)", notes="sensitivity_notes",
-           markdown="comparison_markdown"),
-    Figure("headline", None, (), "headline_table", None,
+           needs="`variant` and a budget (one panel per budget)", notes="tables.markdown.sensitivity_notes",
+           markdown="tables.markdown.comparison_markdown"),
+    Figure("headline", None, (), "tables.comparisons.headline_table", None,
            "Headline: SP-FL minus the best baseline (percentage points)",
            "SP-FL minus the best baseline at each budget of the headline experiments\n"
            '({{ snakemake.params.options["experiments"] | join(", ") }}; column ``experiment`` names each in\n'
@@ -197,9 +210,9 @@ ENTRIES: tuple[Figure, ...] = (
            "size and the smallest visible accuracy difference (one test image). The paper reports up to\n"
            '{{ snakemake.params.options["paper_gain_points"] }} points on CIFAR-10; runs on other data are not\n'
            "comparable to it.",
-           "the headline table", source="headline", notes="headline_notes", intervals=False,
-           markdown="comparison_markdown"),
-    Figure("runs", None, (), "runs_table", None, "Every run", "", "every run with its summary",
+           "the headline table", source="headline", notes="tables.markdown.headline_notes", intervals=False,
+           markdown="tables.markdown.comparison_markdown"),
+    Figure("runs", None, (), "tables.progress.runs_table", None, "Every run", "", "every run with its summary",
            intervals=False),
 )
 

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 def build_table(kind: str, runs: Sequence[Mapping[str, Any]], options: Mapping[str, Any]) -> pd.DataFrame:
     """The table of one registry entry from run records (``Run.record()`` dicts) and its resolved options."""
-    from spfl.reporting.analysis import RecordError
+    from spfl.reporting.tables.reading import RecordError
 
     builder = entry(kind).builder
     if not runs:
@@ -33,7 +33,7 @@ def write_table(frame: pd.DataFrame, kind: str, csv_path: str | Path, md_path: s
     """CSV (full precision) and, optionally, Markdown and an HTML fragment for the Snakemake report.
 
     Every text is built before the first file is written, so a failure leaves no file half-written."""
-    from spfl.reporting.analysis import to_markdown
+    from spfl.reporting.tables.markdown import to_markdown
 
     figure = entry(kind)
     notes = figure.note_lines(frame)
@@ -53,13 +53,23 @@ def write_table(frame: pd.DataFrame, kind: str, csv_path: str | Path, md_path: s
 
 
 def draw(name: str, table: pd.DataFrame, style: Mapping[str, Any] | None = None):
-    """The matplotlib Figure of one registered figure from its aggregated table."""
-    from spfl.reporting import plots
+    """The matplotlib Figure of one registered figure from its aggregated table, its overlapping tick
+    labels thinned out after layout."""
+    from spfl.reporting.plots.axes import declutter_ticks
+    from spfl.reporting.plots.style import apply_style
 
     figure = entry(name, figures_only=True)
-    style = plots.apply_style(style or {})
-    fig = figure.plotter(plots.prepare_table(table), name, figure.x, style)
-    return plots.finish(fig)
+    style = apply_style(style or {})
+    fig = figure.plotter(_without_missing_panels(table), name, figure.x, style)
+    declutter_ticks(fig)
+    return fig
+
+
+def _without_missing_panels(table: pd.DataFrame) -> pd.DataFrame:
+    """A figure without panels has an empty (all-missing) panel column: make it the empty string."""
+    if "panel" in table:
+        table = table.assign(panel=table["panel"].astype(object).where(table["panel"].notna(), "").astype(str))
+    return table
 
 
 def make_figure(name: str, table_path: str | Path, pdf: str | Path, png: str | Path,
@@ -70,11 +80,11 @@ def make_figure(name: str, table_path: str | Path, pdf: str | Path, png: str | P
     copied out of its folder still says what it shows."""
     import pandas as pd
 
-    from spfl.reporting import plots
+    from spfl.reporting.plots import style as plot_style
 
     logging.getLogger("fontTools").setLevel(logging.WARNING)  # font subsetting logs pages at INFO
-    style = {**plots.DEFAULT_STYLE, **dict(style or {})}
+    style = {**plot_style.DEFAULT_STYLE, **dict(style or {})}
     fig = draw(name, pd.read_csv(table_path), style)
     if source:
         fig.suptitle(source, x=0.99, ha="right", fontsize="small", color="0.35")
-    plots.save_figure(fig, pdf, png, style["dpi"])
+    plot_style.save_figure(fig, pdf, png, style["dpi"])
