@@ -15,8 +15,9 @@ import torch
 
 from allocation_reference import NOISE_PSD
 from spfl.configuration.settings import make_spec
+from spfl.records import evaluation_schedule
 from spfl.simulator.allocation import AllocationProblem, allocate
-from spfl.simulator.callbacks import AllocationRecord, Checkpoints, ProgressLog, RoundOutcome, scheduled_rounds
+from spfl.simulator.callbacks import AllocationRecord, Checkpoints, ProgressLog, RoundOutcome
 from spfl.simulator.models import build_model
 from spfl.simulator.simulation import build_environment, resolve_device, run_cell
 
@@ -80,13 +81,13 @@ def test_packets_worth_nothing_keep_the_uniform_start(policy, normalize):
 # --- full run of callbacks (session 4) -------------------------------------------------------------------
 
 @pytest.mark.parametrize("rounds, every, expected", [
-    (10, 3, {1, 3, 6, 9, 10}),   # the multiple just below the last round is kept
-    (9, 3, {1, 3, 6, 9}),        # the last round is a multiple
-    (5, 3, {1, 3, 5}),           # no multiple beyond the last round
-    (1, 4, {1}),
+    (10, 3, {0, 1, 3, 6, 9, 10}),   # the multiple just below the last round is kept
+    (9, 3, {0, 1, 3, 6, 9}),        # the last round is a multiple
+    (5, 3, {0, 1, 3, 5}),           # no multiple beyond the last round
+    (1, 4, {0, 1}),
 ])
-def test_scheduled_rounds_are_the_first_every_multiple_and_the_last(rounds, every, expected):
-    assert scheduled_rounds(rounds, every) == frozenset(expected)
+def test_the_evaluation_schedule_is_the_initial_model_the_first_every_multiple_and_the_last(rounds, every, expected):
+    assert evaluation_schedule(rounds, every) == frozenset(expected)
 
 
 def test_progress_log_reports_round_one_and_a_missing_rate_as_a_dash(caplog):

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import logging
 import math
-import operator
-from collections.abc import Iterator, Set
+from collections.abc import Set
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
+from spfl import records
 from spfl.simulator import checkpoint as checkpoints
 from spfl.simulator.training import evaluate
 
@@ -58,54 +58,15 @@ class Callback:
         raise NotImplementedError
 
 
-class Schedule(Set):
-    """The rounds 1, every ``every``-th and the last (``rounds``), as a set that stores none of them: a
-    membership test is arithmetic, so the memory of a run never depends on its number of rounds."""
-
-    def __init__(self, rounds: int, every: int):
-        self.rounds, self.every = int(rounds), int(every)
-
-    def __contains__(self, round_index: object) -> bool:
-        try:
-            round_index = operator.index(round_index)  # numpy integers too
-        except TypeError:
-            return False
-        if not 1 <= round_index <= self.rounds:
-            return False
-        return round_index in (1, self.rounds) or round_index % self.every == 0
-
-    def __iter__(self) -> Iterator[int]:
-        if self.rounds < 1:
-            return
-        yield 1
-        yield from range(max(self.every, 2), self.rounds, self.every)  # the multiples in [2, rounds - 1]
-        if self.rounds > 1:
-            yield self.rounds
-
-    def __len__(self) -> int:
-        if self.rounds < 1:
-            return 0
-        multiples = (self.rounds - 1) // self.every - 1 // self.every  # the multiples in [2, rounds - 1]
-        return 1 + max(multiples, 0) + (self.rounds > 1)
-
-    def __repr__(self) -> str:
-        return f"Schedule(rounds={self.rounds}, every={self.every})"
-
-
-def scheduled_rounds(rounds: int, every: int) -> Schedule:
-    """The rounds whose model is evaluated and whose allocation is recorded: 1, every ``every``-th,
-    the last."""
-    return Schedule(rounds, every)
-
-
 class Evaluation(Callback):
-    """Test loss and accuracy of the model after the scheduled rounds, round 0 and abnormal rounds."""
+    """Test loss and accuracy of the model after the scheduled rounds (``records.evaluation_schedule``: round 0
+    included) and abnormal rounds."""
 
     def __init__(self, rounds: Set[int]):
         self.rounds = rounds
 
     def after_round(self, sim, state, outcome):
-        if outcome.round == 0 or outcome.round in self.rounds or outcome.abnormal:
+        if outcome.round in self.rounds or outcome.abnormal:
             test = sim.env.dataset
             outcome.row["test_loss"], outcome.row["test_accuracy"] = evaluate(
                 sim.env.model, state.weights, test.test_x, test.test_y)
@@ -143,7 +104,7 @@ class ProgressLog(Callback):
             log.info("%s round %d/%d: test accuracy %.4f, train loss %.4f, sign/modulus packet error %s/%s",
                      label, outcome.round, total, row["test_accuracy"], row["train_loss"],
                      _pct(row.get("sign_error_rate")), _pct(row.get("modulus_error_rate")))
-        if state.status == "diverged":
+        if state.status == records.DIVERGED:
             log.warning("%s diverged at round %d (non-finite loss or weights)", label, outcome.round)
 
 
@@ -155,7 +116,7 @@ class Checkpoints(Callback):
         self.path, self.every = path, every
 
     def after_round(self, sim, state, outcome):
-        if (self.every and state.status == "ok" and 0 < outcome.round < sim.spec.rounds
+        if (self.every and state.status == records.OK and 0 < outcome.round < sim.spec.rounds
                 and outcome.round % self.every == 0):
             checkpoints.save(self.path, sim.spec.run_hash, state.to_checkpoint())
 

@@ -19,7 +19,7 @@ import contextlib
 import logging
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,13 +40,12 @@ from spfl.simulator.callbacks import (
     Evaluation,
     ProgressLog,
     RoundOutcome,
-    scheduled_rounds,
 )
 from spfl.simulator.channel import Geometry, dbm_to_watt, draw_fading
 from spfl.simulator.data import Dataset, load_dataset, load_prepared
 from spfl.simulator.gram import CountSketch, control_bits, gram_matrix
 from spfl.simulator.models import build_model
-from spfl.simulator.partition import HISTOGRAM_COLUMNS, histogram_rows, label_histogram, partition
+from spfl.simulator.partition import histogram_rows, label_histogram, partition
 from spfl.simulator.training import FlatModel, LocalTrainer, all_finite
 from spfl.simulator.transmission import Delivery, Link, Resources, get_scheme
 
@@ -122,7 +121,7 @@ class RunState:
     metric_rows: list[dict[str, Any]] = field(default_factory=list)
     allocation_rows: list[dict[str, Any]] = field(default_factory=list)
     trace_rows: list[dict[str, Any]] = field(default_factory=list)
-    status: str = "ok"
+    status: str = records.OK
     diverged_round: int | None = None
 
     def to_checkpoint(self) -> dict[str, Any]:
@@ -262,7 +261,7 @@ class Simulation:
         if not (np.isfinite(losses).all() and all_finite(uploads)):
             # Diverged before anything is sent: a non-finite upload has no importance to allocate by.
             state.round += 1
-            state.status, state.diverged_round = "diverged", state.round
+            state.status, state.diverged_round = records.DIVERGED, state.round
             row = {"round": state.round, "train_loss": train_loss}
             state.metric_rows.append(row)
             return RoundOutcome(state.round, row, train_loss, sent=False)
@@ -278,7 +277,7 @@ class Simulation:
         row = self.round_row(state.round, train_loss, delivery, allocation, update)
         state.metric_rows.append(row)
         if not (math.isfinite(train_loss) and all_finite(state.weights)):
-            state.status, state.diverged_round = "diverged", state.round
+            state.status, state.diverged_round = records.DIVERGED, state.round
         return RoundOutcome(state.round, row, train_loss, True, resources, delivery, allocation, problem, update)
 
     def round_row(self, round_index: int, train_loss: float, delivery: Delivery, allocation,
@@ -303,7 +302,7 @@ class Simulation:
     # -- the whole run -----------------------------------------------------------------------------
     def callbacks(self, checkpoint: Path | None = None) -> list[Callback]:
         """The default bookkeeping, in order: evaluate, record the allocation, log, checkpoint."""
-        rounds = scheduled_rounds(self.spec.rounds, self.spec.eval_every)
+        rounds = records.evaluation_schedule(self.spec.rounds, self.spec.eval_every)
         kept = [Evaluation(rounds), AllocationRecord(rounds), ProgressLog()]
         if checkpoint is not None:
             kept.append(Checkpoints(checkpoint, self.spec.checkpoint_every))
@@ -330,7 +329,7 @@ class Simulation:
         return state
 
     def running(self, state: RunState) -> bool:
-        return state.round < self.spec.rounds and state.status == "ok"
+        return state.round < self.spec.rounds and state.status == records.OK
 
     def train(self, checkpoint: Path | None = None, callbacks: list[Callback] | None = None) -> RunState:
         """The round loop from the start or a matching checkpoint; returns the final state.  ``callbacks``
@@ -342,39 +341,38 @@ class Simulation:
         return state
 
     def write_records(self, out: Path, state: RunState, wall_time: float) -> dict[str, Any]:
-        records.write_json(out / "spec.json", self.spec.to_dict())
-        records.write_csv(out / "metrics.csv", records.METRIC_COLUMNS, state.metric_rows)
-        records.write_csv(out / "allocation.csv", records.ALLOCATION_COLUMNS, state.allocation_rows)
-        records.write_csv(out / "solver_trace.csv", records.TRACE_COLUMNS, state.trace_rows)
+        records.write_json(out / records.SPEC_JSON, self.spec.to_dict())
+        records.write_csv(out / records.METRICS_CSV, records.METRIC_COLUMNS, state.metric_rows)
+        records.write_csv(out / records.ALLOCATION_CSV, records.ALLOCATION_COLUMNS, state.allocation_rows)
+        records.write_csv(out / records.TRACE_CSV, records.TRACE_COLUMNS, state.trace_rows)
         evaluated = [r for r in state.metric_rows if r.get("test_accuracy") is not None]
         finite = [r["test_accuracy"] for r in evaluated if math.isfinite(r["test_accuracy"])]
         rounds = [r for r in state.metric_rows if r["round"] > 0]
-        diverged = state.status == "diverged"
-        summary = {
-            "method": self.spec.method,
-            "status": state.status,
-            "diverged_round": state.diverged_round,
-            # a diverged model's accuracy is chance-level noise, not a result
-            "final_accuracy": None if diverged else _finite_or_none(evaluated[-1]["test_accuracy"]),
-            "best_accuracy": max(finite) if finite else None,
-            "final_test_loss": None if diverged else _finite_or_none(evaluated[-1]["test_loss"]),
-            "rounds_completed": state.round,
-            "mean_sign_error": _mean(r.get("sign_error_rate") for r in rounds),
-            "mean_modulus_error": _mean(r.get("modulus_error_rate") for r in rounds),
-            "run_hash": self.spec.run_hash,
-            "code_version": code_version(),
-            "num_params": self.env.num_params,
-            "versions": package_versions(),
-        }
+        diverged = state.status == records.DIVERGED
+        summary = records.Summary(
+            method=self.spec.method,
+            status=state.status,
+            diverged_round=state.diverged_round,
+            final_accuracy=None if diverged else _finite_or_none(evaluated[-1]["test_accuracy"]),
+            best_accuracy=max(finite) if finite else None,
+            final_test_loss=None if diverged else _finite_or_none(evaluated[-1]["test_loss"]),
+            rounds_completed=state.round,
+            mean_sign_error=_mean(r.get("sign_error_rate") for r in rounds),
+            mean_modulus_error=_mean(r.get("modulus_error_rate") for r in rounds),
+            run_hash=self.spec.run_hash,
+            code_version=code_version(),
+            num_params=self.env.num_params,
+            versions=package_versions(),
+        )
         # The one measurement that differs between identical runs lives apart, so every other record is
         # byte-identical across reruns, thread grants and executors.
-        records.write_json(out / "timing.json", {"wall_time_s": round(wall_time, 3)})
+        records.write_json(out / records.TIMING_JSON, {records.WALL_TIME: round(wall_time, 3)})
         identity = {"cell": self.spec.cell_hash, "seed": self.spec.seed, "method": self.spec.method,
                     "run_hash": self.spec.run_hash}
-        summary_text = records.json_text(summary)
+        summary_text = summary.text()
         records.write_json(out / records.CHECKSUMS, records.checksums(out, identity, summary_text))
-        records.write_atomic(out / "summary.json", summary_text)
-        return summary
+        records.write_atomic(out / records.SUMMARY_JSON, summary_text)
+        return asdict(summary)
 
 
 def run_cell(spec: RunSpec, methods: list[str], out_dir: str | Path, overlap: bool | None = None,
@@ -387,9 +385,9 @@ def run_cell(spec: RunSpec, methods: list[str], out_dir: str | Path, overlap: bo
     log.info("environment: %s, %d devices, %d parameters, device %s", spec.dataset, spec.num_devices,
              env.num_params, env.device)
     hist = label_histogram(env.dataset.train_y.cpu().numpy(), env.parts, env.dataset.num_classes)
-    records.write_csv(out / "partition.csv", HISTOGRAM_COLUMNS,
-                      (dict(zip(HISTOGRAM_COLUMNS, row)) for row in histogram_rows(hist)))
-    records.write_csv(out / "devices.csv", ("device", "distance_m", "gain", "num_samples", "alpha"),
+    records.write_csv(out / records.PARTITION_CSV, records.PARTITION_COLUMNS,
+                      (dict(zip(records.PARTITION_COLUMNS, row)) for row in histogram_rows(hist)))
+    records.write_csv(out / records.DEVICES_CSV, records.DEVICE_COLUMNS,
                       ({"device": k, "distance_m": float(env.geometry.distance[k]),
                         "gain": float(env.geometry.gain[k]),
                         "num_samples": len(env.parts[k]), "alpha": float(env.alpha[k])}
@@ -415,8 +413,8 @@ class _Member:
         self.stream = torch.cuda.Stream(sim.env.device) if cuda else None
         self.seconds = 0.0
         with self.turn():
-            self.callbacks = sim.callbacks(out / "checkpoint.pt")
-            self.state = sim.begin(out / "checkpoint.pt", self.callbacks)
+            self.callbacks = sim.callbacks(out / records.CHECKPOINT)
+            self.state = sim.begin(out / records.CHECKPOINT, self.callbacks)
 
     @contextlib.contextmanager
     def turn(self):
@@ -428,7 +426,7 @@ class _Member:
 
     def finish(self) -> dict[str, Any]:
         summary = self.sim.write_records(self.out, self.state, self.seconds)
-        (self.out / "checkpoint.pt").unlink(missing_ok=True)
+        (self.out / records.CHECKPOINT).unlink(missing_ok=True)
         return summary
 
 
