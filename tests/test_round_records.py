@@ -27,7 +27,8 @@ from core_helpers import (
 from spfl import records
 from spfl.configuration.settings import make_spec
 from spfl.provenance import code_version, package_versions
-from spfl.simulator.simulation import Simulation, _finite_or_none, build_environment, run_cell
+from spfl.simulator.lifecycle import RunRecords, _finite_or_none
+from spfl.simulator.simulation import Simulation, build_environment, run_cell
 from spfl.simulator.transmission import Delivery
 
 ETA, L = 0.1, 5.0
@@ -350,10 +351,10 @@ def test_a_diverged_run_has_no_final_accuracy_or_loss_but_keeps_its_best(tmp_pat
     accuracy = [r["test_accuracy"] for r in state.metric_rows]
     assert math.isfinite(state.metric_rows[-1]["test_loss"])
     state.status, state.diverged_round = "diverged", 2
-    summary = sim.write_records(tmp_path, state, 1.23456)
-    assert (summary["status"], summary["diverged_round"]) == ("diverged", 2)
-    assert summary["final_accuracy"] is None and summary["final_test_loss"] is None
-    assert summary["best_accuracy"] == max(accuracy)
+    summary = sim.end(state, [RunRecords(tmp_path)], 1.23456).summary
+    assert (summary.status, summary.diverged_round) == ("diverged", 2)
+    assert summary.final_accuracy is None and summary.final_test_loss is None
+    assert summary.best_accuracy == max(accuracy)
     assert json.loads((tmp_path / "summary.json").read_text())["final_accuracy"] is None
     assert json.loads((tmp_path / "timing.json").read_text()) == {"wall_time_s": 1.235}
 
@@ -364,8 +365,9 @@ def test_a_diverged_run_without_evaluations_has_no_accuracies(tmp_path):
     sim = tiny_simulation("ideal", learning_rate=1e30, smoothness=1e-31)
     state = sim.train(callbacks=[])
     assert state.status == "diverged"
-    summary = sim.write_records(tmp_path, state, 0.5)
-    assert (summary["final_accuracy"], summary["best_accuracy"], summary["final_test_loss"]) == (None, None, None)
+    summary = sim.end(state, [], 0.5).summary
+    assert (summary.final_accuracy, summary.best_accuracy, summary.final_test_loss) == (None, None, None)
+
 
 # --- the records contract (spfl.records): what a run writes is what the fixtures write -------------------
 
