@@ -19,7 +19,7 @@
 # cached result.  Then: `mutmut results` lists the survivors, `mutmut show NAME` shows one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-core=(channel transmission aggregation allocation simulation callbacks spec calibration training)
+core=(channel transmission aggregation allocation simulation lifecycle spec calibration training)
 MUTMUT="${MUTMUT:-$(dirname "$(command -v python)")/mutmut}"
 [ -x "$MUTMUT" ] || MUTMUT=mutmut
 if [ "${1:-}" = "--sample" ]; then

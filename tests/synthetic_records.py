@@ -7,7 +7,9 @@ Two kinds:
 * ``write_run`` writes the three records the comparison tables read (spec.json, summary.json,
   metrics.csv) for one run given its final accuracy, so a test chooses every number by hand.
 
-No simulator is involved, so the aggregates can be checked against hand-computed values.
+No simulator is involved, so the aggregates can be checked against hand-computed values; the files, columns,
+summary keys and evaluated rounds are those of the records contract (``spfl.records``), so the fixtures have
+the shape of a real run's records.
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from spfl import records as contract
 from spfl.configuration import load_plan
 from spfl.configuration.settings import make_spec
-from spfl.records import ALLOCATION_COLUMNS, METRIC_COLUMNS, write_csv, write_json
+from spfl.records import Summary, evaluation_schedule, write_atomic, write_csv, write_json
 
 ROUNDS, EVAL = 6, 3
 K = 4
@@ -62,10 +65,10 @@ def write_cell(folder: Path, cell, methods) -> None:
     params = cell.params
     num_devices = params["num_devices"]
     gains = [10 ** (-(9 + d)) for d in range(num_devices)]  # device 0 strongest
-    write_csv(folder / "devices.csv", ("device", "distance_m", "gain", "num_samples", "alpha"),
+    write_csv(folder / contract.DEVICES_CSV, contract.DEVICE_COLUMNS,
               [{"device": d, "distance_m": 100.0 + d, "gain": g, "num_samples": 10, "alpha": 1 / num_devices}
                for d, g in enumerate(gains)])
-    write_csv(folder / "partition.csv", ("device", "label", "count"),
+    write_csv(folder / contract.PARTITION_CSV, contract.PARTITION_COLUMNS,
               [{"device": d, "label": 0, "count": 10} for d in range(num_devices)])
     bandwidth = params["total_bandwidth_mhz"]
     for method in methods:
@@ -73,8 +76,9 @@ def write_cell(folder: Path, cell, methods) -> None:
         final = accuracy(method, params["seed"], bandwidth)
         served = served_devices(method, num_devices, bandwidth)
         metrics = []
+        schedule = evaluation_schedule(ROUNDS, EVAL)
         for r in range(ROUNDS + 1):
-            evaluated = r % EVAL == 0 or r == ROUNDS
+            evaluated = r in schedule
             metrics.append({"round": r, "train_loss": 1.0 / (r + 1),
                             "test_accuracy": final * r / ROUNDS if evaluated else None,
                             "test_loss": 1.0 if evaluated else None,
@@ -83,9 +87,9 @@ def write_cell(folder: Path, cell, methods) -> None:
                             **({} if r == 0 else {"devices_transmitting": num_devices,
                                                   "devices_sign_received": served[0] + r % 2,
                                                   "devices_both_received": served[1]})})
-        write_csv(out / "metrics.csv", METRIC_COLUMNS, metrics)
-        snapshots = [1, EVAL, ROUNDS]
-        write_csv(out / "allocation.csv", ALLOCATION_COLUMNS, [
+        write_csv(out / contract.METRICS_CSV, contract.METRIC_COLUMNS, metrics)
+        snapshots = [r for r in schedule if r > 0]
+        write_csv(out / contract.ALLOCATION_CSV, contract.ALLOCATION_COLUMNS, [
             {"round": r, "device": d, "bandwidth_hz": bandwidth * 1e6 * d / sum(range(num_devices)),
              "power_sign_w": 0.2 * 32, "power_modulus_w": 0.0 if d == num_devices - 1 else 0.1,
              "slot_share": 1 / 32 if method.startswith("spfl") else 1.0,
@@ -93,15 +97,14 @@ def write_cell(folder: Path, cell, methods) -> None:
             for r in snapshots for d in range(num_devices)])
         trace = [{"round": r, "iteration": i, "objective": (1 + r) * (1 - 0.5 ** (i + 1))}
                  for r in snapshots for i in range(4)] if method in OPTIMIZED else []
-        write_csv(out / "solver_trace.csv", ("round", "iteration", "objective"), trace)
+        write_csv(out / contract.TRACE_CSV, contract.TRACE_COLUMNS, trace)
         spec = make_spec({**params, "method": method}).to_dict()
-        write_json(out / "spec.json", spec)
-        write_json(out / "summary.json", {
-            "method": method, "status": "ok", "diverged_round": None, "final_accuracy": final,
-            "best_accuracy": final, "final_test_loss": 1.0, "rounds_completed": ROUNDS,
-            "mean_sign_error": 0.1 / bandwidth,
-            "mean_modulus_error": None if method == "signsgd" else 0.4 / bandwidth,
-            "run_hash": "x", "code_version": "y", "num_params": 310, "versions": {}})
+        write_json(out / contract.SPEC_JSON, spec)
+        write_atomic(out / contract.SUMMARY_JSON, Summary(
+            method=method, status=contract.OK, diverged_round=None, final_accuracy=final,
+            best_accuracy=final, final_test_loss=1.0, rounds_completed=ROUNDS,
+            mean_sign_error=0.1 / bandwidth, mean_modulus_error=None if method == "signsgd" else 0.4 / bandwidth,
+            run_hash="x", code_version="y", num_params=310, versions={}).text())
 
 
 def served_devices(method: str, num_devices: int, bandwidth: float) -> tuple[int, int]:
@@ -135,25 +138,26 @@ def table(plan, figure):
 def write_run(root: Path, experiment: str, method: str, seed: int, final_pct: float, budget_pct: float,
               *, rounds: int = ROUNDS, eval_every: int = EVAL, normalize: str = "received", status: str = "ok",
               dataset: str = "digits", **swept: Any) -> dict[str, Any]:
-    """One run whose test accuracy is 10 % at round 0, ``budget_pct`` at round ``rounds // 2`` (an evaluated
-    round) and ``final_pct`` at the last; returns its run record (experiment, cell, dir, seed, method,
-    swept settings)."""
+    """One run whose test accuracy is 10 % at rounds 0 and 1 (the initial model and one step), ``budget_pct``
+    at the evaluated rounds up to ``rounds // 2`` (which must be one) and ``final_pct`` after; returns its run
+    record (experiment, cell, dir, seed, method, swept settings)."""
     cell = f"{experiment}-{seed}-" + "-".join(f"{k}{v}" for k, v in swept.items())
     folder = root / cell / method
-    evaluated = sorted({0, rounds, *range(eval_every, rounds + 1, eval_every)})
+    evaluated = list(evaluation_schedule(rounds, eval_every))
     middle = rounds // 2
-    assert middle in evaluated, "choose rounds and eval_every so that rounds // 2 is evaluated"
+    assert middle in evaluated and middle > 1, "choose rounds and eval_every so that rounds // 2 > 1 is evaluated"
     metrics = [{"round": r, "train_loss": 1.0,
-                "test_accuracy": (10.0 if r == 0 else budget_pct if r <= middle else final_pct) / 100.0}
+                "test_accuracy": (10.0 if r <= 1 else budget_pct if r <= middle else final_pct) / 100.0}
                for r in evaluated]
-    write_csv(folder / "metrics.csv", METRIC_COLUMNS, metrics)
-    write_json(folder / "spec.json", {"dataset": dataset, "rounds": rounds, "eval_every": eval_every,
-                                      "normalize": normalize, "method": method, "seed": seed})
-    write_json(folder / "summary.json", {
-        "method": method, "status": status, "diverged_round": 4 if status == "diverged" else None,
-        "final_accuracy": None if status == "diverged" else final_pct / 100.0, "best_accuracy": final_pct / 100.0,
-        "final_test_loss": 1.0, "rounds_completed": rounds, "mean_sign_error": 0.1, "mean_modulus_error": 0.2,
-        "run_hash": "x", "code_version": "y"})
+    write_csv(folder / contract.METRICS_CSV, contract.METRIC_COLUMNS, metrics)
+    write_json(folder / contract.SPEC_JSON, {"dataset": dataset, "rounds": rounds, "eval_every": eval_every,
+                                            "normalize": normalize, "method": method, "seed": seed})
+    diverged = status == contract.DIVERGED
+    write_atomic(folder / contract.SUMMARY_JSON, Summary(
+        method=method, status=status, diverged_round=4 if diverged else None,
+        final_accuracy=None if diverged else final_pct / 100.0, best_accuracy=final_pct / 100.0,
+        final_test_loss=1.0, rounds_completed=rounds, mean_sign_error=0.1, mean_modulus_error=0.2,
+        run_hash="x", code_version="y", num_params=310, versions={}).text())
     return {"experiment": experiment, "cell": cell, "dir": str(root / cell), "seed": seed, "method": method,
             **swept}
 

@@ -104,7 +104,7 @@ def test_a_run_that_never_reaches_the_target_is_censored_not_numbered(tmp_path):
 def test_a_round_budget_that_was_not_evaluated_names_the_file(tmp_path):
     run = write_run(tmp_path, "e", "spfl", 0, final_pct=80.0, budget_pct=70.0, total_bandwidth_mhz=1.0)
     with pytest.raises(reading.RecordError, match=r"metrics.csv' has no test accuracy at round_budget = 4: "
-                                                   r"allowed an evaluated round \(0, 3, 6\)"):
+                                                   r"allowed an evaluated round \(0, 1, 3, 6\)"):
         progress.run_progress(run, 4, None)
 
 
@@ -131,7 +131,7 @@ def test_final_accuracy_table_is_mean_and_interval_over_seeds(plan):
 
 def test_rounds_table_has_every_evaluated_round_per_panel(plan):
     out = table(plan, "accuracy_vs_round")
-    assert sorted(out["round"].unique()) == [0, EVAL, ROUNDS]
+    assert sorted(out["round"].unique()) == [0, 1, EVAL, ROUNDS]
     assert set(out["panel"]) == {"B_tot = 1 MHz", "B_tot = 2 MHz"}
     spfl = out[(out["method"] == "spfl") & (out["panel"] == "B_tot = 2 MHz")].set_index("round")
     # accuracy grows linearly to the final value: half of it at round 3; 100 * (0.72 + spread + 0.01 seed)

@@ -94,13 +94,13 @@ def test_round_table_leaves_a_diverged_run_out_at_every_round(plan):
     """Before its divergence too: the curve averages the same two seeds from round 0 to the end."""
     out = table(plan, "accuracy_vs_round")
     spfl = out[(out["method"] == "spfl") & (out["total_bandwidth_mhz"] == 1.0)]
-    assert sorted(spfl["round"]) == [0, 3, 6]  # nothing at the divergence round, which is off the schedule
+    assert sorted(spfl["round"]) == [0, 1, 3, 6]  # nothing at the divergence round, which is off the schedule
     assert (spfl["n"] == 2).all() and (spfl["n_diverged"] == 1).all()
     assert (spfl["first_diverged_round"] == DIVERGED_AT).all()
     final = row(spfl, round=6)
     assert final["mean"] == pytest.approx((level("spfl", 1, 1.0) + level("spfl", 2, 1.0)) / 2)
     digital = out[(out["method"] == "digital") & (out["total_bandwidth_mhz"] == 2.0)]
-    assert set(digital["round"]) == {0, 3} and (digital["n"] == 0).all() and (digital["n_diverged"] == 3).all()
+    assert set(digital["round"]) == {0, 1, 3} and (digital["n"] == 0).all() and (digital["n_diverged"] == 3).all()
     assert (out.loc[~out.index.isin([*spfl.index, *digital.index]), "n_diverged"] == 0).all()
 
 

@@ -21,7 +21,7 @@ import pytest
 
 from spfl.configuration.methods import METHODS
 from spfl.configuration.settings import SETTINGS, SpecError, make_spec
-from spfl.simulator.callbacks import scheduled_rounds
+from spfl.records import evaluation_schedule
 from spfl.simulator.simulation import build_environment, run_cell
 
 NUMERIC = {s.name: s for s in SETTINGS if s.kind in (int, float)}
@@ -107,14 +107,15 @@ def test_just_outside_the_bounds_is_refused(setting):
 def test_the_evaluation_schedule_takes_no_memory_for_a_billion_rounds():
     tracemalloc.start()
     try:
-        schedule = scheduled_rounds(10**9, 1)
-        assert 10**9 in schedule and 1 in schedule and 123_456_789 in schedule and 0 not in schedule
-        assert len(schedule) == 10**9
+        schedule = evaluation_schedule(10**9, 1)
+        assert 10**9 in schedule and 1 in schedule and 123_456_789 in schedule and 0 in schedule
+        assert -1 not in schedule and 10**9 + 1 not in schedule
+        assert len(schedule) == 10**9 + 1
         assert tracemalloc.get_traced_memory()[1] < 1_000_000
     finally:
         tracemalloc.stop()
-    schedule = scheduled_rounds(10, 3)
-    assert set(schedule) == {1, 3, 6, 9, 10} and len(schedule) == 5 and 4 not in schedule
+    schedule = evaluation_schedule(10, 3)
+    assert set(schedule) == {0, 1, 3, 6, 9, 10} and len(schedule) == 6 and 4 not in schedule
 
 
 def test_a_billion_rounds_is_refused_naming_the_bound():

@@ -298,7 +298,7 @@ def test_round_figure_has_one_line_per_method_and_panel(tables):
             labels = [line.get_label() for line in ax.get_lines()]
             assert labels == [plot_style.METHOD_LABELS[m] for m in ("ideal", "digital", "digital_reuse", "scheduling",
                                                                 "signsgd", "spfl")]
-            assert list(ax.get_lines()[-1].get_xdata()) == [0, 3, 6]
+            assert list(ax.get_lines()[-1].get_xdata()) == [0, 1, 3, 6]
         assert len(bands(fig)) == 12  # three seeds: a band per method and panel
     finally:
         plt.close(fig)

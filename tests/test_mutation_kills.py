@@ -15,47 +15,45 @@ import torch
 
 from allocation_reference import NOISE_PSD
 from spfl.configuration.settings import make_spec
+from spfl.records import evaluation_schedule
 from spfl.simulator.allocation import AllocationProblem, allocate
-from spfl.simulator.callbacks import AllocationRecord, Checkpoints, ProgressLog, RoundOutcome, scheduled_rounds
+from spfl.simulator.lifecycle import AllocationRecord, Checkpoints, ProgressLog, RoundView
 from spfl.simulator.models import build_model
-from spfl.simulator.simulation import build_environment, resolve_device, run_cell
+from spfl.simulator.simulation import RoundOutcome, build_environment, resolve_device, run_cell
 
 
-def _bookkeeping(status: str = "ok"):
-    sim = SimpleNamespace(spec=SimpleNamespace(method="spfl", rounds=10))
-    state = SimpleNamespace(status=status, allocation_rows=[], trace_rows=[])
-    return sim, state
+def _view(round_index: int, row=None, status: str = "ok", outcome=None, snapshot=dict, rounds: int = 10) -> RoundView:
+    spec = SimpleNamespace(method="spfl", rounds=rounds, run_hash="h")
+    return RoundView(spec, round_index, row or {}, None, status, snapshot, outcome)
 
 
 def test_allocation_record_writes_one_trace_row_per_solver_iteration():
-    sim, state = _bookkeeping()
     two_devices = np.array([1.0, 2.0])
     outcome = RoundOutcome(
-        round=5, row={}, train_loss=0.5,
+        round=5, train_loss=0.5,
         resources=SimpleNamespace(bandwidth=two_devices, power_sign=two_devices, power_modulus=two_devices,
                                   slot_share=two_devices),
         delivery=SimpleNamespace(q_sign=two_devices, q_modulus=two_devices),
         problem=SimpleNamespace(num_devices=2, u_sign=two_devices, u_modulus=two_devices),
         allocation=SimpleNamespace(trace=[3.0, 2.5]))
-    AllocationRecord(frozenset({5})).after_round(sim, state, outcome)
-    assert state.trace_rows == [{"round": 5, "iteration": 0, "objective": 3.0},
-                                {"round": 5, "iteration": 1, "objective": 2.5}]
-    assert [(r["round"], r["device"], r["bandwidth_hz"]) for r in state.allocation_rows] == [(5, 0, 1.0), (5, 1, 2.0)]
+    added = AllocationRecord(frozenset({5})).after_round(_view(5, outcome=outcome))
+    assert added.trace == [{"round": 5, "iteration": 0, "objective": 3.0},
+                           {"round": 5, "iteration": 1, "objective": 2.5}]
+    assert [(r["round"], r["device"], r["bandwidth_hz"]) for r in added.allocation] == [(5, 0, 1.0), (5, 1, 2.0)]
+    assert added.metrics == {}
 
 
 def test_progress_line_shows_both_packet_error_rates(caplog):
-    sim, state = _bookkeeping()
     row = {"test_accuracy": 0.75, "train_loss": 1.25, "sign_error_rate": 0.125, "modulus_error_rate": 0.5}
     with caplog.at_level(logging.INFO, logger="spfl"):
-        ProgressLog().after_round(sim, state, RoundOutcome(round=3, row=row))
+        ProgressLog().after_round(_view(3, row))
     assert [r.getMessage() for r in caplog.records] == [
         "spfl round 3/10: test accuracy 0.7500, train loss 1.2500, sign/modulus packet error 12.5%/50.0%"]
 
 
 def test_progress_log_warns_once_the_run_has_diverged(caplog):
-    sim, state = _bookkeeping(status="diverged")
     with caplog.at_level(logging.INFO, logger="spfl"):
-        ProgressLog().after_round(sim, state, RoundOutcome(round=4, row={"train_loss": float("nan")}, sent=False))
+        ProgressLog().after_round(_view(4, {"train_loss": float("nan")}, status="diverged"))
     assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
         ("WARNING", "spfl diverged at round 4 (non-finite loss or weights)")]
 
@@ -80,20 +78,19 @@ def test_packets_worth_nothing_keep_the_uniform_start(policy, normalize):
 # --- full run of callbacks (session 4) -------------------------------------------------------------------
 
 @pytest.mark.parametrize("rounds, every, expected", [
-    (10, 3, {1, 3, 6, 9, 10}),   # the multiple just below the last round is kept
-    (9, 3, {1, 3, 6, 9}),        # the last round is a multiple
-    (5, 3, {1, 3, 5}),           # no multiple beyond the last round
-    (1, 4, {1}),
+    (10, 3, {0, 1, 3, 6, 9, 10}),   # the multiple just below the last round is kept
+    (9, 3, {0, 1, 3, 6, 9}),        # the last round is a multiple
+    (5, 3, {0, 1, 3, 5}),           # no multiple beyond the last round
+    (1, 4, {0, 1}),
 ])
-def test_scheduled_rounds_are_the_first_every_multiple_and_the_last(rounds, every, expected):
-    assert scheduled_rounds(rounds, every) == frozenset(expected)
+def test_the_evaluation_schedule_is_the_initial_model_the_first_every_multiple_and_the_last(rounds, every, expected):
+    assert evaluation_schedule(rounds, every) == frozenset(expected)
 
 
 def test_progress_log_reports_round_one_and_a_missing_rate_as_a_dash(caplog):
-    sim, state = _bookkeeping()
     row = {"test_accuracy": 0.5, "train_loss": 2.0, "sign_error_rate": None, "modulus_error_rate": 0.25}
     with caplog.at_level(logging.INFO, logger="spfl"):
-        ProgressLog().after_round(sim, state, RoundOutcome(round=1, row=row))
+        ProgressLog().after_round(_view(1, row))
     assert [r.getMessage() for r in caplog.records] == [
         "spfl round 1/10: test accuracy 0.5000, train loss 2.0000, sign/modulus packet error -/25.0%"]
 
@@ -103,11 +100,11 @@ def test_checkpoints_are_written_at_every_multiple_from_round_one_on(tmp_path, m
     never is (nothing to resume)."""
     saved = []
     monkeypatch.setattr("spfl.simulator.checkpoint.save", lambda path, run_hash, state: saved.append(state["round"]))
-    sim = SimpleNamespace(spec=SimpleNamespace(method="spfl", rounds=3, run_hash="h"))
     hook = Checkpoints(tmp_path / "checkpoint.pt", every=1)
-    for round_index in range(4):
-        state = SimpleNamespace(status="ok", round=round_index, to_checkpoint=lambda r=round_index: {"round": r})
-        hook.after_round(sim, state, RoundOutcome(round=round_index, row={}))
+    views = [_view(r, snapshot=lambda r=r: {"round": r}, rounds=3) for r in range(4)]
+    hook.begin(views[0])
+    for view in views[1:]:
+        hook.after_round(view)
     assert saved == [1, 2]
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from spfl.records import PARTITION_COLUMNS
 from spfl.simulator.partition import (
-    HISTOGRAM_COLUMNS,
     PARTITIONS,
     PartitionError,
     histogram_rows,
@@ -121,7 +121,7 @@ def test_histogram_and_rows() -> None:
     assert np.array_equal(hist.sum(axis=0), np.bincount(LABELS)) and list(hist.sum(axis=1)) == [
         len(p) for p in parts]
     rows = list(histogram_rows(hist))
-    assert HISTOGRAM_COLUMNS == ("device", "label", "count") and len(rows) == 40
+    assert PARTITION_COLUMNS == ("device", "label", "count") and len(rows) == 40
     assert rows[13] == (1, 3, int(hist[1, 3])) and all(type(v) is int for v in rows[13])
     with pytest.raises(PartitionError, match="num_classes"):
         label_histogram(LABELS, parts, 5)

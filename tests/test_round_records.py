@@ -24,9 +24,11 @@ from core_helpers import (
     partition_weights,
     textbook_gradients,
 )
+from spfl import records
 from spfl.configuration.settings import make_spec
 from spfl.provenance import code_version, package_versions
-from spfl.simulator.simulation import Simulation, _finite_or_none, build_environment, run_cell
+from spfl.simulator.lifecycle import RunRecords, _finite_or_none
+from spfl.simulator.simulation import Simulation, build_environment, run_cell
 from spfl.simulator.transmission import Delivery
 
 ETA, L = 0.1, 5.0
@@ -313,7 +315,7 @@ def test_run_cell_summary_timing_devices_and_log_line(tmp_path, caplog):
     assert f"environment: digits, 4 devices, {D} parameters, device {device}" in caplog.messages
     with open(tmp_path / "devices.csv", newline="") as handle:
         header = next(csv.reader(handle))
-    assert header == ["device", "distance_m", "gain", "num_samples", "alpha"]
+    assert header == ["device", "distance_m", "gain", "num_samples", "alpha"] == list(records.DEVICE_COLUMNS)
     assert [int(d["device"]) for d in read_csv(tmp_path / "devices.csv")] == [0, 1, 2, 3]
 
     out = tmp_path / "spfl_uniform"
@@ -349,10 +351,10 @@ def test_a_diverged_run_has_no_final_accuracy_or_loss_but_keeps_its_best(tmp_pat
     accuracy = [r["test_accuracy"] for r in state.metric_rows]
     assert math.isfinite(state.metric_rows[-1]["test_loss"])
     state.status, state.diverged_round = "diverged", 2
-    summary = sim.write_records(tmp_path, state, 1.23456)
-    assert (summary["status"], summary["diverged_round"]) == ("diverged", 2)
-    assert summary["final_accuracy"] is None and summary["final_test_loss"] is None
-    assert summary["best_accuracy"] == max(accuracy)
+    summary = sim.end(state, [RunRecords(tmp_path)], 1.23456).summary
+    assert (summary.status, summary.diverged_round) == ("diverged", 2)
+    assert summary.final_accuracy is None and summary.final_test_loss is None
+    assert summary.best_accuracy == max(accuracy)
     assert json.loads((tmp_path / "summary.json").read_text())["final_accuracy"] is None
     assert json.loads((tmp_path / "timing.json").read_text()) == {"wall_time_s": 1.235}
 
@@ -363,5 +365,53 @@ def test_a_diverged_run_without_evaluations_has_no_accuracies(tmp_path):
     sim = tiny_simulation("ideal", learning_rate=1e30, smoothness=1e-31)
     state = sim.train(callbacks=[])
     assert state.status == "diverged"
-    summary = sim.write_records(tmp_path, state, 0.5)
-    assert (summary["final_accuracy"], summary["best_accuracy"], summary["final_test_loss"]) == (None, None, None)
+    summary = sim.end(state, [], 0.5).summary
+    assert (summary.final_accuracy, summary.best_accuracy, summary.final_test_loss) == (None, None, None)
+
+
+# --- the records contract (spfl.records): what a run writes is what the fixtures write -------------------
+
+def record_shapes(cell_folder, method: str) -> dict:
+    """Each record's CSV header or JSON keys, for the cell's and the method's records that exist."""
+    shapes = {}
+    for name, folder in [(n, cell_folder) for n in records.CELL_RECORDS] + [(n, cell_folder / method)
+                                                                           for n in records.RUN_RECORDS]:
+        path = folder / name
+        if path.is_file():
+            text = path.read_text()
+            shapes[name] = tuple(sorted(json.loads(text))) if name.endswith(".json") else \
+                tuple(text.splitlines()[0].split(","))
+    return shapes
+
+
+def evaluated_rounds(metrics_csv) -> list[int]:
+    return [int(row["round"]) for row in read_csv(metrics_csv) if row["test_accuracy"] != ""]
+
+
+def test_a_run_and_the_synthetic_fixtures_write_the_declared_records(tmp_path):
+    """Every record of a real run has the declared columns and keys and evaluates the scheduled rounds; the
+    synthetic records the table tests read have the same shape and schedule."""
+    from spfl.configuration import load_plan
+    from synthetic_records import EVAL, ROUNDS, write_cell, write_run
+    from synthetic_records import config as synthetic_config
+
+    spec = make_spec(TINY_RUN, rounds=4, eval_every=3)
+    run_cell(spec, ["spfl"], tmp_path / "real")
+    real = record_shapes(tmp_path / "real", "spfl")
+    assert set(real) == {*records.CELL_RECORDS, *records.RUN_RECORDS}
+    for name, columns in records.CSV_COLUMNS.items():
+        assert real[name] == columns, name
+    assert real[records.SUMMARY_JSON] == tuple(sorted(records.SUMMARY_KEYS))
+    assert evaluated_rounds(tmp_path / "real" / "spfl" / records.METRICS_CSV) == [0, 1, 3, 4]
+
+    cell = next(iter(load_plan(synthetic_config()).cells.values()))
+    write_cell(tmp_path / "synthetic", cell, ["spfl"])
+    assert record_shapes(tmp_path / "synthetic", "spfl") == real
+    schedule = list(records.evaluation_schedule(ROUNDS, EVAL))
+    assert evaluated_rounds(tmp_path / "synthetic" / "spfl" / records.METRICS_CSV) == schedule
+
+    run = write_run(tmp_path / "hand", "e", "spfl", 0, final_pct=80.0, budget_pct=70.0)
+    by_hand = record_shapes(tmp_path / "hand" / run["cell"], "spfl")
+    assert {name: by_hand[name] for name in (records.METRICS_CSV, records.SUMMARY_JSON)} == \
+        {name: real[name] for name in (records.METRICS_CSV, records.SUMMARY_JSON)}
+    assert evaluated_rounds(tmp_path / "hand" / run["cell"] / "spfl" / records.METRICS_CSV) == schedule

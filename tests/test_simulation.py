@@ -183,15 +183,19 @@ def test_packet_errors_fall_as_bandwidth_or_power_grow():
 
 def test_bookkeeping_is_callbacks_around_an_unchanged_round():
     """Without callbacks the rounds and weights are the same and nothing is evaluated; a user's callback
-    sees every round once, in order, with the update the round applied."""
-    from spfl.simulator.callbacks import Callback
+    sees the initial model at begin, then every round once, in order, with the update the round applied."""
+    from spfl.simulator.lifecycle import Callback
 
     class UpdateNorms(Callback):
         def __init__(self):
             self.seen = []
 
-        def after_round(self, sim, state, outcome):
-            self.seen.append((outcome.round, None if outcome.update is None else float(outcome.update.double().norm())))
+        def begin(self, view):
+            self.seen.append((view.round, None))
+
+        def after_round(self, view):
+            update = view.outcome.update
+            self.seen.append((view.round, None if update is None else float(update.double().norm())))
 
     spec = make_spec(SMALL, total_bandwidth_mhz=0.5, deadline_ms=60.0)
     env = build_environment(spec)
@@ -250,7 +254,7 @@ def test_lockstep_resumes_each_method_from_its_own_checkpoint(tmp_path):
     """A method with a matching checkpoint continues from it (its saved rows are kept, here marked),
     while the others start fresh; the resumed run ends with the uninterrupted run's weights."""
     from spfl.simulator import checkpoint as checkpoints
-    from spfl.simulator.callbacks import Checkpoints
+    from spfl.simulator.lifecycle import Checkpoints
 
     spec = make_spec(LOCKSTEP)
     run_cell(spec, ["spfl", "digital"], tmp_path / "whole", overlap=True)
@@ -433,9 +437,10 @@ def test_finish_round_update_momentum_and_divergence_after_update():
 def test_finish_round_records_the_allocation_objective():
     env = build_environment(make_spec(TINY, total_bandwidth_mhz=0.5, deadline_ms=60.0))
     sim = Simulation(env, "spfl")
-    outcome = sim.step(sim.initial_state())
+    state = sim.initial_state()
+    outcome = sim.step(state)
     assert outcome.allocation is not None
-    assert outcome.row["objective"] == float(outcome.allocation.objective)
+    assert state.metric_rows[-1]["objective"] == float(outcome.allocation.objective)
 
 
 def test_running_needs_rounds_left_and_status_ok():
@@ -541,12 +546,16 @@ def test_run_methods_on_cuda_overlaps_on_own_streams(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: log.append(("sync", device)))
     cuda = torch.device("cuda")
 
+    @dataclasses.dataclass(frozen=True)
+    class Summary:  # what run_methods returns of a member's end: its summary, as a dict
+        method: str
+
     class StandIn:
         def __init__(self, name):
             self.env = types.SimpleNamespace(device=cuda)
             self.spec = types.SimpleNamespace(method=name)
 
-        def callbacks(self, checkpoint):
+        def callbacks(self, checkpoint, out):
             return []
 
         def begin(self, checkpoint, callbacks):
@@ -564,8 +573,8 @@ def test_run_methods_on_cuda_overlaps_on_own_streams(tmp_path, monkeypatch):
             log.append(("finish", self.spec.method, current[0], launched))
             state.round += 1
 
-        def write_records(self, out, state, seconds):
-            return {"method": self.spec.method}
+        def end(self, state, callbacks, seconds):
+            return types.SimpleNamespace(summary=Summary(self.spec.method))
 
     sims = [StandIn("a"), StandIn("b")]
     assert run_methods(sims, [tmp_path / "a", tmp_path / "b"]) == {"a": {"method": "a"}, "b": {"method": "b"}}

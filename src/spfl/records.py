@@ -1,23 +1,28 @@
-"""Run records on disk: tidy CSVs and JSON, always written atomically.
+"""The records contract and how records are written: tidy CSVs and JSON, always atomically.
 
-Layout of one `spfl run --out OUT` (one folder per method, so a cell of methods that share
-common random numbers lives side by side):
+Every record a run writes is declared here once -- its file name, its CSV columns or JSON keys, and the
+evaluation schedule that says which rounds carry a test accuracy -- and the simulator's writers, the
+readers and the test fixtures use these names.  Layout of one `spfl run --out OUT` (one folder per
+method, so a cell of methods that share common random numbers lives side by side):
 
-    OUT/devices.csv              device, distance_m, gain, num_samples, alpha
-    OUT/partition.csv            device, label, count
+    OUT/devices.csv              DEVICE_COLUMNS, one row per device
+    OUT/partition.csv            PARTITION_COLUMNS, one row per device and label
     OUT/<method>/spec.json       the resolved run spec (all settings)
-    OUT/<method>/metrics.csv     one row per round (METRIC_COLUMNS); round 0 is the initial model
-    OUT/<method>/allocation.csv  per-device allocation snapshots (ALLOCATION_COLUMNS)
-    OUT/<method>/solver_trace.csv  Phi per alternating-optimization iteration at snapshot rounds
+    OUT/<method>/metrics.csv     METRIC_COLUMNS, one row per round; round 0 is the initial model
+    OUT/<method>/allocation.csv  ALLOCATION_COLUMNS: per-device allocation at the scheduled rounds
+    OUT/<method>/solver_trace.csv  TRACE_COLUMNS: Phi per alternating-optimization iteration, same rounds
     OUT/<method>/timing.json     wall time of the run (the one record that differs between identical runs)
     OUT/<method>/checksums.json  the run's identity (cell, seed, method, run hash) and the sha256 of each
                                  record above but timing.json, and of devices.csv and partition.csv
-    OUT/<method>/summary.json    written last: its presence means the run finished
+    OUT/<method>/summary.json    :class:`Summary`, written last: its presence means the run finished
+    OUT/<method>/checkpoint.pt   the state to resume from while the run is unfinished (spfl.simulator.checkpoint);
+                                 one that cannot be read is set aside as checkpoint.pt.damaged
     OUT/run.json                 the folder's owner (the cell), written before any record (spfl.simulator.run_folder)
 
 The tables read a run's records only after :func:`verify_run` has checked them against its checksums.json
 and the cell, seed and method the table expects: a hand-edited value, a damaged file or a folder copied from
-another cell is one error naming the file, never a number in a table.
+another cell is one error naming the file, never a number in a table.  This module imports neither torch nor
+pandas, so every wing can use it.
 """
 
 from __future__ import annotations
@@ -28,17 +33,37 @@ import hashlib
 import io
 import json
 import math
+import operator
 import os
 import tempfile
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Set
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, BinaryIO
+
+# ---------------------------------------------------------------------------------------------------
+# The records contract
+# ---------------------------------------------------------------------------------------------------
+
+SPEC_JSON = "spec.json"
+METRICS_CSV = "metrics.csv"
+ALLOCATION_CSV = "allocation.csv"
+TRACE_CSV = "solver_trace.csv"
+SUMMARY_JSON = "summary.json"
+TIMING_JSON = "timing.json"
+CHECKSUMS = "checksums.json"
+DEVICES_CSV = "devices.csv"
+PARTITION_CSV = "partition.csv"
+CHECKPOINT = "checkpoint.pt"
+DAMAGED_SUFFIX = ".damaged"  # appended to the name of a checkpoint that cannot be read
+RUN_RECORDS = (SPEC_JSON, METRICS_CSV, ALLOCATION_CSV, TRACE_CSV, SUMMARY_JSON)  # checksummed, per method
+CELL_RECORDS = (DEVICES_CSV, PARTITION_CSV)  # shared by the methods of a cell, in the cell's folder
 
 METRIC_COLUMNS = (
     "round",                  # rounds completed (0 = initial model)
     "train_loss",             # alpha-weighted mean of the devices' mini-batch losses this round
-    "test_loss",              # at evaluation rounds, else empty
-    "test_accuracy",          # fraction in [0, 1] at evaluation rounds, else empty
+    "test_loss",              # at evaluated rounds (evaluation_schedule, and a diverging round), else empty
+    "test_accuracy",          # fraction in [0, 1] at evaluated rounds, else empty
     "sign_error_rate",        # realized fraction of transmitted sign (or whole) packets lost
     "modulus_error_rate",     # realized fraction of transmitted modulus packets lost (empty if none sent)
     "devices_transmitting",   # devices given bandwidth this round
@@ -56,6 +81,79 @@ ALLOCATION_COLUMNS = (
     "q_sign", "q_modulus", "u_sign", "u_modulus",
 )
 TRACE_COLUMNS = ("round", "iteration", "objective")  # allocation objective Phi per AO iteration
+DEVICE_COLUMNS = ("device", "distance_m", "gain", "num_samples", "alpha")  # alpha: the device's data share
+PARTITION_COLUMNS = ("device", "label", "count")  # training samples of each label on each device
+CSV_COLUMNS = {METRICS_CSV: METRIC_COLUMNS, ALLOCATION_CSV: ALLOCATION_COLUMNS, TRACE_CSV: TRACE_COLUMNS,
+               DEVICES_CSV: DEVICE_COLUMNS, PARTITION_CSV: PARTITION_COLUMNS}
+
+OK, DIVERGED = "ok", "diverged"  # a run's status
+WALL_TIME = "wall_time_s"  # timing.json's one key: seconds of the run's own work
+
+
+@dataclass(frozen=True)
+class Summary:
+    """summary.json: a finished run in a few numbers, and what produced it."""
+
+    method: str
+    status: str                     # OK or DIVERGED (the loss or the weights became non-finite)
+    diverged_round: int | None      # the round it diverged in, else None
+    final_accuracy: float | None    # at the last evaluated round; None when diverged (chance-level noise)
+    best_accuracy: float | None     # the best finite accuracy over the evaluated rounds
+    final_test_loss: float | None   # at the last evaluated round; None when diverged
+    rounds_completed: int
+    mean_sign_error: float | None   # mean of metrics.csv's sign_error_rate over rounds 1..R
+    mean_modulus_error: float | None
+    run_hash: str                   # the run's identity (spfl.configuration.settings.RunSpec.run_hash)
+    code_version: str               # spfl.provenance.code_version
+    num_params: int                 # parameters of the model
+    versions: dict[str, str]        # python and package versions
+
+    def text(self) -> str:
+        """The bytes of summary.json."""
+        return json_text(asdict(self))
+
+
+SUMMARY_KEYS = tuple(f.name for f in fields(Summary))
+
+
+class EvaluationSchedule(Set):
+    """The rounds 0 (the initial model), 1, every ``every``-th and the last (``rounds``), as a set that
+    stores none of them: a membership test is arithmetic, so the memory of a run never depends on its
+    number of rounds."""
+
+    def __init__(self, rounds: int, every: int):
+        self.rounds, self.every = int(rounds), int(every)
+
+    def __contains__(self, round_index: object) -> bool:
+        try:
+            round_index = operator.index(round_index)  # numpy integers too
+        except TypeError:
+            return False
+        if not 0 <= round_index <= self.rounds:
+            return False
+        return round_index in (1, self.rounds) or round_index % self.every == 0
+
+    def __iter__(self) -> Iterator[int]:
+        yield 0
+        if self.rounds >= 1:
+            yield 1
+        yield from range(max(self.every, 2), self.rounds, self.every)  # the multiples in [2, rounds - 1]
+        if self.rounds > 1:
+            yield self.rounds
+
+    def __len__(self) -> int:
+        multiples = (self.rounds - 1) // self.every - 1 // self.every  # the multiples in [2, rounds - 1]
+        return 1 + (self.rounds >= 1) + max(multiples, 0) + (self.rounds > 1)
+
+    def __repr__(self) -> str:
+        return f"EvaluationSchedule(rounds={self.rounds}, every={self.every})"
+
+
+def evaluation_schedule(rounds: int, every: int) -> EvaluationSchedule:
+    """The rounds of a run of ``rounds`` rounds evaluated every ``every`` (the ``eval_every`` setting): their
+    metrics.csv rows hold the test loss and accuracy, and allocation.csv and solver_trace.csv snapshot their
+    allocation.  A run also evaluates the round in which it diverges, whatever the schedule."""
+    return EvaluationSchedule(rounds, every)
 
 
 def _format(value: Any) -> str:
@@ -177,10 +275,7 @@ def json_text(payload: Mapping[str, Any]) -> str:
 # Integrity of a run's records: identity and checksums
 # ---------------------------------------------------------------------------------------------------
 
-CHECKSUMS = "checksums.json"
 CHECKSUMS_FORMAT = "spfl-checksums-v1"
-RUN_RECORDS = ("spec.json", "metrics.csv", "allocation.csv", "solver_trace.csv", "summary.json")
-CELL_RECORDS = ("devices.csv", "partition.csv")  # shared by the methods of a cell, in the cell's folder
 
 
 class RecordError(ValueError):
@@ -198,8 +293,8 @@ def sha256_of(path: str | Path) -> str:
 def checksums(folder: str | Path, identity: Mapping[str, Any], summary_text: str) -> dict[str, Any]:
     """The checksums.json of the run in ``folder`` (OUT/<method>), its summary.json not yet written."""
     folder = Path(folder)
-    files = {name: sha256_of(folder / name) for name in RUN_RECORDS if name != "summary.json"}
-    files["summary.json"] = hashlib.sha256(summary_text.encode()).hexdigest()
+    files = {name: sha256_of(folder / name) for name in RUN_RECORDS if name != SUMMARY_JSON}
+    files[SUMMARY_JSON] = hashlib.sha256(summary_text.encode()).hexdigest()
     # the cell's files, where the run is part of a cell (spfl.simulator.simulation.run_cell writes them first)
     shared = {name: sha256_of(folder.parent / name) for name in CELL_RECORDS if (folder.parent / name).is_file()}
     return {"format": CHECKSUMS_FORMAT, **identity, "files": files, "cell_files": shared}

@@ -18,11 +18,10 @@ from typing import Any, Protocol, TypeVar
 import torch
 
 from spfl.provenance import code_version
-from spfl.records import write_atomic
+from spfl.records import DAMAGED_SUFFIX, write_atomic
 
 log = logging.getLogger("spfl")
 
-DAMAGED_SUFFIX = ".damaged"
 _KEYS = ("run_hash", "code_version", "state")
 
 

@@ -24,8 +24,6 @@ import numpy as np
 
 from spfl.vocabulary import PARTITIONS
 
-HISTOGRAM_COLUMNS = ("device", "label", "count")
-
 
 class PartitionError(ValueError):
     """Invalid partition arguments, or no admissible partition found; the message is one line."""
@@ -132,7 +130,7 @@ def label_histogram(labels: np.ndarray, parts: list[np.ndarray], num_classes: in
 
 
 def histogram_rows(hist: np.ndarray) -> Iterator[tuple[int, int, int]]:
-    """Tidy (device, label, count) rows of a label histogram, in HISTOGRAM_COLUMNS order, for a CSV."""
+    """Tidy (device, label, count) rows of a label histogram, for partition.csv (records.PARTITION_COLUMNS)."""
     for dev, row in enumerate(np.asarray(hist)):
         for label, count in enumerate(row):
             yield dev, label, int(count)

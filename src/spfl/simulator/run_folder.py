@@ -24,15 +24,23 @@ from pathlib import Path
 from typing import Any
 
 from spfl.configuration.settings import SETTING, RunSpec
-from spfl.records import CELL_RECORDS, CHECKSUMS, RUN_RECORDS, write_json
+from spfl.records import (
+    CELL_RECORDS,
+    CHECKPOINT,
+    CHECKSUMS,
+    DAMAGED_SUFFIX,
+    RUN_RECORDS,
+    SPEC_JSON,
+    TIMING_JSON,
+    write_json,
+)
 
 LOCK_FILE = ".spfl-lock"
 OWNER_FILE = "run.json"
 OWNER_FORMAT = "spfl-run-folder-v1"
-CHECKPOINT = "checkpoint.pt"
 # Every file a run writes: in the folder, and in each method's subfolder.
 FOLDER_FILES = (LOCK_FILE, OWNER_FILE, *CELL_RECORDS)
-METHOD_FILES = (*RUN_RECORDS, "timing.json", CHECKSUMS, CHECKPOINT, CHECKPOINT + ".damaged")
+METHOD_FILES = (*RUN_RECORDS, TIMING_JSON, CHECKSUMS, CHECKPOINT, CHECKPOINT + DAMAGED_SUFFIX)
 _TEMPORARY = re.compile(r"^\.(?P<name>.+)\.[^.]+\.tmp$")  # spfl.records.write_atomic's temporary files
 
 
@@ -76,7 +84,7 @@ def _other_spec_records(out: Path, spec: RunSpec) -> str | None:
         return {k: v for k, v in settings.items() if k != "method" and (k not in SETTING or SETTING[k].science)}
 
     mine = identity(spec.to_dict())
-    for path in sorted(out.glob("*/spec.json")):
+    for path in sorted(out.glob(f"*/{SPEC_JSON}")):
         try:
             theirs = json.loads(path.read_text())
         except (OSError, ValueError):
@@ -108,7 +116,7 @@ def _foreign_file(out: Path, spec: RunSpec, keep: Iterable[Path]) -> Path | None
     from spfl.configuration.methods import METHODS
 
     kept = {_resolved(path) for path in keep}
-    owned = (out / OWNER_FILE).is_file() or any((out / m / "spec.json").is_file() for m in METHODS)
+    owned = (out / OWNER_FILE).is_file() or any((out / m / SPEC_JSON).is_file() for m in METHODS)
     for path in sorted(p for p in out.rglob("*") if not p.is_dir()):
         if _resolved(path) in kept:
             continue

@@ -7,6 +7,9 @@ differ only by what they do, never by luck.  Every round:
 
     uploads -> importance -> allocation -> packets through fading -> aggregation -> SGD step
 
+Around the rounds, the run's hooks (``spfl.simulator.lifecycle``) evaluate the model, record the
+allocation, log, checkpoint and, when the run ends, write its records.
+
 On a GPU ``run_cell`` runs a cell's methods in lockstep (``run_methods``), each on its own CUDA
 stream, so the CPU work of one method (allocation, transmission, records) overlaps the GPU work of
 the others.  Methods share nothing they change, so the records are those of running the methods one
@@ -19,7 +22,7 @@ import contextlib
 import logging
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,24 +32,16 @@ import torch
 from spfl import records
 from spfl.configuration.methods import Method, get_method
 from spfl.configuration.settings import RunSpec
-from spfl.provenance import code_version, package_versions
 from spfl.simulator import checkpoint as checkpoints
+from spfl.simulator import lifecycle
 from spfl.simulator.aggregation import Rule, get_rule
 from spfl.simulator.allocation import Allocation, AllocationProblem, allocate
-from spfl.simulator.callbacks import (
-    AllocationRecord,
-    Callback,
-    Checkpoints,
-    Evaluation,
-    ProgressLog,
-    RoundOutcome,
-    scheduled_rounds,
-)
 from spfl.simulator.channel import Geometry, dbm_to_watt, draw_fading
 from spfl.simulator.data import Dataset, load_dataset, load_prepared
 from spfl.simulator.gram import CountSketch, control_bits, gram_matrix
+from spfl.simulator.lifecycle import AllocationRecord, Callback, Checkpoints, Evaluation, ProgressLog, RunRecords
 from spfl.simulator.models import build_model
-from spfl.simulator.partition import HISTOGRAM_COLUMNS, histogram_rows, label_histogram, partition
+from spfl.simulator.partition import histogram_rows, label_histogram, partition
 from spfl.simulator.training import FlatModel, LocalTrainer, all_finite
 from spfl.simulator.transmission import Delivery, Link, Resources, get_scheme
 
@@ -122,7 +117,7 @@ class RunState:
     metric_rows: list[dict[str, Any]] = field(default_factory=list)
     allocation_rows: list[dict[str, Any]] = field(default_factory=list)
     trace_rows: list[dict[str, Any]] = field(default_factory=list)
-    status: str = "ok"
+    status: str = records.OK
     diverged_round: int | None = None
 
     def to_checkpoint(self) -> dict[str, Any]:
@@ -145,6 +140,27 @@ class RunState:
         self.metric_rows = saved["metric_rows"]
         self.allocation_rows = saved["allocation_rows"]
         self.trace_rows = saved["trace_rows"]
+
+
+@dataclass
+class RoundOutcome:
+    """What one round did, for the run's callbacks (spfl.simulator.lifecycle).  The round's metrics row is
+    already in the state's ``metric_rows``."""
+
+    round: int
+    train_loss: float
+    sent: bool = True  # False: the run diverged before anything was sent
+    resources: Resources | None = None
+    delivery: Delivery | None = None
+    allocation: Allocation | None = None  # None where nothing was allocated
+    problem: AllocationProblem | None = None
+    update: torch.Tensor | None = field(default=None, repr=False)
+
+    @property
+    def abnormal(self) -> bool:
+        """A round whose model must be looked at whatever the schedule: non-finite loss, or diverged
+        before sending."""
+        return not self.sent or not math.isfinite(self.train_loss)
 
 
 class Simulation:
@@ -249,7 +265,7 @@ class Simulation:
 
     def step(self, state: RunState) -> RoundOutcome:
         """One round's algorithm: train, allocate, transmit, aggregate, update.  Appends the round's
-        metrics row; evaluation and the other bookkeeping are callbacks (``spfl.simulator.callbacks``)."""
+        metrics row; evaluation and the other bookkeeping are callbacks (``spfl.simulator.lifecycle``)."""
         return self.finish_round(state, self.launch_round(state))
 
     def finish_round(self, state: RunState, launched: LaunchedRound) -> RoundOutcome:
@@ -262,10 +278,9 @@ class Simulation:
         if not (np.isfinite(losses).all() and all_finite(uploads)):
             # Diverged before anything is sent: a non-finite upload has no importance to allocate by.
             state.round += 1
-            state.status, state.diverged_round = "diverged", state.round
-            row = {"round": state.round, "train_loss": train_loss}
-            state.metric_rows.append(row)
-            return RoundOutcome(state.round, row, train_loss, sent=False)
+            state.status, state.diverged_round = records.DIVERGED, state.round
+            state.metric_rows.append({"round": state.round, "train_loss": train_loss})
+            return RoundOutcome(state.round, train_loss, sent=False)
         resources, allocation, problem = self.resources(uploads, state)
         delivery = self.scheme.transmit(self.layout, resources, self.link, fading)
         update = state.aggregator.aggregate(self.scheme.decode(uploads, spec.modulus_bits), delivery)
@@ -275,11 +290,10 @@ class Simulation:
                 state.momentum = update if state.momentum is None else spec.server_momentum * state.momentum + update
                 update = state.momentum
             state.weights = state.weights - spec.learning_rate * update
-        row = self.round_row(state.round, train_loss, delivery, allocation, update)
-        state.metric_rows.append(row)
+        state.metric_rows.append(self.round_row(state.round, train_loss, delivery, allocation, update))
         if not (math.isfinite(train_loss) and all_finite(state.weights)):
-            state.status, state.diverged_round = "diverged", state.round
-        return RoundOutcome(state.round, row, train_loss, True, resources, delivery, allocation, problem, update)
+            state.status, state.diverged_round = records.DIVERGED, state.round
+        return RoundOutcome(state.round, train_loss, True, resources, delivery, allocation, problem, update)
 
     def round_row(self, round_index: int, train_loss: float, delivery: Delivery, allocation,
                   update: torch.Tensor | None) -> dict[str, Any]:
@@ -301,80 +315,52 @@ class Simulation:
         }
 
     # -- the whole run -----------------------------------------------------------------------------
-    def callbacks(self, checkpoint: Path | None = None) -> list[Callback]:
-        """The default bookkeeping, in order: evaluate, record the allocation, log, checkpoint."""
-        rounds = scheduled_rounds(self.spec.rounds, self.spec.eval_every)
-        kept = [Evaluation(rounds), AllocationRecord(rounds), ProgressLog()]
+    def callbacks(self, checkpoint: Path | None = None, out: Path | None = None) -> list[Callback]:
+        """The default bookkeeping, in order: evaluate, record the allocation, log; with ``out``, write the
+        records there when the run ends; with ``checkpoint``, save the state there every checkpoint_every rounds."""
+        schedule = records.evaluation_schedule(self.spec.rounds, self.spec.eval_every)
+        test = self.env.dataset
+        kept = [Evaluation(self.env.model, test.test_x, test.test_y, schedule), AllocationRecord(schedule),
+                ProgressLog()]
+        if out is not None:
+            kept.append(RunRecords(out))
         if checkpoint is not None:
             kept.append(Checkpoints(checkpoint, self.spec.checkpoint_every))
         return kept
 
-    def advance(self, state: RunState, callbacks: list[Callback], launched: LaunchedRound | None = None
-                ) -> RoundOutcome:
-        """One round (or the rest of an already ``launched`` one) and its bookkeeping."""
-        outcome = self.finish_round(state, self.launch_round(state) if launched is None else launched)
-        for callback in callbacks:
-            callback.after_round(self, state, outcome)
-        return outcome
-
     def begin(self, checkpoint: Path | None, callbacks: list[Callback]) -> RunState:
-        """The state to start from: a matching checkpoint's, or the initial one with its round 0 (the
-        initial model) through the callbacks."""
+        """The state to start from: a matching checkpoint's, or the initial one, whose round 0 (the initial
+        model) goes through the callbacks' ``begin``."""
         state = (self.initial_state() if checkpoint is None else checkpoints.resume(
             checkpoint, self.spec.run_hash, self.initial_state, self.env.device, label=self.spec.method))
         if state.round == 0:
-            row = {"round": 0}
-            state.metric_rows.append(row)
-            for callback in callbacks:
-                callback.after_round(self, state, RoundOutcome(0, row))
+            lifecycle.begin(self.spec, state, callbacks)
         return state
 
+    def advance(self, state: RunState, callbacks: list[Callback], launched: LaunchedRound | None = None
+                ) -> RoundOutcome:
+        """One round (or the rest of an already ``launched`` one) and the callbacks' ``after_round``."""
+        outcome = self.finish_round(state, self.launch_round(state) if launched is None else launched)
+        lifecycle.after_round(self.spec, state, outcome, callbacks)
+        return outcome
+
     def running(self, state: RunState) -> bool:
-        return state.round < self.spec.rounds and state.status == "ok"
+        return state.round < self.spec.rounds and state.status == records.OK
+
+    def end(self, state: RunState, callbacks: list[Callback], wall_time: float) -> lifecycle.RunEnd:
+        """The callbacks' ``end`` (the records writer's among them) on the final state."""
+        return lifecycle.end(self.spec, state, callbacks, self.env.num_params, wall_time)
 
     def train(self, checkpoint: Path | None = None, callbacks: list[Callback] | None = None) -> RunState:
-        """The round loop from the start or a matching checkpoint; returns the final state.  ``callbacks``
-        replaces the default bookkeeping (``callbacks(checkpoint)``)."""
+        """The round loop from the start or a matching checkpoint, through every hook; returns the final
+        state.  ``callbacks`` replaces the default bookkeeping (``callbacks(checkpoint)``)."""
+        started = time.perf_counter()
         callbacks = self.callbacks(checkpoint) if callbacks is None else callbacks
         state = self.begin(checkpoint, callbacks)
         while self.running(state):
             self.advance(state, callbacks)
+        self.end(state, callbacks, time.perf_counter() - started)
         return state
-
-    def write_records(self, out: Path, state: RunState, wall_time: float) -> dict[str, Any]:
-        records.write_json(out / "spec.json", self.spec.to_dict())
-        records.write_csv(out / "metrics.csv", records.METRIC_COLUMNS, state.metric_rows)
-        records.write_csv(out / "allocation.csv", records.ALLOCATION_COLUMNS, state.allocation_rows)
-        records.write_csv(out / "solver_trace.csv", records.TRACE_COLUMNS, state.trace_rows)
-        evaluated = [r for r in state.metric_rows if r.get("test_accuracy") is not None]
-        finite = [r["test_accuracy"] for r in evaluated if math.isfinite(r["test_accuracy"])]
-        rounds = [r for r in state.metric_rows if r["round"] > 0]
-        diverged = state.status == "diverged"
-        summary = {
-            "method": self.spec.method,
-            "status": state.status,
-            "diverged_round": state.diverged_round,
-            # a diverged model's accuracy is chance-level noise, not a result
-            "final_accuracy": None if diverged else _finite_or_none(evaluated[-1]["test_accuracy"]),
-            "best_accuracy": max(finite) if finite else None,
-            "final_test_loss": None if diverged else _finite_or_none(evaluated[-1]["test_loss"]),
-            "rounds_completed": state.round,
-            "mean_sign_error": _mean(r.get("sign_error_rate") for r in rounds),
-            "mean_modulus_error": _mean(r.get("modulus_error_rate") for r in rounds),
-            "run_hash": self.spec.run_hash,
-            "code_version": code_version(),
-            "num_params": self.env.num_params,
-            "versions": package_versions(),
-        }
-        # The one measurement that differs between identical runs lives apart, so every other record is
-        # byte-identical across reruns, thread grants and executors.
-        records.write_json(out / "timing.json", {"wall_time_s": round(wall_time, 3)})
-        identity = {"cell": self.spec.cell_hash, "seed": self.spec.seed, "method": self.spec.method,
-                    "run_hash": self.spec.run_hash}
-        summary_text = records.json_text(summary)
-        records.write_json(out / records.CHECKSUMS, records.checksums(out, identity, summary_text))
-        records.write_atomic(out / "summary.json", summary_text)
-        return summary
 
 
 def run_cell(spec: RunSpec, methods: list[str], out_dir: str | Path, overlap: bool | None = None,
@@ -387,9 +373,9 @@ def run_cell(spec: RunSpec, methods: list[str], out_dir: str | Path, overlap: bo
     log.info("environment: %s, %d devices, %d parameters, device %s", spec.dataset, spec.num_devices,
              env.num_params, env.device)
     hist = label_histogram(env.dataset.train_y.cpu().numpy(), env.parts, env.dataset.num_classes)
-    records.write_csv(out / "partition.csv", HISTOGRAM_COLUMNS,
-                      (dict(zip(HISTOGRAM_COLUMNS, row)) for row in histogram_rows(hist)))
-    records.write_csv(out / "devices.csv", ("device", "distance_m", "gain", "num_samples", "alpha"),
+    records.write_csv(out / records.PARTITION_CSV, records.PARTITION_COLUMNS,
+                      (dict(zip(records.PARTITION_COLUMNS, row)) for row in histogram_rows(hist)))
+    records.write_csv(out / records.DEVICES_CSV, records.DEVICE_COLUMNS,
                       ({"device": k, "distance_m": float(env.geometry.distance[k]),
                         "gain": float(env.geometry.gain[k]),
                         "num_samples": len(env.parts[k]), "alpha": float(env.alpha[k])}
@@ -410,13 +396,13 @@ class _Member:
     """One method's run inside :func:`run_methods`: its state, bookkeeping, CUDA stream and time."""
 
     def __init__(self, sim: Simulation, out: Path):
-        self.sim, self.out = sim, out
+        self.sim, self.checkpoint = sim, out / records.CHECKPOINT
         cuda = sim.env.device.type == "cuda"
         self.stream = torch.cuda.Stream(sim.env.device) if cuda else None
         self.seconds = 0.0
         with self.turn():
-            self.callbacks = sim.callbacks(out / "checkpoint.pt")
-            self.state = sim.begin(out / "checkpoint.pt", self.callbacks)
+            self.callbacks = sim.callbacks(self.checkpoint, out)
+            self.state = sim.begin(self.checkpoint, self.callbacks)
 
     @contextlib.contextmanager
     def turn(self):
@@ -427,9 +413,10 @@ class _Member:
         self.seconds += time.perf_counter() - started
 
     def finish(self) -> dict[str, Any]:
-        summary = self.sim.write_records(self.out, self.state, self.seconds)
-        (self.out / "checkpoint.pt").unlink(missing_ok=True)
-        return summary
+        """The end hooks, the records writer's among them; then the checkpoint, superseded, goes."""
+        run = self.sim.end(self.state, self.callbacks, self.seconds)
+        self.checkpoint.unlink(missing_ok=True)
+        return asdict(run.summary)
 
 
 def run_methods(sims: list[Simulation], outs: list[Path], overlap: bool | None = None) -> dict[str, dict[str, Any]]:
@@ -478,13 +465,3 @@ def run_methods(sims: list[Simulation], outs: list[Path], overlap: bool | None =
 def _fraction(numerator: np.ndarray, denominator: np.ndarray) -> float | None:
     total = int(denominator.sum())
     return None if total == 0 else int(numerator.sum()) / total
-
-
-def _mean(values) -> float | None:
-    kept = [v for v in values if v is not None]
-    return float(np.mean(kept)) if kept else None
-
-
-def _finite_or_none(value: float | None) -> float | None:
-    return value if value is not None and math.isfinite(value) else None
-
