@@ -106,13 +106,15 @@ def prepare(out: Path, data: Path | None, train: int, test: int, rounds: int | N
 def _summary(folder: Path, method: str) -> dict | None:
     """A finished method's summary.json, with its round loop's wall time (timing.json, or the summary's
     own ``wall_time_s`` in older records)."""
-    path = folder / method / "summary.json"
+    from spfl.records import SUMMARY_JSON, TIMING_JSON, WALL_TIME
+
+    path = folder / method / SUMMARY_JSON
     if not path.is_file():
         return None
     summary = json.loads(path.read_text())
-    timing = folder / method / "timing.json"
-    if "wall_time_s" not in summary:
-        summary["wall_time_s"] = json.loads(timing.read_text())["wall_time_s"] if timing.is_file() else 0.0
+    timing = folder / method / TIMING_JSON
+    if WALL_TIME not in summary:
+        summary[WALL_TIME] = json.loads(timing.read_text())[WALL_TIME] if timing.is_file() else 0.0
     return summary
 
 

@@ -76,9 +76,10 @@ def test_median_rounds_to_target_counts_censored_runs_as_latest(rounds, expected
     assert (math.isnan(out) and math.isnan(expected)) or out == expected
 
 
-@pytest.mark.parametrize(("rounds", "every", "expected"), [(6, 3, 3), (150, 10, 70), (4, 10, 4), (10, 1, 5),
+@pytest.mark.parametrize(("rounds", "every", "expected"), [(6, 3, 3), (150, 10, 70), (4, 10, 1), (10, 1, 5),
                                                            (100, 25, 50), (30, 20, 20)])
 def test_default_round_budget_is_the_evaluated_round_nearest_half(rounds, every, expected):
+    """(4, 10): the run evaluates rounds 0, 1 and 4; 1 and 4 are 1 and 2 rounds from half of 4."""
     assert progress.default_round_budget({"rounds": rounds, "eval_every": every}) == expected
 
 

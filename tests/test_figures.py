@@ -387,7 +387,7 @@ def test_gain_reads_the_headline_runs_and_needs_a_headline():
 
 @pytest.mark.parametrize(("options", "message"), [
     ({"round_budget": 4}, r"'headline.round_budget' = 4 is invalid: allowed an evaluated round of "
-                          r"experiments.bandwidth \(0, 3, 6\)"),
+                          r"experiments.bandwidth \(0, 1, 3, 6\)"),
     ({"round_budget": 0}, r"'headline.round_budget' = 0 is invalid: allowed >= 1"),
     ({"target_accuracy": 120}, r"'headline.target_accuracy' = 120 is invalid: allowed <= 100"),
     ({"target_accuracy": 0}, r"'headline.target_accuracy' = 0 is invalid: allowed > 0"),

@@ -31,6 +31,7 @@ from spfl.configuration.figures import FIGURES
 from spfl.configuration.methods import METHODS
 from spfl.configuration.pipeline import BASE_ONLY, PIPELINE_OWNED, ConfigError, check_value, validated
 from spfl.configuration.settings import SETTING, SpecError, canonical_hash, make_spec
+from spfl.records import evaluation_schedule
 
 # The pseudo-setting of an experiment's `variants`: runs carry the variant's name like a swept setting.
 VARIANT = "variant"
@@ -311,10 +312,11 @@ def _resolve_headline(options: Mapping[str, Any], experiments: Mapping[str, Expe
         budgets[name] = exp.swept[0]
         round_budget = options.get("round_budget")
         for params in {r.cell: cells[r.cell].params for r in exp.runs}.values():
-            evaluated = {0, params["rounds"], *range(params["eval_every"], params["rounds"] + 1, params["eval_every"])}
+            evaluated = evaluation_schedule(params["rounds"], params["eval_every"])
             if round_budget is not None and round_budget not in evaluated:
+                shown = ", ".join(map(str, itertools.islice(evaluated, 12))) + (", ..." if len(evaluated) > 12 else "")
                 raise ConfigError(f"config key 'headline.round_budget' = {round_budget} is invalid: allowed an "
-                                  f"evaluated round of experiments.{name} ({', '.join(map(str, sorted(evaluated)))})")
+                                  f"evaluated round of experiments.{name} ({shown})")
     return {**dict(options), "budgets": budgets}
 
 

@@ -171,8 +171,8 @@ SETTINGS: tuple[Setting, ...] = (
     _s("server_momentum", float, 0.0, "Server heavy-ball momentum (0 = plain SGD).", minimum=0.0,
        maximum=0.999),
     _s("rounds", int, 100, "Communication rounds T.", minimum=1, maximum=MAX_ROUNDS),
-    _s("eval_every", int, 10, "Evaluate test accuracy every this many rounds (and at the last).", minimum=1,
-       maximum=MAX_ROUNDS, origin="run"),
+    _s("eval_every", int, 10, "Evaluate test accuracy every this many rounds (and at rounds 0, 1 and the last).",
+       minimum=1, maximum=MAX_ROUNDS, origin="run"),
     _s("seed", int, 0, "Seed of every random draw (partition, init, batches, positions, fading).",
        minimum=0, maximum=2**32 - 1, origin="run"),
     # method

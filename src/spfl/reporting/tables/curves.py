@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from spfl.records import METRICS_CSV
 from spfl.reporting.tables.panels import curve_keys, leave_out_diverged, panel_settings, with_diverged, with_panel
 from spfl.reporting.tables.reading import per_run_csv, runs_frame
 from spfl.reporting.tables.statistics import STAT_COLUMNS, summarize
@@ -22,7 +23,7 @@ def table_rounds(runs, options) -> pd.DataFrame:
     """Test accuracy (%) per evaluated round and method (accuracy_vs_round, ablation).
 
     A diverged run is left out of every round of its curve (see :mod:`spfl.reporting.tables`)."""
-    metrics = per_run_csv(runs, "metrics.csv")
+    metrics = per_run_csv(runs, METRICS_CSV)
     metrics = metrics[metrics["test_accuracy"].notna()].copy()
     metrics["test_accuracy_pct"] = 100.0 * metrics["test_accuracy"]
     metrics = leave_out_diverged(metrics, runs, "test_accuracy_pct", drop_from_round=True)

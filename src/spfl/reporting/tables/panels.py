@@ -13,7 +13,8 @@ from typing import Any
 
 import pandas as pd
 
-from spfl.reporting.tables.reading import DIVERGED, diverged_runs, runs_frame, swept_keys
+from spfl.records import DIVERGED
+from spfl.reporting.tables.reading import diverged_runs, runs_frame, swept_keys
 
 DIVERGED_COLUMNS = ("n_diverged", "first_diverged_round")
 

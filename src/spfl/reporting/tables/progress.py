@@ -15,14 +15,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from spfl.reporting.tables.reading import DIVERGED, RecordError, read_csv, read_json, runs_frame, swept_keys
+from spfl.records import DIVERGED, METRICS_CSV, SPEC_JSON, SUMMARY_JSON, evaluation_schedule
+from spfl.reporting.tables.reading import RecordError, read_csv, read_json, runs_frame, swept_keys
 from spfl.reporting.tables.statistics import sort_key
 
 
 def evaluated_rounds(spec: Mapping[str, Any]) -> list[int]:
-    """Rounds at which a run of ``spec`` evaluates test accuracy: 0, every ``eval_every`` and the last."""
-    rounds, every = int(spec["rounds"]), int(spec["eval_every"])
-    return sorted({0, rounds, *range(every, rounds + 1, every)})
+    """Rounds at which a run of ``spec`` evaluates test accuracy (the simulator's schedule)."""
+    return list(evaluation_schedule(int(spec["rounds"]), int(spec["eval_every"])))
 
 
 def default_round_budget(spec: Mapping[str, Any]) -> int:
@@ -40,14 +40,14 @@ def run_progress(run: Mapping[str, Any], round_budget: int | None, target_pct: f
     run's :func:`default_round_budget`; a budget that is not an evaluated round of the run is an error.
     """
     folder = Path(run["dir"]) / run["method"]
-    spec = read_json(folder / "spec.json")
+    spec = read_json(folder / SPEC_JSON)
     budget = default_round_budget(spec) if round_budget is None else int(round_budget)
     out = {"round_budget": budget, "budget_accuracy_pct": math.nan,
            "target_accuracy_pct": math.nan if target_pct is None else float(target_pct),
            "rounds_to_target": math.nan, "target_reached": None}
-    if read_json(folder / "summary.json").get("status") == DIVERGED:
+    if read_json(folder / SUMMARY_JSON).get("status") == DIVERGED:
         return out
-    metrics = read_csv(folder / "metrics.csv")
+    metrics = read_csv(folder / METRICS_CSV)
     evaluated = metrics[metrics["test_accuracy"].notna()]
     accuracy = dict(zip(evaluated["round"].astype(int), 100.0 * evaluated["test_accuracy"].astype(float)))
     if budget not in accuracy:

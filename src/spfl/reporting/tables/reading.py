@@ -15,9 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from spfl.records import ALLOCATION_COLUMNS, METRIC_COLUMNS, TRACE_COLUMNS
-
-DIVERGED = "diverged"  # summary.json status of a run whose loss or weights became non-finite
+from spfl.records import ALLOCATION_CSV, CSV_COLUMNS, DIVERGED, SPEC_JSON, SUMMARY_JSON
 
 
 class RecordError(ValueError):
@@ -40,11 +38,9 @@ def read_json(path: Path) -> dict[str, Any]:
     return value
 
 
-# The columns of each CSV record (spfl.records); every column of every record is a number.
-RECORD_COLUMNS = {"metrics.csv": METRIC_COLUMNS,  # allocation.csv's slot_share: table_allocation says why
-                  "allocation.csv": tuple(c for c in ALLOCATION_COLUMNS if c != "slot_share"),
-                  "solver_trace.csv": TRACE_COLUMNS, "devices.csv": ("device", "gain"),
-                  "partition.csv": ("device", "label", "count")}
+# The columns each CSV record must have (the records contract; every column is a number), but
+# allocation.csv's slot_share, which table_allocation does without (it says why).
+RECORD_COLUMNS = {**CSV_COLUMNS, ALLOCATION_CSV: tuple(c for c in CSV_COLUMNS[ALLOCATION_CSV] if c != "slot_share")}
 
 
 def read_csv(path: Path) -> pd.DataFrame:
@@ -90,8 +86,8 @@ def runs_frame(runs: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     rows = []
     for run in runs:
         folder = Path(run["dir"]) / run["method"]
-        summary = read_json(folder / "summary.json")
-        spec = read_json(folder / "spec.json")
+        summary = read_json(folder / SUMMARY_JSON)
+        spec = read_json(folder / SPEC_JSON)
         diverged = summary.get("status") == DIVERGED  # its final model is NaN: no final accuracy or loss
         rows.append({
             **run,
@@ -135,7 +131,7 @@ def diverged_runs(runs) -> pd.DataFrame:
     """(dir, method) of every run with its ``diverged`` flag and ``diverged_round``, from summary.json."""
     rows = []
     for run in runs:
-        summary = read_json(Path(run["dir"]) / run["method"] / "summary.json")
+        summary = read_json(Path(run["dir"]) / run["method"] / SUMMARY_JSON)
         rows.append({"dir": run["dir"], "method": run["method"], "diverged": summary.get("status") == DIVERGED,
                      "diverged_round": summary.get("diverged_round")})
     return pd.DataFrame(rows, columns=["dir", "method", "diverged", "diverged_round"]).drop_duplicates(

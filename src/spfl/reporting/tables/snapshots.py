@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from spfl.records import ALLOCATION_CSV, DEVICES_CSV, DIVERGED, SPEC_JSON, TRACE_CSV
 from spfl.reporting.tables.panels import curve_keys, leave_out_diverged, panel_settings, with_diverged, with_panel
 from spfl.reporting.tables.reading import (
-    DIVERGED,
     RecordError,
     diverged_runs,
     per_run_csv,
@@ -39,9 +39,9 @@ def table_allocation(runs, options) -> pd.DataFrame:
     rows = []
     for run in runs:
         folder = Path(run["dir"]) / run["method"]
-        spec = read_json(folder / "spec.json")
-        alloc = read_csv(folder / "allocation.csv")
-        devices = read_csv(Path(run["dir"]) / "devices.csv")
+        spec = read_json(folder / SPEC_JSON)
+        alloc = read_csv(folder / ALLOCATION_CSV)
+        devices = read_csv(Path(run["dir"]) / DEVICES_CSV)
         if alloc.empty or bool(status.loc[(run["dir"], run["method"]), "diverged"]):
             continue
         if "slot_share" not in alloc or alloc["slot_share"].isna().any():
@@ -92,7 +92,7 @@ def table_allocation(runs, options) -> pd.DataFrame:
 def table_solver(runs, options) -> pd.DataFrame:
     """Allocation objective Phi per alternating-optimization iteration, relative to its final value
     (so traces of different rounds and seeds share one scale), per snapshot round."""
-    trace = per_run_csv(runs, "solver_trace.csv")
+    trace = per_run_csv(runs, TRACE_CSV)
     if trace.empty:
         raise RecordError("no solver traces in the runs of this table (empty solver_trace.csv files): "
                           "solver_convergence needs a method with optimized allocation, e.g. spfl")
