@@ -7,7 +7,7 @@
 # re-runs what changed.
 #
 #   bench/mutation.sh                      # every core module (hours on 2 busy cores)
-#   bench/mutation.sh channel spec         # only these modules (allocation = the spfl.simulator.allocation package)
+#   bench/mutation.sh channel settings     # only these modules (allocation = the spfl.simulator.allocation package)
 #   bench/mutation.sh --survivors          # re-run the survivors and untested mutants (after new tests)
 #   bench/mutation.sh --unfinished channel # run only the mutants not yet run (an interrupted run goes on);
 #                                          # both flags take module names to restrict them
@@ -19,14 +19,25 @@
 # cached result.  Then: `mutmut results` lists the survivors, `mutmut show NAME` shows one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-core=(channel transmission aggregation allocation simulation lifecycle spec calibration training)
+core=(simulator.channel simulator.transmission simulator.aggregation simulator.allocation simulator.simulation
+      simulator.lifecycle configuration.settings configuration.reading simulator.calibration simulator.training)
+full_name() {  # a module's name below spfl, given as it is (simulator.channel) or by its last part (channel)
+    local m
+    for m in "${core[@]}"; do
+        if [ "$m" = "$1" ] || [ "${m#*.}" = "$1" ]; then echo "$m"; return 0; fi
+    done
+    echo "bench/mutation.sh: unknown module '$1': allowed ${core[*]#*.}" >&2
+    return 2
+}
+full_names() { local m; for m in "$@"; do full_name "$m" || exit 2; done; }
 MUTMUT="${MUTMUT:-$(dirname "$(command -v python)")/mutmut}"
 [ -x "$MUTMUT" ] || MUTMUT=mutmut
 if [ "${1:-}" = "--sample" ]; then
     size="${2:?--sample needs a number of mutants}"
     shift 2
-    [ $# -gt 0 ] || { echo "bench/mutation.sh: --sample needs module names: allowed ${core[*]}" >&2; exit 2; }
-    only=$(printf 'spfl.%s.|' "$@" | sed 's/|$//; s/\./\\./g')
+    [ $# -gt 0 ] || { echo "bench/mutation.sh: --sample needs module names: allowed ${core[*]#*.}" >&2; exit 2; }
+    names=$(full_names "$@") || exit 2
+    only=$(printf 'spfl.%s.|' $names | sed 's/|$//; s/\./\\./g')
     mapfile -t sample < <("$MUTMUT" results --all true | awk -F': ' '{gsub(/^ +/, "", $1); print $1}' \
         | grep -E "^($only)" | sort | "$(dirname "$MUTMUT")/python" -c "
 import random, sys
@@ -43,7 +54,8 @@ fi
 if [ "${1:-}" = "--survivors" ] || [ "${1:-}" = "--unfinished" ]; then
     wanted=$([ "$1" = "--survivors" ] && echo "survived|no tests" || echo "not checked")
     shift
-    only=$(printf 'spfl.%s.|' "${@:-}" | sed 's/|$//; s/\./\\./g')
+    names=$(full_names "$@") || exit 2
+    only=$(printf 'spfl.%s.|' $names | sed 's/|$//; s/\./\\./g')
     mapfile -t survivors < <("$MUTMUT" results --all true | awk -F': ' -v wanted="$wanted" \
         '$2 ~ "^(" wanted ")$" {gsub(/^ +/, "", $1); print $1}' | { [ $# -gt 0 ] && grep -E "^($only)" || cat; })
     [ ${#survivors[@]} -eq 0 ] && { echo "no mutants $wanted"; exit 0; }
@@ -55,10 +67,8 @@ modules=("$@")
 [ ${#modules[@]} -eq 0 ] && modules=("${core[@]}")
 patterns=()
 for module in "${modules[@]}"; do
-    case " ${core[*]} " in
-        *" $module "*) patterns+=("spfl.$module.*") ;;
-        *) echo "bench/mutation.sh: unknown module '$module': allowed ${core[*]}" >&2; exit 2 ;;
-    esac
+    name=$(full_name "$module") || exit 2
+    patterns+=("spfl.$name.*")
 done
 # mutmut imports spfl from mutants/src; an inherited PYTHONPATH to a source tree would shadow it.
 env -u PYTHONPATH nice -n 15 "$MUTMUT" run --max-children "${MUTMUT_CHILDREN:-2}" "${patterns[@]}"
