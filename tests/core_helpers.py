@@ -1,17 +1,23 @@
-"""Independent references for the tests of the simulator's core (test_core_behaviours, test_round_records).
+"""Independent references and small builders shared by several test files.
 
-Written differently from src/spfl on purpose: gradients by module forward/backward one device at a time,
-random streams rebuilt from the seed as docs/model.md states them, the channel from its formulas in
-plain Python floats.  A test module imports these helpers, never another test module.
+The references are written differently from src/spfl on purpose: gradients by module forward/backward one
+device at a time, random streams rebuilt from the seed as docs/model.md states them, the channel from its
+formulas in plain Python floats.  A test module imports these helpers, never another test module.
 """
 
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import numpy as np
+import pytest
 import torch
 from scipy.integrate import quad
+
+from spfl.configuration.settings import SpecError
+from spfl.simulator.lifecycle import Callback, RoundView
+from spfl.simulator.transmission import Delivery
 
 # docs/model.md section 1: one seed spawns, in this order, the partition, init, geometry, fading and
 # batch streams; the batch stream spawns one child per device.
@@ -89,3 +95,61 @@ def cell_averaged_outage(deadline_s, bits, share, bandwidth, power, noise_psd, i
 
     value, _ = quad(error_at, inner, outer, limit=200, epsabs=1e-10)
     return value
+
+
+# --- small builders shared by several test files -----------------------------------------------------
+
+# Four devices at 0.8 MHz with the sign packet on half the deadline: signs mostly arrive, moduli sometimes;
+# two local steps, so that the learning rate reaches the trainer.
+TWO_STEP_RUN = dict(num_devices=4, batch_size=8, rounds=3, eval_every=1, learning_rate=0.1, local_steps=2,
+                    total_bandwidth_mhz=0.8, deadline_ms=100.0, slot_share=0.5, partition="dirichlet")
+
+
+def tensor(rows) -> torch.Tensor:
+    return torch.tensor(rows, dtype=torch.float32)
+
+
+def delivery(sign_ok, modulus_ok) -> Delivery:
+    """Every device sent both packets; these arrived (booleans or 0/1 per device)."""
+    sign_ok, modulus_ok = np.array(sign_ok, bool), np.array(modulus_ok, bool)
+    zeros = np.zeros(len(sign_ok))
+    sent = np.ones(len(sign_ok), bool)
+    return Delivery(sent, sent, sign_ok, modulus_ok, zeros, zeros, 0.0)
+
+
+def refused(function, *args, **kwargs) -> str:
+    """The message of the SpecError that the call raises, checked to be one line."""
+    with pytest.raises(SpecError) as error:
+        function(*args, **kwargs)
+    message = str(error.value)
+    assert "\n" not in message
+    return message
+
+
+def round_view(round_index: int, row=None, status: str = "ok", outcome=None, snapshot=dict,
+               rounds: int = 10) -> RoundView:
+    """What a lifecycle hook sees of round ``round_index`` of a 10-round spfl run (a stand-in spec)."""
+    spec = SimpleNamespace(method="spfl", rounds=rounds, run_hash="h")
+    return RoundView(spec, round_index, row or {}, None, status, snapshot, outcome)
+
+
+class Recorder(Callback):
+    """Every hook call, with what the round's row held when the hook saw it."""
+
+    def __init__(self):
+        self.calls = []
+
+    def begin(self, view):
+        self.calls.append(("begin", view.round, dict(view.row)))
+
+    def after_round(self, view):
+        self.calls.append(("after_round", view.round, dict(view.row)))
+
+    def end(self, run):
+        self.calls.append(("end", run.rounds_completed, [dict(r) for r in run.metric_rows]))
+
+
+def method_files(folder) -> dict[str, bytes]:
+    """Every record of a cell but the wall times."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name != "timing.json"}

@@ -1,11 +1,14 @@
-"""Channel physics: closed-form packet errors against direct sampling of the fading."""
+"""Channel physics and the link: closed-form packet errors against direct sampling of the fading, dead and
+tiny links, the waterfall model, and one link model shared by transmission and allocation."""
 
 import math
+import warnings
 
 import numpy as np
 import pytest
 from scipy.stats import binom
 
+from core_helpers import outage_threshold
 from spfl.simulator.allocation import AllocationProblem
 from spfl.simulator.allocation.objective import thresholds as allocation_thresholds
 from spfl.simulator.channel import (
@@ -124,7 +127,7 @@ def test_block_fading_shares_one_draw_per_device_and_per_packet_does_not():
         draw_fading(np.random.default_rng(3), 5, "rician")
 
 
-# --- mutation survivors (full mutmut run, session 4) ---
+# --- edges: dead and tiny links, defaults, huge numbers, one link model ------------------------------------
 
 def test_waterfall_links_without_bandwidth_or_time_are_dead():
     """The waterfall threshold m B N0 / (p lambda) does not involve the slot and is 0 at B = 0; a packet with
@@ -177,3 +180,44 @@ def test_transmission_and_allocation_share_one_link_model(modulus_bits, per_mode
             1e5, 0.05, gain[0], modulus_bits, (1 - tau[0]) * deadline, NOISE, per_model, 2.0)
     else:
         assert np.isinf(t_m).all()
+
+
+def test_links_without_bandwidth_power_or_time_fail_silently_and_tiny_ones_do_not():
+    """No (or negative) bandwidth, power or slot is a dead link (threshold inf), computed without numpy
+    warnings; a link of 0.5 Hz still carries a 1-bit packet over 10 s."""
+    noise = dbm_to_watt(-174.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for bandwidth, power, slot in [(0.0, 0.2, 0.1), (-1e5, 0.2, 0.1), (1e5, 0.0, 0.1), (1e5, -0.2, 0.1),
+                                       (1e5, 0.2, 0.0), (1e5, 0.2, -0.1)]:
+            assert failure_threshold(bandwidth, power, 1e-10, 1e4, slot, noise) == math.inf, (bandwidth, power, slot)
+        huge = failure_threshold(1e3, 0.2, 1e-10, 1e9, 1e-3, noise)
+    assert huge == math.inf
+    tiny = failure_threshold(0.5, 0.2, 1e-10, 1.0, 10.0, noise)
+    assert tiny == pytest.approx(outage_threshold(0.5, 0.2, 1e-10, 1.0, 10.0, noise), rel=1e-12)
+
+
+def test_waterfall_threshold_defaults_to_m_equal_one():
+    noise = dbm_to_watt(-174.0)
+    expected = 2e5 * noise / (0.1 * 1e-11)  # m B N0 / (p lambda) with m = 1
+    assert failure_threshold(2e5, 0.1, 1e-11, 5e4, 0.1, noise, "waterfall") == pytest.approx(expected, rel=1e-12)
+    assert packet_error_rate(2e5, 0.1, 1e-11, 5e4, 0.1, noise, "waterfall") == pytest.approx(
+        -math.expm1(-expected), rel=1e-12)
+
+
+def test_fading_draws_default_to_one_block_per_device():
+    draws = draw_fading(np.random.default_rng(5), 7)
+    assert draws.shape == (7, 2)
+    assert np.array_equal(draws[:, 0], draws[:, 1])
+
+
+@pytest.mark.parametrize("m", [1.0, 3.0])
+def test_the_simulators_link_applies_the_waterfall_threshold_to_both_packets(m):
+    from spfl.simulator.transmission import PacketLayout, Resources
+
+    noise, gains = dbm_to_watt(-174.0), np.array([1e-11, 4e-12])
+    link = Link(gains, noise, per_model="waterfall", waterfall_m=m)
+    resources = Resources(np.array([1e5, 2e5]), np.array([0.1, 0.2]), np.array([0.05, 0.2]), np.array([0.25, 0.5]))
+    t_s, t_m = link.thresholds(PacketLayout(1000.0, 31000.0, 0.1), resources)
+    assert t_s.tolist() == pytest.approx([m * b * noise / (p * g) for b, p, g in zip([1e5, 2e5], [0.1, 0.2], gains)])
+    assert t_m.tolist() == pytest.approx([m * b * noise / (p * g) for b, p, g in zip([1e5, 2e5], [0.05, 0.2], gains)])

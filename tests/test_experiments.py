@@ -1,6 +1,5 @@
-"""Config reading and validation (spfl.configuration.pipeline) and expansion into cells
-(spfl.configuration.plan); no simulator,
-no Snakemake."""
+"""Pipeline configs: reading and validation (spfl.configuration.pipeline) and expansion into cells
+(spfl.configuration.plan); no simulator, no Snakemake."""
 
 from __future__ import annotations
 
@@ -22,7 +21,6 @@ from spfl.configuration.pipeline import (
     write_schemas,
 )
 from spfl.configuration.plan import cell_hash, load_plan
-from spfl.configuration.reading import load_yaml
 from spfl.configuration.settings import make_spec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -300,16 +298,6 @@ def test_a_yaml_syntax_error_gives_its_line(tmp_path):
         load_config_file(path)
 
 
-def loader_refuses_repeated_keys() -> bool:
-    try:
-        load_yaml("a: 1\na: 2\n")
-    except Exception:
-        return True
-    return False
-
-
-@pytest.mark.skipif(not loader_refuses_repeated_keys(),
-                    reason="spfl.configuration.spec.load_yaml does not refuse repeated keys yet (issue #12, item 1)")
 def test_a_repeated_experiment_name_is_refused_naming_the_file(tmp_path):
     path = tmp_path / "twice.yaml"
     path.write_text("name: x\nexperiments:\n  bw: {grid: {total_bandwidth_mhz: [1]}}\n"

@@ -1,19 +1,13 @@
-"""Every numeric setting has finite bounds, and a spec at their corners runs without overflowing (issue #22,
-classes 7 and 10).
-
-Before, `learning_rate: 1e308` with `smoothness: 0`, or cell radii near 1e308, were accepted and overflowed
-inside the simulation (tracebacks, in `spfl run` and in a pipeline job); `rounds: 1e9` was accepted and its
-evaluation schedule, built up front, took 23 GB.  Here every setting is drawn at its minimum or maximum
-(the rules between settings respected), and each method of a cell runs two rounds through `spfl run`'s own
-path (spfl.simulator.simulation.run_cell): no warning (numpy's overflow warnings are errors here), no exception, and
-records that are numbers (a run whose model blows up is recorded as diverged, which is a result).
-"""
+"""Every numeric setting has finite bounds: a spec at their corners runs every method without overflowing, and
+`spfl run` accepts each maximum and refuses just above it."""
 
 from __future__ import annotations
 
 import json
 import math
 import random
+import subprocess
+import sys
 import tracemalloc
 import warnings
 
@@ -23,6 +17,11 @@ from spfl.configuration.methods import METHODS
 from spfl.configuration.settings import SETTINGS, SpecError, make_spec
 from spfl.records import evaluation_schedule
 from spfl.simulator.simulation import build_environment, run_cell
+
+# Every setting is drawn at its minimum or maximum (the rules between settings respected), and each method of a
+# cell runs two rounds through `spfl run`'s own path (spfl.simulator.simulation.run_cell): no warning (numpy's
+# overflow warnings are errors here), no exception, and records that are numbers (a run whose model blows up
+# is recorded as diverged, which is a result).
 
 NUMERIC = {s.name: s for s in SETTINGS if s.kind in (int, float)}
 # Settings held fixed here: the data's size and the cost of a test run, not overflow, bound these.
@@ -123,3 +122,59 @@ def test_a_billion_rounds_is_refused_naming_the_bound():
         make_spec(rounds=10**9)
     with pytest.raises(SpecError, match=r"'rounds' = 1000000000.0 is invalid"):
         make_spec(rounds=1e9)
+
+
+# --- each maximum through `spfl run`: accepted at it, refused just above it ----------------------------
+
+MAXIMA = {s.name: s for s in SETTINGS if s.maximum is not None}
+
+
+# What a setting at its maximum needs of the others to pass the rules between settings.
+PARTNERS = {
+    "num_devices": {"dataset": "cifar10", "min_samples_per_device": 1},  # 10,000 x min_samples samples
+    "min_samples_per_device": {"dataset": "cifar10", "num_devices": 1},  # 1 x 50,000 samples
+    "learning_rate": {"smoothness": 0.0},  # learning_rate * smoothness < 2
+    "smoothness": {"learning_rate": 1e-6},
+    "cell_inner_radius_m": {"cell_outer_radius_m": 100_000.0},  # outer > inner
+}
+
+
+def cli_run(tmp_path, name, value):
+    spec = {"num_devices": 2, "batch_size": 4, "rounds": 1, "eval_every": 1, "partition": "iid",
+            "method": "spfl", name: value, **PARTNERS.get(name, {})}
+    if spec.get("dataset") == "cifar10":  # no CIFAR-10 here: the run gets as far as looking for it
+        spec.update(data_dir=str(tmp_path / "no-data"))
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps(spec))
+    return subprocess.run([sys.executable, "-m", "spfl.cli", "run", str(path), "--out", str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_every_setting_with_a_maximum_is_covered():
+    """Every number has a finite maximum (issue #22: no accepted value may overflow the simulation)."""
+    assert set(MAXIMA) == {s.name for s in SETTINGS if s.kind in (int, float)}
+
+
+@pytest.mark.parametrize("name", sorted(MAXIMA))
+def test_setting_at_its_maximum_runs_and_just_above_is_refused(tmp_path, name):
+    setting = MAXIMA[name]
+    top = setting.maximum
+    at = top - (1e-3 if setting.exclusive_maximum else 0)
+    above = top if setting.exclusive_maximum else (top + 1 if setting.kind is int else top + max(1e-3, top * 1e-9))
+    if setting.kind is int:
+        at, above = int(at), int(above)
+    refused = cli_run(tmp_path, name, above)
+    assert refused.returncode != 0
+    assert f"'{name}' = {above!r}" in refused.stderr and "allowed" in refused.stderr, refused.stderr
+    assert not (tmp_path / "out").exists(), "refused before any work"
+    if name == "rounds":  # 100,000 rounds take an hour: accepted, and memory does not grow with them
+        assert make_spec(rounds=at).rounds == at  # (the billion-round tests above)
+        return
+    accepted = cli_run(tmp_path, name, at)
+    if PARTNERS.get(name, {}).get("dataset") == "cifar10":  # accepted: the run goes on to look for the data
+        assert name not in accepted.stderr and "cifar" in accepted.stderr.lower(), accepted.stderr
+        return
+    assert accepted.returncode == 0, accepted.stderr
+    summary = json.loads((tmp_path / "out" / "spfl" / "summary.json").read_text())
+    assert summary["rounds_completed"] == 1
+    assert json.loads((tmp_path / "out" / "spfl" / "spec.json").read_text())[name] == at

@@ -1,10 +1,5 @@
-"""Reading and writing files: YAML/JSON without silent surprises, and records written whole and readable.
-
-spfl.configuration.reading.load_yaml reads run specs and pipeline configs alike: repeated keys and syntax errors are
-one-line SpecErrors naming the file and line, and floats follow YAML 1.2 (as JSON writes them).
-spfl.records.write_atomic writes every record, table, prepared dataset and checkpoint: all or nothing,
-with the permissions the umask gives (mkstemp alone would make them 0600).
-"""
+"""Writing files: spfl.records.write_atomic writes every record, table, prepared dataset and checkpoint all or
+nothing, with the permissions the umask gives (mkstemp alone would make them 0600)."""
 
 from __future__ import annotations
 
@@ -15,69 +10,8 @@ import stat
 from pathlib import Path
 
 import pytest
-import yaml
 
-from spfl.configuration.reading import load_yaml
-from spfl.configuration.settings import SpecError
 from spfl.records import WriteError, write_atomic, write_csv, write_json
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-# --- load_yaml -----------------------------------------------------------------------------------
-
-def test_a_pipeline_config_with_a_repeated_experiment_is_refused_naming_file_key_and_line(tmp_path):
-    config = (ROOT / "config" / "test.yaml").read_text()
-    lines = config.splitlines()
-    first = next(i for i, line in enumerate(lines) if line.startswith("experiments:")) + 2  # 1-based, next line
-    name = lines[first - 1].strip().rstrip(":")
-    repeated = "\n".join([*lines[:first - 1], f"  {name}: {{grid: {{seed: [0]}}}}", *lines[first - 1:]]) + "\n"
-    path = tmp_path / "repeated.yaml"
-    path.write_text(repeated)
-    with pytest.raises(SpecError) as error:
-        load_yaml(path)
-    assert str(error.value) == (f"'{path}' line {first + 1} repeats key '{name}' (first at line {first}): "
-                                f"allowed each key once")
-    with pytest.raises(SpecError, match=rf"^config file 'x.yaml' line {first + 1} repeats key '{name}'"):
-        load_yaml(repeated, source="config file 'x.yaml'")
-
-
-def test_every_committed_config_loads_as_before():
-    for path in sorted((ROOT / "config").glob("*.yaml")):
-        assert load_yaml(path) == yaml.safe_load(path.read_text()), path
-
-
-@pytest.mark.parametrize("text, expected", [
-    # YAML 1.2 core: no underscores in numbers (YAML 1.1 read 1_000 as 1000), so a string
-    ("a: 1e-05\nb: 1e+30\nc: 2.5\nd: 1_000\n", {"a": 1e-05, "b": 1e30, "c": 2.5, "d": "1_000"}),
-    ('{"a": 1e-05, "b": [1, 2]}', {"a": 1e-05, "b": [1, 2]}),
-    ("base: &b {x: 1, y: 2}\nover:\n  <<: *b\n  x: 3\n", {"base": {"x": 1, "y": 2}, "over": {"x": 3, "y": 2}}),
-    ("", None),
-])
-def test_yaml_12_floats_and_merge_keys_still_load(text, expected):
-    assert load_yaml(text) == expected
-
-
-@pytest.mark.parametrize("text, message", [
-    ("a:\n  b: 1\n  b: 2\n", "'f' line 3 repeats key 'b' (first at line 2): allowed each key once"),
-    ("x: [1,\n", "'f' is not valid YAML/JSON: line 2, column 1: expected the node content"),
-    ("a: 1\n b: 2\n", "'f' is not valid YAML/JSON: line 2, column 3: mapping values are not allowed here"),
-    ("a: \x07\n", "'f' is not a text file (character #x0007 at position 3)"),
-])
-def test_yaml_text_errors_name_the_source_and_line(text, message):
-    with pytest.raises(SpecError) as error:
-        load_yaml(text, source="'f'")
-    assert str(error.value).startswith(message), str(error.value)
-
-
-def test_yaml_file_errors_name_the_file(tmp_path):
-    (tmp_path / "folder.yaml").mkdir()
-    (tmp_path / "binary.yaml").write_bytes(b"\xff\xfe\x00")
-    for name, message in (("missing.yaml", "not found"), ("folder.yaml", "is a folder"),
-                          ("binary.yaml", "is not a text file (byte 0 is not UTF-8)")):
-        with pytest.raises(SpecError, match="^" + re.escape(f"'{tmp_path / name}' {message}")):
-            load_yaml(tmp_path / name)
-
 
 # --- write_atomic --------------------------------------------------------------------------------
 

@@ -1,18 +1,22 @@
-"""The run lifecycle: begin, after-round and end hooks around an unchanged round, read-only views, the
-fields a callback returns, the records writer as the end hook, and the one evaluation schedule."""
+"""The run lifecycle: hooks around an unchanged round, read-only views, the fields a callback returns, the
+records writer as the end hook, the evaluation schedule, and the allocation-record and progress-log hooks."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import logging
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
+from core_helpers import Recorder, round_view
 from spfl import records
 from spfl.configuration.settings import make_spec
 from spfl.records import evaluation_schedule
-from spfl.simulator.lifecycle import Callback, Checkpoints, RoundRecords, RunRecords
-from spfl.simulator.simulation import Simulation, build_environment, run_cell
+from spfl.simulator.lifecycle import AllocationRecord, Callback, ProgressLog, RoundRecords, RunRecords
+from spfl.simulator.simulation import RoundOutcome, Simulation, build_environment, run_cell
 
 # Scarce enough that something is allocated (allocation rows, solver traces) and packets are lost.
 TINY = dict(num_devices=3, batch_size=8, rounds=4, eval_every=2, learning_rate=0.1, partition="iid",
@@ -22,22 +26,6 @@ TINY = dict(num_devices=3, batch_size=8, rounds=4, eval_every=2, learning_rate=0
 @pytest.fixture(scope="module")
 def env():
     return build_environment(make_spec(TINY))
-
-
-class Recorder(Callback):
-    """Every hook call, with what the round's row held when the hook saw it."""
-
-    def __init__(self):
-        self.calls = []
-
-    def begin(self, view):
-        self.calls.append(("begin", view.round, dict(view.row)))
-
-    def after_round(self, view):
-        self.calls.append(("after_round", view.round, dict(view.row)))
-
-    def end(self, run):
-        self.calls.append(("end", run.rounds_completed, [dict(r) for r in run.metric_rows]))
 
 
 def test_begin_once_on_the_initial_model_after_every_round_and_end_once(env):
@@ -51,20 +39,6 @@ def test_begin_once_on_the_initial_model_after_every_round_and_end_once(env):
     assert [("test_accuracy" in call[2]) for call in recorder.calls[:-1]] == [True, True, True, False, True]
     assert recorder.calls[0][2] == state.metric_rows[0]
     assert recorder.calls[-1][2] == state.metric_rows
-
-
-def test_a_resumed_run_does_not_begin_again_and_ends_with_the_uninterrupted_records(env, tmp_path):
-    path = tmp_path / records.CHECKPOINT
-    sim = Simulation(env, "spfl")
-    callbacks = sim.callbacks() + [Checkpoints(path, 2)]
-    state = sim.begin(None, callbacks)
-    for _ in range(2):
-        sim.advance(state, callbacks)
-    recorder = Recorder()
-    resumed = sim.train(path, callbacks=sim.callbacks() + [recorder])
-    assert [call[:2] for call in recorder.calls] == [("after_round", 3), ("after_round", 4), ("end", 4)]
-    whole = Simulation(env, "spfl").train()
-    assert resumed.metric_rows == whole.metric_rows and resumed.allocation_rows == whole.allocation_rows
 
 
 def test_a_callback_sees_a_read_only_view(env):
@@ -159,3 +133,54 @@ def test_a_run_evaluates_and_snapshots_exactly_the_scheduled_rounds(rounds, ever
     assert [r["round"] for r in state.metric_rows if "test_accuracy" in r] == list(schedule)
     assert sorted({r["round"] for r in state.allocation_rows}) == [r for r in schedule if r > 0]
     assert sorted({r["round"] for r in state.trace_rows}) == [r for r in schedule if r > 0]
+
+
+@pytest.mark.parametrize("rounds, every, expected", [
+    (10, 3, {0, 1, 3, 6, 9, 10}),   # the multiple just below the last round is kept
+    (9, 3, {0, 1, 3, 6, 9}),        # the last round is a multiple
+    (5, 3, {0, 1, 3, 5}),           # no multiple beyond the last round
+    (1, 4, {0, 1}),
+])
+def test_the_evaluation_schedule_is_the_initial_model_the_first_every_multiple_and_the_last(rounds, every, expected):
+    assert evaluation_schedule(rounds, every) == frozenset(expected)
+
+
+# --- the allocation record and the progress log --------------------------------------------------------
+
+def test_allocation_record_writes_one_trace_row_per_solver_iteration():
+    two_devices = np.array([1.0, 2.0])
+    outcome = RoundOutcome(
+        round=5, train_loss=0.5,
+        resources=SimpleNamespace(bandwidth=two_devices, power_sign=two_devices, power_modulus=two_devices,
+                                  slot_share=two_devices),
+        delivery=SimpleNamespace(q_sign=two_devices, q_modulus=two_devices),
+        problem=SimpleNamespace(num_devices=2, u_sign=two_devices, u_modulus=two_devices),
+        allocation=SimpleNamespace(trace=[3.0, 2.5]))
+    added = AllocationRecord(frozenset({5})).after_round(round_view(5, outcome=outcome))
+    assert added.trace == [{"round": 5, "iteration": 0, "objective": 3.0},
+                           {"round": 5, "iteration": 1, "objective": 2.5}]
+    assert [(r["round"], r["device"], r["bandwidth_hz"]) for r in added.allocation] == [(5, 0, 1.0), (5, 1, 2.0)]
+    assert added.metrics == {}
+
+
+def test_progress_line_shows_both_packet_error_rates(caplog):
+    row = {"test_accuracy": 0.75, "train_loss": 1.25, "sign_error_rate": 0.125, "modulus_error_rate": 0.5}
+    with caplog.at_level(logging.INFO, logger="spfl"):
+        ProgressLog().after_round(round_view(3, row))
+    assert [r.getMessage() for r in caplog.records] == [
+        "spfl round 3/10: test accuracy 0.7500, train loss 1.2500, sign/modulus packet error 12.5%/50.0%"]
+
+
+def test_progress_log_reports_round_one_and_a_missing_rate_as_a_dash(caplog):
+    row = {"test_accuracy": 0.5, "train_loss": 2.0, "sign_error_rate": None, "modulus_error_rate": 0.25}
+    with caplog.at_level(logging.INFO, logger="spfl"):
+        ProgressLog().after_round(round_view(1, row))
+    assert [r.getMessage() for r in caplog.records] == [
+        "spfl round 1/10: test accuracy 0.5000, train loss 2.0000, sign/modulus packet error -/25.0%"]
+
+
+def test_progress_log_warns_once_the_run_has_diverged(caplog):
+    with caplog.at_level(logging.INFO, logger="spfl"):
+        ProgressLog().after_round(round_view(4, {"train_loss": float("nan")}, status="diverged"))
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        ("WARNING", "spfl diverged at round 4 (non-finite loss or weights)")]

@@ -1,6 +1,5 @@
-"""Per-round records recomputed independently for a tiny run: every value of metrics.csv and allocation.csv
-from the allocation's own resources, the devices' positions, the fading stream rebuilt from the seed
-and the channel's formulas (tests/core_helpers.py), not from the code that wrote them."""
+"""Per-round records and the summary, recomputed independently for a tiny run from the allocation's resources,
+the devices' positions, the seed's fading stream and the channel's formulas (tests/core_helpers.py)."""
 
 from __future__ import annotations
 
@@ -16,6 +15,7 @@ import pytest
 import torch
 
 from core_helpers import (
+    TWO_STEP_RUN,
     batch_generators,
     dbm_to_watt,
     fading_generator,
@@ -221,7 +221,7 @@ def test_first_round_packet_worths_and_update_norms(run):
         assert (float(m["update_norm"]) == 0.0) == (int(m["devices_sign_received"]) == 0)
 
 
-# --- mutation survivors (full mutmut run, session 4) ---
+# --- a round's row, the allocation problem and the summary, case by case -----------------------------
 # Each test calls the code in its own body (not through the module fixture above: mutmut maps a mutant to the
 # tests that reach its function, and a module-scoped fixture reaches it only in the first test's setup).
 
@@ -367,6 +367,29 @@ def test_a_diverged_run_without_evaluations_has_no_accuracies(tmp_path):
     assert state.status == "diverged"
     summary = sim.end(state, [], 0.5).summary
     assert (summary.final_accuracy, summary.best_accuracy, summary.final_test_loss) == (None, None, None)
+
+
+def test_summary_and_error_rates_follow_from_the_per_round_counts(tmp_path):
+    run_cell(make_spec(TWO_STEP_RUN), ["spfl"], tmp_path)
+    metrics = read_csv(tmp_path / "spfl" / "metrics.csv")
+    summary = json.loads((tmp_path / "spfl" / "summary.json").read_text())
+    assert (summary["status"], summary["rounds_completed"]) == ("ok", 3)
+    rounds = [r for r in metrics if int(r["round"]) > 0]
+    sign_rates, modulus_rates = [], []
+    for row in rounds:
+        sent, arrived = int(row["devices_transmitting"]), int(row["devices_sign_received"])
+        if sent == 0:
+            assert row["sign_error_rate"] == ""
+            continue
+        sign_rates.append(1 - arrived / sent)
+        assert float(row["sign_error_rate"]) == pytest.approx(sign_rates[-1], abs=1e-12)
+        if row["modulus_error_rate"] != "":
+            modulus_rates.append(float(row["modulus_error_rate"]))
+    assert sign_rates and modulus_rates  # the case exercises both means
+    assert summary["mean_sign_error"] == pytest.approx(sum(sign_rates) / len(sign_rates), abs=1e-12)
+    assert summary["mean_modulus_error"] == pytest.approx(sum(modulus_rates) / len(modulus_rates), abs=1e-12)
+    assert summary["final_test_loss"] == float(metrics[-1]["test_loss"])
+    assert summary["final_accuracy"] == float(metrics[-1]["test_accuracy"])
 
 
 # --- the records contract (spfl.records): what a run writes is what the fixtures write -------------------

@@ -1,11 +1,5 @@
-"""The --out folder of `spfl run` (issue #22, classes 4, 5, 6 and 12): one run at a time, nothing overwritten that
-no run of the spec wrote, and a --log that can be none of the run's inputs or outputs and whose write
-failures stop the run in one line.
-
-Independent expectations: a second run into a held folder fails at once and the first run's records are
-whole and of its own seed; a user's file is byte for byte what it was; a log that cannot be written is exit
-status 2 with one line, never exit 0.
-"""
+"""The --out folder of `spfl run`: one run at a time, nothing overwritten that no run of the spec wrote, and a
+--log that is none of the run's inputs or outputs and whose write failures stop the run in one line."""
 
 from __future__ import annotations
 
@@ -14,16 +8,18 @@ import fcntl
 import json
 import logging
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from spfl import cli
 from spfl.configuration.settings import make_spec
+
+# Independent expectations: a second run into a held folder fails at once and the first run's records are
+# whole and of its own seed; a user's file is byte for byte what it was; a log that cannot be written is exit
+# status 2 with one line, never exit 0.
 
 TINY = {"num_devices": 4, "batch_size": 16, "rounds": 2, "eval_every": 1, "partition": "iid", "method": "ideal"}
 
@@ -138,26 +134,6 @@ def test_records_of_runs_older_than_run_json_are_the_runs_own(tmp_path, spec, ca
     assert run(capsys, spec, "--out", out)[0] == 0
     (out / "run.json").unlink()  # as a folder written before runs claimed their folders
     assert run(capsys, spec, "--out", out, "--methods", "digital")[0] == 0
-
-
-def test_a_killed_run_resumes_from_its_checkpoint(tmp_path, spec):
-    """kill -9 mid-run leaves records, a checkpoint and possibly temporary files: the same command resumes."""
-    out = tmp_path / "out"
-    command = [sys.executable, "-m", "spfl.cli", "run", str(spec), "--out", str(out), "--set", "rounds=400",
-               "--set", "checkpoint_every=1", "--methods", "spfl"]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not (out / "spfl" / "checkpoint.pt").exists():
-            time.sleep(0.05)
-        assert (out / "spfl" / "checkpoint.pt").exists() and process.poll() is None
-    finally:
-        os.kill(process.pid, signal.SIGKILL)
-        process.wait()
-    resumed = subprocess.run([*command, "--log", str(tmp_path / "resume.log")], capture_output=True, text=True,
-                             timeout=600)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert "resumed from checkpoint" in (tmp_path / "resume.log").read_text()
 
 
 # -- class 6 and 12: --log ---------------------------------------------------------------------------------

@@ -1,8 +1,4 @@
-"""The Snakemake pipeline: lint, dry runs of the shipped configs, validation, and a tiny end-to-end run.
-
-Snakemake runs from the same environment as the tests, in a temporary copy of the workflow, so the
-repository's results/ and figures/ are never touched.
-"""
+"""The Snakemake pipeline: lint, dry runs of the shipped configs, validation, and a tiny end-to-end run."""
 
 from __future__ import annotations
 
@@ -30,6 +26,9 @@ from workflow_helpers import (
     snakemake,
     tiny_cells,
 )
+
+# Snakemake runs from the same environment as the tests, in a temporary copy of the workflow, so the
+# repository's results/ and figures/ are never touched.
 
 FIGURES = configured_figures("test.yaml")  # what the end-to-end run of config/test.yaml draws
 
@@ -175,18 +174,6 @@ def test_an_unreadable_config_file_is_named(workdir):
     assert "bad.yaml" in output or "Config file is not valid JSON or YAML" in output
 
 
-def repeated_keys_refused() -> bool:
-    from spfl.configuration.reading import load_yaml
-
-    try:
-        load_yaml("a: 1\na: 2\n")
-    except Exception:
-        return True
-    return False
-
-
-@pytest.mark.skipif(not repeated_keys_refused(),
-                    reason="spfl.configuration.spec.load_yaml does not refuse repeated keys yet (issue #12, item 1)")
 def test_a_repeated_experiment_name_stops_the_workflow_naming_the_file(workdir):
     text = (workdir / "config" / "test.yaml").read_text()
     twice = text.replace("experiments:\n", "experiments:\n  power:\n    grid: {max_power_dbm: [11]}\n", 1)
