@@ -126,3 +126,52 @@ def knapsack(values: np.ndarray, total: int) -> np.ndarray:
         left -= chosen[k]
     chosen[0] = left
     return chosen
+
+
+def knapsack_batch(values: np.ndarray, total: int) -> np.ndarray:
+    """:func:`knapsack` for a batch of problems at once: ``values`` (S, K, options) -> choices (S, K).
+
+    The same dynamic program and the same choice among equally good ones, row by row (each device, going
+    back from the last, takes the smallest option that is best given what the devices before it can
+    reach); one pass over the devices serves the whole batch."""
+    values = np.asarray(values, dtype=float)
+    batch, num, options = values.shape
+    if total > num * (options - 1):
+        raise ValueError(f"knapsack total {total} exceeds what {num} devices x {options - 1} can reach")
+    # best[b, k, s]: the best value of devices 0..k with their options summing to s, stored after
+    # options - 1 columns of -inf so that best[b, k - 1, s - j] + values[b, k, j] is read through a window.
+    padded = np.full((batch, num, options - 1 + total + 1), -np.inf)
+    best = padded[:, :, options - 1:]
+    best[:, 0, : min(options, total + 1)] = values[:, 0, : min(options, total + 1)]
+    choices = np.zeros((batch, num, total + 1), dtype=np.intp)
+    plane, row, step = padded.strides
+    if total + 1 > 4 * options:
+        # Few options, many sums (the zooms): table[b, j, s], reduced over j; only the sums that devices
+        # 0..k can reach and devices k + 1.. can complete to the total.
+        windows = as_strided(best, (batch, num, options, total + 1), (plane, row, -step, step), writeable=False)
+        table = np.empty((batch, options, total + 1))
+        for k in range(1, num):
+            low = max(0, total - (options - 1) * (num - 1 - k))
+            high = min(total, (options - 1) * (k + 1)) + 1
+            part = table[:, :, : high - low]
+            np.add(windows[:, k - 1, :, low:high], values[:, k, :, None], out=part)
+            np.argmax(part, axis=1, out=choices[:, k, low:high])
+            np.max(part, axis=1, out=best[:, k, low:high])
+    else:
+        # As many options as sums (the grid): table[b, s, j].
+        windows = as_strided(best, (batch, num, total + 1, options), (plane, row, step, -step), writeable=False)
+        table = np.empty((batch, total + 1, options))
+        for k in range(1, num):
+            np.add(windows[:, k - 1], values[:, k, None, :], out=table)
+            np.argmax(table, axis=2, out=choices[:, k])
+            np.max(table, axis=2, out=best[:, k])
+    if not np.all(np.isfinite(best[:, num - 1, total])):
+        raise ValueError(f"knapsack: no choice of options summing to {total} has a finite value")
+    chosen = np.empty((batch, num), dtype=np.intp)
+    left = np.full(batch, total)
+    rows = np.arange(batch)
+    for k in range(num - 1, 0, -1):
+        chosen[:, k] = choices[rows, k, left]
+        left = left - chosen[:, k]
+    chosen[:, 0] = left
+    return chosen
