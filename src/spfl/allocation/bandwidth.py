@@ -175,3 +175,88 @@ def knapsack_batch(values: np.ndarray, total: int) -> np.ndarray:
         left = left - chosen[:, k]
     chosen[:, 0] = left
     return chosen
+
+
+def best_choices(values: np.ndarray, total: int) -> np.ndarray:
+    """Option indices (S, K) with sum_k j_k = total maximizing sum_k values[s, k, j_k], for a batch (S, K,
+    options) (-inf marks an impossible option): an optimum of :func:`knapsack`'s problem, found faster.
+
+    A device whose possible options are contiguous and whose values are concave over them (its
+    marginal gains never rise; silent devices, flat, are concave) needs no dynamic program: for concave
+    devices the best value of any total of units is the sum of their lowest options and of the largest
+    marginal gains among them (a device's marginals being non-increasing, the largest ones form a
+    prefix of each device's), so one sort gives that concave aggregate G(s) for every total.  The other
+    devices go through the dynamic program, which gives their best value D(t) for every total t, and
+    the optimum is the best split max_t D(t) + G(total - t).  Of equally good choices another one may be
+    returned than :func:`knapsack`'s (which choice never changed the solver's answers on the benchmark
+    set, bench/check_allocation_phi.py)."""
+    values = np.asarray(values, dtype=float)
+    batch, num, options = values.shape
+    if total > num * (options - 1):
+        raise ValueError(f"knapsack total {total} exceeds what {num} devices x {options - 1} can reach")
+    return np.stack([_best_choice(values[row], total) for row in range(batch)])
+
+
+def _best_choice(values: np.ndarray, total: int) -> np.ndarray:
+    num, options = values.shape
+    finite = np.isfinite(values)
+    if not finite.any(axis=1).all():
+        raise ValueError(f"knapsack: no choice of options summing to {total} has a finite value")
+    low = np.argmax(finite, axis=1)
+    high = options - 1 - np.argmax(finite[:, ::-1], axis=1)
+    index = np.arange(options)
+    with np.errstate(invalid="ignore"):
+        marginal = np.diff(values, axis=1)                                        # (K, options - 1)
+        inside = (index[None, :-1] >= low[:, None]) & (index[None, :-1] < high[:, None])
+        rising = (np.diff(marginal, axis=1) > 0) & inside[:, 1:] & inside[:, :-1]
+    concave = (finite.sum(axis=1) == high - low + 1) & ~rising.any(axis=1)
+    flat_devices, other = np.flatnonzero(concave), np.flatnonzero(~concave)
+    chosen = np.zeros(num, dtype=np.intp)
+    chosen[flat_devices] = low[flat_devices]
+    base = int(low[flat_devices].sum())
+    gains = np.where(inside[flat_devices], marginal[flat_devices], -np.inf).ravel()
+    owner = np.repeat(flat_devices, options - 1)
+    order = np.argsort(-gains, kind="stable")
+    count = int(np.isfinite(gains).sum())
+    aggregate = np.concatenate([[0.0], np.cumsum(gains[order[:count]])])        # G(base + n) - G(base)
+    take = total - base
+    if other.size:
+        reach = min(total, (options - 1) * other.size)
+        best, choices = _dynamic_program(values[other], reach)
+        need = total - base - np.arange(reach + 1)
+        possible = (need >= 0) & (need <= count)
+        with np.errstate(invalid="ignore"):
+            score = np.where(possible, best + aggregate[np.clip(need, 0, count)], -np.inf)
+        split = int(np.argmax(score))
+        if not np.isfinite(score[split]):
+            raise ValueError(f"knapsack: no choice of options summing to {total} has a finite value")
+        left = split
+        for k in range(other.size - 1, 0, -1):
+            chosen[other[k]] = choices[k, left]
+            left -= choices[k, left]
+        chosen[other[0]] = left
+        take = total - base - split
+    elif not 0 <= take <= count:
+        raise ValueError(f"knapsack: no choice of options summing to {total} has a finite value")
+    np.add.at(chosen, owner[order[:take]], 1)
+    return chosen
+
+
+def _dynamic_program(values: np.ndarray, reach: int) -> tuple[np.ndarray, np.ndarray]:
+    """best[s] (the best value of all devices with options summing to s, s = 0..reach) and the choices
+    to go back from any s (the last device's option for each s, each device's below)."""
+    num, options = values.shape
+    padded = np.full((num, options - 1 + reach + 1), -np.inf)
+    best = padded[:, options - 1:]
+    best[0, : min(options, reach + 1)] = values[0, : min(options, reach + 1)]
+    choices = np.zeros((num, reach + 1), dtype=np.intp)
+    row, step = padded.strides
+    windows = as_strided(best, (num, options, reach + 1), (row, -step, step), writeable=False)
+    table = np.empty((options, reach + 1))
+    for k in range(1, num):
+        high = min(reach, (options - 1) * (k + 1)) + 1
+        part = table[:, :high]
+        np.add(windows[k - 1, :, :high], values[k, :, None], out=part)
+        np.argmax(part, axis=0, out=choices[k, :high])
+        np.max(part, axis=0, out=best[k, :high])
+    return best[num - 1], choices

@@ -154,6 +154,11 @@ class DescentEvaluator:
 
     def coefficients(self, pi_sign, pi_both):
         """(a_k, b_k) per batch row: Phi = a_k pi_sign,k + b_k pi_both,k + (terms without device k)."""
+        return self.phi_coefficients(pi_sign, pi_both)[1:]
+
+    def phi_coefficients(self, pi_sign, pi_both):
+        """(Phi, a_k, b_k) per batch row, from the same sums (Phi costs little more than the coefficients;
+        its last bits may differ from :meth:`phi`'s)."""
         pi_sign, shape = _batch(pi_sign)
         pi_both, _ = _batch(np.broadcast_to(pi_both, np.shape(pi_sign)))
         mu, nu, include = self._mixtures(pi_sign, pi_both)
@@ -163,6 +168,9 @@ class DescentEvaluator:
             pair = self.off
             g_factor = own_factor = 1.0
             through = 0.0
+            z = np.concatenate([zg, zr], axis=-1)
+            pairs = np.sum(_vector_times(z, self.gram) * z, axis=-1) - np.sum(diag, axis=-1)
+            value = np.sum(linear, axis=-1) - c * (pairs + np.sum(own, axis=-1))
         else:
             nodes = self.nodes
             log_f, log_all, rho = nodes.factors(include)
@@ -185,6 +193,8 @@ class DescentEvaluator:
                                            - 2.0 * rho * pair_rho))
             change = nodes.change(log_f, log_all)
             through = _row_times(np.broadcast_to(nodes.w, change.shape[:2]), change * without)
+            value = (np.sum(linear * g_factor, axis=-1)
+                     - c * (np.sum(own * own_factor, axis=-1) + np.sum(z_matrix * pair, axis=(1, 2))))
         eta = self.eta
         with_g = _vector_times(zg, pair * self.gg) + _vector_times(zr, pair * self.rg)
         with_r = _vector_times(zg, pair * self.gr) + _vector_times(zr, pair * self.rr)
@@ -193,7 +203,7 @@ class DescentEvaluator:
         d_nu = w * (eta * self.to_r * g_factor - c * (2.0 * with_r + w * self.sq_r * own_factor))
         coef_sign = d_mu * self.indicator["mu"][1] + d_nu * self.indicator["nu"][1] + through * self.indicator["p"][1]
         coef_both = d_mu * self.indicator["mu"][2] + d_nu * self.indicator["nu"][2] + through * self.indicator["p"][2]
-        return coef_sign.reshape(*shape, self.num), coef_both.reshape(*shape, self.num)
+        return value.reshape(shape), coef_sign.reshape(*shape, self.num), coef_both.reshape(*shape, self.num)
 
 
 class JensenEvaluator:
@@ -226,10 +236,14 @@ class JensenEvaluator:
         return np.sum(values * factors, axis=-1).reshape(shape)
 
     def coefficients(self, pi_sign, pi_both):
+        return self.phi_coefficients(pi_sign, pi_both)[1:]
+
+    def phi_coefficients(self, pi_sign, pi_both):
         pi_sign, shape = _batch(pi_sign)
         pi_both, _ = _batch(np.broadcast_to(pi_both, np.shape(pi_sign)))
         if self.nodes is None:
-            return (np.broadcast_to(self.a, pi_sign.shape).reshape(*shape, self.num),
+            return (np.sum(self.a * pi_sign + self.b * pi_both, axis=-1).reshape(shape),
+                    np.broadcast_to(self.a, pi_sign.shape).reshape(*shape, self.num),
                     np.broadcast_to(self.b, pi_sign.shape).reshape(*shape, self.num))
         values, log_f, log_all, rho, factors = self._factors(pi_sign, pi_both)
         # D_j = d Phi / d p_j through the other devices' G_k (objective.dilution).
@@ -242,7 +256,8 @@ class JensenEvaluator:
             coef_sign = coef_sign + coupling
         else:
             coef_both = coef_both + coupling
-        return coef_sign.reshape(*shape, self.num), coef_both.reshape(*shape, self.num)
+        value = np.sum(values * factors, axis=-1)
+        return value.reshape(shape), coef_sign.reshape(*shape, self.num), coef_both.reshape(*shape, self.num)
 
 
 def evaluator_for(problem):

@@ -53,6 +53,7 @@ ALLOCATION_POLICIES = ("spfl", "power", "bandwidth", "uniform", "scheduling")
 _DESCENT_ROUNDS = 3    # re-linearizations per chain (descent: two chains)
 _RECEIVED_ROUNDS = 3   # (Jensen under ``received``: one chain)
 _RELATIVE_GAIN = 1e-9
+_FUSED_DEVICES = 40     # up to this K, Phi is evaluated with the coefficients (one call a round)
 _BATCH_ELEMENTS = 1 << 21  # numbers per array when many candidate allocations are evaluated at once
 
 
@@ -87,12 +88,16 @@ class _Context:
                                         self.level.grid_tables) if self.tau_free else self.level)
         self.uniform = uniform_point(problem)
 
-    def evaluate(self, points: list[tuple]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Phi, pi_sign and pi_both (rows) of a list of allocations, in one batch."""
+    def evaluate(self, points: list[tuple]):
+        """Phi, pi_sign and pi_both (rows) of a list of allocations, in one batch, and with few devices
+        (where a call costs more than its arithmetic) every allocation's coefficients too, else None."""
         arrays = [np.stack([np.asarray(point[i], dtype=float) for point in points]) for i in range(4)]
         t_s, t_m = thresholds(self.problem, *arrays)
         pi_sign, pi_both = arrival_probabilities(self.problem, t_s, t_m)
-        return self.evaluator.phi(pi_sign, pi_both), pi_sign, pi_both
+        if self.problem.num_devices <= _FUSED_DEVICES:
+            value, sign, both = self.evaluator.phi_coefficients(pi_sign, pi_both)
+            return value, pi_sign, pi_both, (sign, both)
+        return self.evaluator.phi(pi_sign, pi_both), pi_sign, pi_both, None
 
     def coefficients(self, pi_sign: np.ndarray, pi_both: np.ndarray):
         return self.evaluator.coefficients(pi_sign, pi_both)
@@ -270,8 +275,9 @@ def _search(context: _Context, policy: str) -> Allocation:
     coefficients in one batch, their solves in one batch per kind of node and their Phi in one batch."""
     problem = context.problem
     nodes = _nodes(context, policy)
-    value, pi_sign, pi_both = context.evaluate([context.uniform])
+    value, pi_sign, pi_both, fused = context.evaluate([context.uniform])
     uniform = (context.uniform, float(value[0]), (pi_sign[0], pi_both[0]), 0)
+    known = {} if fused is None else {0: (fused[0][0], fused[1][0])}   # coefficients by ident
     rounds = 1 + (_DESCENT_ROUNDS if problem.descent is not None else _RECEIVED_ROUNDS) if context.coupled else 1
     first = _first_coefficients(context)
     points = {0: uniform[2]}   # the arrival probabilities of every point by its ident
@@ -282,12 +288,14 @@ def _search(context: _Context, policy: str) -> Allocation:
         requests = [request for node in nodes if node in asks for request in asks[node]]
         keys = list(dict.fromkeys(_key(request) for request in requests))
         todo = [next(request for request in requests if _key(request) == key) for key in keys]
-        wanted = list(dict.fromkeys(request.at for request in todo if request.at is not None))
+        wanted = list(dict.fromkeys(request.at for request in todo
+                                    if request.at is not None and request.at not in known))
         if wanted:
             sign, both = context.coefficients(np.stack([points[i][0] for i in wanted]),
                                               np.stack([points[i][1] for i in wanted]))
-        coefficients = [first if request.at is None else (sign[wanted.index(request.at)],
-                                                          both[wanted.index(request.at)]) for request in todo]
+            for row, ident in enumerate(wanted):
+                known[ident] = (sign[row], both[row])
+        coefficients = [first if request.at is None else known[request.at] for request in todo]
         produced = [None] * len(todo)
         kinds: dict = {}
         for index, request in enumerate(todo):
@@ -297,10 +305,12 @@ def _search(context: _Context, policy: str) -> Allocation:
                                                              [coefficients[i] for i in members])):
                 produced[index] = point
         if produced:
-            values, pi_sign, pi_both = context.evaluate(produced)
+            values, pi_sign, pi_both, fused = context.evaluate(produced)
         for index, (key, point) in enumerate(zip(keys, produced)):
             ident = len(points)
             points[ident] = (pi_sign[index], pi_both[index])
+            if fused is not None:
+                known[ident] = (fused[0][index], fused[1][index])
             memo[key] = (point, float(values[index]), points[ident], ident)
         asks = _answer_from_memo(programs, asks, memo)
     root = nodes[-1]
@@ -356,8 +366,9 @@ def _scheduling(context: _Context, policy: str) -> Allocation:
     phi = np.concatenate(phi)
     best = int(np.argmax(np.where(np.isnan(phi), -np.inf, phi)))  # the first best n
     point = (bandwidth[best], power[best], np.zeros(num), tau)
-    if phi[best] > value + _RELATIVE_GAIN * abs(value):
-        value = float(phi[best])
+    chosen = float(context.evaluate([point])[0][0])   # by the function every other value came from
+    if chosen > value + _RELATIVE_GAIN * abs(value):
+        value = chosen
     else:
         point = context.uniform
     trace.append(value)

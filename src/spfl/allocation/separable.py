@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from spfl.allocation.bandwidth import _ZOOM_STEPS, _ZOOMS, grid_units, knapsack_batch
+from spfl.allocation.bandwidth import _ZOOM_STEPS, _ZOOMS, best_choices, grid_units
 from spfl.allocation.packet import BlockPacket
 from spfl.allocation.power import (
     _TAU_LOGITS,
@@ -89,69 +89,65 @@ class PacketLevel:
         self.grid = np.broadcast_to(levels[:, None], (self.units + 1, num)) * problem.total_bandwidth
         self.grid_tables: dict = {} if grid_tables is None else grid_tables
 
-    def grid_table(self, tau: float, fixed: bool) -> _Table:
-        key = (float(tau), fixed)
-        if key not in self.grid_tables:
-            self.grid_tables[key] = _Table(self.problem, self.grid, float(tau), fixed)
-        return self.grid_tables[key]
-
-    def taus(self, fixed: bool, coarse: bool = False) -> list[float]:
+    def taus(self, fixed: bool, coarse: bool = False) -> np.ndarray:
         if fixed:
-            return [self.problem.fixed_share]
-        return [float(tau) for tau in share_candidates(self.problem, coarse)]
+            return np.array([self.problem.fixed_share])
+        return share_candidates(self.problem, coarse)
+
+    def _table(self, bandwidth: np.ndarray, taus: np.ndarray, fixed: bool) -> _Table:
+        """One table of every entry of ``bandwidth`` at every sign share of ``taus`` (a leading axis)."""
+        taus = np.asarray(taus, dtype=float)
+        if taus.ndim == 1:
+            taus = taus.reshape(taus.shape + (1,) * bandwidth.ndim)
+        return _Table(self.problem, bandwidth, taus, fixed)
+
+    def grid_values(self, coef_sign, coef_both, fixed: bool) -> np.ndarray:
+        """The best term (S, J + 1, K) of every device at every grid level for coefficients (S, 1, K), over
+        the coarse sign shares (silent: 0).  The grid's table is kept."""
+        taus = self.taus(fixed, coarse=True)
+        key = (taus.tobytes(), fixed)
+        if key not in self.grid_tables:
+            self.grid_tables[key] = self._table(self.grid, taus, fixed)
+        value = self.grid_tables[key].best(coef_sign[:, None], coef_both[:, None])[0]   # (S, shares, J + 1, K)
+        return np.max(np.where(value > 0, value, 0.0), axis=1)
+
+    def values(self, bandwidth, coef_sign, coef_both, fixed: bool) -> np.ndarray:
+        """The best term of every entry of ``bandwidth`` (S, L, K) over the fine sign shares (silent: 0)."""
+        value = self._table(bandwidth, self.taus(fixed), fixed).best(coef_sign, coef_both)[0]
+        return np.max(np.where(value > 0, value, 0.0), axis=0)
 
     def split(self, bandwidth, coef_sign, coef_both, fixed: bool, refine: bool = True) -> Split:
         """The best split of every device at ``bandwidth`` (S, K) for coefficients (S, K): the first best
         sign share of the candidates, then (tau optimized, ``refine``) a zoom of each device's share."""
         problem = self.problem
-        candidates = [self._split_at(bandwidth, tau, coef_sign, coef_both, fixed) for tau in self.taus(fixed)]
-        best = _first_best(candidates)
+        best = _first_best(self._split_at(bandwidth, self.taus(fixed), coef_sign, coef_both, fixed))
         if refine and not fixed and problem.slot_share is None and problem.two_packets:
             step = _TAU_LOGITS[1] - _TAU_LOGITS[0]
             for _ in range(_TAU_ZOOM_LEVELS):
                 center = _logit(np.clip(best.slot_share, 1e-12, 1.0 - 1e-12))
                 # An entry at tau = 1 stays there: both trials repeat it, and a tie never replaces the best.
-                trials = [np.where(best.slot_share >= 1.0, 1.0, _sigmoid(center + offset)) for offset in (-step, step)]
-                best = _first_best([best, *(self._split_at(bandwidth, tau, coef_sign, coef_both, fixed)
-                                            for tau in trials)])
+                trials = np.where(best.slot_share >= 1.0, 1.0, _sigmoid(center + np.array([-step, step])[
+                    (slice(None),) + (None,) * center.ndim]))
+                tried = self._split_at(bandwidth, trials, coef_sign, coef_both, fixed)
+                best = _first_best(Split(*(np.concatenate([getattr(best, f)[None], getattr(tried, f)])
+                                           for f in Split.__dataclass_fields__)))
                 step /= 2.0
         return best
 
-    def _split_at(self, bandwidth, tau, coef_sign, coef_both, fixed) -> Split:
-        table = _Table(self.problem, bandwidth, tau, fixed)
+    def _split_at(self, bandwidth, taus, coef_sign, coef_both, fixed) -> Split:
+        """The split of every entry at every sign share (a leading axis)."""
+        table = self._table(bandwidth, taus, fixed)
         value, x = table.best(coef_sign, coef_both)
         return table.split(value, x)
 
-    def values(self, bandwidth, coef_sign, coef_both, fixed: bool) -> np.ndarray:
-        """The best term of every entry of ``bandwidth`` (S, L, K) over the fine sign shares (silent: 0)."""
-        return _best_of(_Table(self.problem, bandwidth, tau, fixed).best(coef_sign, coef_both)[0]
-                        for tau in self.taus(fixed))
 
-    def grid_values(self, coef_sign, coef_both, fixed: bool) -> np.ndarray:
-        """The best term (S, J + 1, K) of every device at every grid level, over the coarse sign shares
-        (silent: 0)."""
-        return _best_of(self.grid_table(tau, fixed).best(coef_sign, coef_both)[0]
-                        for tau in self.taus(fixed, coarse=True))
-
-
-def _best_of(values) -> np.ndarray:
-    """The entrywise maximum of the values and 0 (a device may stay silent; NaN counts as silent)."""
-    out = None
-    for value in values:
-        value = np.where(value > 0, value, 0.0)
-        out = value if out is None else np.maximum(out, value)
-    return out
-
-
-def _first_best(candidates: list[Split]) -> Split:
-    """Per entry, the first candidate with the largest value (values are never NaN)."""
-    if len(candidates) == 1:
-        return candidates[0]
-    values = np.stack([c.value for c in candidates])
-    pick = np.argmax(values, axis=0)[None]
-    return Split(*(np.take_along_axis(np.stack([np.broadcast_to(getattr(c, f), values.shape[1:])
-                                                for c in candidates]), pick, axis=0)[0]
-                   for f in ("value", "power_sign", "power_modulus", "slot_share")))
+def _first_best(candidates: Split) -> Split:
+    """Per entry, the first candidate (leading axis) with the largest value (values are never NaN)."""
+    if candidates.value.shape[0] == 1:
+        return Split(*(getattr(candidates, f)[0] for f in Split.__dataclass_fields__))
+    pick = np.argmax(candidates.value, axis=0)[None]
+    return Split(*(np.take_along_axis(np.broadcast_to(getattr(candidates, f), candidates.value.shape), pick,
+                                      axis=0)[0] for f in Split.__dataclass_fields__))
 
 
 def solve_bandwidth(level: PacketLevel, coef_sign: np.ndarray, coef_both: np.ndarray, fixed: bool
@@ -163,7 +159,7 @@ def solve_bandwidth(level: PacketLevel, coef_sign: np.ndarray, coef_both: np.nda
     num = problem.num_devices
     a, b = coef_sign[:, None, :], coef_both[:, None, :]
     values = level.grid_values(a, b, fixed)                                       # (S, J + 1, K)
-    share = knapsack_batch(np.swapaxes(values, 1, 2), level.units) / level.units
+    share = best_choices(np.swapaxes(values, 1, 2), level.units) / level.units
     step = 1.0 / level.units
     offsets = np.arange(-_ZOOM_STEPS, _ZOOM_STEPS + 1)
     for _ in range(_ZOOMS):
@@ -171,7 +167,7 @@ def solve_bandwidth(level: PacketLevel, coef_sign: np.ndarray, coef_both: np.nda
         valid = (trial >= 0) & (trial <= 1)
         bandwidth = np.swapaxes(np.clip(trial, 0.0, 1.0), 1, 2) * problem.total_bandwidth
         values = np.swapaxes(level.values(bandwidth, a, b, fixed), 1, 2)
-        pick = knapsack_batch(np.where(valid, values, -np.inf), _ZOOM_STEPS * num)
+        pick = best_choices(np.where(valid, values, -np.inf), _ZOOM_STEPS * num)
         share = np.clip(np.take_along_axis(trial, pick[:, :, None], axis=2)[:, :, 0], 0.0, 1.0)
         step /= _ZOOM_STEPS
     share = share / share.sum(axis=1, keepdims=True)
