@@ -833,25 +833,27 @@ def test_best_bandwidth_optimizes_the_power_split_by_default():
 
 def test_best_bandwidth_grid_uses_the_coarse_sign_shares_once_per_solve(monkeypatch):
     """With tau optimized, the bandwidth grid is searched at the coarse sign shares (logits -3, 0, 3,
-    the proportional share and 1), its thresholds computed once per share and kept in the solve's cache:
-    a second call with the same cache computes no grid thresholds again, and answers the same."""
-    import spfl.allocation.power as power
+    the proportional share and 1), its thresholds computed once for all of them (one table, a share
+    axis) and kept in the solve's cache: a second call with the same cache computes no grid thresholds
+    again, and answers the same."""
+    import spfl.allocation.separable as separable
     from spfl.allocation.bandwidth import best_bandwidth, grid_units
 
     problem = sample_problem(3, 4, slot_share=None)
     coarse = np.unique(np.concatenate([1 / (1 + np.exp([3.0, 0.0, -3.0])), [problem.proportional_share, 1.0]]))
     grid_taus = []
-    original = power._geometry
+    original = separable._geometry
 
     def spy(problem_, bandwidth, tau):
         if np.shape(bandwidth) == (grid_units(3) + 1, 3):
-            grid_taus.append(float(tau))
+            grid_taus.append(np.unique(tau))
         return original(problem_, bandwidth, tau)
 
-    monkeypatch.setattr(power, "_geometry", spy)
+    monkeypatch.setattr(separable, "_geometry", spy)
     cache = {}
     first = best_bandwidth(problem, *device_coefficients(problem), cache=cache)
-    np.testing.assert_allclose(sorted(grid_taus), coarse, rtol=1e-15)
+    assert len(grid_taus) == 1
+    np.testing.assert_allclose(grid_taus[0], coarse, rtol=1e-15)
     grid_taus.clear()
     second = best_bandwidth(problem, *device_coefficients(problem), cache=cache)
     assert grid_taus == []

@@ -18,12 +18,13 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from spfl.allocation.power import Split, best_split
+from spfl.allocation.power import Split
 from spfl.allocation.problem import AllocationProblem
 
 _TARGET_UNITS = 80
 _ZOOM_STEPS = 8   # sub-steps per grid step in each zoom
 _ZOOMS = 2
+_FLAT = 1e-12     # marginal gains rising by less than this times the largest value count as concave
 
 
 def grid_units(num_devices: int) -> int:
@@ -34,40 +35,21 @@ def grid_units(num_devices: int) -> int:
 
 def best_bandwidth(problem: AllocationProblem, coef_sign, coef_both, fixed_power: bool = False,
                    cache: dict | None = None) -> tuple[np.ndarray, Split]:
-    """Shares b (summing to 1) maximizing sum_k F_k(b_k), and the packet-level split at them.
+    """Shares b (summing to 1) maximizing sum_k F_k(b_k), and the packet-level split at them, for one
+    coefficient set (:func:`.separable.solve_bandwidth` solves it for many at once).
 
-    ``cache``: a dict kept for one solve; the grid's thresholds are computed once per sign share."""
-    num = problem.num_devices
-    units = grid_units(num)
-    table = best_split(problem, _grid_bandwidth(problem, units, cache), coef_sign, coef_both, fixed_power,
-                       coarse=True, cache=cache, cache_key="grid")
-    chosen = knapsack(table.value.T, units)
-    share = chosen / units
-    step = 1.0 / units
-    for _ in range(_ZOOMS):
-        offsets = np.arange(-_ZOOM_STEPS, _ZOOM_STEPS + 1) * (step / _ZOOM_STEPS)
-        trial = share[:, None] + offsets  # (K, options)
-        valid = (trial >= 0) & (trial <= 1)
-        split = best_split(problem, np.clip(trial, 0.0, 1.0).T * problem.total_bandwidth, coef_sign, coef_both,
-                           fixed_power)
-        values = np.where(valid.T, split.value, -np.inf).T
-        pick = knapsack(values, _ZOOM_STEPS * num)
-        share = np.clip(trial[np.arange(num), pick], 0.0, 1.0)
-        step /= _ZOOM_STEPS
-    share = share / share.sum()
-    return share, best_split(problem, share * problem.total_bandwidth, coef_sign, coef_both, fixed_power,
-                             refine=True)
+    ``cache``: a dict kept for one solve; the grid's packet-level tables are computed once in it."""
+    from spfl.allocation.separable import PacketLevel, solve_bandwidth  # (separable builds on this module)
 
-
-def _grid_bandwidth(problem: AllocationProblem, units: int, cache: dict | None) -> np.ndarray:
-    """Bandwidth of every device at every grid level j / J (rows), the same array for a whole solve."""
-    grid = None if cache is None else cache.get("grid bandwidth")
-    if grid is None:
-        levels = np.arange(units + 1) / units
-        grid = np.broadcast_to(levels[:, None], (units + 1, problem.num_devices)) * problem.total_bandwidth
+    level = None if cache is None else cache.get("packet level")
+    if level is None:
+        level = PacketLevel(problem)
         if cache is not None:
-            cache["grid bandwidth"] = grid
-    return grid
+            cache["packet level"] = level
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
+        share, split = solve_bandwidth(level, np.asarray(coef_sign, dtype=float)[None],
+                                       np.asarray(coef_both, dtype=float)[None], fixed_power)
+    return share[0], Split(*(getattr(split, f)[0] for f in Split.__dataclass_fields__))
 
 
 def knapsack(values: np.ndarray, total: int) -> np.ndarray:
@@ -128,68 +110,22 @@ def knapsack(values: np.ndarray, total: int) -> np.ndarray:
     return chosen
 
 
-def knapsack_batch(values: np.ndarray, total: int) -> np.ndarray:
-    """:func:`knapsack` for a batch of problems at once: ``values`` (S, K, options) -> choices (S, K).
-
-    The same dynamic program and the same choice among equally good ones, row by row (each device, going
-    back from the last, takes the smallest option that is best given what the devices before it can
-    reach); one pass over the devices serves the whole batch."""
-    values = np.asarray(values, dtype=float)
-    batch, num, options = values.shape
-    if total > num * (options - 1):
-        raise ValueError(f"knapsack total {total} exceeds what {num} devices x {options - 1} can reach")
-    # best[b, k, s]: the best value of devices 0..k with their options summing to s, stored after
-    # options - 1 columns of -inf so that best[b, k - 1, s - j] + values[b, k, j] is read through a window.
-    padded = np.full((batch, num, options - 1 + total + 1), -np.inf)
-    best = padded[:, :, options - 1:]
-    best[:, 0, : min(options, total + 1)] = values[:, 0, : min(options, total + 1)]
-    choices = np.zeros((batch, num, total + 1), dtype=np.intp)
-    plane, row, step = padded.strides
-    if total + 1 > 4 * options:
-        # Few options, many sums (the zooms): table[b, j, s], reduced over j; only the sums that devices
-        # 0..k can reach and devices k + 1.. can complete to the total.
-        windows = as_strided(best, (batch, num, options, total + 1), (plane, row, -step, step), writeable=False)
-        table = np.empty((batch, options, total + 1))
-        for k in range(1, num):
-            low = max(0, total - (options - 1) * (num - 1 - k))
-            high = min(total, (options - 1) * (k + 1)) + 1
-            part = table[:, :, : high - low]
-            np.add(windows[:, k - 1, :, low:high], values[:, k, :, None], out=part)
-            np.argmax(part, axis=1, out=choices[:, k, low:high])
-            np.max(part, axis=1, out=best[:, k, low:high])
-    else:
-        # As many options as sums (the grid): table[b, s, j].
-        windows = as_strided(best, (batch, num, total + 1, options), (plane, row, step, -step), writeable=False)
-        table = np.empty((batch, total + 1, options))
-        for k in range(1, num):
-            np.add(windows[:, k - 1], values[:, k, None, :], out=table)
-            np.argmax(table, axis=2, out=choices[:, k])
-            np.max(table, axis=2, out=best[:, k])
-    if not np.all(np.isfinite(best[:, num - 1, total])):
-        raise ValueError(f"knapsack: no choice of options summing to {total} has a finite value")
-    chosen = np.empty((batch, num), dtype=np.intp)
-    left = np.full(batch, total)
-    rows = np.arange(batch)
-    for k in range(num - 1, 0, -1):
-        chosen[:, k] = choices[rows, k, left]
-        left = left - chosen[:, k]
-    chosen[:, 0] = left
-    return chosen
-
-
 def best_choices(values: np.ndarray, total: int) -> np.ndarray:
     """Option indices (S, K) with sum_k j_k = total maximizing sum_k values[s, k, j_k], for a batch (S, K,
     options) (-inf marks an impossible option): an optimum of :func:`knapsack`'s problem, found faster.
 
     A device whose possible options are contiguous and whose values are concave over them (its
-    marginal gains never rise; silent devices, flat, are concave) needs no dynamic program: for concave
+    marginal gains never rise by more than 1e-12 of the largest value, the rounding noise of a flat
+    stretch; silent devices, flat, are concave) needs no dynamic program: for concave
     devices the best value of any total of units is the sum of their lowest options and of the largest
     marginal gains among them (a device's marginals being non-increasing, the largest ones form a
     prefix of each device's), so one sort gives that concave aggregate G(s) for every total.  The other
     devices go through the dynamic program, which gives their best value D(t) for every total t, and
-    the optimum is the best split max_t D(t) + G(total - t).  Of equally good choices another one may be
-    returned than :func:`knapsack`'s (which choice never changed the solver's answers on the benchmark
-    set, bench/check_allocation_phi.py)."""
+    the optimum is the best split max_t D(t) + G(total - t), within 1e-12 of the values' scale per device
+    of :func:`knapsack`'s.  Of equally good units, the earlier devices take them (the later ones keep the
+    fewest, as in :func:`knapsack`), though between the two groups another choice than :func:`knapsack`'s
+    may be returned (which choice never changed the solver's answers on the benchmark set,
+    bench/check_allocation_phi.py)."""
     values = np.asarray(values, dtype=float)
     batch, num, options = values.shape
     if total > num * (options - 1):
@@ -208,7 +144,9 @@ def _best_choice(values: np.ndarray, total: int) -> np.ndarray:
     with np.errstate(invalid="ignore"):
         marginal = np.diff(values, axis=1)                                        # (K, options - 1)
         inside = (index[None, :-1] >= low[:, None]) & (index[None, :-1] < high[:, None])
-        rising = (np.diff(marginal, axis=1) > 0) & inside[:, 1:] & inside[:, :-1]
+        # (a rise within rounding of the values' scale is the noise of a flat stretch: concave)
+        noise = _FLAT * np.max(np.abs(values[finite]))
+        rising = (np.diff(marginal, axis=1) > noise) & inside[:, 1:] & inside[:, :-1]
     concave = (finite.sum(axis=1) == high - low + 1) & ~rising.any(axis=1)
     flat_devices, other = np.flatnonzero(concave), np.flatnonzero(~concave)
     chosen = np.zeros(num, dtype=np.intp)

@@ -71,7 +71,7 @@ class BlockPacket:
             x = 1.0 / (1.0 + np.exp(-z))
             x[:, 0], x[:, -1] = lower, upper
             self.index = idx                       # entries with a bracket
-            self.table_x, self.table_g = x, _g(x, a_[:, None], m_[:, None])
+            self.table_x, self.table_g, self.table_z = x, _g(x, a_[:, None], m_[:, None]), z
             self.A, self.M = a_, m_
             self.log_ratio = np.log(a_) - np.log(m_)
 
@@ -79,11 +79,11 @@ class BlockPacket:
         """(value, x) of every entry, for coefficients broadcasting to (..., *shape): the best of silent
         (value 0 at x = 1 is reported as the sign-only point when a > 0, else silent is value <= 0)."""
         shape = np.broadcast_shapes(np.shape(a), np.shape(b), self.shape)
-        lead = shape[: len(shape) - len(self.shape)]
-        size = int(np.prod(self.shape, dtype=int))
-        a = np.broadcast_to(a, shape).reshape(*lead, size) if lead else np.broadcast_to(a, shape).reshape(size)
-        b = np.broadcast_to(b, shape).reshape(*lead, size) if lead else np.broadcast_to(b, shape).reshape(size)
+        flat = shape[: len(shape) - len(self.shape)] + (int(np.prod(self.shape, dtype=int)),)
         with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
+            ratio = np.log(a) - np.log(b)          # per coefficient set, before the broadcast over entries
+            a = np.broadcast_to(a, shape).reshape(flat)
+            b = np.broadcast_to(b, shape).reshape(flat)
             value = a * self.sign
             x = np.ones(value.shape)
             kink = (a + b) * self.kink_pi
@@ -92,7 +92,7 @@ class BlockPacket:
             x = np.where(take, self.kink_x, x)
             if self.index.size:
                 ai, bi = a[..., self.index], b[..., self.index]
-                c = np.log(ai) - np.log(bi) + self.log_ratio                 # NaN where a or b <= 0
+                c = np.broadcast_to(ratio, shape).reshape(flat)[..., self.index] + self.log_ratio  # NaN: a or b <= 0
                 target = -c                                                   # g(root) = -c
                 g = self.table_g
                 found = (target < g[:, 0]) & (target > g[:, -1])              # False where c is NaN
@@ -105,7 +105,7 @@ class BlockPacket:
                     rows = np.arange(entry.size)
                     x_low, x_high = self.table_x[entry, count - 1], self.table_x[entry, count]
                     g_low, g_high = gt[rows, count - 1], gt[rows, count]
-                    z_low, z_high = np.log(x_low) - np.log1p(-x_low), np.log(x_high) - np.log1p(-x_high)
+                    z_low, z_high = self.table_z[entry, count - 1], self.table_z[entry, count]
                     z = z_low + (z_high - z_low) * (g_low - t) / (g_low - g_high)
                     root = 1.0 / (1.0 + np.exp(-z))
                     A, M = self.A[entry], self.M[entry]
@@ -123,4 +123,4 @@ class BlockPacket:
                     keep = better | (inner == value[full])
                     value[full] = np.where(keep, inner, value[full])
                     x[full] = np.where(keep, root, x[full])
-        return value.reshape(shape), x.reshape(shape)
+            return value.reshape(shape), x.reshape(shape)

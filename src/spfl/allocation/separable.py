@@ -116,11 +116,13 @@ class PacketLevel:
         value = self._table(bandwidth, self.taus(fixed), fixed).best(coef_sign, coef_both)[0]
         return np.max(np.where(value > 0, value, 0.0), axis=0)
 
-    def split(self, bandwidth, coef_sign, coef_both, fixed: bool, refine: bool = True) -> Split:
+    def split(self, bandwidth, coef_sign, coef_both, fixed: bool, refine: bool = True, coarse: bool = False
+              ) -> Split:
         """The best split of every device at ``bandwidth`` (S, K) for coefficients (S, K): the first best
-        sign share of the candidates, then (tau optimized, ``refine``) a zoom of each device's share."""
+        sign share of the candidates (``coarse``: of the coarse set), then (tau optimized, ``refine``) a
+        zoom of each device's share."""
         problem = self.problem
-        best = _first_best(self._split_at(bandwidth, self.taus(fixed), coef_sign, coef_both, fixed))
+        best = _first_best(self._split_at(bandwidth, self.taus(fixed, coarse), coef_sign, coef_both, fixed))
         if refine and not fixed and problem.slot_share is None and problem.two_packets:
             step = _TAU_LOGITS[1] - _TAU_LOGITS[0]
             for _ in range(_TAU_ZOOM_LEVELS):
