@@ -53,6 +53,7 @@ ALLOCATION_POLICIES = ("spfl", "power", "bandwidth", "uniform", "scheduling")
 _DESCENT_ROUNDS = 3    # re-linearizations per chain (descent: two chains)
 _RECEIVED_ROUNDS = 3   # (Jensen under ``received``: one chain)
 _RELATIVE_GAIN = 1e-9
+_POLISH_STEPS = 3      # single-device improvements of the answer (exact: Phi is affine in one device)
 _FUSED_DEVICES = 40     # up to this K, Phi is evaluated with the coefficients (one call a round)
 _BATCH_ELEMENTS = 1 << 21  # numbers per array when many candidate allocations are evaluated at once
 
@@ -314,7 +315,44 @@ def _search(context: _Context, policy: str) -> Allocation:
             memo[key] = (point, float(values[index]), points[ident], ident)
         asks = _answer_from_memo(programs, asks, memo)
     root = nodes[-1]
-    return _result(context, root.answer[0], root.trace, policy)
+    point, trace = root.answer[0], list(root.trace)
+    if context.coupled and root.name != "bandwidth" and problem.two_packets:
+        point = _polish(context, root, point, root.answer[1], known.get(root.answer[3]), trace)
+    return _result(context, point, trace, policy)
+
+
+def _polish(context: _Context, node: _Node, point, value: float, coefficients, trace: list[float]) -> tuple:
+    """Up to ``_POLISH_STEPS`` exact improvements of the answer, one device at a time.
+
+    Phi is affine in a device's own (pi_sign, pi_both) when the others keep theirs, so with the
+    coefficients at the answer, a_k d(pi_sign) + b_k d(pi_both) is exactly what moving device k alone to
+    its best split at its bandwidth changes Phi by; the device with the largest gain moves (if it is more
+    than 1e-9 relative), and again from the new point.  Never below the answer."""
+    level = context.level if node.tau_free else context.level_fixed
+    terms = context.evaluate([point])
+    if coefficients is None:
+        coefficients = (terms[3][0][0], terms[3][1][0]) if terms[3] is not None else tuple(
+            c[0] for c in context.coefficients(terms[1], terms[2]))
+    pi_sign, pi_both = terms[1][0], terms[2][0]
+    for _ in range(_POLISH_STEPS):
+        coef_sign, coef_both = coefficients
+        bandwidth = point[0]
+        split = level.split(bandwidth[None], coef_sign[None], coef_both[None], fixed=False)
+        gain = split.value[0] - np.where(point[1] > 0, coef_sign * pi_sign + coef_both * pi_both, 0.0)
+        device = int(np.argmax(gain))
+        if not gain[device] > _RELATIVE_GAIN * abs(value):
+            break
+        moved = tuple(np.array(array, dtype=float) for array in point)
+        for array, chosen in zip(moved[1:], (split.power_sign, split.power_modulus, split.slot_share)):
+            array[device] = chosen[0, device]
+        values, signs, boths, fused = context.evaluate([moved])
+        if not values[0] > value + _RELATIVE_GAIN * abs(value):
+            break
+        point, value, pi_sign, pi_both = moved, float(values[0]), signs[0], boths[0]
+        trace.append(value)
+        coefficients = ((fused[0][0], fused[1][0]) if fused is not None
+                        else tuple(c[0] for c in context.coefficients(signs, boths)))
+    return point
 
 
 def _silenced(problem: AllocationProblem, point) -> tuple:
