@@ -27,6 +27,7 @@ from spfl.allocation.descent import FULL, NOTHING, OTHER, DescentTerms
 # times 1 / mean(alpha).
 QUADRATURE_U = np.arange(-4.5, 13.5 + 1e-9, 0.125)
 QUADRATURE_U.setflags(write=False)
+_GONE = 1500.0  # e^{-1500} is 0 in float64, also divided by a probability's complement down to 1e-300
 
 
 def quadrature(alpha: np.ndarray):
@@ -41,7 +42,13 @@ class _Nodes:
     """The quadrature of the normalization over weights ``weight`` (a_k) and what depends only on them."""
 
     def __init__(self, weight: np.ndarray, nodes=None):
-        self.t, self.w = quadrature(weight) if nodes is None else nodes
+        t, w = quadrature(weight) if nodes is None else nodes
+        # Where e^{-t a_k} is 0 in float64 for every device of positive weight by far (t a_k > _GONE), every
+        # product the formulas sum has such a factor (a device of zero weight contributes nothing): the
+        # node adds exactly nothing and is left out.
+        smallest = np.min(weight[weight > 0])
+        keep = t * smallest <= _GONE
+        self.t, self.w = t[keep], w[keep]
         self.decay = -(self.t[:, None] * weight)                      # -t_n a_k, (N, K)
         self.survive = np.exp(self.decay)                              # e^{-t_n a_k}
         with np.errstate(divide="ignore"):

@@ -89,12 +89,16 @@ class _Context:
                                         self.level.grid_tables) if self.tau_free else self.level)
         self.uniform = uniform_point(problem)
 
-    def evaluate(self, points: list[tuple]):
+    def evaluate(self, points: list[tuple], coefficients: bool = False):
         """Phi, pi_sign and pi_both (rows) of a list of allocations, in one batch, and with few devices
-        (where a call costs more than its arithmetic) every allocation's coefficients too, else None."""
+        (where a call costs more than its arithmetic) or when asked, every allocation's coefficients too,
+        else None.  (Phi is the same function's either way: the coefficients' sums give it.)"""
         arrays = [np.stack([np.asarray(point[i], dtype=float) for point in points]) for i in range(4)]
         t_s, t_m = thresholds(self.problem, *arrays)
         pi_sign, pi_both = arrival_probabilities(self.problem, t_s, t_m)
+        if coefficients and self.problem.num_devices > _FUSED_DEVICES:
+            value, sign, both = self.evaluator.phi_coefficients(pi_sign, pi_both)
+            return self.evaluator.phi(pi_sign, pi_both), pi_sign, pi_both, (sign, both)
         if self.problem.num_devices <= _FUSED_DEVICES:
             value, sign, both = self.evaluator.phi_coefficients(pi_sign, pi_both)
             return value, pi_sign, pi_both, (sign, both)
@@ -317,11 +321,11 @@ def _search(context: _Context, policy: str) -> Allocation:
     root = nodes[-1]
     point, trace = root.answer[0], list(root.trace)
     if context.coupled and root.name != "bandwidth" and problem.two_packets:
-        point = _polish(context, root, point, root.answer[1], known.get(root.answer[3]), trace)
+        point = _polish(context, root, point, root.answer[1], root.answer[2], known.get(root.answer[3]), trace)
     return _result(context, point, trace, policy)
 
 
-def _polish(context: _Context, node: _Node, point, value: float, coefficients, trace: list[float]) -> tuple:
+def _polish(context: _Context, node: _Node, point, value: float, pi, coefficients, trace: list[float]) -> tuple:
     """Up to ``_POLISH_STEPS`` exact improvements of the answer, one device at a time.
 
     Phi is affine in a device's own (pi_sign, pi_both) when the others keep theirs, so with the
@@ -329,15 +333,12 @@ def _polish(context: _Context, node: _Node, point, value: float, coefficients, t
     its best split at its bandwidth changes Phi by; the device with the largest gain moves (if it is more
     than 1e-9 relative), and again from the new point.  Never below the answer."""
     level = context.level if node.tau_free else context.level_fixed
-    terms = context.evaluate([point])
+    pi_sign, pi_both = pi
     if coefficients is None:
-        coefficients = (terms[3][0][0], terms[3][1][0]) if terms[3] is not None else tuple(
-            c[0] for c in context.coefficients(terms[1], terms[2]))
-    pi_sign, pi_both = terms[1][0], terms[2][0]
+        coefficients = tuple(c[0] for c in context.coefficients(pi_sign[None], pi_both[None]))
     for _ in range(_POLISH_STEPS):
         coef_sign, coef_both = coefficients
-        bandwidth = point[0]
-        split = level.split(bandwidth[None], coef_sign[None], coef_both[None], fixed=False)
+        split = level.split(point[0][None], coef_sign[None], coef_both[None], fixed=False)
         gain = split.value[0] - np.where(point[1] > 0, coef_sign * pi_sign + coef_both * pi_both, 0.0)
         device = int(np.argmax(gain))
         if not gain[device] > _RELATIVE_GAIN * abs(value):
@@ -345,13 +346,12 @@ def _polish(context: _Context, node: _Node, point, value: float, coefficients, t
         moved = tuple(np.array(array, dtype=float) for array in point)
         for array, chosen in zip(moved[1:], (split.power_sign, split.power_modulus, split.slot_share)):
             array[device] = chosen[0, device]
-        values, signs, boths, fused = context.evaluate([moved])
-        if not values[0] > value + _RELATIVE_GAIN * abs(value):
+        moved_value, signs, boths, fused = context.evaluate([moved], coefficients=True)
+        if not moved_value[0] > value + _RELATIVE_GAIN * abs(value):
             break
-        point, value, pi_sign, pi_both = moved, float(values[0]), signs[0], boths[0]
+        point, value, pi_sign, pi_both = moved, float(moved_value[0]), signs[0], boths[0]
         trace.append(value)
-        coefficients = ((fused[0][0], fused[1][0]) if fused is not None
-                        else tuple(c[0] for c in context.coefficients(signs, boths)))
+        coefficients = (fused[0][0], fused[1][0])
     return point
 
 
