@@ -91,3 +91,24 @@ def _descent_terms(rng: np.random.Generator, num: int, rule: str) -> DescentTerm
     smoothness = float(rng.uniform(0.1, 1.9)) / learning_rate
     stale = rng.random(num) < 0.6 if rule == "stale" else None
     return DescentTerms.for_rule(rule, gram, learning_rate, smoothness, has_other_when_lost=stale)
+
+
+SPEED_SCARCITIES = (-1.0, -0.5, 0.0, 0.5, 1.0)
+
+
+def speed_problem(num: int, seed: int, normalize: str = "received", share: str = "proportional",
+                  fading: str = "block"):
+    """A round of the pipeline's default objective for timing the solver: the descent surrogate (rule
+    sign_reuse, gradients sharing a direction, eta = 0.05, L = 10), budgets cycling from scarce to ample
+    with the seed; ``share``: "proportional" or "optimized"."""
+    rng = np.random.default_rng([GENERATOR_VERSION, 5000 + seed])
+    problem = sample_problem(num, 5000 + seed, scarcity=SPEED_SCARCITIES[seed % len(SPEED_SCARCITIES)],
+                             normalize=normalize, fading=fading, slot_share=None)
+    if share == "proportional":
+        problem = replace(problem, slot_share=problem.proportional_share)
+    dim = 40
+    common = rng.normal(size=dim)
+    gradients = (common + rng.normal(size=(num, dim))) * rng.lognormal(0.0, 0.5, (num, 1))
+    others = np.sign(gradients) * np.abs(gradients).mean(axis=0)
+    vectors = np.vstack([gradients, others])
+    return replace(problem, descent=DescentTerms.for_rule("sign_reuse", vectors @ vectors.T, 0.05, 10.0))

@@ -63,7 +63,7 @@ def allocate(problem: AllocationProblem, policy: str = "spfl") -> Allocation:
     if policy not in _POLICIES:
         raise ValueError(f"policy={policy!r}: allowed {ALLOCATION_POLICIES}")
     with np.errstate(divide="ignore", over="ignore", invalid="ignore", under="ignore"):
-        return _POLICIES[policy](_Context(problem), policy)
+        return _POLICIES[policy](_Context(problem, policy), policy)
 
 
 def uniform_point(problem: AllocationProblem) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -79,33 +79,52 @@ class _Context:
     """What every stage of one call of :func:`allocate` shares: the evaluator of Phi, the packet levels
     (tau optimized, and at the proportional share) with their grid tables, and the uniform point."""
 
-    def __init__(self, problem: AllocationProblem):
+    def __init__(self, problem: AllocationProblem, policy: str):
         self.problem = problem
         self.evaluator = evaluator_for(problem)
         self.coupled = problem.normalize == "received" or problem.descent is not None
         self.tau_free = problem.slot_share is None and problem.two_packets
-        self.level = PacketLevel(problem)
-        self.level_fixed = (PacketLevel(replace(problem, slot_share=problem.proportional_share),
-                                        self.level.grid_tables) if self.tau_free else self.level)
+        self._levels = None
         self.uniform = uniform_point(problem)
+        # Phi with the coefficients in one call: for the searches, where calls cost more than arithmetic
+        self.fused = problem.num_devices <= _FUSED_DEVICES and policy in ("spfl", "power", "bandwidth")
 
     def evaluate(self, points: list[tuple], coefficients: bool = False):
         """Phi, pi_sign and pi_both (rows) of a list of allocations, in one batch, and with few devices
         (where a call costs more than its arithmetic) or when asked, every allocation's coefficients too,
-        else None.  (Phi is the same function's either way: the coefficients' sums give it.)"""
+        else None.  Phi is the same function's either way within a search (``self.fused``: the
+        coefficients' sums give it), so that values compare to the last bit."""
         arrays = [np.stack([np.asarray(point[i], dtype=float) for point in points]) for i in range(4)]
         t_s, t_m = thresholds(self.problem, *arrays)
         pi_sign, pi_both = arrival_probabilities(self.problem, t_s, t_m)
-        if coefficients and self.problem.num_devices > _FUSED_DEVICES:
+        if coefficients and not self.fused:
             value, sign, both = self.evaluator.phi_coefficients(pi_sign, pi_both)
             return self.evaluator.phi(pi_sign, pi_both), pi_sign, pi_both, (sign, both)
-        if self.problem.num_devices <= _FUSED_DEVICES:
+        if self.fused:
             value, sign, both = self.evaluator.phi_coefficients(pi_sign, pi_both)
             return value, pi_sign, pi_both, (sign, both)
         return self.evaluator.phi(pi_sign, pi_both), pi_sign, pi_both, None
 
     def coefficients(self, pi_sign: np.ndarray, pi_both: np.ndarray):
         return self.evaluator.coefficients(pi_sign, pi_both)
+
+    @property
+    def level(self) -> PacketLevel:
+        """The packet level of the problem (tau optimized, or its fixed share)."""
+        return self._packet_levels()[0]
+
+    @property
+    def level_fixed(self) -> PacketLevel:
+        """The packet level at the fixed (or proportional) share, sharing the grid's tables."""
+        return self._packet_levels()[1]
+
+    def _packet_levels(self) -> tuple[PacketLevel, PacketLevel]:
+        if self._levels is None:
+            level = PacketLevel(self.problem)
+            fixed = (PacketLevel(replace(self.problem, slot_share=self.problem.proportional_share), level.grid_tables)
+                     if self.tau_free else level)
+            self._levels = (level, fixed)
+        return self._levels
 
 
 class _Best:
