@@ -1,7 +1,7 @@
 """Phi of today's solver against the solver before issue #21 on the fixed benchmark set.
 
     python bench/check_allocation_phi.py [--cases 1200] [--start 0] [--json bench/out/phi_check.json]
-    python bench/check_allocation_phi.py --write-reference tests/allocation_old_phi.json --cases 300
+    python bench/check_allocation_phi.py --step 4 --write-reference tests/allocation_old_phi.json
 
 The benchmark set is tests/allocation_cases.py (``benchmark_case``: K = 2-100, every policy, both
 normalizations, both fadings, proportional / fixed / optimized sign shares, descent and Jensen
@@ -11,7 +11,8 @@ Both allocations are scored by the old objective (so a change of the objective's
 yardstick); the relative difference is (new - old) / |old|.  Reported: how many cases, how many with
 the new Phi higher by more than 1e-9 (and 1e-6), the largest relative gain, the smallest relative
 difference and every case below -1e-6 (exit status 1 if there is one).  Solve times are totals.
-``--write-reference`` stores the old Phi of the cases run, for tests/test_allocation_benchmark.py.
+``--write-reference`` stores the old Phi of the cases run, for tests/test_allocation_benchmark.py (which
+checks every fourth case: ``--step 4``).
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", type=int, default=BENCHMARK_SIZE)
     parser.add_argument("--start", type=int, default=0)
+    parser.add_argument("--step", type=int, default=1, help="every step-th case from --start")
     parser.add_argument("--revision", default=DEFAULT_REVISION)
     parser.add_argument("--cache", default=str(ROOT / "bench" / "out" / "phi_check_old.pkl"))
     parser.add_argument("--json", default=str(ROOT / "bench" / "out" / "phi_check.json"))
@@ -66,7 +68,7 @@ def main() -> None:
     rows = []
     times = {"old": 0.0, "new": 0.0}
     dirty = False
-    for index in range(args.start, args.start + args.cases):
+    for index in range(args.start, args.start + args.cases, args.step):
         problem, policy = benchmark_case(index)
         frozen = old_problem(old, problem)
         key = (GENERATOR_VERSION, args.revision, index)
@@ -129,6 +131,7 @@ def main() -> None:
     if args.write_reference:
         with open(args.write_reference, "w") as handle:
             json.dump({"generator_version": GENERATOR_VERSION, "revision": args.revision,
+                       "command": "python bench/check_allocation_phi.py " + " ".join(sys.argv[1:]),
                        "old_phi": {str(row["index"]): row["old_phi"] for row in rows}}, handle, indent=0)
             handle.write("\n")
     sys.exit(1 if below else 0)
