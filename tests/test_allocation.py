@@ -329,6 +329,52 @@ def test_knapsack_ties_go_to_the_smallest_option_from_the_last_device(options, n
         assert chosen[0] == left
 
 
+def test_best_choices_reaches_the_dynamic_programs_optimum():
+    """The solver's knapsack (concave devices by their sorted marginal gains, the others by the dynamic
+    program) reaches knapsack's optimum on random batches: concave, flat (silent), S-shaped and noisy
+    devices, impossible options at the ends (the zooms) or inside, ties; the totals are exact, and a
+    problem without a finite choice is refused as knapsack refuses it."""
+    from spfl.allocation.bandwidth import best_choices
+
+    rng = np.random.default_rng(21)
+    checked = 0
+    for _ in range(400):
+        num, options = int(rng.integers(1, 9)), int(rng.integers(2, 14))
+        total = int(rng.integers(0, num * (options - 1) + 1))
+        kinds = rng.integers(0, 5, num)
+        steps = np.arange(options)
+        rows = []
+        for kind in kinds:
+            if kind == 0:    # concave
+                row = np.sqrt(steps) * rng.uniform(0.1, 2.0)
+            elif kind == 1:  # flat (a silent device)
+                row = np.zeros(options)
+            elif kind == 2:  # S-shaped
+                row = 1.0 / (1.0 + np.exp(-(steps - rng.uniform(0, options)) * rng.uniform(0.5, 3.0)))
+            elif kind == 3:  # rounded values: ties
+                row = np.round(rng.normal(size=options), 1)
+            else:            # noise
+                row = rng.normal(size=options)
+            rows.append(row)
+        values = np.array(rows)
+        holes = rng.random(values.shape) < 0.15
+        if rng.random() < 0.5:   # only at the ends of each row, as in a zoom
+            holes = holes & ((steps < 2) | (steps > options - 3))[None, :]
+        values[holes] = -np.inf
+        try:
+            expected = knapsack(values, total)
+        except ValueError:
+            with pytest.raises(ValueError):
+                best_choices(values[None], total)
+            continue
+        chosen = best_choices(values[None], total)[0]
+        assert chosen.sum() == total and np.all((chosen >= 0) & (chosen < options))
+        got, best = (float(values[np.arange(num), c].sum()) for c in (chosen, expected))
+        assert np.isfinite(got) and got >= best - 1e-12 * max(1.0, np.max(np.abs(values[np.isfinite(values)])))
+        checked += 1
+    assert checked >= 200
+
+
 def test_knapsack_without_a_finite_choice():
     values = np.array([[0.0, 0.0], [0.0, -np.inf]])
     try:

@@ -136,27 +136,37 @@ def best_choices(values: np.ndarray, total: int) -> np.ndarray:
 def _best_choice(values: np.ndarray, total: int) -> np.ndarray:
     num, options = values.shape
     finite = np.isfinite(values)
-    if not finite.any(axis=1).all():
-        raise ValueError(f"knapsack: no choice of options summing to {total} has a finite value")
-    low = np.argmax(finite, axis=1)
-    high = options - 1 - np.argmax(finite[:, ::-1], axis=1)
-    index = np.arange(options)
     with np.errstate(invalid="ignore"):
-        marginal = np.diff(values, axis=1)                                        # (K, options - 1)
-        inside = (index[None, :-1] >= low[:, None]) & (index[None, :-1] < high[:, None])
-        # (a rise within rounding of the values' scale is the noise of a flat stretch: concave)
-        noise = _FLAT * np.max(np.abs(values[finite]))
-        rising = (np.diff(marginal, axis=1) > noise) & inside[:, 1:] & inside[:, :-1]
-    concave = (finite.sum(axis=1) == high - low + 1) & ~rising.any(axis=1)
-    flat_devices, other = np.flatnonzero(concave), np.flatnonzero(~concave)
+        marginal = values[:, 1:] - values[:, :-1]                                   # (K, options - 1)
+        if finite.all():   # (the grid: every option possible)
+            low = np.zeros(num, dtype=np.intp)
+            inside = None
+            noise = _FLAT * np.max(np.abs(values))
+            rising = marginal[:, 1:] - marginal[:, :-1] > noise
+            concave = ~rising.any(axis=1)
+        else:
+            if not finite.any(axis=1).all():
+                raise ValueError(f"knapsack: no choice of options summing to {total} has a finite value")
+            low = np.argmax(finite, axis=1)
+            high = options - 1 - np.argmax(finite[:, ::-1], axis=1)
+            index = np.arange(options - 1)
+            inside = (index >= low[:, None]) & (index < high[:, None])
+            # (a rise within rounding of the values' scale is the noise of a flat stretch: concave)
+            noise = _FLAT * np.max(np.abs(values[finite]))
+            rising = (marginal[:, 1:] - marginal[:, :-1] > noise) & inside[:, 1:] & inside[:, :-1]
+            concave = (finite.sum(axis=1) == high - low + 1) & ~rising.any(axis=1)
+    flat_devices = np.flatnonzero(concave)
+    other = np.flatnonzero(~concave)
     chosen = np.zeros(num, dtype=np.intp)
     chosen[flat_devices] = low[flat_devices]
     base = int(low[flat_devices].sum())
-    gains = np.where(inside[flat_devices], marginal[flat_devices], -np.inf).ravel()
-    owner = np.repeat(flat_devices, options - 1)
+    gains = marginal[flat_devices] if inside is None else np.where(inside[flat_devices], marginal[flat_devices],
+                                                                    -np.inf)
+    gains = gains.ravel()
     order = np.argsort(-gains, kind="stable")
-    count = int(np.isfinite(gains).sum())
-    aggregate = np.concatenate([[0.0], np.cumsum(gains[order[:count]])])        # G(base + n) - G(base)
+    count = gains.size if inside is None else int(np.count_nonzero(inside[flat_devices]))
+    aggregate = np.zeros(count + 1)
+    np.cumsum(gains[order[:count]], out=aggregate[1:])                            # G(base + n) - G(base)
     take = total - base
     if other.size:
         reach = min(total, (options - 1) * other.size)
@@ -176,7 +186,8 @@ def _best_choice(values: np.ndarray, total: int) -> np.ndarray:
         take = total - base - split
     elif not 0 <= take <= count:
         raise ValueError(f"knapsack: no choice of options summing to {total} has a finite value")
-    np.add.at(chosen, owner[order[:take]], 1)
+    # every taken marginal adds one unit to its device (owners: the rows of the concave devices)
+    chosen[flat_devices] += np.bincount(order[:take] // (options - 1), minlength=flat_devices.size)
     return chosen
 
 
@@ -189,12 +200,23 @@ def _dynamic_program(values: np.ndarray, reach: int) -> tuple[np.ndarray, np.nda
     best[0, : min(options, reach + 1)] = values[0, : min(options, reach + 1)]
     choices = np.zeros((num, reach + 1), dtype=np.intp)
     row, step = padded.strides
-    windows = as_strided(best, (num, options, reach + 1), (row, -step, step), writeable=False)
-    table = np.empty((options, reach + 1))
-    for k in range(1, num):
-        high = min(reach, (options - 1) * (k + 1)) + 1
-        part = table[:, :high]
-        np.add(windows[k - 1, :, :high], values[k, :, None], out=part)
-        np.argmax(part, axis=0, out=choices[k, :high])
-        np.max(part, axis=0, out=best[k, :high])
+    if reach + 1 > 4 * options:
+        # Few options, many sums (the zooms): table[j, s], reduced over j, only over the sums reachable.
+        windows = as_strided(best, (num, options, reach + 1), (row, -step, step), writeable=False)
+        table = np.empty((options, reach + 1))
+        for k in range(1, num):
+            high = min(reach, (options - 1) * (k + 1)) + 1
+            part = table[:, :high]
+            np.add(windows[k - 1, :, :high], values[k, :, None], out=part)
+            np.argmax(part, axis=0, out=choices[k, :high])
+            np.max(part, axis=0, out=best[k, :high])
+    else:
+        # As many options as sums (the grid): table[s, j], reduced over the contiguous j.
+        windows = as_strided(best, (num, reach + 1, options), (row, step, -step), writeable=False)
+        table = np.empty((reach + 1, options))
+        sums = np.arange(reach + 1)
+        for k in range(1, num):
+            np.add(windows[k - 1], values[k], out=table)
+            np.argmax(table, axis=1, out=choices[k])
+            best[k] = table[sums, choices[k]]
     return best[num - 1], choices

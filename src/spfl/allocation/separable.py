@@ -111,6 +111,18 @@ class PacketLevel:
         value = self.grid_tables[key].best(coef_sign[:, None], coef_both[:, None])[0]   # (S, shares, J + 1, K)
         return np.max(np.where(value > 0, value, 0.0), axis=1)
 
+    def single_share(self, fixed: bool) -> bool:
+        """Whether the packet level searches one sign share (then a split needs no zoom of it)."""
+        return fixed or self.problem.slot_share is not None or not self.problem.two_packets
+
+    def values_and_split(self, bandwidth, coef_sign, coef_both, fixed: bool) -> tuple[np.ndarray, Split]:
+        """:meth:`values` and the split of every entry, where the level searches one sign share."""
+        table = self._table(bandwidth, self.taus(fixed), fixed)
+        value, x = table.best(coef_sign, coef_both)
+        split = table.split(value, x)
+        split = Split(*(getattr(split, f)[0] for f in Split.__dataclass_fields__))
+        return split.value, split
+
     def values(self, bandwidth, coef_sign, coef_both, fixed: bool) -> np.ndarray:
         """The best term of every entry of ``bandwidth`` (S, L, K) over the fine sign shares (silent: 0)."""
         value = self._table(bandwidth, self.taus(fixed), fixed).best(coef_sign, coef_both)[0]
@@ -164,13 +176,24 @@ def solve_bandwidth(level: PacketLevel, coef_sign: np.ndarray, coef_both: np.nda
     share = best_choices(np.swapaxes(values, 1, 2), level.units) / level.units
     step = 1.0 / level.units
     offsets = np.arange(-_ZOOM_STEPS, _ZOOM_STEPS + 1)
-    for _ in range(_ZOOMS):
+    # With one sign share, the last zoom's splits at the chosen offsets are the answer's (the shares'
+    # normalization below moves them by rounding only); with tau optimized the answer's shares are zoomed.
+    reuse = level.single_share(fixed)
+    for zoom in range(_ZOOMS):
         trial = share[:, :, None] + offsets * (step / _ZOOM_STEPS)               # (S, K, options)
         valid = (trial >= 0) & (trial <= 1)
         bandwidth = np.swapaxes(np.clip(trial, 0.0, 1.0), 1, 2) * problem.total_bandwidth
-        values = np.swapaxes(level.values(bandwidth, a, b, fixed), 1, 2)
-        pick = best_choices(np.where(valid, values, -np.inf), _ZOOM_STEPS * num)
+        if reuse and zoom == _ZOOMS - 1:
+            values, splits = level.values_and_split(bandwidth, a, b, fixed)
+            values = np.where(values > 0, values, 0.0)
+        else:
+            values = level.values(bandwidth, a, b, fixed)
+        pick = best_choices(np.where(valid, np.swapaxes(values, 1, 2), -np.inf), _ZOOM_STEPS * num)
         share = np.clip(np.take_along_axis(trial, pick[:, :, None], axis=2)[:, :, 0], 0.0, 1.0)
         step /= _ZOOM_STEPS
     share = share / share.sum(axis=1, keepdims=True)
+    if reuse:
+        chosen = pick[:, None, :]
+        return share, Split(*(np.take_along_axis(np.broadcast_to(getattr(splits, f), values.shape), chosen,
+                                                 axis=1)[:, 0, :] for f in Split.__dataclass_fields__))
     return share, level.split(share * problem.total_bandwidth, coef_sign, coef_both, fixed)
