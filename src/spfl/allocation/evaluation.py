@@ -13,8 +13,8 @@ so that under ``received`` the descent surrogate is Phi = sum_k lin_k G_k - c (s
 sum_{j != k} Z_jk H_jk) with Z_jk = a_j a_k <m_j, m_k> (module :mod:`.descent`), one (K, N) x (N, K)
 product per point.  f is summed directly (its two terms are never negative, so there is no cancellation)
 and its logarithm taken once; where a device certain to arrive has e^{-t a} = 0 in float64, log f is
--t a itself, as in the log-domain form this replaces.  Every batch row is computed by the same
-operations as a single point, so a point's Phi does not depend on the batch it was evaluated in.
+-t a itself, as in the log-domain form this replaces.  (A point's Phi may differ in its last bits
+between batches of different sizes: matrix products block their sums by size.)
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ def _row_times(row, matrix):
 def _vector_times(vector, matrix):
     """vector (B, K) times matrix (B, K, J) or (K, J) -> (B, J)."""
     if matrix.ndim == 2:
-        matrix = np.broadcast_to(matrix, (vector.shape[0], *matrix.shape))
+        return vector @ matrix
     return np.matmul(vector[:, None, :], matrix)[:, 0, :]
 
 

@@ -31,6 +31,13 @@ _NEWTON = 3
 _DEAD = 700.0  # a sign threshold above this at full power: nothing ever arrives (e^-700 ~ 1e-304)
 
 
+def _expanded(value, shape) -> np.ndarray:
+    """``value`` broadcast to ``shape``, as a new array (cheaper than np.broadcast_to on small arrays)."""
+    out = np.empty(shape)
+    out[...] = value
+    return out
+
+
 def _g(x, A, M):
     return -2.0 * np.log(x) - A / x + 2.0 * np.log1p(-x) + M / (1.0 - x)
 
@@ -82,8 +89,7 @@ class BlockPacket:
         flat = shape[: len(shape) - len(self.shape)] + (int(np.prod(self.shape, dtype=int)),)
         with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
             ratio = np.log(a) - np.log(b)          # per coefficient set, before the broadcast over entries
-            a = np.broadcast_to(a, shape).reshape(flat)
-            b = np.broadcast_to(b, shape).reshape(flat)
+            a, b, ratio = (_expanded(v, shape).reshape(flat) for v in (a, b, ratio))
             value = a * self.sign
             x = np.ones(value.shape)
             kink = (a + b) * self.kink_pi
@@ -92,7 +98,7 @@ class BlockPacket:
             x = np.where(take, self.kink_x, x)
             if self.index.size:
                 ai, bi = a[..., self.index], b[..., self.index]
-                c = np.broadcast_to(ratio, shape).reshape(flat)[..., self.index] + self.log_ratio  # NaN: a or b <= 0
+                c = ratio[..., self.index] + self.log_ratio                   # NaN where a or b <= 0
                 target = -c                                                   # g(root) = -c
                 g = self.table_g
                 found = (target < g[:, 0]) & (target > g[:, -1])              # False where c is NaN

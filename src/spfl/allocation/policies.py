@@ -383,9 +383,10 @@ def _silenced(problem: AllocationProblem, point) -> tuple:
 
 
 def _result(context: _Context, point, trace: list[float], policy: str) -> Allocation:
+    """The allocation at ``point``, whose Phi is ``trace[-1]`` (silencing the devices that send nothing
+    does not change it: their arrival probabilities stay 0)."""
     bandwidth, power_sign, power_modulus, tau = _silenced(context.problem, point)
-    value = float(context.evaluate([(bandwidth, power_sign, power_modulus, tau)])[0][0])
-    return Allocation(bandwidth, power_sign, power_modulus, tau, value, tuple(trace[:-1]) + (value,), policy)
+    return Allocation(bandwidth, power_sign, power_modulus, tau, trace[-1], tuple(trace), policy)
 
 
 def _uniform(context: _Context, policy: str) -> Allocation:
@@ -423,9 +424,8 @@ def _scheduling(context: _Context, policy: str) -> Allocation:
     phi = np.concatenate(phi)
     best = int(np.argmax(np.where(np.isnan(phi), -np.inf, phi)))  # the first best n
     point = (bandwidth[best], power[best], np.zeros(num), tau)
-    chosen = float(context.evaluate([point])[0][0])   # by the function every other value came from
-    if chosen > value + _RELATIVE_GAIN * abs(value):
-        value = chosen
+    if phi[best] > value + _RELATIVE_GAIN * abs(value):
+        value = float(phi[best])
     else:
         point = context.uniform
     trace.append(value)

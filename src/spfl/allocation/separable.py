@@ -68,12 +68,9 @@ class _Table:
         budget = self.problem.max_power
         with np.errstate(divide="ignore", invalid="ignore"):
             silent = ~(value > 0)
-            c_s = np.broadcast_to(self.c_s, value.shape)
-            c_m = np.broadcast_to(self.c_m, value.shape)
-            M = np.broadcast_to(self.M, value.shape)
-            return Split(np.where(silent, 0.0, value), np.where(silent, 0.0, x * budget / c_s),
-                         np.where(silent | (x >= 1.0) | ~np.isfinite(M), 0.0,
-                                  (1.0 - x) * budget / np.maximum(c_m, 1e-300)),
+            return Split(np.where(silent, 0.0, value), np.where(silent, 0.0, x * budget / self.c_s),
+                         np.where(silent | (x >= 1.0) | ~np.isfinite(self.M), 0.0,
+                                  (1.0 - x) * budget / np.maximum(self.c_m, 1e-300)),
                          np.broadcast_to(self.tau, value.shape))
 
 
@@ -194,6 +191,6 @@ def solve_bandwidth(level: PacketLevel, coef_sign: np.ndarray, coef_both: np.nda
     share = share / share.sum(axis=1, keepdims=True)
     if reuse:
         chosen = pick[:, None, :]
-        return share, Split(*(np.take_along_axis(np.broadcast_to(getattr(splits, f), values.shape), chosen,
-                                                 axis=1)[:, 0, :] for f in Split.__dataclass_fields__))
+        return share, Split(*(np.take_along_axis(getattr(splits, f), chosen, axis=1)[:, 0, :]
+                              for f in Split.__dataclass_fields__))
     return share, level.split(share * problem.total_bandwidth, coef_sign, coef_both, fixed)
