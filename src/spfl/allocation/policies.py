@@ -28,8 +28,9 @@ What is new is how the work is scheduled: every node runs as a generator (:func:
 lockstep with the others, so that each round gathers the separable solves of all nodes, computes their
 coefficients in one batch, solves them in one batch per kind of node and evaluates Phi of every
 candidate in one batch (:mod:`.evaluation`); solves that depend on no incumbent are asked for early, and
-a solve asked again is answered from a memo.  The answer is never worse than the uniform point;
-``trace`` records the policy's incumbent after each offer.
+a solve asked again is answered from a memo.  Last, the answer is polished one device at a time
+(:func:`_polish`: exact improvements, Phi being affine in one device's probabilities).  The answer is
+never worse than the uniform point; ``trace`` records the policy's incumbent after each offer.
 """
 
 from __future__ import annotations
