@@ -226,7 +226,8 @@ def _program(context: _Context, node: _Node, uniform, rounds: int):
                 candidate = second
             else:
                 at = start if round_index == 0 else search.best[3]
-                requests = [_Request(node, at, search.best[0][0])]
+                # (the power level solves at the incumbent's bandwidth; the others choose it)
+                requests = [_Request(node, at, search.best[0][0] if node.name == "power" else None)]
                 wants_second = early and index == 0 and len(starts) > 1 and second is None
                 if wants_second:
                     requests.append(_Request(node, seed[3]))
