@@ -17,7 +17,9 @@ with devices independent, 1/x = int_0^inf exp(-t x) dt gives
 
 a one-dimensional integral per device (p_j = P(device j enters the aggregate)), computed here by
 double-exponential quadrature (t = exp(u - e^-u) / mean(alpha), trapezoid in u): about 1e-13
-relative against exact enumeration for weights down to 1e-4 of their mean.
+relative against exact enumeration for weights down to 1e-4 of their mean.  :func:`objective` and the
+solver evaluate Phi and its coefficients with :mod:`.evaluation` (both surrogates, batches of points);
+:func:`normalization_factors` and :func:`dilution` here are the direct forms of G_k and of d Phi / d p_j.
 """
 
 from __future__ import annotations
@@ -180,10 +182,6 @@ def linearization(problem: AllocationProblem, terms: Terms, evaluator=None) -> t
         evaluator = evaluator_for(problem)
     shape = np.broadcast_shapes(np.shape(terms.pi_sign), np.shape(terms.pi_both))
     return evaluator.coefficients(np.broadcast_to(terms.pi_sign, shape), np.broadcast_to(terms.pi_both, shape))
-
-
-def _normalized(alpha: np.ndarray) -> np.ndarray:
-    return alpha / alpha.sum()
 
 
 def objective(problem: AllocationProblem, bandwidth, power_sign, power_modulus, slot_share=None) -> float:
