@@ -13,13 +13,17 @@ SLSQP ended below half the AO's Phi (it stops at once where Phi is flat at its s
 makes it "fast").
 Goal (issue #3): under 5 ms at K = 20 and at least 50x faster at equal or better objective.
 
-    python bench/bench_allocation.py --vs-frozen [--sizes 20,100] [--seeds 4] [--repeats 3] [--json out.json]
+    python bench/bench_allocation.py --vs-old [--sizes 20,100] [--seeds 7] [--repeats 3] [--policies spfl,...]
+                                     [--json bench/out/allocation_vs_old.json]
 
-instead times today's solver beside the solver before its vectorization (issue #11: src/spfl/allocation
-at main 68a2967, read from git by bench/solver_at_revision.py) for every policy, ``normalize``,
-``slot_share`` (proportional, optimized) and K, the seeds alternating the fading model; both run on the
-same rounds, interleaved, and every answer is checked bitwise equal.  Per row: medians over rounds of the
-fastest of ``--repeats`` runs of each, and the median ratio; the load average before and after is printed
+instead times today's solver beside the solver before issue #21 (src/spfl/allocation at main f3914d3,
+read from git by bench/solver_at_revision.py) on rounds of the pipeline's default objective (the descent
+surrogate: ``speed_problem`` of tests/allocation_cases.py, block fading, budgets from scarce to ample)
+for every policy, ``normalize`` (received, all), ``slot_share`` (proportional, optimized) and K.  Both
+solve the same rounds in one process, interleaved (old, new, old, new, ...), with BLAS on one thread (as
+the pipeline runs, run setting ``threads``); per row: the medians over rounds of the fastest of
+``--repeats`` runs of each, the median of the per-round ratios old / new, and the median and smallest
+relative Phi difference (new - old) / |old|.  The load average before and after is printed and stored
 (the machine may be shared).
 """
 
@@ -31,7 +35,6 @@ import os
 import platform
 import sys
 import time
-from dataclasses import fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -40,8 +43,10 @@ from spfl.simulator.allocation import allocate
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from allocation_cases import speed_problem  # noqa: E402
 from allocation_reference import sample_problem, scipy_solve, scipy_starts  # noqa: E402
-from solver_at_revision import load_solver  # noqa: E402
+from check_allocation_phi import old_problem  # noqa: E402
+from solver_at_revision import DEFAULT_REVISION, load_solver  # noqa: E402
 from spfl.simulator.allocation import ALLOCATION_POLICIES  # noqa: E402
 
 SCARCITIES = (-1.0, -0.5, 0.0, 0.5, 1.0)
@@ -54,10 +59,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7, help="timed AO runs per round (best is kept)")
     parser.add_argument("--generic-iterations", type=int, default=300, help="SLSQP iteration cap")
     parser.add_argument("--json", help="write the rows and per-round records here")
-    parser.add_argument("--vs-frozen", action="store_true", help="time against the frozen pre-#11 solver")
+    parser.add_argument("--vs-old", action="store_true", help="time against the solver before issue #21")
+    parser.add_argument("--revision", default=DEFAULT_REVISION, help="the old solver's git revision (--vs-old)")
+    parser.add_argument("--policies", default=",".join(ALLOCATION_POLICIES), help="comma-separated (--vs-old)")
     args = parser.parse_args()
-    if args.vs_frozen:
-        _versus_frozen(args)
+    if args.vs_old:
+        _versus_old(args)
         return
     rows, records = [], []
     load_before = os.getloadavg()
@@ -118,54 +125,62 @@ def _print_table(rows: list[dict]) -> None:
               f"{row['generic_failures']:>9d}")
 
 
-def _versus_frozen(args) -> None:
+def _versus_old(args) -> None:
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - installed with scikit-learn
+        threadpool_limits = None
+    limit = threadpool_limits(limits=1, user_api="blas") if threadpool_limits else None
+    old = load_solver(args.revision)
     load_before = os.getloadavg()
     print(f"load average before: {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}")
-    print(f"{'K':>4} {'policy':>10} {'normalize':>9} {'slot_share':>12} {'frozen ms':>10} {'today ms':>9} "
-          f"{'ratio':>6} {'identical':>9}")
+    print(f"{'K':>4} {'policy':>10} {'normalize':>9} {'slot_share':>12} {'old ms':>8} {'new ms':>8} {'ratio':>6} "
+          f"{'Phi diff median':>16} {'min':>10}")
     rows = []
     for num in (int(size) for size in args.sizes.split(",")):
-        for policy in ALLOCATION_POLICIES:
-            for normalize in ("all", "received"):
+        for policy in args.policies.split(","):
+            for normalize in ("received", "all"):
                 for share in ("proportional", "optimized"):
-                    rows.append(_frozen_row(num, policy, normalize, share, args.seeds, args.repeats))
-                    row = rows[-1]
-                    print(f"{num:>4} {policy:>10} {normalize:>9} {share:>12} {row['frozen_ms']:>10.2f} "
-                          f"{row['today_ms']:>9.2f} {row['ratio']:>6.2f} {row['identical']:>5}/{row['rounds']}",
-                          flush=True)
+                    row = _old_row(old, num, policy, normalize, share, args.seeds, args.repeats)
+                    rows.append(row)
+                    print(f"{num:>4} {policy:>10} {normalize:>9} {share:>12} {row['old_ms']:>8.2f} "
+                          f"{row['new_ms']:>8.2f} {row['ratio']:>6.1f} {row['phi_median']:>16.2e} "
+                          f"{row['phi_min']:>10.2e}", flush=True)
     load_after = os.getloadavg()
     print(f"load average after: {load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f}")
+    if limit is not None:
+        limit.restore_original_limits()
     if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         with open(args.json, "w") as handle:
-            json.dump({"machine": platform.platform(), "cpus": os.cpu_count(), "load_average_before": load_before,
-                       "load_average_after": load_after, "rows": rows}, handle, indent=2)
+            json.dump({"machine": platform.platform(), "cpus": os.cpu_count(), "revision": args.revision,
+                       "seeds": args.seeds, "repeats": args.repeats, "blas_threads": 1,
+                       "load_average_before": load_before, "load_average_after": load_after, "rows": rows},
+                      handle, indent=2)
 
 
-def _frozen_row(num: int, policy: str, normalize: str, share: str, seeds: int, repeats: int) -> dict:
-    frozen = load_solver()
-    frozen_ms, today_ms, identical = [], [], 0
+def _old_row(old, num: int, policy: str, normalize: str, share: str, seeds: int, repeats: int) -> dict:
+    old_ms, new_ms, differences = [], [], []
     for seed in range(seeds):
-        problem = sample_problem(num, 3000 + seed, scarcity=SCARCITIES[seed % len(SCARCITIES)], normalize=normalize,
-                                 fading=("block", "per_packet")[seed % 2],
-                                 power_constraint=("energy", "sum")[(seed // 2) % 2])
-        if share == "proportional":
-            problem = replace(problem, slot_share=problem.proportional_share)
-        frozen_problem = frozen.AllocationProblem(**{f.name: getattr(problem, f.name) for f in fields(problem)})
+        problem = speed_problem(num, seed, normalize=normalize, share=share)
+        frozen = old_problem(old, problem)
         old_times, new_times = [], []
         for _ in range(repeats):
             start = time.perf_counter()
-            old = frozen.allocate(frozen_problem, policy)
+            before = old.allocate(frozen, policy)
             old_times.append(time.perf_counter() - start)
             start = time.perf_counter()
-            new = allocate(problem, policy)
+            after = allocate(problem, policy)
             new_times.append(time.perf_counter() - start)
-        frozen_ms.append(1e3 * min(old_times))
-        today_ms.append(1e3 * min(new_times))
-        identical += all(np.array_equal(a, b) for a, b in zip(old.arrays, new.arrays))
-    frozen_ms, today_ms = np.array(frozen_ms), np.array(today_ms)
+        old_ms.append(1e3 * min(old_times))
+        new_ms.append(1e3 * min(new_times))
+        differences.append((after.objective - before.objective) / max(abs(before.objective), 1e-300))
+    old_ms, new_ms = np.array(old_ms), np.array(new_ms)
     return {"K": num, "policy": policy, "normalize": normalize, "slot_share": share,
-            "frozen_ms": float(np.median(frozen_ms)), "today_ms": float(np.median(today_ms)),
-            "ratio": float(np.median(frozen_ms / today_ms)), "identical": int(identical), "rounds": seeds}
+            "old_ms": float(np.median(old_ms)), "new_ms": float(np.median(new_ms)),
+            "ratio": float(np.median(old_ms / new_ms)), "old_ms_rounds": old_ms.tolist(),
+            "new_ms_rounds": new_ms.tolist(), "phi_median": float(np.median(differences)),
+            "phi_min": float(np.min(differences)), "rounds": seeds}
 
 
 if __name__ == "__main__":

@@ -1,12 +1,15 @@
 """The allocation package as it was at an earlier git revision, importable beside the current one.
 
     from solver_at_revision import load_solver
+    old = load_solver()                 # the solver before the exact packet maximizer (main f3914d3)
     old = load_solver("68a2967")        # a module with that revision's AllocationProblem, allocate, ...
 
-Reads ``src/spfl/simulator/allocation/*.py`` of the revision with ``git show`` (no copy kept in the repository),
+Reads ``src/spfl/allocation/*.py`` of the revision with ``git show`` (no copy kept in the repository),
 renames the package in its imports and imports it from a temporary folder.  The rest of ``spfl`` (the
-channel) is today's; the comparison scripts give the old solver its own problem class so that later
-edits of problem.py cannot leak in.
+channel, the vocabulary) is today's, imported from where it lives today: the old files' imports of those
+modules are rewritten to ``CHANNEL_MODULE`` and ``VOCABULARY_MODULE`` (the one place to change when the
+package moves).  The comparison scripts give the old solver its own problem class so that later edits
+of problem.py cannot leak in.
 """
 
 from __future__ import annotations
@@ -19,8 +22,12 @@ from pathlib import Path
 from types import ModuleType
 
 ROOT = Path(__file__).resolve().parents[1]
-FOLDER = "src/spfl/allocation"
-DEFAULT_REVISION = "68a2967"  # main before the vectorized solver of issue #11
+FOLDER = "src/spfl/allocation"  # where the allocation package lived at the revisions loaded here
+DEFAULT_REVISION = "f3914d3"    # main before the exact packet maximizer
+# Where the modules the old allocation package imports live today.
+CHANNEL_MODULE = "spfl.simulator.channel"
+VOCABULARY_MODULE = "spfl.vocabulary"
+_REWRITES = {"spfl.channel": CHANNEL_MODULE, "spfl.vocabulary": VOCABULARY_MODULE}
 
 
 def load_solver(revision: str = DEFAULT_REVISION) -> ModuleType:
@@ -34,7 +41,11 @@ def load_solver(revision: str = DEFAULT_REVISION) -> ModuleType:
     package.mkdir()
     for path in git("ls-tree", "--name-only", f"{revision}:{FOLDER}").split():
         if path.endswith(".py"):
-            text = git("show", f"{revision}:{FOLDER}/{path}").replace("spfl.simulator.allocation", name)
+            text = git("show", f"{revision}:{FOLDER}/{path}")
+            for old, new in _REWRITES.items():
+                text = text.replace(f"from {old} import", f"from {new} import").replace(f"import {old}\n",
+                                                                                      f"import {new}\n")
+            text = text.replace("spfl.allocation", name)
             (package / path).write_text(text)
     sys.path.insert(0, str(package.parent))
     return importlib.import_module(name)

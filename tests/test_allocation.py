@@ -233,6 +233,29 @@ def test_power_block_is_the_global_optimum_per_device(fading, power_constraint):
     assert worst <= 1e-6, worst
 
 
+def test_block_packet_maximum_is_exact():
+    """Under block fading the packet level's closed form plus Newton steps (spfl.simulator.allocation.packet) is
+    the global maximum of f(x) = a e^{-A/x} + b e^{-max(A/x, M/(1-x))} over x in (0, 1] and silence, to
+    1e-12 of it, against a dense grid of x (uniform and logit-spaced), for thresholds over six decades and
+    coefficients of either sign; the reported x achieves the reported value."""
+    from spfl.simulator.allocation.packet import BlockPacket
+
+    rng = np.random.default_rng(44)
+    count = 400
+    A, M = 10 ** rng.uniform(-4.0, 1.5, count), 10 ** rng.uniform(-4.0, 1.5, count)
+    a = 10 ** rng.uniform(-3.0, 3.0, count) * np.where(rng.random(count) < 0.2, -1.0, 1.0)
+    b = 10 ** rng.uniform(-3.0, 3.0, count) * np.where(rng.random(count) < 0.2, -1.0, 1.0)
+    value, x = BlockPacket(A, M).best(a, b)
+    grid = np.concatenate([np.linspace(0.0, 1.0, 20001)[1:], 1.0 / (1.0 + np.exp(-np.linspace(-30, 30, 20001)))])
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+        dense = a[:, None] * np.exp(-A[:, None] / grid) + b[:, None] * np.exp(
+            -np.maximum(A[:, None] / grid, M[:, None] / (1.0 - grid)))
+        achieved = a * np.exp(-A / x) + b * np.exp(-np.maximum(A / x, M / (1.0 - x)))
+    best = np.maximum(np.nanmax(dense, axis=1), 0.0)
+    assert np.all(np.maximum(value, 0.0) >= best - 1e-12 * np.abs(best))
+    np.testing.assert_allclose(achieved, value, rtol=1e-12, atol=1e-300)
+
+
 def test_packet_search_lattice_is_the_zoom_arithmetic():
     """The tabulated search points are bitwise the logits the zoom computes (centre + step * offset, the
     step shrinking by (points - 1) / 2 per level), and exp underflows to exactly 0 where the search stops
@@ -328,6 +351,52 @@ def test_knapsack_ties_go_to_the_smallest_option_from_the_last_device(options, n
             assert chosen[k] == expected, (values, total, chosen)
             left -= expected
         assert chosen[0] == left
+
+
+def test_best_choices_reaches_the_dynamic_programs_optimum():
+    """The solver's knapsack (concave devices by their sorted marginal gains, the others by the dynamic
+    program) reaches knapsack's optimum on random batches: concave, flat (silent), S-shaped and noisy
+    devices, impossible options at the ends (the zooms) or inside, ties; the totals are exact, and a
+    problem without a finite choice is refused as knapsack refuses it."""
+    from spfl.simulator.allocation.bandwidth import best_choices
+
+    rng = np.random.default_rng(21)
+    checked = 0
+    for _ in range(400):
+        num, options = int(rng.integers(1, 9)), int(rng.integers(2, 14))
+        total = int(rng.integers(0, num * (options - 1) + 1))
+        kinds = rng.integers(0, 5, num)
+        steps = np.arange(options)
+        rows = []
+        for kind in kinds:
+            if kind == 0:    # concave
+                row = np.sqrt(steps) * rng.uniform(0.1, 2.0)
+            elif kind == 1:  # flat (a silent device)
+                row = np.zeros(options)
+            elif kind == 2:  # S-shaped
+                row = 1.0 / (1.0 + np.exp(-(steps - rng.uniform(0, options)) * rng.uniform(0.5, 3.0)))
+            elif kind == 3:  # rounded values: ties
+                row = np.round(rng.normal(size=options), 1)
+            else:            # noise
+                row = rng.normal(size=options)
+            rows.append(row)
+        values = np.array(rows)
+        holes = rng.random(values.shape) < 0.15
+        if rng.random() < 0.5:   # only at the ends of each row, as in a zoom
+            holes = holes & ((steps < 2) | (steps > options - 3))[None, :]
+        values[holes] = -np.inf
+        try:
+            expected = knapsack(values, total)
+        except ValueError:
+            with pytest.raises(ValueError):
+                best_choices(values[None], total)
+            continue
+        chosen = best_choices(values[None], total)[0]
+        assert chosen.sum() == total and np.all((chosen >= 0) & (chosen < options))
+        got, best = (float(values[np.arange(num), c].sum()) for c in (chosen, expected))
+        assert np.isfinite(got) and got >= best - 1e-12 * max(1.0, np.max(np.abs(values[np.isfinite(values)])))
+        checked += 1
+    assert checked >= 200
 
 
 def test_knapsack_without_a_finite_choice():
@@ -834,25 +903,27 @@ def test_best_bandwidth_optimizes_the_power_split_by_default():
 
 def test_best_bandwidth_grid_uses_the_coarse_sign_shares_once_per_solve(monkeypatch):
     """With tau optimized, the bandwidth grid is searched at the coarse sign shares (logits -3, 0, 3,
-    the proportional share and 1), its thresholds computed once per share and kept in the solve's cache:
-    a second call with the same cache computes no grid thresholds again, and answers the same."""
-    import spfl.simulator.allocation.power as power
+    the proportional share and 1), its thresholds computed once for all of them (one table, a share
+    axis) and kept in the solve's cache: a second call with the same cache computes no grid thresholds
+    again, and answers the same."""
+    import spfl.simulator.allocation.separable as separable
     from spfl.simulator.allocation.bandwidth import best_bandwidth, grid_units
 
     problem = sample_problem(3, 4, slot_share=None)
     coarse = np.unique(np.concatenate([1 / (1 + np.exp([3.0, 0.0, -3.0])), [problem.proportional_share, 1.0]]))
     grid_taus = []
-    original = power._geometry
+    original = separable._geometry
 
     def spy(problem_, bandwidth, tau):
         if np.shape(bandwidth) == (grid_units(3) + 1, 3):
-            grid_taus.append(float(tau))
+            grid_taus.append(np.unique(tau))
         return original(problem_, bandwidth, tau)
 
-    monkeypatch.setattr(power, "_geometry", spy)
+    monkeypatch.setattr(separable, "_geometry", spy)
     cache = {}
     first = best_bandwidth(problem, *device_coefficients(problem), cache=cache)
-    np.testing.assert_allclose(sorted(grid_taus), coarse, rtol=1e-15)
+    assert len(grid_taus) == 1
+    np.testing.assert_allclose(grid_taus[0], coarse, rtol=1e-15)
     grid_taus.clear()
     second = best_bandwidth(problem, *device_coefficients(problem), cache=cache)
     assert grid_taus == []

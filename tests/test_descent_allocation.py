@@ -11,6 +11,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from allocation_cases import rule_terms
 from allocation_reference import (
     assert_consistent,
     assert_feasible,
@@ -22,7 +23,6 @@ from allocation_reference import (
     start_at,
 )
 from spfl.simulator.allocation import allocate, objective
-from spfl.simulator.allocation.descent import DescentTerms
 from spfl.simulator.allocation.objective import objective_terms
 
 REL = 1e-3
@@ -39,7 +39,7 @@ def descent_problem(num, seed, scarcity=0.0, rule="sign_reuse", dim=40, spread=1
     modulus = np.abs(gradients).mean(axis=0)
     others = np.sign(gradients) * modulus
     vectors = np.vstack([gradients, others])
-    terms = DescentTerms.for_rule(rule, vectors @ vectors.T, 0.05, 10.0)
+    terms = rule_terms(rule, vectors @ vectors.T, 0.05, 10.0)
     if rule != "sign_reuse":
         base = replace(base, sign_only_counts=rule != "no_reuse")
     return replace(base, descent=terms)

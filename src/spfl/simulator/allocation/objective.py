@@ -17,7 +17,9 @@ with devices independent, 1/x = int_0^inf exp(-t x) dt gives
 
 a one-dimensional integral per device (p_j = P(device j enters the aggregate)), computed here by
 double-exponential quadrature (t = exp(u - e^-u) / mean(alpha), trapezoid in u): about 1e-13
-relative against exact enumeration for weights down to 1e-4 of their mean.
+relative against exact enumeration for weights down to 1e-4 of their mean.  :func:`objective` and the
+solver evaluate Phi and its coefficients with :mod:`.evaluation` (both surrogates, batches of points);
+:func:`normalization_factors` and :func:`dilution` here are the direct forms of G_k and of d Phi / d p_j.
 """
 
 from __future__ import annotations
@@ -27,15 +29,12 @@ from typing import NamedTuple
 
 import numpy as np
 
-from spfl.simulator.allocation.descent import coefficients as descent_coefficients
-from spfl.simulator.allocation.descent import phi as descent_phi
+from spfl.simulator.allocation.evaluation import QUADRATURE_U, evaluator_for
+from spfl.simulator.allocation.evaluation import quadrature as _quadrature
 from spfl.simulator.allocation.problem import AllocationProblem
 from spfl.simulator.channel import packet_thresholds
 
-# Trapezoid steps of the double-exponential quadrature: u in [-4.5, 13.5] covers t from 1e-42 to 7e5
-# times 1 / mean(alpha).
-_QUADRATURE_U = np.arange(-4.5, 13.5 + 1e-9, 0.125)
-QUADRATURE_NODES = _QUADRATURE_U.size
+QUADRATURE_NODES = QUADRATURE_U.size
 
 
 def packet_worth(squared_norm, inner, c_squared, learning_rate: float, smoothness: float):
@@ -106,14 +105,6 @@ def inclusion(problem: AllocationProblem, pi_sign, pi_both) -> np.ndarray:
     return pi_sign if problem.sign_only_counts else pi_both
 
 
-def _quadrature(alpha: np.ndarray):
-    """Nodes t and weights of int_0^inf f(t) dt, scaled to the devices' weights."""
-    u = _QUADRATURE_U
-    step = u[1] - u[0]
-    t = np.exp(u - np.exp(-u)) / float(np.mean(alpha))
-    return t, step * t * (1.0 + np.exp(-u))
-
-
 def _log_factors(alpha, include):
     """Quadrature nodes t, their weights, and log(1 - p_j + p_j e^{-t alpha_j}) for every node (rows) and
     device (columns), exact for p in {0, 1}."""
@@ -159,47 +150,34 @@ def dilution(problem: AllocationProblem, values: np.ndarray, include: np.ndarray
 
 
 class Terms(NamedTuple):
-    """Phi at one allocation (or a batch, along leading axes) and what the solver linearizes it from."""
+    """Phi at one allocation (or a batch, along leading axes) and the arrival probabilities it came from."""
 
     phi: np.ndarray
     pi_sign: np.ndarray
     pi_both: np.ndarray
-    values: np.ndarray | None = None     # Jensen: alpha_k E[I_k V_k]
-    include: np.ndarray | None = None    # Jensen: P(I_k = 1)
-    factors: np.ndarray | None = None    # Jensen: G_k
 
 
-def objective_terms(problem: AllocationProblem, bandwidth, power_sign, power_modulus, slot_share) -> Terms:
-    """Phi and its ingredients at an allocation (arrays of length K, or batches of them)."""
+def objective_terms(problem: AllocationProblem, bandwidth, power_sign, power_modulus, slot_share,
+                    evaluator=None) -> Terms:
+    """Phi and its arrival probabilities at an allocation (arrays of length K, or batches of them).
+
+    ``evaluator``: the problem's :func:`.evaluation.evaluator_for` (built here when not given)."""
     t_s, t_m = thresholds(problem, bandwidth, power_sign, power_modulus, slot_share)
     pi_sign, pi_both = arrival_probabilities(problem, t_s, t_m)
-    if problem.descent is not None:
-        value = descent_phi(problem.descent, problem.alpha, problem.normalize, pi_sign, pi_both,
-                            _quadrature(_normalized(problem.alpha)))
-        return Terms(np.asarray(value, dtype=float), pi_sign, pi_both)
-    values = device_values(problem, pi_sign, pi_both)
-    include = inclusion(problem, pi_sign, pi_both)
-    factors = normalization_factors(problem, include)
-    return Terms(np.sum(values * factors, axis=-1), pi_sign, pi_both, values, include, factors)
+    if evaluator is None:
+        evaluator = evaluator_for(problem)
+    shape = np.broadcast_shapes(np.shape(pi_sign), np.shape(pi_both))
+    value = evaluator.phi(np.broadcast_to(pi_sign, shape), np.broadcast_to(pi_both, shape))
+    return Terms(np.asarray(value, dtype=float), pi_sign, pi_both)
 
 
-def linearization(problem: AllocationProblem, terms: Terms) -> tuple[np.ndarray, np.ndarray]:
+def linearization(problem: AllocationProblem, terms: Terms, evaluator=None) -> tuple[np.ndarray, np.ndarray]:
     """(a_k, b_k): every device's exact coefficients of Phi in its own pi_sign and pi_both at the point
     ``terms`` describes, the others' held fixed (docs/model.md, section 7)."""
-    if problem.descent is not None:
-        return descent_coefficients(problem.descent, problem.alpha, problem.normalize, terms.pi_sign,
-                                    terms.pi_both, _quadrature(_normalized(problem.alpha)))
-    a, b = device_coefficients(problem)
-    if problem.normalize == "all":
-        return a, b
-    coupling = dilution(problem, terms.values, terms.include)
-    if problem.sign_only_counts:
-        return terms.factors * a + coupling, terms.factors * b
-    return terms.factors * a, terms.factors * b + coupling
-
-
-def _normalized(alpha: np.ndarray) -> np.ndarray:
-    return alpha / alpha.sum()
+    if evaluator is None:
+        evaluator = evaluator_for(problem)
+    shape = np.broadcast_shapes(np.shape(terms.pi_sign), np.shape(terms.pi_both))
+    return evaluator.coefficients(np.broadcast_to(terms.pi_sign, shape), np.broadcast_to(terms.pi_both, shape))
 
 
 def objective(problem: AllocationProblem, bandwidth, power_sign, power_modulus, slot_share=None) -> float:

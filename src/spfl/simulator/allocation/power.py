@@ -17,12 +17,10 @@ the grid around the best point (6 levels: resolution 4e-4 in logit(x)).  A devic
 term is negative stays silent.  With ``slot_share`` optimized the same search runs for every tau of
 a grid that contains the proportional share and tau = 1 (sign only over the whole deadline).
 
-Speed: every search point lies on one fixed lattice of logit values, so x and 1 - x are
-read from precomputed tables instead of recomputed; a zoom does not re-evaluate its own centre; all
-sign shares of a call are searched in one vectorized pass; exp's underflows are set to 0 without
-numpy's slow path; and a per-solve cache keeps the thresholds of the bandwidth grid per tau and the
-splits a later stage asks for again with equal coefficients.  The arithmetic per point is unchanged,
-so the answers are bit for bit those of the loop-per-share search this replaced.
+Under block fading the maximum is found in closed form plus Newton steps instead (:mod:`.packet`); the
+lattice search here serves per-packet fading.  Speed: every search point lies on one fixed lattice of
+logit values, so x and 1 - x are read from precomputed tables instead of recomputed; a zoom does not
+re-evaluate its own centre; exp's underflows are set to 0 without numpy's slow path.
 """
 
 from __future__ import annotations
@@ -94,53 +92,26 @@ def share_candidates(problem: AllocationProblem, coarse: bool = False) -> np.nda
 
 
 def best_split(problem: AllocationProblem, bandwidth: np.ndarray, coef_sign: np.ndarray, coef_both: np.ndarray,
-               fixed_power: bool = False, coarse: bool = False, refine: bool = False,
-               cache: dict | None = None, cache_key=None) -> Split:
-    """The best split of every device (last axis of ``bandwidth``) at the given bandwidths.
+               fixed_power: bool = False, coarse: bool = False, refine: bool = False) -> Split:
+    """The best split of every device (last axis of ``bandwidth``, any leading axes) at the given
+    bandwidths, for the coefficients (K,) (:class:`.separable.PacketLevel` solves it for many at once).
 
     ``fixed_power``: keep equal packet powers and the fixed sign share (the bandwidth-only ablation);
     with tau optimized, ``coarse`` tries the coarse set of sign shares and ``refine`` zooms each entry's
-    best share (logit resolution 0.01).  ``cache`` (a dict kept for one solve) with ``cache_key`` (naming
-    ``bandwidth``, which must then be the same array for that key) keeps the thresholds of each share."""
+    best share (logit resolution 0.01)."""
+    from spfl.simulator.allocation.separable import PacketLevel  # (separable builds on this module)
+
+    bandwidth = np.asarray(bandwidth, dtype=float)
+    coef_sign, coef_both = (np.asarray(c, dtype=float) for c in (coef_sign, coef_both))
     with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
-        return _best_split(problem, np.asarray(bandwidth, dtype=float), coef_sign, coef_both, fixed_power, coarse,
-                           refine, cache, cache_key)
-
-
-def _best_split(problem, bandwidth, coef_sign, coef_both, fixed_power, coarse, refine, cache, cache_key) -> Split:
-    if fixed_power:
-        return _split_at_shares(problem, bandwidth, coef_sign, coef_both, [problem.fixed_share], fixed_power,
-                                cache, cache_key)[0]
-    # The candidates in order; the first of equal values wins, as in a fold keeping strict improvements.
-    candidates = _split_at_shares(problem, bandwidth, coef_sign, coef_both,
-                                  [float(tau) for tau in share_candidates(problem, coarse)], fixed_power,
-                                  cache, cache_key)
-    best = _first_best(candidates)
-    if refine and problem.slot_share is None and problem.two_packets:
-        step = _TAU_LOGITS[1] - _TAU_LOGITS[0]
-        for _ in range(_TAU_ZOOM_LEVELS):
-            center = _logit(np.clip(best.slot_share, 1e-12, 1.0 - 1e-12))
-            # An entry at tau = 1 stays there: both trials repeat it, and a tie never replaces the best.
-            taus = [np.where(best.slot_share >= 1.0, 1.0, _sigmoid(center + offset)) for offset in (-step, step)]
-            best = _first_best([best, *_split_at_shares(problem, bandwidth, coef_sign, coef_both, taus,
-                                                        fixed_power)])
-            step /= 2.0
-    return best
-
-
-def _first_best(candidates: list[Split]) -> Split:
-    """Per entry, the first candidate with the largest value (values are never NaN)."""
-    if len(candidates) == 1:
-        return candidates[0]
-    values = np.stack([c.value for c in candidates])
-    pick = np.argmax(values, axis=0)[None]
-    return Split(*(np.take_along_axis(np.stack([np.broadcast_to(getattr(c, f), values.shape[1:])
-                                                for c in candidates]), pick, axis=0)[0]
-                   for f in ("value", "power_sign", "power_modulus", "slot_share")))
+        return PacketLevel(problem).split(bandwidth, coef_sign, coef_both, fixed=fixed_power, refine=refine,
+                                          coarse=coarse)
 
 
 def _geometry(problem, bandwidth, tau):
-    """(tau, c_s, c_m, A, M) of the entries at sign share(s) ``tau`` (broadcast to the bandwidth's shape)."""
+    """(tau, c_s, c_m, A, M) of the entries at sign share(s) ``tau`` (broadcast to the bandwidth's shape):
+    the packets' failure thresholds at 1 W (the link model, spfl.simulator.channel) times c / P, so that
+    at the sign's power share x of the budget they are A / x and M / (1 - x)."""
     tau = np.broadcast_to(np.asarray(tau, dtype=float), np.broadcast_shapes(np.shape(tau), bandwidth.shape))
     c_s, c_m = problem.power_weights(tau)
     budget = problem.max_power
@@ -155,68 +126,6 @@ def _geometry(problem, bandwidth, tau):
     else:
         M = np.full_like(A, np.inf)
     return tau, c_s, c_m, A, M
-
-
-def _split_at_shares(problem, bandwidth, coef_sign, coef_both, taus, fixed_power, cache=None, cache_key=None
-                     ) -> list[Split]:
-    """The best split at each sign share of ``taus`` (numbers, or arrays broadcasting with ``bandwidth``),
-    all searched in one vectorized pass.  With a cache, the thresholds of each share are kept, and so are
-    the splits, which a later call with equal coefficients reuses (a solve with tau optimized repeats the
-    first stage of the one at the proportional share)."""
-    keys = [None if cache is None or cache_key is None or np.ndim(tau) else (cache_key, float(tau), fixed_power)
-            for tau in taus]
-    splits = [None] * len(taus)
-    for index, key in enumerate(keys):
-        if key is not None and ("split", key) in cache:
-            sign, both, split = cache["split", key]
-            if np.array_equal(sign, coef_sign) and np.array_equal(both, coef_both):
-                splits[index] = split
-    todo = [index for index, split in enumerate(splits) if split is None]
-    if todo:
-        computed = _solve_shares(problem, bandwidth, coef_sign, coef_both, [taus[i] for i in todo], fixed_power,
-                                 [keys[i] for i in todo], cache)
-        for index, split in zip(todo, computed):
-            splits[index] = split
-            if keys[index] is not None:
-                cache["split", keys[index]] = (np.array(coef_sign), np.array(coef_both), split)
-    return splits
-
-
-def _solve_shares(problem, bandwidth, coef_sign, coef_both, taus, fixed_power, keys, cache) -> list[Split]:
-    """The splits of :func:`_split_at_shares` that are not cached yet."""
-    geometries = []
-    for tau, key in zip(taus, keys):
-        geometry = cache.get(("geometry", key[:2])) if key is not None else None
-        if geometry is None:
-            geometry = _geometry(problem, bandwidth, tau)
-            if key is not None:
-                cache["geometry", key[:2]] = geometry
-        geometries.append(geometry)
-    budget = problem.max_power
-    if fixed_power and problem.two_packets:
-        results = []
-        for tau, c_s, c_m, A, M in geometries:
-            a = np.broadcast_to(coef_sign, A.shape)
-            b = np.broadcast_to(coef_both, A.shape)
-            x = np.where(tau < 1.0, c_s / (c_s + c_m), 1.0)
-            z = np.where(x < 1.0, x, 0.5)  # x = 1: no modulus, sign only
-            both = _term(problem.fading == "block", z, 1.0 - z, A, M, a, b)
-            value = np.where(x < 1.0, both, a * np.exp(-A))
-            results.append((x, value))
-    else:
-        A = np.stack([g[3] for g in geometries]) if len(geometries) > 1 else geometries[0][3][None]
-        M = np.stack([g[4] for g in geometries]) if len(geometries) > 1 else geometries[0][4][None]
-        x, value = _search(problem, A, M, coef_sign, coef_both)
-        results = list(zip(x, value))
-    splits = []
-    for (tau, c_s, c_m, _, M), (x, value) in zip(geometries, results):
-        silent = ~(value > 0)
-        value = np.where(silent, 0.0, value)
-        power_sign = np.where(silent, 0.0, x * budget / c_s)
-        power_modulus = np.where(silent | (x >= 1.0) | ~np.isfinite(M), 0.0,
-                                 (1.0 - x) * budget / np.maximum(c_m, 1e-300))
-        splits.append(Split(value, power_sign, power_modulus, np.array(tau)))
-    return splits
 
 
 def _term(block: bool, x, rest, A, M, a, b):
