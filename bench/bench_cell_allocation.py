@@ -27,7 +27,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
-from spfl.configuration.spec import make_spec  # noqa: E402
+from spfl.configuration.settings import make_spec  # noqa: E402
 
 import spfl.simulator.simulation as simulation  # noqa: E402
 from check_allocation_phi import old_problem  # noqa: E402
