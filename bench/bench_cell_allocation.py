@@ -27,11 +27,10 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
-from spfl.configuration.settings import make_spec  # noqa: E402
-
 import spfl.simulator.simulation as simulation  # noqa: E402
 from check_allocation_phi import old_problem  # noqa: E402
 from solver_at_revision import DEFAULT_REVISION, load_solver  # noqa: E402
+from spfl.configuration.settings import make_spec  # noqa: E402
 from spfl.simulator.allocation import allocate  # noqa: E402
 
 BASE = dict(dataset="digits", model="mlp", num_devices=20, partition="dirichlet", dirichlet_beta=0.5,
