@@ -99,7 +99,7 @@ def write_cell(folder: Path, cell, methods) -> None:
                  for r in snapshots for i in range(4)] if method in OPTIMIZED else []
         write_csv(out / contract.TRACE_CSV, contract.TRACE_COLUMNS, trace)
         spec = make_spec({**params, "method": method}).to_dict()
-        write_json(out / contract.SPEC_JSON, spec)
+        write_json(out / contract.RUN_SETTINGS_JSON, spec)
         write_atomic(out / contract.SUMMARY_JSON, Summary(
             method=method, status=contract.OK, diverged_round=None, final_accuracy=final,
             best_accuracy=final, final_test_loss=1.0, rounds_completed=ROUNDS,
@@ -150,7 +150,7 @@ def write_run(root: Path, experiment: str, method: str, seed: int, final_pct: fl
                 "test_accuracy": (10.0 if r <= 1 else budget_pct if r <= middle else final_pct) / 100.0}
                for r in evaluated]
     write_csv(folder / contract.METRICS_CSV, contract.METRIC_COLUMNS, metrics)
-    write_json(folder / contract.SPEC_JSON, {"dataset": dataset, "rounds": rounds, "eval_every": eval_every,
+    write_json(folder / contract.RUN_SETTINGS_JSON, {"dataset": dataset, "rounds": rounds, "eval_every": eval_every,
                                             "normalize": normalize, "method": method, "seed": seed})
     diverged = status == contract.DIVERGED
     write_atomic(folder / contract.SUMMARY_JSON, Summary(

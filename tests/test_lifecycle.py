@@ -116,7 +116,7 @@ def test_the_records_writer_is_the_end_hook(env, tmp_path):
         sim.advance(state, callbacks)
     run = sim.end(state, callbacks, 1.0)
     run_cell(env.spec, ["spfl"], tmp_path / "cell", env=env)
-    for name in (records.SPEC_JSON, records.METRICS_CSV, records.ALLOCATION_CSV, records.TRACE_CSV):
+    for name in (records.RUN_SETTINGS_JSON, records.METRICS_CSV, records.ALLOCATION_CSV, records.TRACE_CSV):
         assert (tmp_path / "alone" / name).read_bytes() == (tmp_path / "cell" / "spfl" / name).read_bytes(), name
     summary = json.loads((tmp_path / "alone" / records.SUMMARY_JSON).read_text())
     assert summary == dataclasses.asdict(run.summary)

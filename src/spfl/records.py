@@ -45,7 +45,7 @@ from typing import Any, BinaryIO
 # The records contract
 # ---------------------------------------------------------------------------------------------------
 
-SPEC_JSON = "spec.json"
+RUN_SETTINGS_JSON = "spec.json"  # the resolved run settings
 METRICS_CSV = "metrics.csv"
 ALLOCATION_CSV = "allocation.csv"
 TRACE_CSV = "solver_trace.csv"
@@ -56,7 +56,7 @@ DEVICES_CSV = "devices.csv"
 PARTITION_CSV = "partition.csv"
 CHECKPOINT = "checkpoint.pt"
 DAMAGED_SUFFIX = ".damaged"  # appended to the name of a checkpoint that cannot be read
-RUN_RECORDS = (SPEC_JSON, METRICS_CSV, ALLOCATION_CSV, TRACE_CSV, SUMMARY_JSON)  # checksummed, per method
+RUN_RECORDS = (RUN_SETTINGS_JSON, METRICS_CSV, ALLOCATION_CSV, TRACE_CSV, SUMMARY_JSON)  # checksummed, per method
 CELL_RECORDS = (DEVICES_CSV, PARTITION_CSV)  # shared by the methods of a cell, in the cell's folder
 
 METRIC_COLUMNS = (

@@ -2,7 +2,7 @@
 
     python workflow/scripts/cancel_slurm_run.py [--directory DIR] [--wait SECONDS] [--dry-run]
 
-A Snakemake that is killed (kill -9, a lost login session, a crashed login node) cannot cancel the jobs
+A Snakemake that is killed (kill -9, a dropped login connection, a crashed login node) cannot cancel the jobs
 it submitted: they keep running, and a restarted workflow would submit their cells again (the same
 cell computed twice, twice the GPU hours).  The SLURM executor plugin names every job of one run after
 the run's ID (`slurm-jobname-prefix` of the profile + a UUID), and Snakemake writes that ID into its log

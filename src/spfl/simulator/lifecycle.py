@@ -254,7 +254,7 @@ class RunRecords(Callback):
 
     def end(self, run):
         out = self.out
-        records.write_json(out / records.SPEC_JSON, run.spec.to_dict())
+        records.write_json(out / records.RUN_SETTINGS_JSON, run.spec.to_dict())
         records.write_csv(out / records.METRICS_CSV, records.METRIC_COLUMNS, run.metric_rows)
         records.write_csv(out / records.ALLOCATION_CSV, records.ALLOCATION_COLUMNS, run.allocation_rows)
         records.write_csv(out / records.TRACE_CSV, records.TRACE_COLUMNS, run.trace_rows)

@@ -30,7 +30,7 @@ from spfl.records import (
     CHECKSUMS,
     DAMAGED_SUFFIX,
     RUN_RECORDS,
-    SPEC_JSON,
+    RUN_SETTINGS_JSON,
     TIMING_JSON,
     write_json,
 )
@@ -84,7 +84,7 @@ def _other_spec_records(out: Path, spec: RunSpec) -> str | None:
         return {k: v for k, v in settings.items() if k != "method" and (k not in SETTING or SETTING[k].science)}
 
     mine = identity(spec.to_dict())
-    for path in sorted(out.glob(f"*/{SPEC_JSON}")):
+    for path in sorted(out.glob(f"*/{RUN_SETTINGS_JSON}")):
         try:
             theirs = json.loads(path.read_text())
         except (OSError, ValueError):
@@ -116,7 +116,7 @@ def _foreign_file(out: Path, spec: RunSpec, keep: Iterable[Path]) -> Path | None
     from spfl.configuration.methods import METHODS
 
     kept = {_resolved(path) for path in keep}
-    owned = (out / OWNER_FILE).is_file() or any((out / m / SPEC_JSON).is_file() for m in METHODS)
+    owned = (out / OWNER_FILE).is_file() or any((out / m / RUN_SETTINGS_JSON).is_file() for m in METHODS)
     for path in sorted(p for p in out.rglob("*") if not p.is_dir()):
         if _resolved(path) in kept:
             continue

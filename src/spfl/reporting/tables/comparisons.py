@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from spfl.configuration.datasets import DATASET
-from spfl.records import DIVERGED, METRICS_CSV, SPEC_JSON
+from spfl.records import DIVERGED, METRICS_CSV, RUN_SETTINGS_JSON
 from spfl.reporting.tables.panels import setting_label, with_panel
 from spfl.reporting.tables.progress import median_rounds_to_target, with_progress
 from spfl.reporting.tables.reading import RecordError, read_csv, read_json, runs_frame, swept_keys
@@ -199,7 +199,7 @@ def devices_served_table(runs, options) -> pd.DataFrame:
         metrics = read_csv(folder / METRICS_CSV)
         metrics = metrics[metrics["round"] >= 1]
         budget = budgets[run["experiment"]]
-        spec = read_json(folder / SPEC_JSON)
+        spec = read_json(folder / RUN_SETTINGS_JSON)
         base = {"experiment": run["experiment"], "experiment_label": labels.get(run["experiment"], run["experiment"]),
                 "seed_group": row["seed_group"], "seeds": row["seeds"], "budget": budget,
                 "budget_value": run[budget], "budget_label": setting_label(budget, run[budget]),

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from spfl.records import DIVERGED, METRICS_CSV, SPEC_JSON, SUMMARY_JSON, evaluation_schedule
+from spfl.records import DIVERGED, METRICS_CSV, RUN_SETTINGS_JSON, SUMMARY_JSON, evaluation_schedule
 from spfl.reporting.tables.reading import RecordError, read_csv, read_json, runs_frame, swept_keys
 from spfl.reporting.tables.statistics import sort_key
 
@@ -40,7 +40,7 @@ def run_progress(run: Mapping[str, Any], round_budget: int | None, target_pct: f
     run's :func:`default_round_budget`; a budget that is not an evaluated round of the run is an error.
     """
     folder = Path(run["dir"]) / run["method"]
-    spec = read_json(folder / SPEC_JSON)
+    spec = read_json(folder / RUN_SETTINGS_JSON)
     budget = default_round_budget(spec) if round_budget is None else int(round_budget)
     out = {"round_budget": budget, "budget_accuracy_pct": math.nan,
            "target_accuracy_pct": math.nan if target_pct is None else float(target_pct),

@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from spfl.records import ALLOCATION_CSV, CSV_COLUMNS, DIVERGED, SPEC_JSON, SUMMARY_JSON
+from spfl.records import ALLOCATION_CSV, CSV_COLUMNS, DIVERGED, RUN_SETTINGS_JSON, SUMMARY_JSON
 
 
 class RecordError(ValueError):
@@ -87,7 +87,7 @@ def runs_frame(runs: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     for run in runs:
         folder = Path(run["dir"]) / run["method"]
         summary = read_json(folder / SUMMARY_JSON)
-        spec = read_json(folder / SPEC_JSON)
+        spec = read_json(folder / RUN_SETTINGS_JSON)
         diverged = summary.get("status") == DIVERGED  # its final model is NaN: no final accuracy or loss
         rows.append({
             **run,

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from spfl.records import ALLOCATION_CSV, DEVICES_CSV, DIVERGED, SPEC_JSON, TRACE_CSV
+from spfl.records import ALLOCATION_CSV, DEVICES_CSV, DIVERGED, RUN_SETTINGS_JSON, TRACE_CSV
 from spfl.reporting.tables.panels import curve_keys, leave_out_diverged, panel_settings, with_diverged, with_panel
 from spfl.reporting.tables.reading import (
     RecordError,
@@ -39,7 +39,7 @@ def table_allocation(runs, options) -> pd.DataFrame:
     rows = []
     for run in runs:
         folder = Path(run["dir"]) / run["method"]
-        spec = read_json(folder / SPEC_JSON)
+        spec = read_json(folder / RUN_SETTINGS_JSON)
         alloc = read_csv(folder / ALLOCATION_CSV)
         devices = read_csv(Path(run["dir"]) / DEVICES_CSV)
         if alloc.empty or bool(status.loc[(run["dir"], run["method"]), "diverged"]):
