@@ -45,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from allocation_cases import speed_problem  # noqa: E402
 from allocation_reference import sample_problem, scipy_solve, scipy_starts  # noqa: E402
-from check_allocation_phi import old_problem  # noqa: E402
+from check_allocation_phi import timed_pair  # noqa: E402
 from solver_at_revision import DEFAULT_REVISION, load_solver  # noqa: E402
 from spfl.simulator.allocation import ALLOCATION_POLICIES  # noqa: E402
 
@@ -163,17 +163,9 @@ def _old_row(old, num: int, policy: str, normalize: str, share: str, seeds: int,
     old_ms, new_ms, differences = [], [], []
     for seed in range(seeds):
         problem = speed_problem(num, seed, normalize=normalize, share=share)
-        frozen = old_problem(old, problem)
-        old_times, new_times = [], []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            before = old.allocate(frozen, policy)
-            old_times.append(time.perf_counter() - start)
-            start = time.perf_counter()
-            after = allocate(problem, policy)
-            new_times.append(time.perf_counter() - start)
-        old_ms.append(1e3 * min(old_times))
-        new_ms.append(1e3 * min(new_times))
+        old_s, new_s, before, after = timed_pair(old, problem, policy, repeats)
+        old_ms.append(1e3 * old_s)
+        new_ms.append(1e3 * new_s)
         differences.append((after.objective - before.objective) / max(abs(before.objective), 1e-300))
     old_ms, new_ms = np.array(old_ms), np.array(new_ms)
     return {"K": num, "policy": policy, "normalize": normalize, "slot_share": share,

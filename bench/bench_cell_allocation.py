@@ -28,10 +28,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 import spfl.simulator.simulation as simulation  # noqa: E402
-from check_allocation_phi import old_problem  # noqa: E402
+from check_allocation_phi import timed_pair  # noqa: E402
 from solver_at_revision import DEFAULT_REVISION, load_solver  # noqa: E402
 from spfl.configuration.settings import make_spec  # noqa: E402
-from spfl.simulator.allocation import allocate  # noqa: E402
 
 BASE = dict(dataset="digits", model="mlp", num_devices=20, partition="dirichlet", dirichlet_beta=0.5,
             batch_size=64, learning_rate=0.05, eval_every=5, total_bandwidth_mhz=0.4, max_power_dbm=23.0,
@@ -87,17 +86,9 @@ def main() -> None:
         old_seconds = new_seconds = 0.0
         differences = []
         for problem, policy in calls:
-            frozen = old_problem(old, problem)
-            old_times, new_times = [], []
-            for _ in range(args.repeats):
-                start = time.perf_counter()
-                before = old.allocate(frozen, policy)
-                old_times.append(time.perf_counter() - start)
-                start = time.perf_counter()
-                after = allocate(problem, policy)
-                new_times.append(time.perf_counter() - start)
-            old_seconds += min(old_times)
-            new_seconds += min(new_times)
+            old_s, new_s, before, after = timed_pair(old, problem, policy, args.repeats)
+            old_seconds += old_s
+            new_seconds += new_s
             differences.append((after.objective - before.objective) / max(abs(before.objective), 1e-300))
         before_cell = wall - inside + old_seconds
         row = {"setting": label, "method": method, "rounds": args.rounds, "calls": len(calls),

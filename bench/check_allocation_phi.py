@@ -48,6 +48,21 @@ def old_problem(old, problem):
     return old.AllocationProblem(**values)
 
 
+def timed_pair(old, problem, policy: str, repeats: int):
+    """Solve ``problem`` with the old and today's solver, interleaved ``repeats`` times: the fastest wall
+    time of each (s) and their last answers, (old_s, new_s, old_answer, new_answer)."""
+    frozen = old_problem(old, problem)
+    old_times, new_times = [], []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        before = old.allocate(frozen, policy)
+        old_times.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        after = allocate(problem, policy)
+        new_times.append(time.perf_counter() - start)
+    return min(old_times), min(new_times), before, after
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", type=int, default=BENCHMARK_SIZE)

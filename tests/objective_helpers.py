@@ -20,6 +20,21 @@ DEADLINE = 1e-3
 BANDWIDTH = 4e5
 MAX_POWER = 0.2
 
+DRAWS = 200_000  # fading draws per Monte-Carlo proof
+ETA, SMOOTH = 0.3, 2.0
+NUM, DIM = 4, 6
+
+# (label, scheme, rule, compensation, preset compensatory / stale state)
+RULES = [
+    ("spfl, previous-update modulus", "sign_modulus", "sign_reuse", "previous_update", True),
+    ("spfl, before any modulus (own norm)", "sign_modulus", "sign_reuse", "previous_update", False),
+    ("spfl, scalar modulus", "sign_modulus", "sign_reuse", "scalar", False),
+    ("spfl_noreuse", "sign_modulus", "no_reuse", "previous_update", True),
+    ("digital / scheduling", "digital", "full", "received_mean", False),
+    ("digital_reuse, some stale", "digital", "stale", "received_mean", True),
+    ("signsgd (mean)", "sign_only", "signs", "received_mean", False),
+]
+
 
 def draw_resources(rng: np.random.Generator, layout, num: int, fading: str) -> tuple[Resources, Link]:
     """Random sign shares, bandwidths and power splits on the energy constraint, and gains that put every

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import torch
 
-from objective_helpers import DEADLINE, draw_resources, monte_carlo, problem_of
+from objective_helpers import DEADLINE, DIM, DRAWS, ETA, NUM, RULES, SMOOTH, draw_resources, monte_carlo, problem_of
 from spfl.simulator import aggregation
 from spfl.simulator.aggregation import get_rule
 from spfl.simulator.allocation import objective
@@ -28,21 +28,6 @@ from spfl.simulator.allocation.descent import FULL, NOTHING, OTHER, coefficients
 from spfl.simulator.allocation.objective import _quadrature
 from spfl.simulator.gram import gram_matrix
 from spfl.simulator.transmission import Payload, get_scheme
-
-DRAWS = 200_000
-ETA, SMOOTH = 0.3, 2.0
-NUM, DIM = 4, 6
-
-# (label, scheme, rule, compensation, preset compensatory / stale state)
-RULES = [
-    ("spfl, previous-update modulus", "sign_modulus", "sign_reuse", "previous_update", True),
-    ("spfl, before any modulus (own norm)", "sign_modulus", "sign_reuse", "previous_update", False),
-    ("spfl, scalar modulus", "sign_modulus", "sign_reuse", "scalar", False),
-    ("spfl_noreuse", "sign_modulus", "no_reuse", "previous_update", True),
-    ("digital / scheduling", "digital", "full", "received_mean", False),
-    ("digital_reuse, some stale", "digital", "stale", "received_mean", True),
-    ("signsgd (mean)", "sign_only", "signs", "received_mean", False),
-]
 
 
 def _round(seed, scheme_name, rule, compensation, preset, normalize, fading):
