@@ -3,7 +3,8 @@
 The solver's rounds are many small steps (K = 20: arrays of a few hundred numbers), where numpy spends
 more time per call than on arithmetic; the kernels in :mod:`.packet`, :mod:`.bandwidth` and
 :mod:`.evaluation` run those steps as compiled loops instead.  Every kernel is compiled with the same
-options: ``cache`` (the machine code is kept next to the source, or in numba's user cache where the source
+options: ``error_model="numpy"`` (a division by zero gives inf or NaN, as numpy's, instead of raising),
+``cache`` (the machine code is kept next to the source, or in numba's user cache where the source
 is read-only, so a later process loads it in milliseconds), ``nogil`` (the solve may overlap training in
 another thread), no ``fastmath`` and no ``parallel`` (IEEE arithmetic in a fixed order: the same bytes on
 any machine and core count).
@@ -13,5 +14,5 @@ from __future__ import annotations
 
 import numba
 
-jit = numba.njit(cache=True, nogil=True)
+jit = numba.njit(cache=True, nogil=True, error_model="numpy")
 """Decorator of every compiled kernel of the allocation (``@jit``)."""
