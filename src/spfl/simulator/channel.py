@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from spfl.simulator.compiled import jit, ufunc
 from spfl.vocabulary import FADING_MODELS, PACKET_ERROR_MODELS
 
 
@@ -41,6 +42,25 @@ def place_devices(
     return np.sqrt(u * (outer_radius**2 - inner_radius**2) + inner_radius**2)
 
 
+def _threshold(bandwidth, power, gain, bits, slot, noise_psd, outage, waterfall_m):
+    """One packet's failure threshold (:func:`failure_threshold`), as a scalar function compiled twice: as
+    a numpy ufunc for array callers and as a kernel the allocation's compiled loops call."""
+    if not (bandwidth > 0.0 and power > 0.0 and slot > 0.0):
+        return np.inf
+    noise = bandwidth * noise_psd
+    if outage:
+        # expm1(x ln 2) = 2^x - 1 without cancellation for small x.
+        need = noise * np.expm1(bits / (bandwidth * slot) * np.log(2.0))
+    else:
+        need = waterfall_m * noise
+    threshold = need / (power * gain)
+    return threshold if np.isfinite(threshold) else np.inf
+
+
+threshold_kernel = jit(_threshold)
+_threshold_ufunc = ufunc("float64(float64, float64, float64, float64, float64, float64, boolean, float64)")(_threshold)
+
+
 def failure_threshold(
     bandwidth,
     power,
@@ -59,24 +79,11 @@ def failure_threshold(
 
     A packet with no bandwidth, no power or no time is always lost (threshold = +inf).
     """
-    bandwidth = np.asarray(bandwidth, dtype=float)
-    power = np.asarray(power, dtype=float)
-    gain = np.asarray(gain, dtype=float)
-    bits = np.asarray(bits, dtype=float)
-    slot = np.asarray(slot, dtype=float)
-    noise = bandwidth * noise_psd
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        if per_model == "outage":
-            spectral_efficiency = bits / (bandwidth * slot)
-            # expm1(x ln 2) = 2^x - 1 without cancellation for small x.
-            need = noise * np.expm1(spectral_efficiency * np.log(2.0))
-        elif per_model == "waterfall":
-            need = waterfall_m * noise
-        else:
-            raise ValueError(f"per_model={per_model!r}: allowed {PACKET_ERROR_MODELS}")
-        threshold = need / (power * gain)
-    dead = (bandwidth <= 0) | (power <= 0) | (slot <= 0) | ~np.isfinite(threshold)
-    return np.where(dead, np.inf, threshold)
+    if per_model not in PACKET_ERROR_MODELS:
+        raise ValueError(f"per_model={per_model!r}: allowed {PACKET_ERROR_MODELS}")
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):   # (2^x - 1 = inf: the threshold is inf)
+        return np.asarray(_threshold_ufunc(*(np.asarray(v, dtype=float) for v in (bandwidth, power, gain, bits, slot)),
+                                           float(noise_psd), per_model == "outage", float(waterfall_m)))
 
 
 def packet_thresholds(bandwidth, power_sign, power_modulus, slot_share, *, gain, sign_bits, modulus_bits,

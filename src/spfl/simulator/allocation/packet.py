@@ -20,33 +20,105 @@ Everything but the coefficients (a, b) is fixed per entry, so :class:`BlockPacke
 and g at ``_TABLE`` points spaced evenly in logit(x) across it.  Per coefficient set, the root is
 bracketed by a table interval, started by linear interpolation there and polished by Newton steps
 (kept inside the interval) on F; ``_NEWTON`` steps bring the value within about 1e-16 of the maximum
-(tests/test_allocation.py checks it against a dense grid).
+(tests/test_allocation.py checks it against a dense grid).  Both steps are compiled loops (:mod:`spfl.simulator.compiled`):
+the solver asks for thousands of entries at a time, a few hundred numbers per call at K = 20.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from spfl.simulator.compiled import jit
+
 _TABLE = 9
 _NEWTON = 3
 _DEAD = 700.0  # a sign threshold above this at full power: nothing ever arrives (e^-700 ~ 1e-304)
 
 
-def _expanded(value, shape) -> np.ndarray:
-    """``value`` broadcast to ``shape``, as a new array (cheaper than np.broadcast_to on small arrays)."""
-    out = np.empty(shape)
-    out[...] = value
-    return out
-
-
+@jit
 def _g(x, A, M):
     return -2.0 * np.log(x) - A / x + 2.0 * np.log1p(-x) + M / (1.0 - x)
 
 
+@jit
 def _slope(x, A, M):
     """F'(x) = Q(x) / (x^2 (1 - x)^2)."""
     rest = 1.0 - x
     return ((A + M + 2.0) * x * x - 2.0 * (A + 1.0) * x + A) / (x * x * rest * rest)
+
+
+@jit
+def _prepare(A, M, sign, kink_x, kink_sign, kink_both, bracket, table_x, table_g, table_z, log_ratio):
+    """The coefficient-free part of every entry (flat arrays A, M; the others are filled)."""
+    for i in range(A.size):
+        a_, m_ = A[i], M[i]
+        sign[i] = np.exp(-a_)
+        bracket[i] = False
+        two = a_ < _DEAD and np.isfinite(m_)
+        if not two:
+            kink_x[i], kink_sign[i], kink_both[i] = 1.0, 0.0, 0.0
+            continue
+        x0 = a_ / (a_ + m_)
+        kink_x[i] = x0
+        # pi_sign and pi_both at the kink as its (rounded) x gives them: the powers are computed from x
+        t_s = a_ / x0
+        kink_sign[i] = np.exp(-t_s)
+        kink_both[i] = np.exp(-max(t_s, m_ / (1.0 - x0)))
+        # The bracket of the interior root: [max(x-, x0), x+], where A M < 1.
+        disc = 1.0 - a_ * m_
+        if not disc > 0.0:
+            continue
+        upper = ((a_ + 1.0) + np.sqrt(disc)) / (a_ + m_ + 2.0)
+        lower = max(a_ / ((a_ + m_ + 2.0) * upper), x0)   # x- from the roots' product
+        if not lower < upper:
+            continue
+        bracket[i] = True
+        z_low, z_high = np.log(lower) - np.log1p(-lower), np.log(upper) - np.log1p(-upper)
+        for j in range(_TABLE):
+            z = z_low + (z_high - z_low) * (j / (_TABLE - 1))
+            x = lower if j == 0 else (upper if j == _TABLE - 1 else 1.0 / (1.0 + np.exp(-z)))
+            table_z[i, j], table_x[i, j], table_g[i, j] = z, x, _g(x, a_, m_)
+        log_ratio[i] = np.log(a_) - np.log(m_)
+
+
+@jit
+def _best(a, b, A, M, sign, kink_x, kink_sign, kink_both, bracket, table_x, table_g, table_z, log_ratio,
+          value, x):
+    """(value, x) of every entry e of every coefficient row r (a, b, value, x: (R, n); the rest: (n,))."""
+    rows, n = a.shape
+    for r in range(rows):
+        for i in range(n):
+            ai, bi = a[r, i], b[r, i]
+            best, at = ai * sign[i], 1.0
+            kink = ai * kink_sign[i] + bi * kink_both[i]
+            if kink > best:
+                best, at = kink, kink_x[i]
+            if bracket[i]:
+                t = -((np.log(ai) - np.log(bi)) + log_ratio[i])   # g(root) = t; NaN where a or b <= 0
+                if t < table_g[i, 0] and t > table_g[i, _TABLE - 1]:
+                    count = 0
+                    for j in range(_TABLE):
+                        if table_g[i, j] > t:
+                            count += 1
+                    x_low, x_high = table_x[i, count - 1], table_x[i, count]
+                    g_low, g_high = table_g[i, count - 1], table_g[i, count]
+                    z_low, z_high = table_z[i, count - 1], table_z[i, count]
+                    z = z_low + (z_high - z_low) * (g_low - t) / (g_low - g_high)
+                    root = 1.0 / (1.0 + np.exp(-z))
+                    a_, m_ = A[i], M[i]
+                    for _ in range(_NEWTON):
+                        excess = _g(root, a_, m_) - t                 # F(root): > 0 left of the root
+                        if excess > 0.0:
+                            x_low = root
+                        if excess < 0.0:
+                            x_high = root
+                        trial = root - excess / _slope(root, a_, m_)
+                        root = trial if (trial >= x_low and trial <= x_high) else 0.5 * (x_low + x_high)
+                    t_s = a_ / root
+                    inner = ai * np.exp(-t_s) + bi * np.exp(-max(t_s, m_ / (1.0 - root)))
+                    if inner >= best:   # the interior maximum first: it wins ties with the other two
+                        best, at = inner, root
+            value[r, i], x[r, i] = best, at
 
 
 class BlockPacket:
@@ -54,83 +126,24 @@ class BlockPacket:
 
     def __init__(self, A, M):
         A = np.asarray(A, dtype=float)
-        M = np.broadcast_to(np.asarray(M, dtype=float), A.shape)
         self.shape = A.shape
-        A, M = A.ravel(), M.ravel()
-        with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
-            live = A < _DEAD
-            self.sign = np.exp(-A)                                            # pi at x = 1
-            two = live & np.isfinite(M)
-            self.two = two
-            self.kink_x = np.where(two, A / (A + M), 1.0)
-            # pi_sign and pi_both at the kink as its (rounded) x gives them: the powers are computed from x
-            kink_sign = A / self.kink_x
-            self.kink_sign = np.where(two, np.exp(-kink_sign), 0.0)
-            self.kink_both = np.where(two, np.exp(-np.maximum(kink_sign, M / (1.0 - self.kink_x))), 0.0)
-            # The bracket of the interior root: [max(x-, x0), x+], where A M < 1.
-            disc = 1.0 - A * M
-            bracket = two & (disc > 0.0)
-            idx = np.flatnonzero(bracket)
-            a_, m_ = A[idx], M[idx]
-            upper = ((a_ + 1.0) + np.sqrt(disc[idx])) / (a_ + m_ + 2.0)
-            lower = np.maximum(a_ / ((a_ + m_ + 2.0) * upper), self.kink_x[idx])   # x- from the roots' product
-            keep = lower < upper
-            idx, a_, m_, lower, upper = idx[keep], a_[keep], m_[keep], lower[keep], upper[keep]
-            z_low, z_high = np.log(lower) - np.log1p(-lower), np.log(upper) - np.log1p(-upper)
-            z = z_low[:, None] + (z_high - z_low)[:, None] * np.linspace(0.0, 1.0, _TABLE)
-            x = 1.0 / (1.0 + np.exp(-z))
-            x[:, 0], x[:, -1] = lower, upper
-            self.index = idx                       # entries with a bracket
-            self.table_x, self.table_g, self.table_z = x, _g(x, a_[:, None], m_[:, None]), z
-            self.A, self.M = a_, m_
-            self.log_ratio = np.log(a_) - np.log(m_)
+        self.A = np.ascontiguousarray(A).ravel()
+        self.M = np.ascontiguousarray(np.broadcast_to(np.asarray(M, dtype=float), A.shape)).ravel()
+        n = self.A.size
+        self.sign, self.kink_x, self.kink_sign, self.kink_both, self.log_ratio = (np.empty(n) for _ in range(5))
+        self.bracket = np.empty(n, dtype=np.bool_)
+        self.table_x, self.table_g, self.table_z = (np.empty((n, _TABLE)) for _ in range(3))
+        _prepare(self.A, self.M, self.sign, self.kink_x, self.kink_sign, self.kink_both, self.bracket,
+                 self.table_x, self.table_g, self.table_z, self.log_ratio)
 
     def best(self, a, b):
         """(value, x) of every entry, for coefficients broadcasting to (..., *shape): the best of silent
         (value 0 at x = 1 is reported as the sign-only point when a > 0, else silent is value <= 0)."""
         shape = np.broadcast_shapes(np.shape(a), np.shape(b), self.shape)
-        flat = shape[: len(shape) - len(self.shape)] + (int(np.prod(self.shape, dtype=int)),)
-        with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
-            ratio = np.log(a) - np.log(b)          # per coefficient set, before the broadcast over entries
-            a, b, ratio = (_expanded(v, shape).reshape(flat) for v in (a, b, ratio))
-            value = a * self.sign
-            x = np.ones(value.shape)
-            kink = a * self.kink_sign + b * self.kink_both
-            take = kink > value
-            value = np.where(take, kink, value)
-            x = np.where(take, self.kink_x, x)
-            if self.index.size:
-                ai, bi = a[..., self.index], b[..., self.index]
-                c = ratio[..., self.index] + self.log_ratio                   # NaN where a or b <= 0
-                target = -c                                                   # g(root) = -c
-                g = self.table_g
-                found = (target < g[:, 0]) & (target > g[:, -1])              # False where c is NaN
-                if found.any():
-                    where = np.nonzero(found)
-                    entry = where[-1]
-                    t = target[where]
-                    gt = g[entry]
-                    count = np.sum(gt > t[:, None], axis=1)                   # in 1 .. _TABLE - 1
-                    rows = np.arange(entry.size)
-                    x_low, x_high = self.table_x[entry, count - 1], self.table_x[entry, count]
-                    g_low, g_high = gt[rows, count - 1], gt[rows, count]
-                    z_low, z_high = self.table_z[entry, count - 1], self.table_z[entry, count]
-                    z = z_low + (z_high - z_low) * (g_low - t) / (g_low - g_high)
-                    root = 1.0 / (1.0 + np.exp(-z))
-                    A, M = self.A[entry], self.M[entry]
-                    for _ in range(_NEWTON):
-                        excess = _g(root, A, M) - t                            # F(root): > 0 left of the root
-                        x_low = np.where(excess > 0.0, root, x_low)
-                        x_high = np.where(excess < 0.0, root, x_high)
-                        trial = root - excess / _slope(root, A, M)
-                        inside = (trial >= x_low) & (trial <= x_high)
-                        root = np.where(inside, trial, 0.5 * (x_low + x_high))
-                    sign = A / root
-                    inner = ai[where] * np.exp(-sign) + bi[where] * np.exp(-np.maximum(sign, M / (1.0 - root)))
-                    full = tuple(w for w in where[:-1]) + (self.index[entry],)
-                    better = inner > value[full]
-                    # the interior maximum first: it wins ties with the kink and the sign-only point
-                    keep = better | (inner == value[full])
-                    value[full] = np.where(keep, inner, value[full])
-                    x[full] = np.where(keep, root, x[full])
-            return value.reshape(shape), x.reshape(shape)
+        n = self.A.size
+        a, b = (np.ascontiguousarray(np.broadcast_to(np.asarray(v, dtype=float), shape)).reshape(-1, n)
+                for v in (a, b))
+        value, x = np.empty(a.shape), np.empty(a.shape)
+        _best(a, b, self.A, self.M, self.sign, self.kink_x, self.kink_sign, self.kink_both, self.bracket,
+              self.table_x, self.table_g, self.table_z, self.log_ratio, value, x)
+        return value.reshape(shape), x.reshape(shape)
