@@ -48,77 +48,141 @@ def _slope(x, A, M):
 
 
 @jit
+def _kink(A, M):
+    """(x0, pi_sign, pi_both) at the kink x0 = A / (A + M), as its rounded x gives them (the powers are
+    computed from x); an entry that cannot send both packets has x0 = 1 and nothing there."""
+    if not (A < _DEAD and np.isfinite(M)):
+        return 1.0, 0.0, 0.0
+    x0 = A / (A + M)
+    t_s = A / x0
+    return x0, np.exp(-t_s), np.exp(-max(t_s, M / (1.0 - x0)))
+
+
+@jit
+def _bracket(A, M, x0):
+    """(lower, upper, z_lower, z_upper): the bracket [max(x-, x0), x+] of the interior root (A M < 1) and
+    its logits, or upper = 0 where there is none."""
+    disc = 1.0 - A * M
+    if not (A < _DEAD and np.isfinite(M) and disc > 0.0):
+        return 0.0, 0.0, 0.0, 0.0
+    upper = ((A + 1.0) + np.sqrt(disc)) / (A + M + 2.0)
+    lower = max(A / ((A + M + 2.0) * upper), x0)   # x- from the roots' product
+    if not lower < upper:
+        return 0.0, 0.0, 0.0, 0.0
+    return lower, upper, np.log(lower) - np.log1p(-lower), np.log(upper) - np.log1p(-upper)
+
+
+@jit
+def _table_point(j, lower, upper, z_lower, z_upper, A, M):
+    """(z, x, g) of the j-th of ``_TABLE`` points spaced evenly in logit(x) across the bracket."""
+    z = z_lower + (z_upper - z_lower) * (j / (_TABLE - 1))
+    x = lower if j == 0 else (upper if j == _TABLE - 1 else 1.0 / (1.0 + np.exp(-z)))
+    return z, x, _g(x, A, M)
+
+
+@jit
+def _root(t, x_low, x_high, g_low, g_high, z_low, z_high, A, M):
+    """The root of g(x) = t in the table interval [x_low, x_high]: linear interpolation in logit(x), then
+    ``_NEWTON`` Newton steps kept inside the interval."""
+    z = z_low + (z_high - z_low) * (g_low - t) / (g_low - g_high)
+    root = 1.0 / (1.0 + np.exp(-z))
+    for _ in range(_NEWTON):
+        excess = _g(root, A, M) - t                 # F(root): > 0 left of the root
+        if excess > 0.0:
+            x_low = root
+        if excess < 0.0:
+            x_high = root
+        trial = root - excess / _slope(root, A, M)
+        root = trial if (trial >= x_low and trial <= x_high) else 0.5 * (x_low + x_high)
+    return root
+
+
+@jit
+def _candidates(a, b, A, M, sign, x0, kink_sign, kink_both):
+    """(value, x): the better of sign only (x = 1) and the kink."""
+    best, at = a * sign, 1.0
+    kink = a * kink_sign + b * kink_both
+    if kink > best:
+        best, at = kink, x0
+    return best, at
+
+
+@jit
+def _with_root(best, at, root, a, b, A, M):
+    t_s = A / root
+    inner = a * np.exp(-t_s) + b * np.exp(-max(t_s, M / (1.0 - root)))
+    if inner >= best:   # the interior maximum first: it wins ties with the kink and the sign-only point
+        return inner, root
+    return best, at
+
+
+@jit
+def entry_best(A, M, a, b):
+    """(value, x) of one entry, as :meth:`BlockPacket.best` gives it, without keeping a table (for entries
+    solved once)."""
+    x0, kink_sign, kink_both = _kink(A, M)
+    best, at = _candidates(a, b, A, M, np.exp(-A), x0, kink_sign, kink_both)
+    lower, upper, z_lower, z_upper = _bracket(A, M, x0)
+    if upper == 0.0:
+        return best, at
+    t = -((np.log(a) - np.log(b)) + (np.log(A) - np.log(M)))   # g(root) = t; NaN where a or b <= 0
+    z_first, x_first, g_first = _table_point(0, lower, upper, z_lower, z_upper, A, M)
+    z_last, x_last, g_last = _table_point(_TABLE - 1, lower, upper, z_lower, z_upper, A, M)
+    if not (t < g_first and t > g_last):
+        return best, at
+    z_low, x_low, g_low = z_first, x_first, g_first   # the last table point with g > t (g falls)
+    for j in range(1, _TABLE):
+        z_high, x_high, g_high = (z_last, x_last, g_last) if j == _TABLE - 1 else _table_point(
+            j, lower, upper, z_lower, z_upper, A, M)
+        if not g_high > t:
+            break
+        z_low, x_low, g_low = z_high, x_high, g_high
+    root = _root(t, x_low, x_high, g_low, g_high, z_low, z_high, A, M)
+    return _with_root(best, at, root, a, b, A, M)
+
+
+@jit
 def _prepare(A, M, sign, kink_x, kink_sign, kink_both, bracket, table_x, table_g, table_z, log_ratio):
     """The coefficient-free part of every entry (flat arrays A, M; the others are filled)."""
     for i in range(A.size):
-        a_, m_ = A[i], M[i]
-        sign[i] = np.exp(-a_)
-        bracket[i] = False
-        two = a_ < _DEAD and np.isfinite(m_)
-        if not two:
-            kink_x[i], kink_sign[i], kink_both[i] = 1.0, 0.0, 0.0
-            continue
-        x0 = a_ / (a_ + m_)
-        kink_x[i] = x0
-        # pi_sign and pi_both at the kink as its (rounded) x gives them: the powers are computed from x
-        t_s = a_ / x0
-        kink_sign[i] = np.exp(-t_s)
-        kink_both[i] = np.exp(-max(t_s, m_ / (1.0 - x0)))
-        # The bracket of the interior root: [max(x-, x0), x+], where A M < 1.
-        disc = 1.0 - a_ * m_
-        if not disc > 0.0:
-            continue
-        upper = ((a_ + 1.0) + np.sqrt(disc)) / (a_ + m_ + 2.0)
-        lower = max(a_ / ((a_ + m_ + 2.0) * upper), x0)   # x- from the roots' product
-        if not lower < upper:
-            continue
-        bracket[i] = True
-        z_low, z_high = np.log(lower) - np.log1p(-lower), np.log(upper) - np.log1p(-upper)
-        for j in range(_TABLE):
-            z = z_low + (z_high - z_low) * (j / (_TABLE - 1))
-            x = lower if j == 0 else (upper if j == _TABLE - 1 else 1.0 / (1.0 + np.exp(-z)))
-            table_z[i, j], table_x[i, j], table_g[i, j] = z, x, _g(x, a_, m_)
-        log_ratio[i] = np.log(a_) - np.log(m_)
+        sign[i] = np.exp(-A[i])
+        kink_x[i], kink_sign[i], kink_both[i] = _kink(A[i], M[i])
+        lower, upper, z_lower, z_upper = _bracket(A[i], M[i], kink_x[i])
+        bracket[i] = upper > 0.0
+        if bracket[i]:
+            for j in range(_TABLE):
+                table_z[i, j], table_x[i, j], table_g[i, j] = _table_point(j, lower, upper, z_lower, z_upper,
+                                                                           A[i], M[i])
+            log_ratio[i] = np.log(A[i]) - np.log(M[i])
+
+
+@jit
+def tabled_best(i, ai, bi, A, M, sign, kink_x, kink_sign, kink_both, bracket, table_x, table_g, table_z,
+                log_ratio):
+    """(value, x) of entry i of a prepared table for coefficients (ai, bi)."""
+    best, at = _candidates(ai, bi, A[i], M[i], sign[i], kink_x[i], kink_sign[i], kink_both[i])
+    if bracket[i]:
+        t = -((np.log(ai) - np.log(bi)) + log_ratio[i])
+        if t < table_g[i, 0] and t > table_g[i, _TABLE - 1]:
+            count = 0
+            for j in range(_TABLE):
+                if table_g[i, j] > t:
+                    count += 1
+            root = _root(t, table_x[i, count - 1], table_x[i, count], table_g[i, count - 1], table_g[i, count],
+                         table_z[i, count - 1], table_z[i, count], A[i], M[i])
+            return _with_root(best, at, root, ai, bi, A[i], M[i])
+    return best, at
 
 
 @jit
 def _best(a, b, A, M, sign, kink_x, kink_sign, kink_both, bracket, table_x, table_g, table_z, log_ratio,
           value, x):
-    """(value, x) of every entry e of every coefficient row r (a, b, value, x: (R, n); the rest: (n,))."""
+    """(value, x) of every entry i of every coefficient row r (a, b, value, x: (R, n); the rest: (n,))."""
     rows, n = a.shape
     for r in range(rows):
         for i in range(n):
-            ai, bi = a[r, i], b[r, i]
-            best, at = ai * sign[i], 1.0
-            kink = ai * kink_sign[i] + bi * kink_both[i]
-            if kink > best:
-                best, at = kink, kink_x[i]
-            if bracket[i]:
-                t = -((np.log(ai) - np.log(bi)) + log_ratio[i])   # g(root) = t; NaN where a or b <= 0
-                if t < table_g[i, 0] and t > table_g[i, _TABLE - 1]:
-                    count = 0
-                    for j in range(_TABLE):
-                        if table_g[i, j] > t:
-                            count += 1
-                    x_low, x_high = table_x[i, count - 1], table_x[i, count]
-                    g_low, g_high = table_g[i, count - 1], table_g[i, count]
-                    z_low, z_high = table_z[i, count - 1], table_z[i, count]
-                    z = z_low + (z_high - z_low) * (g_low - t) / (g_low - g_high)
-                    root = 1.0 / (1.0 + np.exp(-z))
-                    a_, m_ = A[i], M[i]
-                    for _ in range(_NEWTON):
-                        excess = _g(root, a_, m_) - t                 # F(root): > 0 left of the root
-                        if excess > 0.0:
-                            x_low = root
-                        if excess < 0.0:
-                            x_high = root
-                        trial = root - excess / _slope(root, a_, m_)
-                        root = trial if (trial >= x_low and trial <= x_high) else 0.5 * (x_low + x_high)
-                    t_s = a_ / root
-                    inner = ai * np.exp(-t_s) + bi * np.exp(-max(t_s, m_ / (1.0 - root)))
-                    if inner >= best:   # the interior maximum first: it wins ties with the other two
-                        best, at = inner, root
-            value[r, i], x[r, i] = best, at
+            value[r, i], x[r, i] = tabled_best(i, a[r, i], b[r, i], A, M, sign, kink_x, kink_sign, kink_both,
+                                               bracket, table_x, table_g, table_z, log_ratio)
 
 
 class BlockPacket:

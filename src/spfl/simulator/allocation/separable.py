@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from spfl.simulator.allocation import level_kernels
 from spfl.simulator.allocation.bandwidth import _ZOOM_STEPS, _ZOOMS, best_choices, grid_units
 from spfl.simulator.allocation.packet import BlockPacket
 from spfl.simulator.allocation.power import (
@@ -85,6 +86,11 @@ class PacketLevel:
         levels = np.arange(self.units + 1) / self.units
         self.grid = np.broadcast_to(levels[:, None], (self.units + 1, num)) * problem.total_bandwidth
         self.grid_tables: dict = {} if grid_tables is None else grid_tables
+        # Block fading (or one packet): the compiled loops of :mod:`.level_kernels`; per-packet fading keeps
+        # the lattice search of :mod:`.power` on numpy arrays.
+        self.compiled = problem.fading == "block" or not problem.two_packets
+        self.link = level_kernels.link_of(problem)
+        self.gain = np.ascontiguousarray(problem.gain)
 
     def taus(self, fixed: bool, coarse: bool = False) -> np.ndarray:
         if fixed:
@@ -105,7 +111,16 @@ class PacketLevel:
         key = (taus.tobytes(), fixed)
         if key not in self.grid_tables:
             self.grid_tables[key] = self._table(self.grid, taus, fixed)
-        value = self.grid_tables[key].best(coef_sign[:, None], coef_both[:, None])[0]   # (S, shares, J + 1, K)
+        table = self.grid_tables[key]
+        if self.compiled and not fixed:
+            packet = table.packet
+            out = np.empty((coef_sign.shape[0],) + self.grid.shape)
+            level_kernels.grid_values(*(np.ascontiguousarray(c[:, 0, :]) for c in (coef_sign, coef_both)), packet.A,
+                                      packet.M, packet.sign, packet.kink_x, packet.kink_sign, packet.kink_both,
+                                      packet.bracket, packet.table_x, packet.table_g, packet.table_z,
+                                      packet.log_ratio, taus.size, out)
+            return out
+        value = table.best(coef_sign[:, None], coef_both[:, None])[0]   # (S, shares, J + 1, K)
         return np.max(np.where(value > 0, value, 0.0), axis=1)
 
     def single_share(self, fixed: bool) -> bool:
@@ -131,8 +146,18 @@ class PacketLevel:
         sign share of the candidates (``coarse``: of the coarse set), then (tau optimized, ``refine``) a
         zoom of each device's share."""
         problem = self.problem
+        zoom = refine and not fixed and problem.slot_share is None and problem.two_packets
+        if self.compiled:
+            shape = np.broadcast_shapes(np.shape(bandwidth), np.shape(coef_sign), np.shape(coef_both))
+            rows = (-1, problem.num_devices)
+            arrays = [np.ascontiguousarray(np.broadcast_to(np.asarray(v, dtype=float), shape)).reshape(rows)
+                      for v in (bandwidth, coef_sign, coef_both)]
+            out = [np.empty(arrays[0].shape) for _ in range(4)]
+            level_kernels.split(*arrays, self.gain, self.link, self.taus(fixed, coarse), fixed,
+                                _TAU_LOGITS[1] - _TAU_LOGITS[0], _TAU_ZOOM_LEVELS if zoom else 0, *out)
+            return Split(*(array.reshape(shape) for array in out))
         best = _first_best(self._split_at(bandwidth, self.taus(fixed, coarse), coef_sign, coef_both, fixed))
-        if refine and not fixed and problem.slot_share is None and problem.two_packets:
+        if zoom:
             step = _TAU_LOGITS[1] - _TAU_LOGITS[0]
             for _ in range(_TAU_ZOOM_LEVELS):
                 center = _logit(np.clip(best.slot_share, 1e-12, 1.0 - 1e-12))
@@ -168,6 +193,8 @@ def solve_bandwidth(level: PacketLevel, coef_sign: np.ndarray, coef_both: np.nda
     split at the normalized shares (``fixed``: equal packet powers at the fixed sign share)."""
     problem = level.problem
     num = problem.num_devices
+    if level.compiled:
+        return _solve_compiled(level, coef_sign, coef_both, fixed)
     a, b = coef_sign[:, None, :], coef_both[:, None, :]
     values = level.grid_values(a, b, fixed)                                       # (S, J + 1, K)
     share = best_choices(np.swapaxes(values, 1, 2), level.units) / level.units
@@ -194,3 +221,30 @@ def solve_bandwidth(level: PacketLevel, coef_sign: np.ndarray, coef_both: np.nda
         return share, Split(*(np.take_along_axis(getattr(splits, f), chosen, axis=1)[:, 0, :]
                               for f in Split.__dataclass_fields__))
     return share, level.split(share * problem.total_bandwidth, coef_sign, coef_both, fixed)
+
+
+def _solve_compiled(level: PacketLevel, coef_sign: np.ndarray, coef_both: np.ndarray, fixed: bool
+                    ) -> tuple[np.ndarray, Split]:
+    """:func:`solve_bandwidth` with the packet level's compiled loops: the same stages, each zoom's trial
+    shares, their best terms and splits in one kernel call."""
+    problem = level.problem
+    a, b = np.ascontiguousarray(coef_sign, dtype=float), np.ascontiguousarray(coef_both, dtype=float)
+    values = level.grid_values(a[:, None], b[:, None], fixed)                      # (S, J + 1, K)
+    share = best_choices(np.swapaxes(values, 1, 2), level.units) / level.units
+    step = 1.0 / level.units
+    offsets = np.arange(-_ZOOM_STEPS, _ZOOM_STEPS + 1, dtype=float)
+    taus = level.taus(fixed)
+    trial, values, power_sign, power_modulus, slot_share = (np.empty(a.shape + offsets.shape) for _ in range(5))
+    for _ in range(_ZOOMS):
+        level_kernels.zoom_values(share, step / _ZOOM_STEPS, offsets, a, b, level.gain, level.link, taus, fixed,
+                                  problem.total_bandwidth, trial, values, power_sign, power_modulus, slot_share)
+        pick = best_choices(values, _ZOOM_STEPS * problem.num_devices)[:, :, None]
+        share = np.clip(np.take_along_axis(trial, pick, axis=2)[:, :, 0], 0.0, 1.0)
+        step /= _ZOOM_STEPS
+    share = share / share.sum(axis=1, keepdims=True)
+    if level.single_share(fixed):
+        # (the last zoom's splits at the chosen offsets are the answer's: normalizing moves the shares by
+        # rounding only)
+        return share, Split(*(np.take_along_axis(array, pick, axis=2)[:, :, 0]
+                              for array in (values, power_sign, power_modulus, slot_share)))
+    return share, level.split(share * problem.total_bandwidth, a, b, fixed)
