@@ -1,4 +1,5 @@
-"""Hierarchical resource allocation of SP-FL (docs/model.md, "Objective" and "Solver"), numpy only.
+"""Hierarchical resource allocation of SP-FL (docs/model.md, "Objective" and "Solver"): numpy, with the
+inner loops compiled by numba (:mod:`spfl.simulator.compiled`).
 
 Per round, bandwidth is split across devices and each device's power (and, optionally, its link)
 between its sign and modulus packets so as to maximize Phi, the expected one-step surrogate of the

@@ -12,22 +12,23 @@ from __future__ import annotations
 
 import numpy as np
 
-from spfl.simulator.allocation.packet import entry_best, tabled_best
+from spfl.simulator.allocation.packet import entry_best
 from spfl.simulator.allocation.problem import AllocationProblem
 from spfl.simulator.channel import threshold_kernel
-from spfl.simulator.compiled import jit
+from spfl.simulator.compiled import inline, jit
 
 _POWER, _SIGN_BITS, _MODULUS_BITS, _DEADLINE, _NOISE, _WATERFALL, _ENERGY, _OUTAGE, _TWO, _BLOCK = range(10)
 
 
-def link_of(problem: AllocationProblem) -> np.ndarray:
-    """The problem's link and budgets as the kernels read them (indices ``_POWER`` ...)."""
-    return np.array([problem.max_power, problem.sign_bits, problem.modulus_bits, problem.deadline,
-                     problem.noise_psd, problem.waterfall_m, problem.power_constraint == "energy",
-                     problem.per_model == "outage", problem.two_packets, problem.fading == "block"], dtype=float)
+def link_of(problem: AllocationProblem) -> tuple[float, ...]:
+    """The problem's link and budgets as the kernels read them (indices ``_POWER`` ...; a tuple of numbers,
+    which a kernel passes on as plain values)."""
+    return tuple(float(v) for v in (problem.max_power, problem.sign_bits, problem.modulus_bits, problem.deadline,
+                                    problem.noise_psd, problem.waterfall_m, problem.power_constraint == "energy",
+                                    problem.per_model == "outage", problem.two_packets, problem.fading == "block"))
 
 
-@jit
+@inline
 def _entry(bandwidth, tau, gain, link, fixed, a, b):
     """(value, power_sign, power_modulus) of one device at one bandwidth and sign share: its best split
     (value 0 and no power when silent)."""
@@ -55,7 +56,7 @@ def _entry(bandwidth, tau, gain, link, fixed, a, b):
     return value, x * budget / c_s, power_modulus
 
 
-@jit
+@inline
 def _best_share(bandwidth, taus, gain, link, fixed, a, b):
     """(value, power_sign, power_modulus, tau) at the first best of the sign shares ``taus``."""
     best = (-1.0, 0.0, 0.0, taus[0])
@@ -64,25 +65,6 @@ def _best_share(bandwidth, taus, gain, link, fixed, a, b):
         if value > best[0]:
             best = (value, power_sign, power_modulus, tau)
     return best
-
-
-@jit
-def grid_values(a, b, A, M, sign, kink_x, kink_sign, kink_both, bracket, table_x, table_g, table_z, log_ratio,
-                shares, out):
-    """out[r, j, k]: the best term (silent: 0) of device k at grid level j over the sign shares of a
-    prepared table of shape (shares, J + 1, K), for the coefficient rows a, b (R, K)."""
-    rows, levels, num = out.shape
-    for r in range(rows):
-        for j in range(levels):
-            for k in range(num):
-                best = 0.0
-                for s in range(shares):
-                    i = (s * levels + j) * num + k
-                    value = tabled_best(i, a[r, k], b[r, k], A, M, sign, kink_x, kink_sign, kink_both, bracket,
-                                        table_x, table_g, table_z, log_ratio)[0]
-                    if value > best:
-                        best = value
-                out[r, j, k] = best
 
 
 @jit

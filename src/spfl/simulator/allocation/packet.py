@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from spfl.simulator.compiled import jit
+from spfl.simulator.compiled import inline, jit
 
 _TABLE = 9
 _NEWTON = 3
@@ -157,32 +157,45 @@ def _prepare(A, M, sign, kink_x, kink_sign, kink_both, bracket, table_x, table_g
 
 
 @jit
-def tabled_best(i, ai, bi, A, M, sign, kink_x, kink_sign, kink_both, bracket, table_x, table_g, table_z,
-                log_ratio):
-    """(value, x) of entry i of a prepared table for coefficients (ai, bi)."""
-    best, at = _candidates(ai, bi, A[i], M[i], sign[i], kink_x[i], kink_sign[i], kink_both[i])
-    if bracket[i]:
-        t = -((np.log(ai) - np.log(bi)) + log_ratio[i])
-        if t < table_g[i, 0] and t > table_g[i, _TABLE - 1]:
-            count = 0
-            for j in range(_TABLE):
-                if table_g[i, j] > t:
-                    count += 1
-            root = _root(t, table_x[i, count - 1], table_x[i, count], table_g[i, count - 1], table_g[i, count],
-                         table_z[i, count - 1], table_z[i, count], A[i], M[i])
-            return _with_root(best, at, root, ai, bi, A[i], M[i])
-    return best, at
+def _interior(i, t, best, at, a, b, A, M, table_x, table_g, table_z):
+    """Entry i's interior root, bracketed by its table (g(root) = t), if it beats (best, at)."""
+    count = 0
+    for j in range(_TABLE):
+        if table_g[i, j] > t:
+            count += 1
+    root = _root(t, table_x[i, count - 1], table_x[i, count], table_g[i, count - 1], table_g[i, count],
+                 table_z[i, count - 1], table_z[i, count], A, M)
+    return _with_root(best, at, root, a, b, A, M)
 
 
 @jit
 def _best(a, b, A, M, sign, kink_x, kink_sign, kink_both, bracket, table_x, table_g, table_z, log_ratio,
-          value, x):
-    """(value, x) of every entry i of every coefficient row r (a, b, value, x: (R, n); the rest: (n,))."""
-    rows, n = a.shape
+          shares, value, x):
+    """(value, x) of every entry i (value, x: (R, n); A ... log_ratio: (n,)) for the coefficients of row r
+    and column i % C (a, b: (R, C): C = n for one coefficient per entry, C = K for one per device, the
+    device being the entries' last axis); or, with ``shares`` > 0, value (R, n / shares): the best term
+    (silent: 0) over the leading axis of the entries, the sign shares.
+    (The common path is written out here, not called: a call that passes arrays costs more than an entry.)"""
+    rows, num = a.shape
+    n = A.size
+    ratio = np.log(a) - np.log(b)     # (NaN where a or b <= 0: no interior maximum)
     for r in range(rows):
         for i in range(n):
-            value[r, i], x[r, i] = tabled_best(i, a[r, i], b[r, i], A, M, sign, kink_x, kink_sign, kink_both,
-                                               bracket, table_x, table_g, table_z, log_ratio)
+            k = i % num
+            ai, bi = a[r, k], b[r, k]
+            best, at = _candidates(ai, bi, A[i], M[i], sign[i], kink_x[i], kink_sign[i], kink_both[i])
+            if bracket[i]:
+                t = -(ratio[r, k] + log_ratio[i])
+                if t < table_g[i, 0] and t > table_g[i, _TABLE - 1]:
+                    best, at = _interior(i, t, best, at, ai, bi, A[i], M[i], table_x, table_g, table_z)
+            if shares == 0:
+                value[r, i], x[r, i] = best, at
+            else:
+                cell = i % value.shape[1]
+                if i < value.shape[1]:
+                    value[r, cell] = 0.0
+                if best > value[r, cell]:
+                    value[r, cell] = best
 
 
 class BlockPacket:
@@ -208,6 +221,17 @@ class BlockPacket:
         a, b = (np.ascontiguousarray(np.broadcast_to(np.asarray(v, dtype=float), shape)).reshape(-1, n)
                 for v in (a, b))
         value, x = np.empty(a.shape), np.empty(a.shape)
-        _best(a, b, self.A, self.M, self.sign, self.kink_x, self.kink_sign, self.kink_both, self.bracket,
-              self.table_x, self.table_g, self.table_z, self.log_ratio, value, x)
+        self._run(a, b, 0, value, x)
         return value.reshape(shape), x.reshape(shape)
+
+    def best_over_shares(self, a, b) -> np.ndarray:
+        """Each device's best term (silent: 0) at every entry of the trailing axes, over the leading axis
+        (the sign shares), for coefficient rows a, b (R, K): shape (R, *shape[1:])."""
+        value = np.empty((a.shape[0], self.A.size // self.shape[0]))
+        self._run(np.ascontiguousarray(a, dtype=float), np.ascontiguousarray(b, dtype=float), self.shape[0], value,
+                  value)
+        return value.reshape((a.shape[0],) + self.shape[1:])
+
+    def _run(self, a, b, shares, value, x):
+        _best(a, b, self.A, self.M, self.sign, self.kink_x, self.kink_sign, self.kink_both, self.bracket,
+              self.table_x, self.table_g, self.table_z, self.log_ratio, shares, value, x)

@@ -113,13 +113,7 @@ class PacketLevel:
             self.grid_tables[key] = self._table(self.grid, taus, fixed)
         table = self.grid_tables[key]
         if self.compiled and not fixed:
-            packet = table.packet
-            out = np.empty((coef_sign.shape[0],) + self.grid.shape)
-            level_kernels.grid_values(*(np.ascontiguousarray(c[:, 0, :]) for c in (coef_sign, coef_both)), packet.A,
-                                      packet.M, packet.sign, packet.kink_x, packet.kink_sign, packet.kink_both,
-                                      packet.bracket, packet.table_x, packet.table_g, packet.table_z,
-                                      packet.log_ratio, taus.size, out)
-            return out
+            return table.packet.best_over_shares(coef_sign[:, 0, :], coef_both[:, 0, :])
         value = table.best(coef_sign[:, None], coef_both[:, None])[0]   # (S, shares, J + 1, K)
         return np.max(np.where(value > 0, value, 0.0), axis=1)
 
