@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from spfl.simulator.allocation import evaluation_kernels as kernels
+import spfl.simulator.allocation.evaluation_kernels as kernels
 from spfl.simulator.allocation.descent import FULL, NOTHING, OTHER, DescentTerms
 
 # Trapezoid steps of the double-exponential quadrature: u in [-4.5, 13.5] covers t from 1e-42 to 7e5
@@ -147,8 +147,9 @@ class JensenEvaluator:
             value = kernels.jensen_all(sign, both, self.a, self.b).reshape(shape)
             if not coefficients:
                 return value, None, None
-            return (value, np.broadcast_to(self.a, sign.shape).reshape(*shape, self.num),
-                    np.broadcast_to(self.b, sign.shape).reshape(*shape, self.num))
+            coef_sign, coef_both = np.empty_like(sign), np.empty_like(both)
+            coef_sign[:], coef_both[:] = self.a, self.b
+            return value, coef_sign.reshape(*shape, self.num), coef_both.reshape(*shape, self.num)
         value, a, b = kernels.jensen_received(sign, both, sign if self.sign_counts else both, self.a, self.b,
                                               self.nodes.rows, self.nodes.tables, coefficients,
                                               self.sign_counts)

@@ -96,10 +96,10 @@ def _matrix_rows(matrix, rows, out, upper):
 
 
 @jit
-def _descent_parts(sign, both, vectors, blocks, eta, linear, own, zg, zr, include, cross):
+def _descent_parts(sign, both, vectors, blocks, eta, linear, own, zg, zr, include, cross, transposes):
     """One point's per-device terms (:mod:`.descent`) and the pair weights' factors ``cross`` (4, K, K):
-    [0] g_jk = zg_j gg_jk + zr_j rg_jk, [1] r_jk = zg_j gr_jk + zr_j rr_jk and [2], [3] their
-    transposes (diagonals 0), so that Z_jk = g_jk zg_k + r_jk zr_k for j != k."""
+    [0] g_jk = zg_j gg_jk + zr_j rg_jk, [1] r_jk = zg_j gr_jk + zr_j rr_jk and with ``transposes``
+    [2], [3] their transposes (diagonals 0), so that Z_jk = g_jk zg_k + r_jk zr_k for j != k."""
     num = sign.size
     for k in range(num):
         ps = sign[k]
@@ -118,10 +118,12 @@ def _descent_parts(sign, both, vectors, blocks, eta, linear, own, zg, zr, includ
         for k in range(num):   # blocks: gg, gr, rg, rr, then their transposes
             cross[0, j, k] = g * blocks[0, j, k] + r * blocks[2, j, k]
             cross[1, j, k] = g * blocks[1, j, k] + r * blocks[3, j, k]
-            cross[2, j, k] = zg[k] * blocks[4, j, k] + zr[k] * blocks[6, j, k]
-            cross[3, j, k] = zg[k] * blocks[5, j, k] + zr[k] * blocks[7, j, k]
-        for i in range(4):
-            cross[i, j, j] = 0.0
+        cross[0, j, j], cross[1, j, j] = 0.0, 0.0
+        if transposes:
+            for k in range(num):
+                cross[2, j, k] = zg[k] * blocks[4, j, k] + zr[k] * blocks[6, j, k]
+                cross[3, j, k] = zg[k] * blocks[5, j, k] + zr[k] * blocks[7, j, k]
+            cross[2, j, j], cross[3, j, j] = 0.0, 0.0
 
 
 @jit
@@ -143,22 +145,22 @@ def descent_all(sign, both, vectors, blocks, eta, c, coefficients):
     linear, own, zg, zr, include = np.empty(num), np.empty(num), np.empty(num), np.empty(num), np.empty(num)
     cross = np.empty((4, num, num))
     d_mu, d_nu, through = np.zeros(num), np.zeros(num), np.zeros(num)
+    pairs, with_g, with_r = np.empty(num), np.empty(num), np.empty(num)
     for b in range(rows):
-        _descent_parts(sign[b], both[b], vectors, blocks, eta, linear, own, zg, zr, include, cross)
-        pairs = 0.0
+        _descent_parts(sign[b], both[b], vectors, blocks, eta, linear, own, zg, zr, include, cross, False)
+        # Column sums over j (vector loops): Z's, and g's and r's (sum_{j != k} g_jk, r_jk).
+        pairs[:], with_g[:], with_r[:] = 0.0, 0.0, 0.0
         for j in range(num):
             for k in range(num):
-                pairs += cross[0, j, k] * zg[k] + cross[1, j, k] * zr[k]
-        value[b] = np.sum(linear) - c * (pairs + np.sum(own))
+                pairs[k] += cross[0, j, k] * zg[k] + cross[1, j, k] * zr[k]
+                with_g[k] += cross[0, j, k]
+                with_r[k] += cross[1, j, k]
+        value[b] = np.sum(linear) - c * (np.sum(pairs) + np.sum(own))
         if coefficients:
             for k in range(num):
-                with_g, with_r = 0.0, 0.0   # sum_{j != k} of g_jk and r_jk
-                for j in range(num):
-                    with_g += cross[2, k, j]
-                    with_r += cross[3, k, j]
                 w = vectors[WEIGHT, k]
-                d_mu[k] = w * (eta * vectors[TO_G, k] - c * (2.0 * with_g + w * vectors[SQ_G, k]))
-                d_nu[k] = w * (eta * vectors[TO_R, k] - c * (2.0 * with_r + w * vectors[SQ_R, k]))
+                d_mu[k] = w * (eta * vectors[TO_G, k] - c * (2.0 * with_g[k] + w * vectors[SQ_G, k]))
+                d_nu[k] = w * (eta * vectors[TO_R, k] - c * (2.0 * with_r[k] + w * vectors[SQ_R, k]))
             _coefficient_rows(vectors, b, d_mu, d_nu, through, sign_out, both_out)
     return value, sign_out, both_out
 
@@ -181,7 +183,7 @@ def descent_received(sign, both, vectors, blocks, eta, c, node_rows, node_tables
     every, w_every, t_every = np.empty(count), np.empty(count), np.empty(count)
     lin_sum, own_sum, pair_sum = np.empty(count), np.empty(count), np.empty(count)
     for b in range(rows):
-        _descent_parts(sign[b], both[b], vectors, blocks, eta, linear, own, zg, zr, include, cross)
+        _descent_parts(sign[b], both[b], vectors, blocks, eta, linear, own, zg, zr, include, cross, True)
         _factors(include, survive, f, rho, every)
         for n in range(count):
             w_every[n] = every[n] * w[n]
