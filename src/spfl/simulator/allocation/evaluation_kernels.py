@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from spfl.simulator.allocation.compiled import jit
+from spfl.simulator.compiled import jit
 
 # Rows of DescentEvaluator's per-device constants (``vectors``, (DESCENT_ROWS, K)).
 WEIGHT, TO_G, TO_R, SQ_G, SQ_R, MU, NU, INCLUDE = 0, 1, 2, 3, 4, 5, 8, 11   # MU, NU, INCLUDE: 3 rows each
