@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from spfl.simulator.allocation.compiled import jit
+from spfl.simulator.compiled import jit
 from spfl.simulator.allocation.power import Split
 from spfl.simulator.allocation.problem import AllocationProblem
 
