@@ -143,22 +143,30 @@ def entry_best(A, M, a, b):
 
 @jit
 def _prepare(A, M, sign, kink_x, kink_sign, kink_both, bracket, table_x, table_g, table_z, log_ratio):
-    """The coefficient-free part of every entry (flat arrays A, M; the others are filled)."""
+    """The coefficient-free part of every entry (flat arrays A, M; the others are filled): the table's two
+    ends only (``bracket`` 1), which decide whether a coefficient set has an interior root at all; the
+    points between are filled when one first does (:func:`_interior`; ``bracket`` 2)."""
     for i in range(A.size):
         sign[i] = np.exp(-A[i])
         kink_x[i], kink_sign[i], kink_both[i] = _kink(A[i], M[i])
         lower, upper, z_lower, z_upper = _bracket(A[i], M[i], kink_x[i])
-        bracket[i] = upper > 0.0
+        bracket[i] = 1 if upper > 0.0 else 0
         if bracket[i]:
-            for j in range(_TABLE):
+            for j in (0, _TABLE - 1):
                 table_z[i, j], table_x[i, j], table_g[i, j] = _table_point(j, lower, upper, z_lower, z_upper,
                                                                            A[i], M[i])
             log_ratio[i] = np.log(A[i]) - np.log(M[i])
 
 
 @jit
-def _interior(i, t, best, at, a, b, A, M, table_x, table_g, table_z):
+def _interior(i, t, best, at, a, b, A, M, bracket, table_x, table_g, table_z):
     """Entry i's interior root, bracketed by its table (g(root) = t), if it beats (best, at)."""
+    if bracket[i] == 1:   # the points between the ends, as _prepare would have computed them
+        lower, upper = table_x[i, 0], table_x[i, _TABLE - 1]
+        z_lower, z_upper = table_z[i, 0], np.log(upper) - np.log1p(-upper)
+        for j in range(1, _TABLE - 1):
+            table_z[i, j], table_x[i, j], table_g[i, j] = _table_point(j, lower, upper, z_lower, z_upper, A, M)
+        bracket[i] = 2
     count = 0
     for j in range(_TABLE):
         if table_g[i, j] > t:
@@ -187,7 +195,7 @@ def _best(a, b, A, M, sign, kink_x, kink_sign, kink_both, bracket, table_x, tabl
             if bracket[i]:
                 t = -(ratio[r, k] + log_ratio[i])
                 if t < table_g[i, 0] and t > table_g[i, _TABLE - 1]:
-                    best, at = _interior(i, t, best, at, ai, bi, A[i], M[i], table_x, table_g, table_z)
+                    best, at = _interior(i, t, best, at, ai, bi, A[i], M[i], bracket, table_x, table_g, table_z)
             if shares == 0:
                 value[r, i], x[r, i] = best, at
             else:
@@ -208,7 +216,7 @@ class BlockPacket:
         self.M = np.ascontiguousarray(np.broadcast_to(np.asarray(M, dtype=float), A.shape)).ravel()
         n = self.A.size
         self.sign, self.kink_x, self.kink_sign, self.kink_both, self.log_ratio = (np.empty(n) for _ in range(5))
-        self.bracket = np.empty(n, dtype=np.bool_)
+        self.bracket = np.empty(n, dtype=np.int8)   # 0: no interior root; 1: table ends; 2: table
         self.table_x, self.table_g, self.table_z = (np.empty((n, _TABLE)) for _ in range(3))
         _prepare(self.A, self.M, self.sign, self.kink_x, self.kink_sign, self.kink_both, self.bracket,
                  self.table_x, self.table_g, self.table_z, self.log_ratio)
