@@ -68,6 +68,22 @@ def _best_share(bandwidth, taus, gain, link, fixed, a, b):
 
 
 @jit
+def fixed_values(a, b, pi_sign, pi_both, out):
+    """out[r, j, k]: the best term (silent: 0) of device k at grid level j with equal packet powers, over the
+    sign shares (the leading axis of the tables pi_sign, pi_both: (shares, J + 1, K)), coefficients (R, K)."""
+    rows, levels, num = out.shape
+    for r in range(rows):
+        for j in range(levels):
+            for k in range(num):
+                best = 0.0
+                for s in range(pi_sign.shape[0]):
+                    value = a[r, k] * pi_sign[s, j, k] + b[r, k] * pi_both[s, j, k]
+                    if value > best:
+                        best = value
+                out[r, j, k] = best
+
+
+@jit
 def zoom_values(share, step, offsets, a, b, gain, link, taus, fixed, total_bandwidth, trial, values,
                 power_sign, power_modulus, slot_share):
     """One zoom of the bandwidth shares (R, K): every offset's trial share, its best term over the sign

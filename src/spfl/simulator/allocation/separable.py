@@ -112,8 +112,14 @@ class PacketLevel:
         if key not in self.grid_tables:
             self.grid_tables[key] = self._table(self.grid, taus, fixed)
         table = self.grid_tables[key]
-        if self.compiled and not fixed:
-            return table.packet.best_over_shares(coef_sign[:, 0, :], coef_both[:, 0, :])
+        if self.compiled:
+            a, b = (np.ascontiguousarray(c[:, 0, :], dtype=float) for c in (coef_sign, coef_both))
+            if not fixed:
+                return table.packet.best_over_shares(a, b)
+            out = np.empty((a.shape[0],) + self.grid.shape)
+            level_kernels.fixed_values(a, b, *(np.ascontiguousarray(np.broadcast_to(pi, taus.shape + self.grid.shape))
+                                               for pi in (table.pi_sign, table.pi_both)), out)
+            return out
         value = table.best(coef_sign[:, None], coef_both[:, None])[0]   # (S, shares, J + 1, K)
         return np.max(np.where(value > 0, value, 0.0), axis=1)
 
@@ -228,17 +234,17 @@ def _solve_compiled(level: PacketLevel, coef_sign: np.ndarray, coef_both: np.nda
     step = 1.0 / level.units
     offsets = np.arange(-_ZOOM_STEPS, _ZOOM_STEPS + 1, dtype=float)
     taus = level.taus(fixed)
-    trial, values, power_sign, power_modulus, slot_share = (np.empty(a.shape + offsets.shape) for _ in range(5))
+    zoom = np.empty((5,) + a.shape + offsets.shape)   # trial, values, power_sign, power_modulus, slot_share
+    rows, devices = np.arange(a.shape[0])[:, None], np.arange(a.shape[1])[None, :]
     for _ in range(_ZOOMS):
         level_kernels.zoom_values(share, step / _ZOOM_STEPS, offsets, a, b, level.gain, level.link, taus, fixed,
-                                  problem.total_bandwidth, trial, values, power_sign, power_modulus, slot_share)
-        pick = best_choices(values, _ZOOM_STEPS * problem.num_devices)[:, :, None]
-        share = np.clip(np.take_along_axis(trial, pick, axis=2)[:, :, 0], 0.0, 1.0)
+                                  problem.total_bandwidth, *zoom)
+        pick = best_choices(zoom[1], _ZOOM_STEPS * problem.num_devices)
+        share = np.clip(zoom[0][rows, devices, pick], 0.0, 1.0)
         step /= _ZOOM_STEPS
     share = share / share.sum(axis=1, keepdims=True)
     if level.single_share(fixed):
         # (the last zoom's splits at the chosen offsets are the answer's: normalizing moves the shares by
         # rounding only)
-        return share, Split(*(np.take_along_axis(array, pick, axis=2)[:, :, 0]
-                              for array in (values, power_sign, power_modulus, slot_share)))
+        return share, Split(*zoom[1:, rows, devices, pick])
     return share, level.split(share * problem.total_bandwidth, a, b, fixed)
