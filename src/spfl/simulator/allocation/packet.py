@@ -60,16 +60,21 @@ def _kink(A, M):
 
 @jit
 def _bracket(A, M, x0):
-    """(lower, upper, z_lower, z_upper): the bracket [max(x-, x0), x+] of the interior root (A M < 1) and
-    its logits, or upper = 0 where there is none."""
+    """(lower, upper): the bracket [max(x-, x0), x+] of the interior root (A M < 1), or (0, 0) where there is
+    none."""
     disc = 1.0 - A * M
     if not (A < _DEAD and np.isfinite(M) and disc > 0.0):
-        return 0.0, 0.0, 0.0, 0.0
+        return 0.0, 0.0
     upper = ((A + 1.0) + np.sqrt(disc)) / (A + M + 2.0)
     lower = max(A / ((A + M + 2.0) * upper), x0)   # x- from the roots' product
     if not lower < upper:
-        return 0.0, 0.0, 0.0, 0.0
-    return lower, upper, np.log(lower) - np.log1p(-lower), np.log(upper) - np.log1p(-upper)
+        return 0.0, 0.0
+    return lower, upper
+
+
+@jit
+def _logit(x):
+    return np.log(x) - np.log1p(-x)
 
 
 @jit
@@ -122,18 +127,16 @@ def entry_best(A, M, a, b):
     solved once)."""
     x0, kink_sign, kink_both = _kink(A, M)
     best, at = _candidates(a, b, A, M, np.exp(-A), x0, kink_sign, kink_both)
-    lower, upper, z_lower, z_upper = _bracket(A, M, x0)
+    lower, upper = _bracket(A, M, x0)
     if upper == 0.0:
         return best, at
     t = -((np.log(a) - np.log(b)) + (np.log(A) - np.log(M)))   # g(root) = t; NaN where a or b <= 0
-    z_first, x_first, g_first = _table_point(0, lower, upper, z_lower, z_upper, A, M)
-    z_last, x_last, g_last = _table_point(_TABLE - 1, lower, upper, z_lower, z_upper, A, M)
-    if not (t < g_first and t > g_last):
+    if not (t < _g(lower, A, M) and t > _g(upper, A, M)):
         return best, at
-    z_low, x_low, g_low = z_first, x_first, g_first   # the last table point with g > t (g falls)
+    z_lower, z_upper = _logit(lower), _logit(upper)
+    z_low, x_low, g_low = _table_point(0, lower, upper, z_lower, z_upper, A, M)   # the last point with g > t
     for j in range(1, _TABLE):
-        z_high, x_high, g_high = (z_last, x_last, g_last) if j == _TABLE - 1 else _table_point(
-            j, lower, upper, z_lower, z_upper, A, M)
+        z_high, x_high, g_high = _table_point(j, lower, upper, z_lower, z_upper, A, M)
         if not g_high > t:
             break
         z_low, x_low, g_low = z_high, x_high, g_high
@@ -143,28 +146,27 @@ def entry_best(A, M, a, b):
 
 @jit
 def _prepare(A, M, sign, kink_x, kink_sign, kink_both, bracket, table_x, table_g, table_z, log_ratio):
-    """The coefficient-free part of every entry (flat arrays A, M; the others are filled): the table's two
-    ends only (``bracket`` 1), which decide whether a coefficient set has an interior root at all; the
-    points between are filled when one first does (:func:`_interior`; ``bracket`` 2)."""
+    """The coefficient-free part of every entry (flat arrays A, M; the others are filled): of the table, its
+    two ends only (``bracket`` 1), which decide whether a coefficient set has an interior root at all; the
+    logits and the points between are filled when one first does (:func:`_interior`; ``bracket`` 2)."""
     for i in range(A.size):
         sign[i] = np.exp(-A[i])
         kink_x[i], kink_sign[i], kink_both[i] = _kink(A[i], M[i])
-        lower, upper, z_lower, z_upper = _bracket(A[i], M[i], kink_x[i])
+        lower, upper = _bracket(A[i], M[i], kink_x[i])
         bracket[i] = 1 if upper > 0.0 else 0
         if bracket[i]:
-            for j in (0, _TABLE - 1):
-                table_z[i, j], table_x[i, j], table_g[i, j] = _table_point(j, lower, upper, z_lower, z_upper,
-                                                                           A[i], M[i])
+            table_x[i, 0], table_x[i, _TABLE - 1] = lower, upper
+            table_g[i, 0], table_g[i, _TABLE - 1] = _g(lower, A[i], M[i]), _g(upper, A[i], M[i])
             log_ratio[i] = np.log(A[i]) - np.log(M[i])
 
 
 @jit
 def _interior(i, t, best, at, a, b, A, M, bracket, table_x, table_g, table_z):
     """Entry i's interior root, bracketed by its table (g(root) = t), if it beats (best, at)."""
-    if bracket[i] == 1:   # the points between the ends, as _prepare would have computed them
+    if bracket[i] == 1:   # the table's logits and the points between its ends
         lower, upper = table_x[i, 0], table_x[i, _TABLE - 1]
-        z_lower, z_upper = table_z[i, 0], np.log(upper) - np.log1p(-upper)
-        for j in range(1, _TABLE - 1):
+        z_lower, z_upper = _logit(lower), _logit(upper)
+        for j in range(_TABLE):
             table_z[i, j], table_x[i, j], table_g[i, j] = _table_point(j, lower, upper, z_lower, z_upper, A, M)
         bracket[i] = 2
     count = 0
