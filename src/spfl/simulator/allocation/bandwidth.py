@@ -16,9 +16,9 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from spfl.simulator.compiled import jit
 from spfl.simulator.allocation.power import Split
 from spfl.simulator.allocation.problem import AllocationProblem
+from spfl.simulator.compiled import jit
 
 _TARGET_UNITS = 80
 _ZOOM_STEPS = 8   # sub-steps per grid step in each zoom

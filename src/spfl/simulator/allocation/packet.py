@@ -17,18 +17,19 @@ piece.  So the global maximum over (0, 1] is the best of: silent (0), sign only 
 ((a + b) e^{-(A + M)}) and that root, which exists iff -g(lo) < log(a A / (b M)) < -g(x+).
 
 Everything but the coefficients (a, b) is fixed per entry, so :class:`BlockPacket` keeps it: the bracket
-and g at ``_TABLE`` points spaced evenly in logit(x) across it.  Per coefficient set, the root is
-bracketed by a table interval, started by linear interpolation there and polished by Newton steps
-(kept inside the interval) on F; ``_NEWTON`` steps bring the value within about 1e-16 of the maximum
-(tests/test_allocation.py checks it against a dense grid).  Both steps are compiled loops (:mod:`spfl.simulator.compiled`):
-the solver asks for thousands of entries at a time, a few hundred numbers per call at K = 20.
+and g at ``_TABLE`` points spaced evenly in logit(x) across it (the two ends at once, the rest when first
+needed).  Per coefficient set, the root is bracketed by a table interval, started by linear interpolation
+there and polished by Newton steps (kept inside the interval) on F; ``_NEWTON`` steps bring the value
+within about 1e-16 of the maximum (tests/test_allocation.py checks it against a dense grid).
+:func:`entry_best` does the same for one entry without keeping its table.  All of it is compiled loops
+(:mod:`spfl.simulator.compiled`): the solver asks for thousands of entries per call.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from spfl.simulator.compiled import inline, jit
+from spfl.simulator.compiled import jit
 
 _TABLE = 9
 _NEWTON = 3

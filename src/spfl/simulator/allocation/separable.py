@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from spfl.simulator.allocation import level_kernels
+import spfl.simulator.allocation.level_kernels as level_kernels
 from spfl.simulator.allocation.bandwidth import _ZOOM_STEPS, _ZOOMS, best_choices, grid_units
 from spfl.simulator.allocation.packet import BlockPacket
 from spfl.simulator.allocation.power import (
