@@ -1,20 +1,17 @@
 """Phi and its exact per-device coefficients at many points at once (docs/model.md, sections 6-7).
 
-One :class:`Evaluator` is built per problem: everything that does not depend on the allocation (the
-quadrature nodes t_n and weights, e^{-t_n a_k} and log(1 - e^{-t_n a_k}), the Gram matrix's blocks,
-<gbar, g_k>, the rule's outcome indicators) is computed once, and every evaluation then takes a batch of
-points (pi_sign, pi_both), shape (B, K), with one matrix product where the formulas sum over devices or
-quadrature nodes:
+One evaluator is built per problem (:func:`evaluator_for`): everything that does not depend on the
+allocation (the quadrature nodes t_n and weights, e^{-t_n a_k}, the Gram matrix's blocks, <gbar, g_k>, the
+rule's outcome indicators) is computed once, and every evaluation then takes a batch of points
+(pi_sign, pi_both), shape (B, K), row by row in the compiled loops of :mod:`.evaluation_kernels`:
 
     f_nk = 1 - p_k + p_k e^{-t_n a_k},  E_n = prod_k f_nk,  rho_nk = e^{-t_n a_k} / f_nk,
     G_k = sum_n w_n E_n rho_nk,  H_kk = sum_n w_n t_n E_n rho_nk,  H_jk = sum_n w_n t_n E_n rho_nj rho_nk,
 
 so that under ``received`` the descent surrogate is Phi = sum_k lin_k G_k - c (sum_k own_k H_kk +
-sum_{j != k} Z_jk H_jk) with Z_jk = a_j a_k <m_j, m_k> (module :mod:`.descent`), one (K, N) x (N, K)
-product per point.  f is summed directly (its two terms are never negative, so there is no cancellation)
-and its logarithm taken once; where a device certain to arrive has e^{-t a} = 0 in float64, log f is
--t a itself, as in the log-domain form this replaces.  (A point's Phi may differ in its last bits
-between batches of different sizes: matrix products block their sums by size.)
+sum_{j != k} Z_jk H_jk) with Z_jk = a_j a_k <m_j, m_k> (module :mod:`.descent`).  f is summed directly
+(its two terms are never negative, so there is no cancellation); a device certain to arrive whose
+e^{-t a} is 0 in float64 has rho = 1.  A row's results do not depend on the batch it came in.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The packet level's compiled loops (block fading, or a single packet): the separable solve's stages per
 entry, with the link's thresholds computed in the loop (:func:`spfl.simulator.channel.threshold_kernel`).
 
-:class:`.separable.PacketLevel` calls them with the problem's link as one array (:func:`link_of`); each
+:class:`.separable.PacketLevel` calls them with the problem's link as a tuple of numbers (:func:`link_of`); each
 stage gives what its numpy form gave (:mod:`.separable`, :mod:`.power`): the thresholds at 1 W times
 c / P (``_geometry``), the best x of an entry (:func:`.packet.entry_best`, or equal packet powers when
 ``fixed``), the split of a chosen x (silent where the best term is not positive), the first best sign

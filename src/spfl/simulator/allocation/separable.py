@@ -8,7 +8,9 @@ for several coefficient sets in each of its rounds (two linearization points, th
 stage runs for all of them in one vectorized pass: the packet level on arrays (S, levels, K), the knapsack
 with a batch axis.  Everything that depends only on the problem (the grid's thresholds per sign share, the
 coefficient-free part of the exact block-fading maximizer) is computed once per problem and kept in a
-:class:`PacketLevel`.
+:class:`PacketLevel`.  Under block fading (or with one packet) the stages are the compiled loops of
+:mod:`.level_kernels` (:func:`_solve_compiled`); per-packet fading keeps the numpy form, which the tests
+also use as the compiled loops' reference.
 """
 
 from __future__ import annotations
