@@ -36,7 +36,7 @@ def code_version(length: int = 12) -> str:
 
 def package_versions() -> dict[str, str]:
     versions = {"python": platform.python_version(), "spfl": spfl.__version__}
-    for name in ("torch", "numpy", "scipy"):
+    for name in ("torch", "numpy", "scipy", "numba", "llvmlite"):
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:  # pragma: no cover - all are dependencies
