@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from spfl.simulator.compiled import jit, ufunc
+from spfl.simulator.compiled import jit
 from spfl.vocabulary import FADING_MODELS, PACKET_ERROR_MODELS
 
 
@@ -42,9 +42,10 @@ def place_devices(
     return np.sqrt(u * (outer_radius**2 - inner_radius**2) + inner_radius**2)
 
 
-def _threshold(bandwidth, power, gain, bits, slot, noise_psd, outage, waterfall_m):
-    """One packet's failure threshold (:func:`failure_threshold`), as a scalar function compiled twice: as
-    a numpy ufunc for array callers and as a kernel the allocation's compiled loops call."""
+@jit
+def threshold_kernel(bandwidth, power, gain, bits, slot, noise_psd, outage, waterfall_m):
+    """One packet's failure threshold (:func:`failure_threshold`): the one definition, which
+    :func:`failure_threshold` runs over arrays and the allocation's compiled loops call per entry."""
     if not (bandwidth > 0.0 and power > 0.0 and slot > 0.0):
         return np.inf
     noise = bandwidth * noise_psd
@@ -57,8 +58,10 @@ def _threshold(bandwidth, power, gain, bits, slot, noise_psd, outage, waterfall_
     return threshold if np.isfinite(threshold) else np.inf
 
 
-threshold_kernel = jit(_threshold)
-_threshold_ufunc = ufunc("float64(float64, float64, float64, float64, float64, float64, boolean, float64)")(_threshold)
+@jit
+def _thresholds(bandwidth, power, gain, bits, slot, noise_psd, outage, waterfall_m, out):
+    for i in range(out.size):
+        out[i] = threshold_kernel(bandwidth[i], power[i], gain[i], bits[i], slot[i], noise_psd, outage, waterfall_m)
 
 
 def failure_threshold(
@@ -81,9 +84,12 @@ def failure_threshold(
     """
     if per_model not in PACKET_ERROR_MODELS:
         raise ValueError(f"per_model={per_model!r}: allowed {PACKET_ERROR_MODELS}")
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):   # (2^x - 1 = inf: the threshold is inf)
-        return np.asarray(_threshold_ufunc(*(np.asarray(v, dtype=float) for v in (bandwidth, power, gain, bits, slot)),
-                                           float(noise_psd), per_model == "outage", float(waterfall_m)))
+    values = [np.asarray(v, dtype=float) for v in (bandwidth, power, gain, bits, slot)]
+    shape = np.broadcast_shapes(*(v.shape for v in values))
+    out = np.empty(shape)
+    _thresholds(*(np.array(np.broadcast_to(v, shape)).reshape(-1) for v in values), float(noise_psd),
+                per_model == "outage", float(waterfall_m), out.reshape(-1))
+    return out
 
 
 def packet_thresholds(bandwidth, power_sign, power_modulus, slot_share, *, gain, sign_bits, modulus_bits,

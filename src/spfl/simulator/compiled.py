@@ -20,7 +20,3 @@ inline = numba.njit(cache=True, nogil=True, error_model="numpy", inline="always"
 """Decorator of a kernel's helper that takes arrays and is called per entry: inlined where it is called
 (a call that passes arrays copies their descriptors, which cost 7x the work of a grid entry)."""
 
-
-def ufunc(signature: str):
-    """Decorator of a scalar function compiled as a numpy ufunc (broadcasting over arrays from Python)."""
-    return numba.vectorize([signature], cache=True, nopython=True)
