@@ -20,18 +20,17 @@ from __future__ import annotations
 
 import argparse
 import copy
-import importlib.util
 import json
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "bench"))
 from allocation_cases import BENCHMARK_SIZE, benchmark_case  # noqa: E402
+from solver_at_revision import load_module  # noqa: E402
 from spfl.simulator.allocation.evaluation import evaluator_for  # noqa: E402
 
 OLD_REVISION = "3d3cc94"   # the numpy evaluator
@@ -41,14 +40,7 @@ BATCHES = (1, 2, 5)
 
 def load_old_evaluation(revision: str = OLD_REVISION):
     """evaluation.py at ``revision`` as a module of its own (it imports numpy and .descent only)."""
-    source = subprocess.run(["git", "-C", str(ROOT), "show", f"{revision}:src/spfl/simulator/allocation/evaluation.py"],
-                            capture_output=True, text=True, check=True).stdout
-    path = Path(tempfile.mkdtemp(prefix="spfl-evaluation-")) / f"evaluation_at_{revision}.py"
-    path.write_text(source)
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_module(revision, "src/spfl/simulator/allocation/evaluation.py")
 
 
 def sample_points(rng: np.random.Generator, rows: int, num: int):

@@ -15,10 +15,7 @@ bit for bit.  Exit status 1 on any mismatch.
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import subprocess
 import sys
-import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,7 +24,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "bench"))
 from allocation_cases import BENCHMARK_SIZE, benchmark_case  # noqa: E402
+from solver_at_revision import load_module  # noqa: E402
 from spfl.simulator.allocation import allocate, bandwidth, separable  # noqa: E402
 
 REVISION = "3d3cc94"  # the last revision with the numpy best_choices
@@ -35,16 +34,8 @@ MODULE = "src/spfl/simulator/allocation/bandwidth.py"
 
 
 def load_old(revision: str = REVISION):
-    """bandwidth.py as it was at ``revision``, imported from a temporary file (its own imports are today's
-    power and problem modules)."""
-    text = subprocess.run(["git", "-C", str(ROOT), "show", f"{revision}:{MODULE}"], capture_output=True, text=True,
-                          check=True).stdout
-    path = Path(tempfile.mkdtemp(prefix="spfl-knapsack-")) / f"bandwidth_at_{revision}.py"
-    path.write_text(text)
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """bandwidth.py as it was at ``revision`` (its own imports are today's power and problem modules)."""
+    return load_module(revision, MODULE)
 
 
 @contextmanager

@@ -17,6 +17,7 @@ of problem.py cannot leak in.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import subprocess
 import sys
 import tempfile
@@ -59,3 +60,17 @@ def load_solver(revision: str = DEFAULT_REVISION) -> ModuleType:
             (package / path).write_text(text)
     sys.path.insert(0, str(package.parent))
     return importlib.import_module(name)
+
+
+def load_module(revision: str, path: str) -> ModuleType:
+    """One source file of the repository at ``revision`` (``path`` from the root), imported as a module of
+    its own from a temporary file (its imports are today's modules)."""
+    text = subprocess.run(["git", "-C", str(ROOT), "show", f"{revision}:{path}"], capture_output=True, text=True,
+                          check=True).stdout
+    name = f"{Path(path).stem}_at_{revision.replace('-', '_')}"
+    file = Path(tempfile.mkdtemp(prefix="spfl-module-")) / f"{name}.py"
+    file.write_text(text)
+    spec = importlib.util.spec_from_file_location(name, file)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
