@@ -24,3 +24,12 @@ def restore_logging():
                 handler.close()
     root.handlers[:] = handlers
     root.setLevel(level)
+
+
+@pytest.fixture(autouse=True)
+def fresh_grid_tables():
+    """Each test starts without the grid tables the allocation solver keeps per link (they change no
+    number, but a test that counts what a solve computes must see it computed)."""
+    from spfl.simulator.allocation import clear_shared_tables
+
+    clear_shared_tables()

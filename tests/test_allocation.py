@@ -910,16 +910,17 @@ def test_best_bandwidth_grid_uses_the_coarse_sign_shares_once_per_solve(monkeypa
     from spfl.simulator.allocation.bandwidth import best_bandwidth, grid_units
 
     problem = sample_problem(3, 4, slot_share=None)
+    assert problem.fading == "block"   # (the grid's thresholds come from the compiled loops)
     coarse = np.unique(np.concatenate([1 / (1 + np.exp([3.0, 0.0, -3.0])), [problem.proportional_share, 1.0]]))
     grid_taus = []
-    original = separable._geometry
+    original = separable.level_kernels.grid_tables
 
-    def spy(problem_, bandwidth, tau):
-        if np.shape(bandwidth) == (grid_units(3) + 1, 3):
-            grid_taus.append(np.unique(tau))
-        return original(problem_, bandwidth, tau)
+    def spy(levels, taus, *rest):
+        if np.shape(levels) == (grid_units(3) + 1,):
+            grid_taus.append(np.unique(taus))
+        return original(levels, taus, *rest)
 
-    monkeypatch.setattr(separable, "_geometry", spy)
+    monkeypatch.setattr(separable.level_kernels, "grid_tables", spy)
     cache = {}
     first = best_bandwidth(problem, *device_coefficients(problem), cache=cache)
     assert len(grid_taus) == 1

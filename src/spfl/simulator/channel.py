@@ -48,14 +48,19 @@ def threshold_kernel(bandwidth, power, gain, bits, slot, noise_psd, outage, wate
     :func:`failure_threshold` runs over arrays and the allocation's compiled loops call per entry."""
     if not (bandwidth > 0.0 and power > 0.0 and slot > 0.0):
         return np.inf
+    threshold = received_need(bandwidth, bits, slot, noise_psd, outage, waterfall_m) / (power * gain)
+    return threshold if np.isfinite(threshold) else np.inf
+
+
+@jit
+def received_need(bandwidth, bits, slot, noise_psd, outage, waterfall_m):
+    """The received power p lambda |h|^2 a packet needs (:func:`threshold_kernel` divides it by p lambda),
+    for bandwidth and slot > 0."""
     noise = bandwidth * noise_psd
     if outage:
         # expm1(x ln 2) = 2^x - 1 without cancellation for small x.
-        need = noise * np.expm1(bits / (bandwidth * slot) * np.log(2.0))
-    else:
-        need = waterfall_m * noise
-    threshold = need / (power * gain)
-    return threshold if np.isfinite(threshold) else np.inf
+        return noise * np.expm1(bits / (bandwidth * slot) * np.log(2.0))
+    return waterfall_m * noise
 
 
 @jit

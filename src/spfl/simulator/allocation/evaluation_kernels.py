@@ -96,6 +96,45 @@ def _matrix_rows(matrix, rows, out, upper):
 
 
 @jit
+def _matrix_rows_pair(first, second, rows, out_first, out_second):
+    """:func:`_matrix_rows` (every j) of two matrices, two output rows of each at a time, in one pass over
+    ``rows`` (each output's sum is formed in the same order, so these are the same numbers)."""
+    num, count = rows.shape
+    for o in (out_first, out_second):
+        o[:] = 0.0
+    i = 0
+    while i < num:
+        pair = i + 1 < num
+        h = i + 1 if pair else i     # (a last odd row is computed twice, into the same place)
+        o0, o1, p0, p1 = out_first[i], out_first[h], out_second[i], out_second[h]
+        j = 0
+        while j + 4 <= num:
+            x0, x1, x2, x3 = first[i, j], first[i, j + 1], first[i, j + 2], first[i, j + 3]
+            u0, u1, u2, u3 = first[h, j], first[h, j + 1], first[h, j + 2], first[h, j + 3]
+            y0, y1, y2, y3 = second[i, j], second[i, j + 1], second[i, j + 2], second[i, j + 3]
+            v0, v1, v2, v3 = second[h, j], second[h, j + 1], second[h, j + 2], second[h, j + 3]
+            r0, r1, r2, r3 = rows[j], rows[j + 1], rows[j + 2], rows[j + 3]
+            for n in range(count):
+                a0, a1, a2, a3 = r0[n], r1[n], r2[n], r3[n]
+                o0[n] += (x0 * a0 + x1 * a1) + (x2 * a2 + x3 * a3)
+                p0[n] += (y0 * a0 + y1 * a1) + (y2 * a2 + y3 * a3)
+                if pair:
+                    o1[n] += (u0 * a0 + u1 * a1) + (u2 * a2 + u3 * a3)
+                    p1[n] += (v0 * a0 + v1 * a1) + (v2 * a2 + v3 * a3)
+            j += 4
+        while j < num:
+            x, u, y, v, r = first[i, j], first[h, j], second[i, j], second[h, j], rows[j]
+            for n in range(count):
+                o0[n] += x * r[n]
+                p0[n] += y * r[n]
+                if pair:
+                    o1[n] += u * r[n]
+                    p1[n] += v * r[n]
+            j += 1
+        i += 2
+
+
+@jit
 def _descent_parts(sign, both, vectors, blocks, eta, linear, own, zg, zr, include, cross, transposes):
     """One point's per-device terms (:mod:`.descent`) and the pair weights' factors ``cross`` (4, K, K):
     [0] g_jk = zg_j gg_jk + zr_j rg_jk, [1] r_jk = zg_j gr_jk + zr_j rr_jk and with ``transposes``
@@ -203,8 +242,7 @@ def descent_received(sign, both, vectors, blocks, eta, c, node_rows, node_tables
                     pair_sum[n] += rho[j, n] * q_g[j, n]
         else:
             # q_g[k] = sum_{j != k} g_jk rho_j (likewise q_r): (Z^T rho)_k = zg_k q_g[k] + zr_k q_r[k].
-            _matrix_rows(cross[2], rho, q_g, False)
-            _matrix_rows(cross[3], rho, q_r, False)
+            _matrix_rows_pair(cross[2], cross[3], rho, q_g, q_r)
             for k in range(num):
                 for n in range(count):
                     pair_sum[n] += rho[k, n] * (zg[k] * q_g[k, n] + zr[k] * q_r[k, n])

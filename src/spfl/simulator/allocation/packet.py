@@ -215,8 +215,9 @@ class BlockPacket:
     def __init__(self, A, M):
         A = np.asarray(A, dtype=float)
         self.shape = A.shape
-        self.A = np.ascontiguousarray(A).ravel()
-        self.M = np.ascontiguousarray(np.broadcast_to(np.asarray(M, dtype=float), A.shape)).ravel()
+        # (own writeable copies: the kernels are compiled for one array type)
+        self.A = np.array(A, dtype=float).ravel()
+        self.M = np.array(np.broadcast_to(np.asarray(M, dtype=float), A.shape)).ravel()
         n = self.A.size
         self.sign, self.kink_x, self.kink_sign, self.kink_both, self.log_ratio = (np.empty(n) for _ in range(5))
         self.bracket = np.empty(n, dtype=np.int8)   # 0: no interior root; 1: table ends; 2: table

@@ -30,13 +30,17 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from spfl.simulator.allocation.evaluation import evaluator_for
+import spfl.simulator.allocation.level_kernels as level_kernels
+import spfl.simulator.allocation.search_kernel as search_kernel
+from spfl.simulator.allocation.bandwidth import _ZOOM_STEPS, _ZOOMS
+from spfl.simulator.allocation.evaluation import DescentEvaluator, evaluator_for
 from spfl.simulator.allocation.objective import (
     QUADRATURE_NODES,
     Allocation,
     arrival_probabilities,
     thresholds,
 )
+from spfl.simulator.allocation.power import _TAU_LOGITS, _TAU_ZOOM_LEVELS
 from spfl.simulator.allocation.problem import AllocationProblem
 from spfl.simulator.allocation.separable import PacketLevel, solve_bandwidth
 
@@ -77,6 +81,7 @@ class _Context:
         self.tau_free = problem.slot_share is None and problem.two_packets
         self._levels = None
         self.uniform = uniform_point(problem)
+        self.link, self.gain = level_kernels.link_of(problem), np.ascontiguousarray(problem.gain, dtype=float)
         # Phi with the coefficients in one call: for the searches, where calls cost more than arithmetic
         self.fused = problem.num_devices <= _FUSED_DEVICES and policy in ("spfl", "power", "bandwidth")
 
@@ -86,8 +91,8 @@ class _Context:
         else None.  Phi is the same function's either way within a search (``self.fused``: the
         coefficients' sums give it), so that values compare to the last bit."""
         arrays = [np.stack([np.asarray(point[i], dtype=float) for point in points]) for i in range(4)]
-        t_s, t_m = thresholds(self.problem, *arrays)
-        pi_sign, pi_both = arrival_probabilities(self.problem, t_s, t_m)
+        pi_sign, pi_both = np.empty(arrays[0].shape), np.empty(arrays[0].shape)
+        level_kernels.point_arrivals(*arrays, self.gain, self.link, pi_sign, pi_both)
         if coefficients and not self.fused:
             value, sign, both = self.evaluator.phi_coefficients(pi_sign, pi_both)
             return self.evaluator.phi(pi_sign, pi_both), pi_sign, pi_both, (sign, both)
@@ -287,6 +292,68 @@ def _first_coefficients(context: _Context):
 
 
 def _search(context: _Context, policy: str) -> Allocation:
+    """The search of the policy's nodes: one compiled loop where the packet level is compiled
+    (:mod:`.search_kernel`), else :func:`_search_lockstep`."""
+    if context.level.compiled:
+        return _search_compiled(context, policy)
+    return _search_lockstep(context, policy)
+
+
+def _search_compiled(context: _Context, policy: str) -> Allocation:
+    """:func:`_search_lockstep`'s steps in :func:`.search_kernel.search`, with the problem's constants as the
+    kernel's tuples."""
+    problem = context.problem
+    nodes = _nodes(context, policy)
+    names = {"power": search_kernel.POWER, "bandwidth": search_kernel.BANDWIDTH, "spfl": search_kernel.SPFL}
+    kinds = np.array([[names[node.name], int(node.tau_free)] for node in nodes], dtype=np.intp)
+    dependencies = np.full((len(nodes), 3), -1, dtype=np.intp)
+    for row, node in enumerate(nodes):
+        for column, dependency in enumerate(node.dependencies):
+            dependencies[row, column] = nodes.index(dependency)
+    levels = []
+    for tau_free, level in ((False, context.level_fixed), (True, context.level)):
+        wanted = {(names[node.name], node.tau_free) for node in nodes}
+        grid = _kernel_table(level, False) if (search_kernel.SPFL, tau_free) in wanted else _EMPTY_TABLE
+        grid_fixed = _kernel_table(level, True) if (search_kernel.BANDWIDTH, tau_free) in wanted else _EMPTY_TABLE
+        refine = _TAU_ZOOM_LEVELS if level.problem.slot_share is None and problem.two_packets else 0
+        levels.append((grid, grid_fixed, level.taus(False), level.taus(True), level.single_share(False), refine))
+    root = nodes[-1]
+    polish = context.coupled and root.name != "bandwidth" and problem.two_packets
+    rounds = 1 + (_DESCENT_ROUNDS if problem.descent is not None else _RECEIVED_ROUNDS) if context.coupled else 1
+    settings = (context.fused, rounds, problem.descent is not None, polish, float(problem.total_bandwidth),
+                float(problem.fixed_share), _RELATIVE_GAIN, _POLISH_STEPS, _ZOOMS, _ZOOM_STEPS,
+                float(_TAU_LOGITS[1] - _TAU_LOGITS[0]), context.level.units)
+    point, trace = search_kernel.search(np.stack(context.uniform).astype(float), np.stack(_first_coefficients(context)),
+                                        _kernel_evaluator(context.evaluator), tuple(levels), kinds, dependencies,
+                                        context.gain, context.link, settings)
+    trace = tuple(float(value) for value in trace)
+    return Allocation(*(np.array(row) for row in point), trace[-1], trace, policy)
+
+
+_EMPTY_TABLE = (0, *(np.empty(0) for _ in range(6)), np.empty(0, dtype=np.int8), *(np.empty((0, 0)) for _ in range(3)),
+                np.empty(0), np.empty((0, 0, 0)), np.empty((0, 0, 0)))
+
+
+def _kernel_table(level: PacketLevel, fixed: bool) -> tuple:
+    """The grid's table of a level as :func:`.level_kernels.solve_shares` reads it."""
+    table = level.grid_table(fixed)
+    return (table.shares, *table.kernel_arrays)
+
+
+def _kernel_evaluator(evaluator) -> tuple:
+    """The evaluator's constants as :func:`.search_kernel.evaluate` reads them."""
+    nodes = evaluator.nodes
+    rows, tables = (np.empty((0, 0)), np.empty((0, 0, 0))) if nodes is None else (nodes.rows, nodes.tables)
+    if isinstance(evaluator, DescentEvaluator):
+        kind = search_kernel.DESCENT_ALL if nodes is None else search_kernel.DESCENT_RECEIVED
+        return (kind, evaluator.vectors, evaluator.blocks, evaluator.eta, evaluator.c, rows, tables, np.empty(0),
+                np.empty(0), False)
+    kind = search_kernel.JENSEN_ALL if nodes is None else search_kernel.JENSEN_RECEIVED
+    return (kind, np.empty((0, 0)), np.empty((0, 0, 0)), 0.0, 0.0, rows, tables, evaluator.a, evaluator.b,
+            evaluator.sign_counts)
+
+
+def _search_lockstep(context: _Context, policy: str) -> Allocation:
     """Every node's program in lockstep: each round, all the separable solves the nodes ask for, their
     coefficients in one batch, their solves in one batch per kind of node and their Phi in one batch."""
     problem = context.problem

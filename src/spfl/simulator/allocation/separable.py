@@ -15,6 +15,9 @@ also use as the compiled loops' reference.
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
+
 import numpy as np
 
 import spfl.simulator.allocation.level_kernels as level_kernels
@@ -77,6 +80,60 @@ class _Table:
                          np.broadcast_to(self.tau, value.shape))
 
 
+class _GridTable:
+    """The grid's table for the compiled loops: thresholds at full power (A, M: (shares, J + 1, K)) and
+    either their block packets (``packet``) or, with equal packet powers, the arrival probabilities; as
+    :func:`.level_kernels.solve_shares` reads them (``shares``, ``kernel_arrays``)."""
+
+    def __init__(self, level: PacketLevel, taus: np.ndarray, fixed: bool):
+        shape = (taus.size,) + level.grid.shape
+        A, M = np.empty(shape), np.empty(shape)
+        pi_sign, pi_both = (np.empty(shape), np.empty(shape)) if fixed else (_NO_TABLE, _NO_TABLE)
+        level_kernels.grid_tables(level.grid[:, 0].copy(), np.ascontiguousarray(taus, dtype=float), level.gain,
+                                  level.link, fixed, A, M, pi_sign, pi_both)
+        self.shares = taus.size
+        if fixed:
+            self.pi_sign, self.pi_both = pi_sign, pi_both
+            self.kernel_arrays = (_NO_ARRAY,) * 6 + (np.empty(0, dtype=np.int8),) + (np.empty((0, 0)),) * 3 + (
+                _NO_ARRAY, pi_sign, pi_both)
+        else:
+            packet = self.packet = BlockPacket(A, M)
+            self.kernel_arrays = (packet.A, packet.M, packet.sign, packet.kink_x, packet.kink_sign, packet.kink_both,
+                                  packet.bracket, packet.table_x, packet.table_g, packet.table_z, packet.log_ratio,
+                                  _NO_TABLE, _NO_TABLE)
+
+
+_SHARED = threading.local()   # per thread: the grid tables of the last few links (a table fills lazily)
+_SHARED_TABLES = 4            # tables kept per thread
+_SHARED_ENTRIES = 1 << 18     # larger tables are not kept (K = 100: 10,100 entries per sign share)
+
+
+def _shared_grid(level: PacketLevel, taus: np.ndarray, fixed: bool) -> _GridTable:
+    """The grid's table of ``level``, shared with earlier problems of the same link: a table depends only on
+    the devices' gains, the link and the budgets (not on the round's coefficients), which every round and
+    method of a simulated cell share, so its thresholds, block packets and lazily computed points are
+    built once per cell instead of once per solve.  The numbers are the same either way."""
+    problem = level.problem
+    key = (level.gain.tobytes(), level.link, level.units, float(problem.total_bandwidth), taus.tobytes(), fixed)
+    kept = getattr(_SHARED, "tables", None)
+    if kept is None:
+        kept = _SHARED.tables = OrderedDict()
+    if key in kept:
+        kept.move_to_end(key)
+        return kept[key]
+    table = _GridTable(level, taus, fixed)
+    if taus.size * level.grid.size <= _SHARED_ENTRIES:
+        kept[key] = table
+        while len(kept) > _SHARED_TABLES:
+            kept.popitem(last=False)
+    return table
+
+
+def clear_shared_tables() -> None:
+    """Forget this thread's shared grid tables (benchmarks of one solve from scratch)."""
+    _SHARED.tables = OrderedDict()
+
+
 class PacketLevel:
     """The packet level of one problem, with the bandwidth grid's tables kept per sign share."""
 
@@ -106,21 +163,28 @@ class PacketLevel:
             taus = taus.reshape(taus.shape + (1,) * bandwidth.ndim)
         return _Table(self.problem, bandwidth, taus, fixed)
 
-    def grid_values(self, coef_sign, coef_both, fixed: bool) -> np.ndarray:
-        """The best term (S, J + 1, K) of every device at every grid level for coefficients (S, 1, K), over
-        the coarse sign shares (silent: 0).  The grid's table is kept."""
+    def grid_table(self, fixed: bool):
+        """The grid's table at the coarse sign shares (kept: one per share set and power mode)."""
         taus = self.taus(fixed, coarse=True)
         key = (taus.tobytes(), fixed)
         if key not in self.grid_tables:
-            self.grid_tables[key] = self._table(self.grid, taus, fixed)
-        table = self.grid_tables[key]
+            if self.compiled:
+                self.grid_tables[key] = _shared_grid(self, taus, fixed)
+            else:
+                table = self.grid_tables[key] = self._table(self.grid, taus, fixed)
+                table.shares = taus.size
+        return self.grid_tables[key]
+
+    def grid_values(self, coef_sign, coef_both, fixed: bool) -> np.ndarray:
+        """The best term (S, J + 1, K) of every device at every grid level for coefficients (S, 1, K), over
+        the coarse sign shares (silent: 0).  The grid's table is kept."""
+        table = self.grid_table(fixed)
         if self.compiled:
             a, b = (np.ascontiguousarray(c[:, 0, :], dtype=float) for c in (coef_sign, coef_both))
             if not fixed:
                 return table.packet.best_over_shares(a, b)
             out = np.empty((a.shape[0],) + self.grid.shape)
-            level_kernels.fixed_values(a, b, *(np.ascontiguousarray(np.broadcast_to(pi, taus.shape + self.grid.shape))
-                                               for pi in (table.pi_sign, table.pi_both)), out)
+            level_kernels.fixed_values(a, b, *table.kernel_arrays[-2:], out)
             return out
         value = table.best(coef_sign[:, None], coef_both[:, None])[0]   # (S, shares, J + 1, K)
         return np.max(np.where(value > 0, value, 0.0), axis=1)
@@ -227,26 +291,26 @@ def solve_bandwidth(level: PacketLevel, coef_sign: np.ndarray, coef_both: np.nda
 
 def _solve_compiled(level: PacketLevel, coef_sign: np.ndarray, coef_both: np.ndarray, fixed: bool
                     ) -> tuple[np.ndarray, Split]:
-    """:func:`solve_bandwidth` with the packet level's compiled loops: the same stages, each zoom's trial
-    shares, their best terms and splits in one kernel call."""
+    """:func:`solve_bandwidth` with the packet level's compiled loops: the grid, its knapsack and the zooms in
+    one call (:func:`.level_kernels.solve_shares`)."""
     problem = level.problem
     a, b = np.ascontiguousarray(coef_sign, dtype=float), np.ascontiguousarray(coef_both, dtype=float)
-    values = level.grid_values(a[:, None], b[:, None], fixed)                      # (S, J + 1, K)
-    share = best_choices(np.swapaxes(values, 1, 2), level.units) / level.units
-    step = 1.0 / level.units
-    offsets = np.arange(-_ZOOM_STEPS, _ZOOM_STEPS + 1, dtype=float)
-    taus = level.taus(fixed)
-    zoom = np.empty((5,) + a.shape + offsets.shape)   # trial, values, power_sign, power_modulus, slot_share
-    rows, devices = np.arange(a.shape[0])[:, None], np.arange(a.shape[1])[None, :]
-    for _ in range(_ZOOMS):
-        level_kernels.zoom_values(share, step / _ZOOM_STEPS, offsets, a, b, level.gain, level.link, taus, fixed,
-                                  problem.total_bandwidth, *zoom)
-        pick = best_choices(zoom[1], _ZOOM_STEPS * problem.num_devices)
-        share = np.clip(zoom[0][rows, devices, pick], 0.0, 1.0)
-        step /= _ZOOM_STEPS
+    table = level.grid_table(fixed)
+    zoom = np.empty((5,) + a.shape + (2 * _ZOOM_STEPS + 1,))   # trial, values, power_sign, power_modulus, tau
+    share, pick, solved = level_kernels.solve_shares(
+        a, b, fixed, table.shares, *table.kernel_arrays, level.units, _ZOOMS, _ZOOM_STEPS, _OFFSETS, level.gain,
+        level.link, level.taus(fixed), problem.total_bandwidth, zoom)
+    if not solved:
+        raise ValueError("knapsack: no choice of options summing to its total has a finite value")
     share = share / share.sum(axis=1, keepdims=True)
     if level.single_share(fixed):
         # (the last zoom's splits at the chosen offsets are the answer's: normalizing moves the shares by
         # rounding only)
+        rows, devices = np.arange(a.shape[0])[:, None], np.arange(a.shape[1])[None, :]
         return share, Split(*zoom[1:, rows, devices, pick])
     return share, level.split(share * problem.total_bandwidth, a, b, fixed)
+
+
+_OFFSETS = np.arange(-_ZOOM_STEPS, _ZOOM_STEPS + 1, dtype=float)   # a zoom's trial offsets, in sub-steps
+_NO_ARRAY = np.empty(0)
+_NO_TABLE = np.empty((0, 0, 0))
