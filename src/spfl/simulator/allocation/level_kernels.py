@@ -79,12 +79,18 @@ def fixed_values(a, b, pi_sign, pi_both, out):
     for r in range(rows):
         for j in range(levels):
             for k in range(num):
-                best = 0.0
-                for s in range(pi_sign.shape[0]):
-                    value = a[r, k] * pi_sign[s, j, k] + b[r, k] * pi_both[s, j, k]
-                    if value > best:
-                        best = value
-                out[r, j, k] = best
+                out[r, j, k] = _fixed_best(a[r, k], b[r, k], pi_sign, pi_both, j, k)
+
+
+@inline
+def _fixed_best(a, b, pi_sign, pi_both, j, k):
+    """The best term (silent: 0) over the sign shares of one device at grid level j, equal packet powers."""
+    best = 0.0
+    for s in range(pi_sign.shape[0]):
+        value = a * pi_sign[s, j, k] + b * pi_both[s, j, k]
+        if value > best:
+            best = value
+    return best
 
 
 @jit
@@ -151,12 +157,7 @@ def solve_shares(a, b, fixed, shares, A, M, sign, kink_x, kink_sign, kink_both, 
         for r in range(rows):
             for j in range(levels):
                 for k in range(num):
-                    best = 0.0
-                    for s in range(fixed_sign.shape[0]):
-                        value = a[r, k] * fixed_sign[s, j, k] + b[r, k] * fixed_both[s, j, k]
-                        if value > best:
-                            best = value
-                    grid[r, k, j] = best
+                    grid[r, k, j] = _fixed_best(a[r, k], b[r, k], fixed_sign, fixed_both, j, k)
     else:
         flat = np.empty((rows, levels * num))
         _best(a, b, A, M, sign, kink_x, kink_sign, kink_both, bracket, table_x, table_g, table_z, log_ratio,
