@@ -34,6 +34,11 @@ What it does, in order:
    (each in its own process: some crash).
 
 Prints one table and writes bench/out/probe_aot.json; build products go to bench/out/aot/ (gitignored).
+
+Written against the kernels of main 3a23cd2, where it was run (bench/README.md, "What numba costs per
+process"). Since 9f5134c the optimized policies' search calls several of these kernels inside its own
+compiled loop, so they are no longer all called from Python: to reproduce, run it in a worktree at 3a23cd2
+(``git worktree add /tmp/aot 3a23cd2``).
 """
 
 from __future__ import annotations
