@@ -105,7 +105,7 @@ class _GridTable:
 
 _SHARED = threading.local()   # per thread: the grid tables of the last few links (a table fills lazily)
 _SHARED_TABLES = 4            # tables kept per thread
-_SHARED_ENTRIES = 1 << 18     # larger tables are not kept (K = 100: 10,100 entries per sign share)
+_SHARED_BYTES = 32 << 20      # larger tables are not kept (K = 100, five sign shares: 14 MB)
 
 
 def _shared_grid(level: PacketLevel, taus: np.ndarray, fixed: bool) -> _GridTable:
@@ -122,7 +122,7 @@ def _shared_grid(level: PacketLevel, taus: np.ndarray, fixed: bool) -> _GridTabl
         kept.move_to_end(key)
         return kept[key]
     table = _GridTable(level, taus, fixed)
-    if taus.size * level.grid.size <= _SHARED_ENTRIES:
+    if sum(array.nbytes for array in table.kernel_arrays) <= _SHARED_BYTES:
         kept[key] = table
         while len(kept) > _SHARED_TABLES:
             kept.popitem(last=False)
