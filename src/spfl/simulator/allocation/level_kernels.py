@@ -71,17 +71,6 @@ def _best_share(bandwidth, taus, gain, link, fixed, a, b):
     return best
 
 
-@jit
-def fixed_values(a, b, pi_sign, pi_both, out):
-    """out[r, j, k]: the best term (silent: 0) of device k at grid level j with equal packet powers, over the
-    sign shares (the leading axis of the tables pi_sign, pi_both: (shares, J + 1, K)), coefficients (R, K)."""
-    rows, levels, num = out.shape
-    for r in range(rows):
-        for j in range(levels):
-            for k in range(num):
-                out[r, j, k] = _fixed_best(a[r, k], b[r, k], pi_sign, pi_both, j, k)
-
-
 @inline
 def _fixed_best(a, b, pi_sign, pi_both, j, k):
     """The best term (silent: 0) over the sign shares of one device at grid level j, equal packet powers."""

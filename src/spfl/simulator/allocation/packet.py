@@ -233,17 +233,6 @@ class BlockPacket:
         a, b = (np.ascontiguousarray(np.broadcast_to(np.asarray(v, dtype=float), shape)).reshape(-1, n)
                 for v in (a, b))
         value, x = np.empty(a.shape), np.empty(a.shape)
-        self._run(a, b, 0, value, x)
-        return value.reshape(shape), x.reshape(shape)
-
-    def best_over_shares(self, a, b) -> np.ndarray:
-        """Each device's best term (silent: 0) at every entry of the trailing axes, over the leading axis
-        (the sign shares), for coefficient rows a, b (R, K): shape (R, *shape[1:])."""
-        value = np.empty((a.shape[0], self.A.size // self.shape[0]))
-        self._run(np.ascontiguousarray(a, dtype=float), np.ascontiguousarray(b, dtype=float), self.shape[0], value,
-                  value)
-        return value.reshape((a.shape[0],) + self.shape[1:])
-
-    def _run(self, a, b, shares, value, x):
         _best(a, b, self.A, self.M, self.sign, self.kink_x, self.kink_sign, self.kink_both, self.bracket,
-              self.table_x, self.table_g, self.table_z, self.log_ratio, shares, value, x)
+              self.table_x, self.table_g, self.table_z, self.log_ratio, 0, value, x)
+        return value.reshape(shape), x.reshape(shape)

@@ -42,7 +42,7 @@ from spfl.simulator.allocation.objective import (
 )
 from spfl.simulator.allocation.power import _TAU_LOGITS, _TAU_ZOOM_LEVELS
 from spfl.simulator.allocation.problem import AllocationProblem
-from spfl.simulator.allocation.separable import PacketLevel, solve_bandwidth
+from spfl.simulator.allocation.separable import EMPTY_GRID, PacketLevel, solve_bandwidth
 
 ALLOCATION_POLICIES = ("spfl", "power", "bandwidth", "uniform", "scheduling")
 _DESCENT_ROUNDS = 3    # re-linearizations per chain (descent: two chains)
@@ -311,10 +311,10 @@ def _search_compiled(context: _Context, policy: str) -> Allocation:
         for column, dependency in enumerate(node.dependencies):
             dependencies[row, column] = nodes.index(dependency)
     levels = []
+    wanted = {(names[node.name], node.tau_free) for node in nodes}
     for tau_free, level in ((False, context.level_fixed), (True, context.level)):
-        wanted = {(names[node.name], node.tau_free) for node in nodes}
-        grid = _kernel_table(level, False) if (search_kernel.SPFL, tau_free) in wanted else _EMPTY_TABLE
-        grid_fixed = _kernel_table(level, True) if (search_kernel.BANDWIDTH, tau_free) in wanted else _EMPTY_TABLE
+        grid = _kernel_table(level, False) if (search_kernel.SPFL, tau_free) in wanted else EMPTY_GRID
+        grid_fixed = _kernel_table(level, True) if (search_kernel.BANDWIDTH, tau_free) in wanted else EMPTY_GRID
         refine = _TAU_ZOOM_LEVELS if level.problem.slot_share is None and problem.two_packets else 0
         levels.append((grid, grid_fixed, level.taus(False), level.taus(True), level.single_share(False), refine))
     root = nodes[-1]
@@ -328,10 +328,6 @@ def _search_compiled(context: _Context, policy: str) -> Allocation:
                                         context.gain, context.link, settings)
     trace = tuple(float(value) for value in trace)
     return Allocation(*(np.array(row) for row in point), trace[-1], trace, policy)
-
-
-_EMPTY_TABLE = (0, *(np.empty(0) for _ in range(6)), np.empty(0, dtype=np.int8), *(np.empty((0, 0)) for _ in range(3)),
-                np.empty(0), np.empty((0, 0, 0)), np.empty((0, 0, 0)))
 
 
 def _kernel_table(level: PacketLevel, fixed: bool) -> tuple:

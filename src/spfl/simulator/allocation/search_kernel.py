@@ -8,8 +8,8 @@ separable solves re-linearized at its incumbent, a solve asked twice answered fr
 answer polished one device at a time (:func:`.policies._polish`).  The Python search stays the reference
 (tests compare the two bit for bit) and the path of per-packet fading.
 
-Arguments are tuples of arrays prepared by :mod:`.policies`: ``evaluator`` (the surrogate's constants,
-:data:`EVALUATORS`), ``levels`` (per sign-share mode: its tables and shares), ``nodes`` (name, tau mode,
+Arguments are tuples of arrays prepared by :mod:`.policies`: ``evaluator`` (the surrogate's kind and
+constants, :func:`evaluate`), ``levels`` (per sign-share mode: its tables and shares), ``nodes`` (name, tau mode,
 dependencies), ``settings`` (the search's constants).
 """
 
@@ -22,7 +22,7 @@ from spfl.simulator.allocation.level_kernels import point_arrivals, solve_shares
 from spfl.simulator.compiled import jit
 
 POWER, BANDWIDTH, SPFL = 0, 1, 2          # node names (:func:`.policies._nodes`)
-DESCENT_ALL, DESCENT_RECEIVED, JENSEN_ALL, JENSEN_RECEIVED = 0, 1, 2, 3   # EVALUATORS' kinds
+DESCENT_ALL, DESCENT_RECEIVED, JENSEN_ALL, JENSEN_RECEIVED = 0, 1, 2, 3   # evaluator kinds (:func:`evaluate`)
 _CAPACITY = 128                            # points one search may evaluate (it needs fewer than 60)
 
 
@@ -266,11 +266,12 @@ def _solve(node, name, level, at, bandwidth, first, evaluator, gain, link, fused
     a2, b2 = a.copy().reshape((1, num)), b.copy().reshape((1, num))
     table, table_fixed, taus_fine_free, taus_fixed, single_free, refine_free = level
     point = np.empty((4, num))
-    out = np.empty((4, 1, num))
+    out = np.empty((4, 1, num))   # the split: value, power_sign, power_modulus, slot_share
     if name == POWER:
+        point[0] = bandwidth
         split(bandwidth.copy().reshape((1, num)), a2, b2, gain, link, taus_fine_free, False, refine_step, 0,
               out[0], out[1], out[2], out[3])
-        point[0] = bandwidth
+        point[1:] = out[1:, 0]
     else:
         fixed = name == BANDWIDTH
         grid = table_fixed if fixed else table
@@ -284,18 +285,13 @@ def _solve(node, name, level, at, bandwidth, first, evaluator, gain, link, fused
         norm = numpy_sum(share[0])
         for k in range(num):
             point[0, k] = share[0, k] / norm * total
-        if fixed or single_free:
+        if fixed or single_free:   # the last zoom's splits at the chosen offsets
             for k in range(num):
-                o = pick[0, k]
-                point[1, k], point[2, k], point[3, k] = zoom[2, 0, k, o], zoom[3, 0, k, o], zoom[4, 0, k, o]
+                point[1:, k] = zoom[2:, 0, k, pick[0, k]]
         else:
-            shares = np.empty((1, num))
-            for k in range(num):
-                shares[0, k] = (share[0, k] / norm) * total
-            split(shares, a2, b2, gain, link, taus, False, refine_step, refine_free, out[0], out[1], out[2], out[3])
-            point[1], point[2], point[3] = out[1, 0], out[2, 0], out[3, 0]
-    if name == POWER:
-        point[1], point[2], point[3] = out[1, 0], out[2, 0], out[3, 0]
+            split(point[0:1].copy(), a2, b2, gain, link, taus, False, refine_step, refine_free, out[0], out[1], out[2],
+                  out[3])
+            point[1:] = out[1:, 0]
     ident = count
     count = _add(point, evaluator, gain, link, fused, points, values, pis, coefs, known, count)
     memo_node[memo], memo_at[memo], memo_answer[memo] = node, at, ident

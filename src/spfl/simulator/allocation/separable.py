@@ -93,11 +93,9 @@ class _GridTable:
                                   level.link, fixed, A, M, pi_sign, pi_both)
         self.shares = taus.size
         if fixed:
-            self.pi_sign, self.pi_both = pi_sign, pi_both
-            self.kernel_arrays = (_NO_ARRAY,) * 6 + (np.empty(0, dtype=np.int8),) + (np.empty((0, 0)),) * 3 + (
-                _NO_ARRAY, pi_sign, pi_both)
+            self.kernel_arrays = _NO_PACKET + (pi_sign, pi_both)
         else:
-            packet = self.packet = BlockPacket(A, M)
+            packet = BlockPacket(A, M)
             self.kernel_arrays = (packet.A, packet.M, packet.sign, packet.kink_x, packet.kink_sign, packet.kink_both,
                                   packet.bracket, packet.table_x, packet.table_g, packet.table_z, packet.log_ratio,
                                   _NO_TABLE, _NO_TABLE)
@@ -177,16 +175,9 @@ class PacketLevel:
 
     def grid_values(self, coef_sign, coef_both, fixed: bool) -> np.ndarray:
         """The best term (S, J + 1, K) of every device at every grid level for coefficients (S, 1, K), over
-        the coarse sign shares (silent: 0).  The grid's table is kept."""
-        table = self.grid_table(fixed)
-        if self.compiled:
-            a, b = (np.ascontiguousarray(c[:, 0, :], dtype=float) for c in (coef_sign, coef_both))
-            if not fixed:
-                return table.packet.best_over_shares(a, b)
-            out = np.empty((a.shape[0],) + self.grid.shape)
-            level_kernels.fixed_values(a, b, *table.kernel_arrays[-2:], out)
-            return out
-        value = table.best(coef_sign[:, None], coef_both[:, None])[0]   # (S, shares, J + 1, K)
+        the coarse sign shares (silent: 0), on numpy arrays (the compiled loops: :func:`_solve_compiled`).
+        The grid's table is kept."""
+        value = self.grid_table(fixed).best(coef_sign[:, None], coef_both[:, None])[0]   # (S, shares, J + 1, K)
         return np.max(np.where(value > 0, value, 0.0), axis=1)
 
     def single_share(self, fixed: bool) -> bool:
@@ -312,5 +303,9 @@ def _solve_compiled(level: PacketLevel, coef_sign: np.ndarray, coef_both: np.nda
 
 
 _OFFSETS = np.arange(-_ZOOM_STEPS, _ZOOM_STEPS + 1, dtype=float)   # a zoom's trial offsets, in sub-steps
-_NO_ARRAY = np.empty(0)
 _NO_TABLE = np.empty((0, 0, 0))
+# The block packets' arrays (A, M, sign, kink x / sign / both, bracket, table x / g / z, log ratio) where a table
+# has none, and a whole table where a search needs none, typed as the kernels read them.
+_NO_PACKET = (*(np.empty(0) for _ in range(6)), np.empty(0, dtype=np.int8), *(np.empty((0, 0)) for _ in range(3)),
+              np.empty(0))
+EMPTY_GRID = (0, *_NO_PACKET, _NO_TABLE, _NO_TABLE)
